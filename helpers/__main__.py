@@ -1,0 +1,78 @@
+"""Command line: ``python -m helpers {run,check,diff,strip,bench,diagnose}``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import WorkbookError
+
+# `python -m helpers bench NAME ...` -> module.bench_main(argv); each lives beside the code it measures.
+BENCHES = {"sampling": "helpers.sampling", "train": "helpers.train", "backbones": "helpers.backbones"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m helpers", description="Run and inspect the workbook.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute notebooks with papermill and render reports")
+    c = sub.add_parser("check", help="validate parameters only")
+    for q in (r, c):
+        q.add_argument("--profile", default="default", help="params/<profile>/ (smoke, default, gpu)")
+        q.add_argument("--only", nargs="+", metavar="NB", help="notebooks by number or stem, e.g. 00 01")
+        q.add_argument("--set", nargs="+", default=[], metavar="NB.KEY=VALUE", dest="sets",
+                       help="override one parameter; VALUE is read as YAML")
+    r.add_argument("--out", help="run folder (default reports/<YYYYmmdd-HHMMSS>-<profile>/)")
+    r.add_argument("--threads", type=int, help="torch threads per kernel (default: torch's own choice)")
+    d = sub.add_parser("diff", help="configuration and metric values that differ between two runs")
+    d.add_argument("run_a")
+    d.add_argument("run_b")
+    s = sub.add_parser("strip", help="remove outputs and execution counts from notebooks (before committing)")
+    s.add_argument("notebooks", nargs="+")
+    b = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHES)}")
+    b.add_argument("name", choices=sorted(BENCHES))
+    g = sub.add_parser("diagnose", help="diagnose a training history (history.json or CSV)", add_help=False)
+    g.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
+        return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
+    if argv[:1] == ["diagnose"]:
+        return importlib.import_module("helpers.plateau").diagnose_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "run":
+            from .runner import run
+
+            return run(args.profile, args.only, args.out, args.sets, args.threads)
+        if args.cmd == "check":
+            from .runner import check
+
+            return check(args.profile, args.only, args.sets)
+        if args.cmd == "diff":
+            from .runner import diff_runs
+
+            rows = diff_runs(args.run_a, args.run_b)
+            if not rows:
+                print("no differences in configuration or metrics")
+            width = max((len(k) for k, _, _ in rows), default=0)
+            for key, a, b in rows:
+                print(f"{key:<{width}}  {a!r:>14} -> {b!r}")
+            return 0
+        if args.cmd == "strip":
+            from .nbtools import strip_outputs
+
+            for path in args.notebooks:
+                changed = strip_outputs(path)
+                print(f"{path}: {'stripped' if changed else 'already clean'}")
+            return 0
+    except WorkbookError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
