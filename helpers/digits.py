@@ -226,8 +226,12 @@ def make_digit_pairs(seed: int = 0, train_sources: int = 400, val_sources: int =
         members = order[labels[order] == d]
         rank_in_class[members] = np.arange(len(members))
     frac = rank_in_class / np.bincount(labels)[labels]
-    tr_cut, va_cut = train_sources / n_img, (train_sources + val_sources) / n_img
-    split_of = np.where(frac < tr_cut, 0, np.where(frac < va_cut, 1, 2))
+    # Walking images in order of their rank within their class interleaves the digits, so the first
+    # `train_sources` images are an (almost) stratified sample of exactly that size.
+    walk = np.lexsort((perm.argsort(), frac))
+    split_of = np.full(n_img, 2)
+    split_of[walk[:train_sources]] = 0
+    split_of[walk[train_sources:train_sources + val_sources]] = 1
     tmp = folder.with_name(folder.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -24,6 +24,23 @@ import yaml
 from . import paths
 from .errors import ParameterError
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so read it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 _RANGE = re.compile(r"\brange\s+(?P<lo>[-+0-9.eE_*]*)\.\.(?P<hi>[-+0-9.eE_*]*)")
 _CHOICES = re.compile(r"\bone of\s+(?P<choices>[^\s;,]+(?:\|[^\s;,]+)+)")
 
@@ -196,7 +213,7 @@ def load_profile_file(profile: str, stem: str) -> tuple[dict[str, Any], Path]:
     if not path.exists():
         return {}, path
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ParameterError(f"{path}: invalid YAML: {e}") from None
     if data is None:
@@ -215,7 +232,7 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         lhs, raw = item.split("=", 1)
         nb, key = lhs.split(".", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError as e:
             raise ParameterError(f"--set {item!r}: value is not valid YAML: {e}") from None
         out.setdefault(nb, {})[key] = value

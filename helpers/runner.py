@@ -74,8 +74,10 @@ def _failure_details(exc: Exception, out_ipynb: Path) -> dict[str, Any]:
         import nbformat
 
         nb = nbformat.read(str(out_ipynb), as_version=4)
-        idx = details.get("cell_index")
-        if idx is not None and idx < len(nb.cells):
+        # papermill puts a banner cell on top after a failure, so find the cell by its error output.
+        errored = [i for i, c in enumerate(nb.cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        idx = errored[0] if errored else None
+        if idx is not None:
             text = []
             for o in nb.cells[idx].get("outputs", []):
                 if o.get("output_type") == "stream":
@@ -168,7 +170,7 @@ def run(profile: str, only: list[str] | None = None, out: str | Path | None = No
                                     cwd=str(paths.PROJ_ROOT), kernel_name="python3", progress_bar=False,
                                     log_output=False, request_save_on_cell_execute=False,
                                     # The kernel's own start-up warnings would flood the one-line-per-notebook log.
-                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
             except Exception as exc:  # noqa: BLE001 - any failure is reported, never swallowed
                 error = exc
             dur = time.perf_counter() - t0
