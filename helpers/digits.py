@@ -318,6 +318,14 @@ def evaluate_leakage(splits: PairSplits) -> dict[str, Any]:
     return out
 
 
+def make_leakage_table(leak: dict[str, Any]) -> pd.DataFrame:
+    """Per pair of splits: sources shared (by id) and pairs with identical content."""
+    shared = leak.get("shared_sources_by_split_pair") or {}
+    rows = [{"splits": k, "shared sources": shared.get(k, "no ids"), "duplicate pairs": v}
+            for k, v in leak["duplicates_by_split_pair"].items()]
+    return pd.DataFrame(rows).set_index("splits")
+
+
 def make_digit_frequency(splits: PairSplits) -> pd.DataFrame | None:
     """How often each digit appears among pair members, per split (built-in pairs only)."""
     if "digit_a" not in splits.train.extras:
@@ -343,7 +351,7 @@ def plot_sample_pairs(s: PairSet, n_per_label: int = 6, seed: int = 0):
             ax.axis("off")
             if col < len(pick):
                 i = pick[col]
-                img = np.concatenate([s.xa[i, 0], np.ones((s.xa.shape[2], 1)), s.xb[i, 0]], axis=1)
+                img = np.concatenate([s.xa[i, 0], np.full((s.xa.shape[2], 1), 0.3), s.xb[i, 0]], axis=1)
                 ax.imshow(img, cmap="gray_r", vmin=0, vmax=1)
                 if col == 0:
                     ax.set_title("y = 1 (same)" if label else "y = 0 (different)", loc="left", fontsize=9)

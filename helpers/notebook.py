@@ -62,8 +62,14 @@ class Context:
                            dataset=dataset, model=model, training=training, **extra)
         return io.atomic_write_json(self.path("config.json"), card)
 
-    def write_metrics(self, metrics: dict[str, Any]) -> Path:
-        return io.atomic_write_json(self.path("metrics.json"), flatten(metrics))
+    def write_metrics(self, metrics: dict[str, Any]):
+        """Write metrics.json (flattened) and return it as a one-column table for display."""
+        import pandas as pd
+
+        flat = flatten(metrics)
+        io.atomic_write_json(self.path("metrics.json"), flat)
+        return pd.DataFrame({"value": [io._jsonable(v) for v in flat.values()]},
+                            index=pd.Index(list(flat), name="metric"))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
