@@ -43,3 +43,11 @@ def test_every_params_file_belongs_to_a_notebook(profile):
     stems = {p.stem for p in NOTEBOOKS}
     for f in (paths.PARAMS / profile).glob("*.yaml"):
         assert f.stem in stems, f"{f} has no notebook"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_audit_shows_the_same_scenes_notebook_01_samples(profile):
+    plan = runner.resolve_parameters(profile, ["00_data_audit", "01_pair_sampling"])
+    a, b = plan["00_data_audit"]["resolved"], plan["01_pair_sampling"]["resolved"]
+    assert (a["jrdb_root"], a["scene_seed"], a["scene_sequences"], a["scene_frames"], a["scene_keyframe_stride"]) == \
+        (b["jrdb_root"], b["seed"], b["n_sequences"], b["frames_per_sequence"], b["keyframe_stride"])

@@ -1,0 +1,326 @@
+"""Notebook 02 (stage 1): the note-001 stage-1 pair model per dataset, next to simple baselines.
+
+For each dataset: train the model with the shared loop (checkpoints, history.json in
+``<out>/<dataset>/``), score val and test at a stated threshold with a 95% interval, train the
+logistic-regression and LightGBM baselines on hand-made pair features on the same split, write
+``evaluation_report.txt``, ``config.json`` and the prediction files notebook 05 stacks.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from helpers.errors import WorkbookError
+
+__all__ = ["Stage1Run", "run_stage1", "make_inputs", "make_stage1_model_spec", "make_train_config",
+           "make_dataset_table", "make_results_table", "make_summary_table", "make_metrics",
+           "describe_run", "describe_summary", "show_stage1_section", "plot_stage1_figures",
+           "write_prediction_file", "STAGE1_CLAIM_VAL_ACC"]
+
+# Note 001, stage 1 (6-way fusion + CBAM, 50 epochs, their 28×28 data): claimed val accuracy.
+STAGE1_CLAIM_VAL_ACC = 0.8528
+
+
+@dataclass
+class Stage1Run:
+    """Everything notebook 02 shows and writes for one dataset."""
+    name: str
+    kind: str                       # image | vector
+    generated: bool
+    source: str
+    out_dir: Path
+    sizes: dict[str, int]
+    pos_rates: dict[str, float]
+    data_notes: list[str]
+    model_spec: dict
+    n_params: int
+    config: dict
+    history: list[dict]
+    best: dict
+    epochs_run: int
+    fit_s: float
+    val_y: np.ndarray
+    test_y: np.ndarray
+    val_prob: np.ndarray
+    test_prob: np.ndarray
+    eval_val: dict
+    eval_test: dict
+    baselines: dict[str, dict] = field(default_factory=dict)   # name -> {"val": ..., "test": ..., "fit_s", ...}
+    fusion_weights: dict[str, float] | None = None
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def train_samples_per_s(self) -> float:
+        return float(np.median([r["samples_per_s"] for r in self.history])) if self.history else float("nan")
+
+
+# ------------------------------------------------------------------------------------ building
+def make_inputs(s, use_pair: bool) -> tuple[np.ndarray, ...]:
+    """Model inputs of one split: (xa, xb) or (xa, xb, pair)."""
+    if use_pair:
+        return (s.xa, s.xb, s.extras["pair"])
+    return (s.xa, s.xb)
+
+
+def _uses_pair(splits) -> bool:
+    return all("pair" in s.extras for _, s in splits.items())
+
+
+def make_stage1_model_spec(splits, params: Mapping[str, Any]) -> dict:
+    """Note 001 stage 1 for image pairs (ResNet ``layers`` + CBAM + adaptive 6-way fusion); for
+    vector pairs the MLP encoder with the same fusion (and pair features when present)."""
+    if splits.kind == "image":
+        return {"name": "stage1_fusion_cbam",
+                "kwargs": {"in_channels": int(splits.train.xa.shape[1]), "layers": list(params["layers"]),
+                           "width_mult": float(params["width_mult"]), "feat_dim": int(params["feat_dim"])}}
+    kw = {"in_features": int(np.prod(splits.train.xa.shape[1:])), "hidden": list(params["mlp_hidden"]),
+          "feat_dim": int(params["feat_dim"]), "fusion": "adaptive"}
+    if _uses_pair(splits):
+        kw["pair_dim"] = int(splits.train.extras["pair"].shape[1])
+    return {"name": "siamese_mlp", "kwargs": kw}
+
+
+def make_train_config(params: Mapping[str, Any], kind: str, **overrides):
+    """TrainConfig from a notebook's parameters (augmentation only applies to images)."""
+    from helpers.train import TrainConfig
+
+    cfg = dict(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), lr=float(params["lr"]),
+               weight_decay=float(params["weight_decay"]), scheduler="cosine",
+               warmup_epochs=float(params["warmup_epochs"]), eta_min=1e-6,
+               max_grad_norm=float(params["max_grad_norm"]), patience=int(params["patience"]),
+               min_delta=1e-4, monitor=str(params.get("monitor", "accuracy")),
+               label_smoothing=float(params.get("label_smoothing", 0.0)),
+               augment=bool(params.get("augment", False)) and kind == "image", seed=int(params["seed"]),
+               num_threads=int(params.get("num_threads", 0)), log_every=int(params.get("log_every", 5)))
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
+
+
+def write_prediction_file(out_dir: Path, model_name: str, val_prob, test_prob, val_y, test_y,
+                          selected_on: str = "val") -> Path:
+    """``<out_dir>/predictions/<model_name>.npz`` in notebook 05's format."""
+    path = Path(out_dir) / "predictions" / f"{model_name}.npz"
+    try:
+        from helpers.stacking import write_predictions
+    except ImportError:  # pragma: no cover - stacking ships with the workbook
+        from helpers.io import atomic_savez
+        return atomic_savez(path, val_prob=np.asarray(val_prob, np.float64), test_prob=np.asarray(test_prob, np.float64),
+                            val_y=np.asarray(val_y, np.int64), test_y=np.asarray(test_y, np.int64))
+    return write_predictions(path, val_prob, test_prob, val_y, test_y, trained_on=["train"], selected_on=selected_on)
+
+
+def _data_notes(splits) -> list[str]:
+    notes = [f"{'GENERATED data' if splits.generated else 'data'}: {splits.source}"]
+    spp = splits.meta.get("sources_per_split") if isinstance(splits.meta, dict) else None
+    if spp:
+        notes.append("source images per split: " + ", ".join(f"{k} {v}" for k, v in spp.items())
+                     + " (fewer training images make the task harder; set by notebook 00's train_sources)")
+    return notes
+
+
+def _sizes(splits) -> dict[str, int]:
+    return {k: len(s) for k, s in splits.items()}
+
+
+# ---------------------------------------------------------------------------------------- run
+def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
+               device: str = "cpu") -> Stage1Run:
+    """Train and evaluate stage 1 and the baselines on one dataset; files go to ``out_dir/<name>/``."""
+    import torch
+
+    from helpers.baselines import make_pair_features, train_lgbm_baseline, train_logreg_baseline
+    from helpers.digits import load_pair_dataset
+    from helpers.evaluate import evaluate_binary, make_evaluation_report
+    from helpers.io import atomic_write_json, atomic_write_text
+    from helpers.models import count_parameters, create_model
+    from helpers.runcard import make_config
+    from helpers.tasks import BinaryTask
+    from helpers.train import predict, train_model
+
+    splits = load_pair_dataset(dataset, run_dir)
+    name = splits.name
+    out = Path(out_dir) / name
+    out.mkdir(parents=True, exist_ok=True)
+    use_pair = _uses_pair(splits)
+    thr = float(params["threshold"])
+    tr, va, te = splits.train, splits.val, splits.test
+    for split, s in splits.items():
+        if len(np.unique(s.y)) < 2:
+            raise WorkbookError(f"dataset {name!r}: the {split} split has only label {int(s.y[0])}; "
+                                "a binary pair task needs both 0 and 1")
+
+    spec = make_stage1_model_spec(splits, params)
+    torch.manual_seed(int(params["seed"]))
+    model = create_model(spec["name"], **spec["kwargs"])
+    task = BinaryTask(loss_name="bce", threshold=thr)
+    cfg = make_train_config(params, splits.kind)
+    t0 = time.perf_counter()
+    res = train_model(model, task, (*make_inputs(tr, use_pair), tr.y), (*make_inputs(va, use_pair), va.y),
+                      cfg, out_dir=out, device=device)
+    fit_s = time.perf_counter() - t0
+    # The model now holds the best-`monitor` weights (the best_<monitor>.pt checkpoint).
+    val_prob = predict(model, task, make_inputs(va, use_pair), device=device).astype(np.float64)
+    test_prob = predict(model, task, make_inputs(te, use_pair), device=device).astype(np.float64)
+    ev_val, ev_test = evaluate_binary(va.y, val_prob, thr), evaluate_binary(te.y, test_prob, thr)
+    write_prediction_file(out, "stage1", val_prob, test_prob, va.y, te.y)
+
+    # Baselines on the same split: hand-made symmetric pair features.
+    feats = [make_pair_features(s.xa, s.xb, s.extras.get("pair") if use_pair else None) for s in (tr, va, te)]
+    baselines: dict[str, dict] = {}
+    for b in (train_logreg_baseline(feats[0], tr.y, feats[1], feats[2], seed=int(params["seed"])),
+              train_lgbm_baseline(feats[0], tr.y, feats[1], va.y, feats[2], n_estimators=int(params["lgbm_estimators"]),
+                                  seed=int(params["seed"]), num_threads=max(1, int(params.get("num_threads", 0)) or 1))):
+        baselines[b.name] = {"val": evaluate_binary(va.y, b.val_prob, thr), "test": evaluate_binary(te.y, b.test_prob, thr),
+                             "fit_s": b.fit_s, "n_features": b.n_features, "info": b.info,
+                             "val_prob": b.val_prob, "test_prob": b.test_prob}
+        write_prediction_file(out, f"baseline_{b.name}", b.val_prob, b.test_prob, va.y, te.y)
+
+    fusion = model.fusion_weights() if hasattr(model, "fusion_weights") else None
+    run = Stage1Run(name=name, kind=splits.kind, generated=splits.generated, source=splits.source, out_dir=out,
+                    sizes=_sizes(splits), pos_rates={k: float(np.mean(s.y)) for k, s in splits.items()},
+                    data_notes=_data_notes(splits), model_spec=spec,
+                    n_params=count_parameters(model), config=cfg.to_dict(), history=res.history, best=res.best,
+                    epochs_run=res.epochs_run, fit_s=fit_s, val_y=va.y, test_y=te.y, val_prob=val_prob,
+                    test_prob=test_prob, eval_val=ev_val, eval_test=ev_test, baselines=baselines,
+                    fusion_weights=fusion, checkpoints=res.checkpoints)
+
+    report = make_evaluation_report(
+        f"Stage 1 evaluation: {name} ({spec['name']})",
+        {"stage 1 model, val": ev_val, "stage 1 model, test": ev_test,
+         **{f"baseline {k}, test": v["test"] for k, v in baselines.items()}},
+        notes=[f"model weights: best val {res.best.get('monitor', {}).get('name', cfg.monitor)} epoch "
+               f"{res.best.get('monitor', {}).get('epoch')} of {res.epochs_run} (file best_{_ckpt_key(cfg.monitor)}.pt)",
+               f"threshold {thr:.2f} stated in advance (not tuned on test)", *run.data_notes])
+    atomic_write_text(out / "evaluation_report.txt", report)
+    atomic_write_json(out / "config.json", make_config(
+        notebook="02_stage1", description=f"Stage 1 pair model on {name} (note 001 stage 1)",
+        params=dict(params), out_dir=str(out), profile=os.environ.get("PAIRWISE_PROFILE", "interactive"),
+        device=str(device),
+        dataset={"name": name, "kind": splits.kind, "generated": splits.generated, "source": splits.source,
+                 **{f"{k}_samples": v for k, v in run.sizes.items()},
+                 "total_samples": int(sum(run.sizes.values())), "split_method": splits.meta.get("split_method", "given"),
+                 "data_leakage_prevention": bool(splits.meta.get("split_method"))},
+        model={"architecture": spec["name"], "kwargs": spec["kwargs"], "parameters": run.n_params,
+               "pretrained": False, "task": "binary", "output_dim": 1},
+        training={"loss_function": "BCEWithLogits", "optimizer": "AdamW",
+                  "optimizer_params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                  "scheduler": cfg.scheduler, "scheduler_params": {"warmup_lr": cfg.warmup_lr, "eta_min": cfg.eta_min},
+                  "effective_batch_size": cfg.batch_size * cfg.grad_accum_steps, "workers": 0,
+                  **cfg.to_dict()}))
+    return run
+
+
+def _ckpt_key(monitor: str) -> str:
+    m = monitor.removeprefix("val_")
+    return "loss" if m == "loss" else m
+
+
+# -------------------------------------------------------------------------------------- tables
+def make_dataset_table(run: Stage1Run) -> pd.DataFrame:
+    """Pairs and positive rate per split."""
+    return pd.DataFrame({"pairs": run.sizes, "positive rate": run.pos_rates}).rename_axis("split")
+
+
+def make_results_table(run: Stage1Run) -> pd.DataFrame:
+    """Test accuracy with its 95% interval, F1, ROC-AUC and val accuracy per method."""
+    rows = [("stage 1 model", run.eval_val, run.eval_test, run.fit_s)]
+    rows += [(f"baseline: {k}", v["val"], v["test"], v["fit_s"]) for k, v in run.baselines.items()]
+    return pd.DataFrame([{"method": m, "test acc": t["accuracy"], "95% CI low": t["acc_ci_low"],
+                          "95% CI high": t["acc_ci_high"], "test F1": t["f1"], "test ROC-AUC": t["roc_auc"],
+                          "val acc": v["accuracy"], "fit s": s} for m, v, t, s in rows]).set_index("method")
+
+
+def make_summary_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
+    """All datasets and methods in one table, with note 001's stage-1 claim for reference."""
+    frames = []
+    for name, run in runs.items():
+        t = make_results_table(run).reset_index()
+        t.insert(0, "dataset", name + (" (generated)" if run.generated else ""))
+        frames.append(t)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    claim = pd.DataFrame([{"dataset": "note 001 claim (their 28×28 data)", "method": "stage 1 model",
+                           "val acc": STAGE1_CLAIM_VAL_ACC}])
+    return pd.concat([df, claim], ignore_index=True).set_index(["dataset", "method"])
+
+
+def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
+    """metrics.json content, one block per dataset (flattened to ``<dataset>.<key>``)."""
+    out = {}
+    for name, r in runs.items():
+        out[name] = {
+            "test_acc": r.eval_test["accuracy"], "test_acc_ci_low": r.eval_test["acc_ci_low"],
+            "test_acc_ci_high": r.eval_test["acc_ci_high"], "test_f1": r.eval_test["f1"],
+            "test_auc": r.eval_test["roc_auc"], "val_acc": r.eval_val["accuracy"], "threshold": r.eval_test["threshold"],
+            "baseline_logreg_acc": r.baselines["logreg"]["test"]["accuracy"],
+            "baseline_lgbm_acc": r.baselines["lgbm"]["test"]["accuracy"],
+            "epochs_run": r.epochs_run, "train_samples_per_s": r.train_samples_per_s, "fit_s": r.fit_s,
+            "n_train": r.sizes["train"], "n_test": r.sizes["test"], "n_params": r.n_params,
+            "generated": r.generated,
+        }
+    return out
+
+
+def describe_run(run: Stage1Run) -> str:
+    """One-line takeaway computed from the results."""
+    t = run.eval_test
+    best_b = max(run.baselines.items(), key=lambda kv: kv[1]["test"]["accuracy"])
+    bt = best_b[1]["test"]
+    overlap = not (t["acc_ci_low"] > bt["acc_ci_high"] or bt["acc_ci_low"] > t["acc_ci_high"])
+    diff = t["accuracy"] - bt["accuracy"]
+    verdict = ("the intervals overlap: not clearly different" if overlap else
+               ("clearly better" if diff > 0 else "clearly WORSE"))
+    return (f"{run.name}: stage-1 test accuracy {t['accuracy']:.3f} (95% CI {t['acc_ci_low']:.3f}–"
+            f"{t['acc_ci_high']:.3f}) vs best baseline {best_b[0]} {bt['accuracy']:.3f} "
+            f"({diff:+.3f}; {verdict}); {run.epochs_run} epochs, {run.train_samples_per_s:.0f} samples/s.")
+
+
+def describe_summary(runs: Mapping[str, Stage1Run]) -> str:
+    lines = []
+    for name, r in runs.items():
+        if r.kind == "image":
+            gap = r.eval_val["accuracy"] - STAGE1_CLAIM_VAL_ACC
+            lines.append(f"{name}: val accuracy {r.eval_val['accuracy']:.4f} vs note 001's claimed "
+                         f"{STAGE1_CLAIM_VAL_ACC:.4f} on its own data ({gap:+.4f}; different data, so a "
+                         "reference, not a replication).")
+        lines.append(describe_run(r))
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- figures
+def plot_stage1_figures(run: Stage1Run) -> dict[str, Any]:
+    """The three figures of note 000 for one run: training curves, confusion matrix, probabilities."""
+    from helpers.plots import plot_confusion_matrix, plot_probability_distributions, plot_training_curves
+
+    return {
+        "training_curves.png": plot_training_curves(run.history, ("loss", "accuracy", "lr", "grad_norm")),
+        "confusion_matrix.png": plot_confusion_matrix(run.eval_test["confusion"], ["different (0)", "same (1)"]
+                                                      if run.name == "digit_pairs" else ["0", "1"],
+                                                      title=f"{run.name}: test, threshold {run.eval_test['threshold']:.2f}"),
+        "probability_distributions.png": plot_probability_distributions(
+            run.test_y, run.test_prob, run.eval_test["threshold"], title=f"{run.name}: test P(y = 1) by true class"),
+    }
+
+
+def show_stage1_section(run: Stage1Run, ctx) -> None:
+    """Display one dataset's section inline (heading, tables, figures, takeaway); figures are
+    saved through ``ctx.save_figure`` into ``<out>/<dataset>/``."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"### {run.name}{' (generated data)' if run.generated else ''}\n"
+                     f"How well does the stage-1 model ({run.model_spec['name']}, {run.n_params:,} parameters) "
+                     f"separate the pairs on the test split, and does it beat the baselines?\n\n"
+                     + "\n".join(f"- {n}" for n in run.data_notes)))
+    display(make_dataset_table(run))
+    display(make_results_table(run))
+    for fname, fig in plot_stage1_figures(run).items():
+        ctx.save_figure(fig, f"{run.name}/{fname}")
+        display(fig)
+        plt.close(fig)
+    print(describe_run(run))

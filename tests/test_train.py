@@ -1,0 +1,231 @@
+"""The training loop: resume, checkpoints, schedules, tasks of any kind, inputs of any shape."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers.errors import WorkbookError
+from helpers.models import create_model
+from helpers.tasks import BinaryTask, MulticlassTask
+from helpers.train import (TrainConfig, augment_images, load_checkpoint, make_rank_indices, predict,
+                           train_model)
+
+torch.set_num_threads(1)
+
+
+def _image_pairs(n=96, seed=0, size=8):
+    g = torch.Generator().manual_seed(seed)
+    xa = torch.rand(n, 1, size, size, generator=g)
+    same = torch.rand(n, generator=g) > 0.5
+    xb = torch.where(same[:, None, None, None], xa + 0.1 * torch.rand(n, 1, size, size, generator=g),
+                     torch.rand(n, 1, size, size, generator=g))
+    return xa, xb, same.long()
+
+
+def _small_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return create_model("siamese_resnet", in_channels=1, layers=(1, 1), width_mult=0.125, feat_dim=16, **kw)
+
+
+def _cfg(**kw):
+    base = dict(epochs=4, batch_size=16, lr=3e-3, patience=0, log_every=0, seed=3, warmup_epochs=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_history_rows_and_checkpoints(tmp_path):
+    xa, xb, y = _image_pairs()
+    res = train_model(_small_model(), BinaryTask(), (xa[:64], xb[:64], y[:64]), (xa[64:], xb[64:], y[64:]),
+                      _cfg(epochs=3), out_dir=tmp_path)
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert len(hist) == 3 == res.epochs_run
+    for key in ("epoch", "train_loss", "val_loss", "accuracy", "f1", "precision", "recall", "lr",
+                "grad_norm", "epoch_time_s", "samples_per_s"):
+        assert key in hist[0], key
+    for name in ("best_accuracy.pt", "best_loss.pt", "best_f1.pt", "final.pt", "last.pt"):
+        assert (tmp_path / name).is_file(), name
+    ck = load_checkpoint(tmp_path / "final.pt")
+    for key in ("epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
+                "scaler_state_dict", "best", "config", "model_spec"):
+        assert key in ck
+    assert ck["model_spec"]["name"] == "siamese_resnet"
+    assert res.best["loss"]["value"] == min(r["val_loss"] for r in hist)
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path):
+    xa, xb, y = _image_pairs()
+    train, val = (xa[:64], xb[:64], y[:64]), (xa[64:], xb[64:], y[64:])
+    cfg = _cfg(epochs=4)
+    full = train_model(_small_model(), BinaryTask(), train, val, cfg, out_dir=tmp_path / "a")
+
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(_small_model(), BinaryTask(), train, val, cfg, out_dir=tmp_path / "b", on_epoch_end=interrupt)
+    assert json.loads((tmp_path / "b" / "history.json").read_text())[-1]["epoch"] == 1
+    resumed = train_model(_small_model(seed=99), BinaryTask(), train, val, cfg, out_dir=tmp_path / "b")
+    assert resumed.resumed_from == 1
+    drop = ("epoch_time_s", "samples_per_s")
+    strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    pa = predict(full.model, BinaryTask(), val[:2])
+    pb = predict(resumed.model, BinaryTask(), val[:2])
+    np.testing.assert_array_equal(pa, pb)
+
+
+def test_changed_config_starts_afresh(tmp_path):
+    xa, xb, y = _image_pairs(48)
+    data = (xa, xb, y)
+    train_model(_small_model(), BinaryTask(), data, data, _cfg(epochs=1), out_dir=tmp_path)
+    res = train_model(_small_model(), BinaryTask(), data, data, _cfg(epochs=2, lr=1e-3), out_dir=tmp_path)
+    assert res.resumed_from == 0 and res.epochs_run == 2
+
+
+def test_cosine_warmup_schedule_and_plateau():
+    xa, xb, y = _image_pairs(64)
+    lrs = []
+    cfg = _cfg(epochs=4, batch_size=16, lr=1e-2, warmup_epochs=1, warmup_lr=1e-4, eta_min=1e-5)
+    train_model(_small_model(), BinaryTask(), (xa, xb, y), (xa, xb, y), cfg,
+                on_epoch_end=lambda r: lrs.append(r["lr"]))
+    assert lrs[0] == pytest.approx(1e-2, rel=1e-6)          # warm-up reached the base lr after epoch 1
+    assert lrs[-1] == pytest.approx(1e-5, rel=1e-6)         # cosine ended at eta_min
+    assert lrs[1] > lrs[2] > lrs[3]
+    res = train_model(_small_model(), BinaryTask(), (xa, xb, y), (xa, xb, y), _cfg(epochs=2, scheduler="plateau"))
+    assert res.epochs_run == 2
+
+
+def test_early_stopping_and_callback_stop():
+    xa, xb, y = _image_pairs(64)
+    # lr 0 would be rejected; a tiny lr with min_delta 1 never "improves" after epoch 1
+    res = train_model(_small_model(), BinaryTask(), (xa, xb, y), (xa, xb, y),
+                      _cfg(epochs=10, patience=2, min_delta=1.0))
+    assert res.epochs_run == 3 and res.stopped_early
+    res = train_model(_small_model(), BinaryTask(), (xa, xb, y), (xa, xb, y), _cfg(epochs=10),
+                      on_epoch_end=lambda r: r["epoch"] >= 2)
+    assert res.epochs_run == 2
+
+
+def test_grad_accum_amp_bf16_augment_label_smoothing():
+    xa, xb, y = _image_pairs(50)
+    cfg = _cfg(epochs=2, grad_accum_steps=2, amp=True, augment=True, label_smoothing=0.1, max_grad_norm=0.5)
+    res = train_model(_small_model(), BinaryTask(loss_name="focal", alpha=-1, gamma=2.0), (xa, xb, y),
+                      (xa, xb, y), cfg)
+    assert all(math.isfinite(r["train_loss"]) and r["grad_norm"] > 0 for r in res.history)
+
+
+def test_vector_pairs_with_pair_features_multiclass():
+    g = torch.Generator().manual_seed(1)
+    n = 80
+    xa, xb, pair = torch.randn(n, 6, generator=g), torch.randn(n, 6, generator=g), torch.randn(n, 3, generator=g)
+    y = (pair[:, 0] > 0).long() + (pair[:, 1] > 0).long()  # 3 classes
+    torch.manual_seed(0)
+    model = create_model("siamese_mlp", in_features=6, hidden=(16,), feat_dim=8, num_classes=3, pair_dim=3)
+    res = train_model(model, MulticlassTask(3, class_weights=[1, 1, 2]), (xa, xb, pair, y), (xa, xb, pair, y),
+                      _cfg(epochs=3, batch_size=17))    # 80 = 4*17 + 12: uneven batches
+    assert res.history[-1]["f1"] >= 0
+    probs = predict(model, MulticlassTask(3), (xa, xb, pair))
+    assert probs.shape == (n, 3)
+
+
+def test_single_input_model_and_regression_task():
+    class MSETask:  # a task defined elsewhere: lower-is-better primary metric
+        primary = "mse"
+
+        def loss(self, out, y):
+            return ((out - y.float()) ** 2).mean()
+
+        def predict(self, out):
+            return out
+
+        def metrics(self, out, y):
+            return {"primary": "mse", "mse": float(((out - y.float()) ** 2).mean())}
+
+    x = torch.rand(40, 1, 8, 8)
+    y = x.mean(dim=(1, 2, 3))
+    torch.manual_seed(0)
+    model = create_model("resnet", in_channels=1, layers=(1,), width_mult=0.125, feat_dim=8)
+    res = train_model(model, MSETask(), (x, y), (x, y), _cfg(epochs=2, monitor="mse"))
+    assert "mse" in res.best and res.best["mse"]["value"] == min(r["mse"] for r in res.history)
+
+
+def test_uint8_npz_without_ids_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    xa = rng.integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
+    xb = rng.integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 2, size=40)
+    np.savez(tmp_path / "train.npz", xa=xa, xb=xb, y=y)
+    d = np.load(tmp_path / "train.npz")
+    assert "ida" not in d
+    res = train_model(_small_model(), BinaryTask(), (d["xa"], d["xb"], d["y"]), (d["xa"], d["xb"], d["y"]),
+                      _cfg(epochs=1))
+    assert math.isfinite(res.history[0]["train_loss"])
+
+
+def test_bad_checkpoint_and_bad_input(tmp_path):
+    with pytest.raises(WorkbookError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WorkbookError, match="cannot be read"):
+        load_checkpoint(tmp_path / "junk.pt")
+    xa, xb, y = _image_pairs(32)
+    train_model(_small_model(), BinaryTask(), (xa, xb, y), (xa, xb, y), _cfg(epochs=1), out_dir=tmp_path / "r")
+    other = create_model("siamese_mlp", in_features=4)
+    with pytest.raises(WorkbookError, match="does not fit"):
+        load_checkpoint(tmp_path / "r" / "final.pt", other)
+    with pytest.raises(WorkbookError):
+        train_model(_small_model(), BinaryTask(), (xa, xb, y[:5]), (xa, xb, y), _cfg())
+    with pytest.raises(WorkbookError):
+        TrainConfig(scheduler="step")
+
+
+def test_rank_indices_and_augment():
+    a = make_rank_indices(10, 1, 0, rank=0, world_size=3)
+    b = make_rank_indices(10, 1, 0, rank=1, world_size=3)
+    c = make_rank_indices(10, 1, 0, rank=2, world_size=3)
+    assert len(a) == len(b) == len(c) == 4
+    assert set(torch.cat([a, b, c]).tolist()) == set(range(10))
+    assert torch.equal(make_rank_indices(10, 1, 0), make_rank_indices(10, 1, 0))
+    assert not torch.equal(make_rank_indices(10, 1, 0), make_rank_indices(10, 2, 0))
+    x = torch.rand(5, 1, 8, 8)
+    out = augment_images(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    ident = augment_images(x, torch.Generator().manual_seed(0), rotation=0, translate=0, crop_scale=(1, 1))
+    torch.testing.assert_close(ident, x, atol=1e-5, rtol=0)
+
+
+def test_numeric_primary_metric_is_tracked():
+    class Task(BinaryTask):
+        def metrics(self, out, y):
+            return {"primary": float(self.predict(out).mean())}
+
+    xa, xb, y = _image_pairs(32)
+    res = train_model(_small_model(), Task(), (xa, xb, y), (xa, xb, y), _cfg(epochs=1))
+    assert "primary" in res.history[0] and "primary" in res.best
+
+
+def test_user_uint8_folder_without_ids_through_stage1(tmp_path):
+    """A user's own NPZ folder (uint8 images [N, H, W], no ids) trains and is scored by notebook 02's code."""
+    from helpers.stage1 import run_stage1
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "my_pairs"
+    folder.mkdir()
+    for fname, n in (("train.npz", 64), ("val.npz", 32), ("test_public.npz", 32)):
+        y = np.arange(n) % 2
+        xa = rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)
+        xb = np.where(y[:, None, None] == 1, xa, rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8)).astype(np.uint8)
+        np.savez(folder / fname, xa=xa, xb=xb, y=y)
+    params = dict(seed=0, epochs=1, batch_size=16, lr=1e-3, weight_decay=0.0, warmup_epochs=0, patience=0,
+                  monitor="accuracy", layers=[1, 1], width_mult=0.125, feat_dim=8, mlp_hidden=[8], augment=True,
+                  label_smoothing=0.0, max_grad_norm=1.0, threshold=0.5, lgbm_estimators=5, num_threads=1, log_every=0)
+    run = run_stage1(str(folder), tmp_path, tmp_path / "out", params)
+    assert run.name == "my_pairs" and run.kind == "image" and run.epochs_run == 1
+    for f in ("best_accuracy.pt", "final.pt", "history.json", "evaluation_report.txt", "config.json",
+              "predictions/stage1.npz", "predictions/baseline_lgbm.npz"):
+        assert (tmp_path / "out" / "my_pairs" / f).is_file(), f
+    assert 0 <= run.eval_test["accuracy"] <= 1 and run.baselines["logreg"]["test"]["accuracy"] > 0.7
