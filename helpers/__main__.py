@@ -8,7 +8,8 @@ import sys
 from .errors import WorkbookError
 
 # `python -m helpers bench NAME ...` -> module.bench_main(argv); each lives beside the code it measures.
-BENCHES = {"sampling": "helpers.sampling", "train": "helpers.train", "backbones": "helpers.backbones"}
+BENCHES = {"sampling": "helpers.sampling", "train": "helpers.train", "backbones": "helpers.backbones",
+           "multiseed": "helpers.multiseed"}
 
 
 def _parser() -> argparse.ArgumentParser:
