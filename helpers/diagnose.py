@@ -479,7 +479,7 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
     finite = np.isfinite(y)
     best_i = (int(np.nanargmax(y) if gib else np.nanargmin(y))) if finite.any() else None
     rules: dict[str, Any] = {
-        "monitor": metric, "mode": "max" if gib else "min",
+        "monitor": metric, "mode": "max" if gib else "min", "n_epochs": int(len(y)),
         "reduce_lr_on_plateau": {"patience": rlrop_patience, "threshold": 1e-4,
                                  "threshold_mode": "rel",
                                  "first_cut_epoch": epoch_at(cuts[0]) if cuts else None,
@@ -897,6 +897,18 @@ def make_recommendations_table(diag: Diagnosis) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rank", "name", "plan", "change", "reason"])
 
 
+def describe_rules(diag: Diagnosis) -> str:
+    """When ReduceLROnPlateau and EarlyStopping would have acted on this curve, in two lines."""
+    rl, es = diag.rules["reduce_lr_on_plateau"], diag.rules["early_stopping"]
+    n = diag.rules.get("n_epochs", "recorded")
+    cut = f"epoch {rl['first_cut_epoch']}" if rl["first_cut_epoch"] is not None else f"never within the {n} epochs"
+    stop = f"epoch {es['stop_epoch']}" if es["stop_epoch"] is not None else f"never within the {n} epochs"
+    note = f": {es['note']}" if es.get("note") else ""
+    return (f"ReduceLROnPlateau(patience {rl['patience']}, threshold 1e-4 rel) would first cut the LR: {cut}\n"
+            f"EarlyStopping(patience {es['patience']}, min_delta {es['min_delta']:g}) would stop: {stop} "
+            f"[{es['verdict']}{note}]")
+
+
 # ---------------------------------------------------------------------------------------- CLI
 def _format_text(diag: Diagnosis, source: str) -> str:
     lines = [f"diagnosis of {source}  (metric: {diag.metric}, {'higher' if diag.greater_is_better else 'lower'} is better)",
@@ -908,12 +920,8 @@ def _format_text(diag: Diagnosis, source: str) -> str:
         lines.append("  none")
     for i, r in enumerate(diag.recommendations, 1):
         lines.append(f"  {i}. {r.change}\n     because {r.reason}")
-    rl, es = diag.rules["reduce_lr_on_plateau"], diag.rules["early_stopping"]
     lines += ["", f"on the same curve ({diag.rules['monitor']}, mode {diag.rules['mode']}):",
-              f"  ReduceLROnPlateau(patience {rl['patience']}, threshold 1e-4 rel) would first cut the LR at "
-              f"epoch {rl['first_cut_epoch']}",
-              f"  EarlyStopping(patience {es['patience']}, min_delta {es['min_delta']:g}) would stop at epoch "
-              f"{es['stop_epoch']}  [{es['verdict']}{': ' + es['note'] if es['note'] else ''}]"]
+              *("  " + line for line in describe_rules(diag).splitlines())]
     return "\n".join(lines)
 
 

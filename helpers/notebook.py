@@ -85,13 +85,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def resolve_device(name: str) -> str:
-    import torch
+    from .train import resolve_device as _resolve
 
-    if name in ("", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise WorkbookError(f"device = {name!r}, but no CUDA device is available here: use 'auto' or 'cpu'")
-    return name
+    return str(_resolve(name))
 
 
 def seed_everything(seed: int) -> None:

@@ -132,8 +132,11 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------- helpers
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device is None or str(device) == "auto":
+    """"auto"/"" -> CUDA when available, else CPU; asking for CUDA where there is none is an error."""
+    if device is None or str(device) in ("auto", ""):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise WorkbookError(f"device = {str(device)!r}, but no CUDA device is available here: use 'auto' or 'cpu'")
     return torch.device(device)
 
 

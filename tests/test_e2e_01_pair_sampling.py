@@ -70,3 +70,29 @@ def test_widget_falls_back_to_a_static_figure(smoke_run):
     cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "make_sampling_panel" in "".join(c["source"]))
     images = [o for o in cell["outputs"] if "image/png" in o.get("data", {})]
     assert len(images) == 1, "one static figure under papermill"
+
+
+def test_jrdb_root_is_read_through_the_same_loader(tmp_path):
+    """A folder in the JRDB layout (here: generated scenes without the 'generated' marker, standing in for a
+    user's JRDB copy) drives notebook 01 through `jrdb_root`, and the run says it used that folder."""
+    import subprocess
+    import sys
+
+    from helpers import paths, scenes
+
+    people, _ = scenes.make_generated_people(n_sequences=5, frames_per_sequence=30, seed=7)
+    root = tmp_path / "my_jrdb"
+    scenes.write_jrdb_layout(people, root, source="test copy", seed=7)
+    (root / "GENERATED.json").unlink()
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "helpers", "run", "--profile", "smoke", "--only", "01", "--out",
+                           str(out), "--set", f"01_pair_sampling.jrdb_root={root}"],
+                          cwd=paths.PROJ_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    m = json.loads((out / "01_pair_sampling" / "metrics.json").read_text())
+    card = json.loads((out / "01_pair_sampling" / "config.json").read_text())
+    assert m["generated"] is False
+    assert str(root) in json.dumps(card["dataset"])
+    assert m["n_pairs_train"] > 0 and (out / "01_pair_sampling" / "scene_pairs" / "train.npz").is_file()
