@@ -129,13 +129,22 @@ def _sizes(splits) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------- run
+def open_dataset(dataset: str, run_dir: str | Path, out_dir: str | Path):
+    """(splits, the dataset's output folder, whether pair features are used) for stages 1 and 2."""
+    from helpers.digits import load_pair_dataset
+
+    splits = load_pair_dataset(dataset, run_dir)
+    out = Path(out_dir) / splits.name
+    out.mkdir(parents=True, exist_ok=True)
+    return splits, out, _uses_pair(splits)
+
+
 def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
                device: str = "cpu") -> Stage1Run:
     """Train and evaluate stage 1 and the baselines on one dataset; files go to ``out_dir/<name>/``."""
     import torch
 
     from helpers.baselines import make_pair_features, train_lgbm_baseline, train_logreg_baseline
-    from helpers.digits import load_pair_dataset
     from helpers.evaluate import evaluate_binary, make_evaluation_report
     from helpers.io import atomic_write_json, atomic_write_text
     from helpers.models import count_parameters, create_model
@@ -143,11 +152,8 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     from helpers.tasks import BinaryTask
     from helpers.train import predict, train_model
 
-    splits = load_pair_dataset(dataset, run_dir)
+    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
     name = splits.name
-    out = Path(out_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
-    use_pair = _uses_pair(splits)
     thr = float(params["threshold"])
     tr, va, te = splits.train, splits.val, splits.test
     for split, s in splits.items():

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.errors import WorkbookError
-from helpers.stage1 import _uses_pair, make_inputs, write_prediction_file
+from helpers.stage1 import _uses_pair, make_inputs, open_dataset, write_prediction_file
 
 __all__ = ["DEFAULT_TYPE_NAMES", "STAGE2_CLAIMS", "Stage2Run", "find_stage1_checkpoint", "load_stage1_model",
            "make_stage2_model_spec", "make_balanced_indices", "run_stage2", "train_type_classifier",
@@ -370,17 +370,13 @@ def train_type_classifier(splits, stage1_model, params: Mapping[str, Any], out: 
 def run_stage2(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
                device: str = "cpu") -> Stage2Run:
     """Stage 2 on one dataset: binary upgrade, type classifier (when labelled), ablation."""
-    from helpers.digits import load_pair_dataset
     from helpers.evaluate import evaluate_binary, make_evaluation_report
     from helpers.io import atomic_write_json, atomic_write_text
     from helpers.runcard import make_config
     from helpers.train import predict
 
-    splits = load_pair_dataset(dataset, run_dir)
+    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
     name = splits.name
-    out = Path(out_dir) / name
-    out.mkdir(parents=True, exist_ok=True)
-    use_pair = _uses_pair(splits)
     thr = float(params["threshold"])
     ck_path = find_stage1_checkpoint(name, run_dir, str(params["stage1_checkpoint"]))
     s1_model, ck = load_stage1_model(ck_path, splits)
