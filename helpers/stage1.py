@@ -258,8 +258,8 @@ def make_summary_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
 def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
     """metrics.json content, one block per dataset (flattened to ``<dataset>.<key>``)."""
     out = {}
-    for name, r in runs.items():
-        out[name] = {
+    for r in runs.values():  # keyed by the dataset name (a folder's name, not its path)
+        out[r.name] = {
             "test_acc": r.eval_test["accuracy"], "test_acc_ci_low": r.eval_test["acc_ci_low"],
             "test_acc_ci_high": r.eval_test["acc_ci_high"], "test_f1": r.eval_test["f1"],
             "test_auc": r.eval_test["roc_auc"], "val_acc": r.eval_val["accuracy"], "threshold": r.eval_test["threshold"],

@@ -453,7 +453,7 @@ def make_summary_table(runs: Mapping[str, Stage2Run]) -> pd.DataFrame:
 
 def make_metrics(runs: Mapping[str, Stage2Run]) -> dict[str, dict]:
     out = {}
-    for name, r in runs.items():
+    for r in runs.values():  # keyed by the dataset name (a folder's name, not its path)
         m = {"test_acc": r.eval_test["accuracy"], "test_acc_ci_low": r.eval_test["acc_ci_low"],
              "test_acc_ci_high": r.eval_test["acc_ci_high"], "test_f1": r.eval_test["f1"],
              "test_auc": r.eval_test["roc_auc"], "val_acc": r.eval_val["accuracy"],
@@ -470,7 +470,7 @@ def make_metrics(runs: Mapping[str, Stage2Run]) -> dict[str, dict]:
             m["ablation"] = {_key(a["variant"]): {"test_acc": a["test_acc"],
                                                                "delta": a["test_acc"] - ref["test_acc"]}
                              for a in r.ablation}
-        out[name] = m
+        out[r.name] = m
     return out
 
 

@@ -71,3 +71,32 @@ def test_prediction_files_match_metrics(smoke_run, ds):
         assert z["test_prob"].dtype == np.float64 and len(z["test_prob"]) == len(z["test_y"]) == m[f"{ds}.n_test"]
         assert ((z["test_prob"] >= 0.5) == (z["test_y"] == 1)).mean() == pytest.approx(m[f"{ds}.{key}"], abs=1e-12)
         assert len(z["val_prob"]) == len(z["val_y"])
+
+
+def test_users_own_pair_folder_runs_through_audit_and_stage1(tmp_path):
+    """The README's own-data path: a uint8 pair folder without ids, audited by 00 and trained by 02."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from helpers import digits, paths
+
+    src = digits.load_pair_folder(digits.make_digit_pairs(seed=5, train_sources=150, val_sources=300,
+                                                           n_pairs=(400, 200, 200), cache=tmp_path / "cache"))
+    folder = tmp_path / "mypairs"
+    folder.mkdir()
+    for split, s in src.items():
+        np.savez(folder / digits.SPLIT_FILES[split], xa=(s.xa[:, 0] * 255).astype(np.uint8),
+                 xb=(s.xb[:, 0] * 255).astype(np.uint8), y=s.y)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "helpers", "run", "--profile", "smoke", "--only", "00", "02",
+                           "--out", str(out), "--set", f"00_data_audit.pairs_dir={folder}",
+                           f"02_stage1.datasets=[{folder}]", "02_stage1.epochs=1"],
+                          cwd=paths.PROJ_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    audit = json.loads((out / "00_data_audit" / "metrics.json").read_text())
+    assert audit["leaked_sources"] is None and audit["n_train"] == 400  # no ids: the check says it cannot run
+    m = json.loads((out / "02_stage1" / "metrics.json").read_text())
+    assert 0.0 <= m["mypairs.test_acc"] <= 1.0 and m["mypairs.epochs_run"] == 1
+    assert (out / "02_stage1" / "mypairs" / "predictions" / "stage1.npz").is_file()
