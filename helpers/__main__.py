@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
         return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
     if argv[:1] == ["diagnose"]:
-        return importlib.import_module("helpers.plateau").diagnose_main(argv[1:])
+        return importlib.import_module("helpers.diagnose").diagnose_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":

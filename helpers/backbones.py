@@ -1311,7 +1311,12 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--simulate-oom-above", type=int, default=0, help="testing: batches above this raise OOM")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    from .train import resolve_device
+
+    try:
+        device = str(resolve_device(args.device))
+    except WorkbookError as e:
+        ap.error(str(e))
     files = {}
     for item in args.pretrained_file:
         if "=" not in item:

@@ -232,32 +232,25 @@ def make_digit_pairs(seed: int = 0, train_sources: int = 400, val_sources: int =
     split_of = np.full(n_img, 2)
     split_of[walk[:train_sources]] = 0
     split_of[walk[train_sources:train_sources + val_sources]] = 1
-    tmp = folder.with_name(folder.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for s, (split, fname) in enumerate(SPLIT_FILES.items()):
-        ids = np.flatnonzero(split_of == s)
-        ida, idb, y = make_pairs(ids, labels, n_pairs[s], pos_rate, rng)
-        io.atomic_savez(tmp / fname, xa=images[ida][:, None], xb=images[idb][:, None], y=y, ida=ida, idb=idb,
-                        digit_a=labels[ida], digit_b=labels[idb])
-    io.atomic_write_json(tmp / "meta.json", {
-        "name": "digit_pairs", "generated": False,
-        "source": "UCI handwritten digits shipped with scikit-learn (1,797 real 8x8 images); pairs sampled "
-                  "by the workbook, split by source image",
-        "settings": settings, "split_method": "by_source_image",
-        "sources_per_split": {k: int((split_of == i).sum()) for i, k in enumerate(SPLIT_FILES)}})
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # the finished folder appears in one step
+    with io.atomic_folder(folder) as tmp:  # the finished folder appears in one step
+        for s, (split, fname) in enumerate(SPLIT_FILES.items()):
+            ids = np.flatnonzero(split_of == s)
+            ida, idb, y = make_pairs(ids, labels, n_pairs[s], pos_rate, rng)
+            io.atomic_savez(tmp / fname, xa=images[ida][:, None], xb=images[idb][:, None], y=y, ida=ida, idb=idb,
+                            digit_a=labels[ida], digit_b=labels[idb])
+        io.atomic_write_json(tmp / "meta.json", {
+            "name": "digit_pairs", "generated": False,
+            "source": "UCI handwritten digits shipped with scikit-learn (1,797 real 8x8 images); pairs sampled "
+                      "by the workbook, split by source image",
+            "settings": settings, "split_method": "by_source_image",
+            "sources_per_split": {k: int((split_of == i).sum()) for i, k in enumerate(SPLIT_FILES)}})
     return folder
 
 
 def copy_pair_folder(src: Path, dst: Path) -> Path:
     """Copy a pair folder into a run's output (atomically, as a whole folder)."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with io.atomic_folder(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
     return dst
 
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import WorkbookError
     from .models import create_model
     from .params import load_notebook_spec, parse_set, validate
-    from .stage1 import make_inputs, make_stage1_model_spec, make_train_config, _uses_pair
+    from .stage1 import make_inputs, make_stage1_model_spec, make_train_config, _uses_pair  # noqa: PLC2701
     from .stats import accuracy_with_ci
     from .tasks import BinaryTask
     from .train import predict, train_model
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 "world_size": world, "backend": torch.distributed.get_backend() if world > 1 else None,
                 "test_acc": ci["acc"], "test_acc_ci_low": ci["ci_low"], "test_acc_ci_high": ci["ci_high"],
                 "epochs_run": len(result.history), "model": mspec["name"],
-                "train_samples_per_s_per_rank": float(np.median([r["samples_per_s"] for r in result.history]))})
+                "train_samples_per_s": float(np.median([r["samples_per_s"] for r in result.history]))})
             print(f"test accuracy {ci['acc']:.4f} ({ci['ci_low']:.4f}-{ci['ci_high']:.4f}) on {world} process(es); "
                   f"wrote {out}")
     except WorkbookError as e:

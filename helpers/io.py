@@ -31,38 +31,58 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _jsonable(obj: Any) -> Any:
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `path`; when the block succeeds it replaces `path`.
+
+    The old folder is renamed aside and the new one renamed in (two renames, so `path` is absent only
+    for that instant); readers never see a half-written folder, and the temporary name is unique per call.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def jsonable(obj: Any) -> Any:
     """Convert numpy/torch scalars, paths and non-finite floats to plain JSON values."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
-        return _jsonable(obj.item())  # 0-d torch tensor
+        return jsonable(obj.item())  # 0-d torch tensor
     if isinstance(obj, float) and not math.isfinite(obj):
         return None  # JSON has no NaN/Inf; null says "not available"
     return obj
 
 
 def to_json(obj: Any) -> str:
-    return json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    return json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
     return Path(path)
 
 

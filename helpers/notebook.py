@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ class Context:
     out_dir: Path
     device: str
     profile: str
-    _figures: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -50,7 +49,6 @@ class Context:
         path = self.path(name)
         with io.atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        self._figures.append(name)
         return path
 
     def write_config(self, description: str, dataset: dict | None = None, model: dict | None = None,
@@ -68,7 +66,7 @@ class Context:
 
         flat = flatten(metrics)
         io.atomic_write_json(self.path("metrics.json"), flat)
-        return pd.DataFrame({"value": [io._jsonable(v) for v in flat.values()]},
+        return pd.DataFrame({"value": [io.jsonable(v) for v in flat.values()]},
                             index=pd.Index(list(flat), name="metric"))
 
 

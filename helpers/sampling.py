@@ -762,19 +762,13 @@ def make_dataset_summary(ds: dict[str, dict[str, np.ndarray]], sequences: list[s
 
 def write_pair_dataset(ds: dict[str, dict[str, np.ndarray]], folder: str | Path, meta: dict[str, Any]) -> Path:
     """Write train.npz / val.npz / test_public.npz and meta.json; the folder appears in one step."""
-    import shutil
-
-    from .io import atomic_savez, atomic_write_json
+    from .io import atomic_folder, atomic_savez, atomic_write_json
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, fname in (("train", "train.npz"), ("val", "val.npz"), ("test", "test_public.npz")):
-        atomic_savez(tmp / fname, **ds[name])
-    atomic_write_json(tmp / "meta.json", meta)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with atomic_folder(folder) as tmp:
+        for name, fname in (("train", "train.npz"), ("val", "val.npz"), ("test", "test_public.npz")):
+            atomic_savez(tmp / fname, **ds[name])
+        atomic_write_json(tmp / "meta.json", meta)
     return folder
 
 

@@ -145,9 +145,11 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     import torch
 
     from helpers.baselines import make_pair_features, train_lgbm_baseline, train_logreg_baseline
+    from helpers.digits import evaluate_leakage, make_dataset_card
     from helpers.evaluate import evaluate_binary, make_evaluation_report
     from helpers.io import atomic_write_json, atomic_write_text
     from helpers.models import count_parameters, create_model
+    from helpers.notebook import ENV_PROFILE
     from helpers.runcard import make_config
     from helpers.tasks import BinaryTask
     from helpers.train import predict, train_model
@@ -206,12 +208,9 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     atomic_write_text(out / "evaluation_report.txt", report)
     atomic_write_json(out / "config.json", make_config(
         notebook="02_stage1", description=f"Stage 1 pair model on {name} (note 001 stage 1)",
-        params=dict(params), out_dir=str(out), profile=os.environ.get("PAIRWISE_PROFILE", "interactive"),
+        params=dict(params), out_dir=str(out), profile=os.environ.get(ENV_PROFILE, "interactive"),
         device=str(device),
-        dataset={"name": name, "kind": splits.kind, "generated": splits.generated, "source": splits.source,
-                 **{f"{k}_samples": v for k, v in run.sizes.items()},
-                 "total_samples": int(sum(run.sizes.values())), "split_method": splits.meta.get("split_method", "given"),
-                 "data_leakage_prevention": bool(splits.meta.get("split_method"))},
+        dataset=make_dataset_card(splits, evaluate_leakage(splits)),
         model={"architecture": spec["name"], "kwargs": spec["kwargs"], "parameters": run.n_params,
                "pretrained": False, "task": "binary", "output_dim": 1},
         training={"loss_function": "BCEWithLogits", "optimizer": "AdamW",
@@ -223,8 +222,7 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
 
 
 def _ckpt_key(monitor: str) -> str:
-    m = monitor.removeprefix("val_")
-    return "loss" if m == "loss" else m
+    return monitor.removeprefix("val_")
 
 
 # -------------------------------------------------------------------------------------- tables

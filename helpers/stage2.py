@@ -38,26 +38,38 @@ STAGE2_CLAIMS = {"val_acc": 0.8875, "val_f1": 0.8872, "resnet_fusion_222_val_acc
 
 
 # ------------------------------------------------------------------------------- checkpoints
+def _scored_checkpoint(folder: Path) -> str:
+    """File name of the weights notebook 02 scored: best_<monitor>.pt per its config.json."""
+    from helpers.io import read_json
+
+    monitor = "accuracy"
+    if (folder / "config.json").is_file():
+        monitor = read_json(folder / "config.json").get("training", {}).get("monitor", monitor)
+    return f"best_{monitor.removeprefix('val_')}.pt"
+
+
 def find_stage1_checkpoint(dataset: str, run_dir: str | Path, stage1_checkpoint: str = "") -> Path:
-    """The stage-1 checkpoint for ``dataset``: ``<run>/02_stage1/<dataset>/best_accuracy.pt`` by
-    default; ``stage1_checkpoint`` may name a .pt file or a folder holding ``<dataset>/best_accuracy.pt``
-    (or ``best_accuracy.pt`` itself)."""
+    """The stage-1 checkpoint for ``dataset``: the weights notebook 02 scored
+    (``<run>/02_stage1/<dataset>/best_<monitor>.pt``) by default; ``stage1_checkpoint`` may name a .pt
+    file or a folder holding ``<dataset>/`` or the checkpoints themselves."""
     if stage1_checkpoint:
         from helpers.paths import PROJ_ROOT
 
         p = Path(stage1_checkpoint).expanduser()
         p = p if p.is_absolute() else PROJ_ROOT / p   # relative paths mean the project root, as for datasets
-        candidates = [p] if p.suffix == ".pt" else [p / dataset / "best_accuracy.pt", p / "best_accuracy.pt"]
+        candidates = [p] if p.suffix == ".pt" else [p / dataset / _scored_checkpoint(p / dataset),
+                                                     p / _scored_checkpoint(p)]
         where = f"stage1_checkpoint = {stage1_checkpoint!r}"
     else:
-        candidates = [Path(run_dir) / "02_stage1" / dataset / "best_accuracy.pt"]
+        folder = Path(run_dir) / "02_stage1" / dataset
+        candidates = [folder / _scored_checkpoint(folder)]
         where = "the default location (notebook 02 in this run folder)"
     for c in candidates:
         if c.is_file():
             return c
     raise WorkbookError(f"stage-1 checkpoint for dataset {dataset!r} not found at {where}: looked for "
                         f"{', '.join(str(c) for c in candidates)}. Run notebook 02 first in the same run folder "
-                        "(`python -m helpers run --only 02 03`) or set stage1_checkpoint to a best_accuracy.pt")
+                        "(`python -m helpers run --only 02 03`) or set stage1_checkpoint to a stage-1 .pt file")
 
 
 def load_stage1_model(path: Path, splits) -> tuple[Any, dict]:
@@ -372,6 +384,8 @@ def run_stage2(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     """Stage 2 on one dataset: binary upgrade, type classifier (when labelled), ablation."""
     from helpers.evaluate import evaluate_binary, make_evaluation_report
     from helpers.io import atomic_write_json, atomic_write_text
+    from helpers.digits import evaluate_leakage, make_dataset_card
+    from helpers.notebook import ENV_PROFILE
     from helpers.runcard import make_config
     from helpers.train import predict
 
@@ -419,11 +433,9 @@ def run_stage2(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
                f"threshold {thr:.2f} stated in advance (not tuned on test)"]))
     atomic_write_json(out / "config.json", make_config(
         notebook="03_stage2", description=f"Stage 2 on {name} (note 001 stage 2, note 000 stage 2)",
-        params=dict(params), out_dir=str(out), profile=os.environ.get("PAIRWISE_PROFILE", "interactive"),
+        params=dict(params), out_dir=str(out), profile=os.environ.get(ENV_PROFILE, "interactive"),
         device=str(device),
-        dataset={"name": name, "kind": splits.kind, "generated": splits.generated, "source": splits.source,
-                 **{f"{k}_samples": len(s) for k, s in splits.items()},
-                 "split_method": splits.meta.get("split_method", "given")},
+        dataset=make_dataset_card(splits, evaluate_leakage(splits)),
         model={"architecture": spec["name"], "kwargs": spec["kwargs"], "parameters": fit["n_params"],
                "pretrained": f"stage 1 ({ck_path})", "task": "binary", "output_dim": 1},
         training={"loss_function": "focal", "focal_alpha": params["focal_alpha"], "focal_gamma": params["focal_gamma"],

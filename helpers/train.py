@@ -27,9 +27,7 @@ import argparse
 import copy
 import dataclasses
 import hashlib
-import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

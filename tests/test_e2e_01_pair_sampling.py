@@ -8,6 +8,8 @@ import pytest
 
 from conftest import read_metrics
 
+pytestmark = pytest.mark.e2e
+
 STEM = "01_pair_sampling"
 
 

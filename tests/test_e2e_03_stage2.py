@@ -19,12 +19,18 @@ def test_metrics_keys_and_values(smoke_run, ds):
     assert 0 <= m[f"{ds}.test_acc_ci_low"] <= m[f"{ds}.test_acc"] <= m[f"{ds}.test_acc_ci_high"] <= 1
     assert math.isfinite(m[f"{ds}.amp_speedup"]) and 0.02 < m[f"{ds}.amp_speedup"] < 50
     assert m[f"{ds}.transferred_tensors"] > 0          # stage 2 started from the stage-1 weights
-    assert m[f"{ds}.ablation.reference.delta"] == 0
+    ref = m[f"{ds}.ablation.reference.test_acc"]
+    variants = [k[:-len(".delta")] for k in m if k.startswith(f"{ds}.ablation.") and k.endswith(".delta")
+                and ".reference." not in k]
+    assert variants, "the ablation ran at least one variant"
+    for v in variants:  # each delta is that variant's accuracy minus the reference's, on the same split
+        assert m[f"{v}.delta"] == pytest.approx(m[f"{v}.test_acc"] - ref, abs=1e-12)
+        assert 0 <= m[f"{v}.test_acc"] <= 1
 
 
 @pytest.mark.parametrize("ds", DATASETS)
 def test_stage1_accuracy_matches_notebook_02(smoke_run, ds):
-    # 03 re-scores the best_accuracy.pt checkpoint that 02 kept: same weights, same test split
+    # 03 re-scores the checkpoint 02 scored (best_<monitor>.pt): same weights, same test split
     m2, m3 = read_metrics(smoke_run, "02_stage1"), read_metrics(smoke_run, STEM)
     assert m3[f"{ds}.stage1_test_acc"] == pytest.approx(m2[f"{ds}.test_acc"], abs=1e-9)
 

@@ -32,7 +32,6 @@ def test_members_and_headline_metrics(smoke_run):
             assert 0 <= m[f"{arch}.std_test_acc"] < 0.15
         else:
             assert m[f"{arch}.std_test_acc"] is None            # one seed: no spread to report
-        assert m[f"{ds}.{arch}.mean_test_acc"] == m[f"{arch}.mean_test_acc"]
 
 
 def test_every_member_writes_its_folder_and_a_leak_free_prediction_file(smoke_run):

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import read_metrics
 
+pytestmark = pytest.mark.e2e
+
 STEM = "06_backbones"
 # Smoke profile: resnet18, convnext_atto and their ensemble at 32 px, benchmark batch 8.
 MODELS = {"resnet18": 11.18, "convnext_atto": 3.37, "resnet18__convnext_atto": 11.18 + 3.37}
