@@ -5,11 +5,10 @@ import argparse
 import importlib
 import sys
 
-from .errors import WorkbookError
+from helpers.core.errors import WorkbookError
 
-# `python -m helpers bench NAME ...` -> module.bench_main(argv); each lives beside the code it measures.
-BENCHES = {"sampling": "helpers.sampling", "train": "helpers.train", "backbones": "helpers.backbones",
-           "multiseed": "helpers.multiseed"}
+# `python -m helpers bench NAME ...` -> helpers.bench.NAME.bench_main(argv).
+BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed")}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,19 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
         return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
     if argv[:1] == ["diagnose"]:
-        return importlib.import_module("helpers.diagnose").diagnose_main(argv[1:])
+        return importlib.import_module("helpers.workbook.diagnose_cli").diagnose_main(argv[1:])
     args = _parser().parse_args(argv)
+    # The commands' modules are imported only when chosen: papermill, nbconvert and torch take seconds.
     try:
         if args.cmd == "run":
-            from .runner import run
+            from helpers.workbook.runner import run  # deferred: see above
 
             return run(args.profile, args.only, args.out, args.sets, args.threads)
         if args.cmd == "check":
-            from .runner import check
+            from helpers.workbook.runner import check  # deferred: see above
 
             return check(args.profile, args.only, args.sets)
         if args.cmd == "diff":
-            from .runner import diff_runs
+            from helpers.workbook.runner import diff_runs  # deferred: see above
 
             rows = diff_runs(args.run_a, args.run_b)
             if not rows:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key:<{width}}  {a!r:>14} -> {b!r}")
             return 0
         if args.cmd == "strip":
-            from .nbtools import strip_outputs
+            from helpers.workbook.nbtools import strip_outputs  # deferred: see above
 
             for path in args.notebooks:
                 changed = strip_outputs(path)

@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
+import sys
 
 import numpy as np
 import torch
+
+from helpers.core import io
+from helpers.core.errors import WorkbookError
+from helpers.data.pairs import _uses_pair, load_pair_folder, make_inputs
+from helpers.evaluation.stats import accuracy_with_ci
+from helpers.models.registry import create_model
+from helpers.stages.stage1 import make_stage1_model_spec
+from helpers.training.loop import predict, train_model
+from helpers.training.recipes import make_train_config
+from helpers.training.tasks import BinaryTask
+from helpers.workbook.params import load_notebook_spec, parse_set, validate
 
 
 def _setup() -> tuple[int, int, int, str]:
@@ -35,15 +46,6 @@ def _setup() -> tuple[int, int, int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import io
-    from .digits import load_pair_folder
-    from .errors import WorkbookError
-    from .models import create_model
-    from .params import load_notebook_spec, parse_set, validate
-    from .stage1 import make_inputs, make_stage1_model_spec, make_train_config, _uses_pair  # noqa: PLC2701
-    from .stats import accuracy_with_ci
-    from .tasks import BinaryTask
-    from .train import predict, train_model
 
     ap = argparse.ArgumentParser(prog="torchrun ... -m helpers.distributed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", required=True, help="folder with train.npz, val.npz, test_public.npz")

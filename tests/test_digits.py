@@ -1,9 +1,11 @@
 """The NPZ pair loader on every malformed input, and the built-in digit pairs' split."""
 import numpy as np
 import pytest
+from helpers.core.errors import DataError, WorkbookError
+from helpers.data.audit import evaluate_leakage
+from helpers.data.digits import make_digit_pairs
+from helpers.data.pairs import load_npz_pairs, load_pair_dataset, load_pair_folder
 
-from helpers import digits
-from helpers.errors import DataError, WorkbookError
 
 
 def _write(path, **arrays):
@@ -18,7 +20,7 @@ def _good(n=6, shape=(1, 4, 4), dtype=np.float32):
 
 
 def test_good_file_loads(tmp_path):
-    s = digits.load_npz_pairs(_write(tmp_path / "a.npz", **_good(), ida=np.arange(6), idb=np.arange(6) + 10))
+    s = load_npz_pairs(_write(tmp_path / "a.npz", **_good(), ida=np.arange(6), idb=np.arange(6) + 10))
     assert s.xa.shape == (6, 1, 4, 4) and s.xa.dtype == np.float32 and s.y.dtype == np.int64
     assert s.sources.tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
 
@@ -27,7 +29,7 @@ def test_uint8_without_ids_and_without_channel_loads(tmp_path):
     d = {k: v for k, v in _good(shape=(4, 4)).items()}
     d["xa"] = (d["xa"] * 255).astype(np.uint8)
     d["xb"] = (d["xb"] * 255).astype(np.uint8)
-    s = digits.load_npz_pairs(_write(tmp_path / "u8.npz", **d))
+    s = load_npz_pairs(_write(tmp_path / "u8.npz", **d))
     assert s.xa.shape == (6, 1, 4, 4) and s.xa.max() <= 1.0 and s.ida is None
 
 
@@ -47,7 +49,7 @@ def test_malformed_files_name_the_file_and_problem(tmp_path, mutate, message):
     mutate(d)
     path = _write(tmp_path / "bad.npz", **d)
     with pytest.raises(DataError, match=message) as err:
-        digits.load_npz_pairs(path)
+        load_npz_pairs(path)
     assert str(path) in str(err.value)
 
 
@@ -55,9 +57,9 @@ def test_not_an_npz_and_missing_file(tmp_path):
     bad = tmp_path / "train.npz"
     bad.write_text("not an archive")
     with pytest.raises(DataError, match="not a readable .npz"):
-        digits.load_npz_pairs(bad)
+        load_npz_pairs(bad)
     with pytest.raises(DataError, match="file not found"):
-        digits.load_npz_pairs(tmp_path / "missing.npz")
+        load_npz_pairs(tmp_path / "missing.npz")
 
 
 def test_folder_with_a_bad_split_names_that_file(tmp_path):
@@ -67,40 +69,40 @@ def test_folder_with_a_bad_split_names_that_file(tmp_path):
     d.pop("xa")
     _write(tmp_path / "test_public.npz", **d)
     with pytest.raises(DataError, match=r"test_public.npz: missing key 'xa'"):
-        digits.load_pair_folder(tmp_path)
+        load_pair_folder(tmp_path)
 
 
 def test_builtin_split_shares_no_source_and_is_deterministic(tmp_path):
     kw = dict(seed=3, train_sources=100, val_sources=100, n_pairs=(300, 200, 200), cache=tmp_path)
-    folder = digits.make_digit_pairs(**kw)
-    splits = digits.load_pair_folder(folder)
+    folder = make_digit_pairs(**kw)
+    splits = load_pair_folder(folder)
     src = [s.sources for _, s in splits.items()]
     assert not np.intersect1d(src[0], src[1]).size and not np.intersect1d(src[0], src[2]).size
     assert not np.intersect1d(src[1], src[2]).size
     assert len(src[0]) <= 100 and len(src[1]) <= 100
-    leak = digits.evaluate_leakage(splits)
+    leak = evaluate_leakage(splits)
     assert leak["leaked_sources"] == 0
     # same-digit labels are right: y == (digit_a == digit_b), and a positive never pairs an image with itself
     for _, s in splits.items():
         assert np.array_equal(s.y, (s.extras["digit_a"] == s.extras["digit_b"]).astype(int))
         assert not np.any((s.ida == s.idb) & (s.y == 1))
         assert abs(s.y.mean() - 0.5) < 0.01
-    again = digits.load_pair_folder(digits.make_digit_pairs(**{**kw, "cache": tmp_path / "other"}))
+    again = load_pair_folder(make_digit_pairs(**{**kw, "cache": tmp_path / "other"}))
     assert np.array_equal(again.train.ida, splits.train.ida) and np.array_equal(again.test.xb, splits.test.xb)
 
 
 def test_leakage_check_finds_planted_leaks(tmp_path):
-    splits = digits.load_pair_folder(digits.make_digit_pairs(seed=0, train_sources=100, val_sources=100,
+    splits = load_pair_folder(make_digit_pairs(seed=0, train_sources=100, val_sources=100,
                                                               n_pairs=(200, 100, 100), cache=tmp_path))
     splits.test.ida[:3] = splits.train.ida[:3]  # three training sources reused in test
     splits.val.xa[:2], splits.val.xb[:2] = splits.train.xb[:2], splits.train.xa[:2]  # swapped duplicates
-    leak = digits.evaluate_leakage(splits)
+    leak = evaluate_leakage(splits)
     assert leak["leaked_sources"] >= 3 and "WARNING" in leak["leak_message"]
     assert leak["duplicates_by_split_pair"]["train-val"] >= 2
 
 
 def test_unknown_dataset_name_is_a_clear_error(tmp_path):
     with pytest.raises(WorkbookError, match="neither a built-in name"):
-        digits.load_pair_dataset("digit_pair", tmp_path)
+        load_pair_dataset("digit_pair", tmp_path)
     with pytest.raises(WorkbookError, match="run 00_data_audit first"):
-        digits.load_pair_dataset("digit_pairs", tmp_path)
+        load_pair_dataset("digit_pairs", tmp_path)

@@ -3,12 +3,13 @@ import json
 import os
 import subprocess
 import sys
+from helpers.core import paths
+from helpers.data.digits import make_digit_pairs
 
-from helpers import digits, paths
 
 
 def test_two_processes_train_one_model_and_only_rank0_writes(tmp_path):
-    folder = digits.make_digit_pairs(seed=0, train_sources=60, val_sources=60, n_pairs=(256, 128, 128),
+    folder = make_digit_pairs(seed=0, train_sources=60, val_sources=60, n_pairs=(256, 128, 128),
                                      cache=tmp_path / "cache")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import read_metrics
+from helpers.core import paths
+from helpers.data.jrdb import write_jrdb_layout
+from helpers.data.pairs import load_pair_dataset
+from helpers.data.scene_generator import make_generated_people
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +45,6 @@ def test_sampling_raises_the_positive_share(metrics):
 
 
 def test_pair_datasets_split_by_sequence(smoke_run, metrics):
-    from helpers.digits import load_pair_dataset
 
     splits = load_pair_dataset("scene_pairs", smoke_run)
     assert splits.kind == "vector" and splits.generated
@@ -80,11 +83,10 @@ def test_jrdb_root_is_read_through_the_same_loader(tmp_path):
     import subprocess
     import sys
 
-    from helpers import paths, scenes
 
-    people, _ = scenes.make_generated_people(n_sequences=5, frames_per_sequence=30, seed=7)
+    people, _ = make_generated_people(n_sequences=5, frames_per_sequence=30, seed=7)
     root = tmp_path / "my_jrdb"
-    scenes.write_jrdb_layout(people, root, source="test copy", seed=7)
+    write_jrdb_layout(people, root, source="test copy", seed=7)
     (root / "GENERATED.json").unlink()
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "helpers", "run", "--profile", "smoke", "--only", "01", "--out",

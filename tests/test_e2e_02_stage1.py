@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import read_metrics
+from helpers.core import paths
+from helpers.data.digits import make_digit_pairs
+from helpers.data.pairs import SPLIT_FILES, load_pair_folder
 
 pytestmark = pytest.mark.e2e
 STEM = "02_stage1"
@@ -80,14 +83,13 @@ def test_users_own_pair_folder_runs_through_audit_and_stage1(tmp_path):
 
     import numpy as np
 
-    from helpers import digits, paths
 
-    src = digits.load_pair_folder(digits.make_digit_pairs(seed=5, train_sources=150, val_sources=300,
+    src = load_pair_folder(make_digit_pairs(seed=5, train_sources=150, val_sources=300,
                                                            n_pairs=(400, 200, 200), cache=tmp_path / "cache"))
     folder = tmp_path / "mypairs"
     folder.mkdir()
     for split, s in src.items():
-        np.savez(folder / digits.SPLIT_FILES[split], xa=(s.xa[:, 0] * 255).astype(np.uint8),
+        np.savez(folder / SPLIT_FILES[split], xa=(s.xa[:, 0] * 255).astype(np.uint8),
                  xb=(s.xb[:, 0] * 255).astype(np.uint8), y=s.y)
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "helpers", "run", "--profile", "smoke", "--only", "00", "02",

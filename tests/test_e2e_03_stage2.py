@@ -5,6 +5,9 @@ import math
 import pytest
 
 from conftest import read_metrics
+from helpers.core.errors import WorkbookError
+from helpers.data.pairs import load_pair_dataset
+from helpers.stages.stage2 import find_stage1_checkpoint, load_stage1_model
 
 pytestmark = pytest.mark.e2e
 STEM = "03_stage2"
@@ -54,9 +57,6 @@ def test_outputs(smoke_run, ds):
 
 
 def test_missing_and_mismatched_checkpoint(smoke_run, tmp_path):
-    from helpers.digits import load_pair_dataset
-    from helpers.errors import WorkbookError
-    from helpers.stage2 import find_stage1_checkpoint, load_stage1_model
 
     with pytest.raises(WorkbookError, match="not found.*notebook 02"):
         find_stage1_checkpoint("digit_pairs", tmp_path)

@@ -2,8 +2,8 @@
 import re
 
 import yaml
+from helpers.core import paths
 
-from helpers import paths
 
 
 def _pip_pins():

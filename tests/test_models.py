@@ -1,10 +1,12 @@
 """Pair models: every registered model's forward/backward shapes, fusion weights, attention blocks."""
 import pytest
 import torch
+from helpers.core.errors import WorkbookError
+from helpers.models.fusion import AdaptiveFusion, FUSION_BRANCHES
+from helpers.models.layers import CBAM, SEBlock
+from helpers.models.pair import transfer_weights
+from helpers.models.registry import MODELS, count_parameters, create_model, create_model_from_spec, list_models
 
-from helpers.errors import WorkbookError
-from helpers.models import (CBAM, FUSION_BRANCHES, MODELS, AdaptiveFusion, SEBlock, count_parameters,
-                            create_model, create_model_from_spec, list_models, transfer_weights)
 
 torch.set_num_threads(1)
 
@@ -20,8 +22,38 @@ CASES = {
 }
 
 
+# Models that are not pair models: small kwargs and the inputs they take.
+OTHER_CASES = {
+    "transformer3d": (dict(feat_dim=8, kp_dim=6, out_dim=8, d_model=16, nhead=2, num_layers=1, dim_feedforward=32),
+                      lambda: (torch.randn(2, 3, 8), torch.randn(2, 3, 3, 2)), (2, 8)),
+    "timm_multitask": (dict(backbone="resnet18", tasks=[{"name": "digit", "kind": "multiclass", "num_classes": 10},
+                                                        {"name": "ink", "kind": "regression"}], img_size=32),
+                       lambda: (torch.rand(2, 3, 32, 32),), (2, 11)),
+}
+
+
 def test_every_registered_model_has_a_case():
-    assert set(CASES) == set(list_models()) == set(MODELS)
+    assert set(CASES) | set(OTHER_CASES) == set(list_models()) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_CASES))
+def test_other_registered_models_build_by_name_and_rebuild_from_their_spec(name):
+    kwargs, inputs, shape = OTHER_CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, **kwargs).eval()
+    with torch.no_grad():
+        assert tuple(model(*inputs()).shape) == shape
+    import json
+    spec = json.loads(json.dumps(model.spec))          # plain JSON types: a checkpoint can store it
+    again = create_model_from_spec(spec)
+    assert count_parameters(again) == count_parameters(model)
+
+
+def test_a_name_registered_twice_is_an_error():
+    from helpers.models.registry import register_model
+
+    with pytest.raises(WorkbookError, match="already registered"):
+        register_model("siamese_resnet")(lambda **kw: None)
 
 
 def _inputs(kind, b=3):

@@ -4,17 +4,22 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.bench.multiseed import _sleep_task
+from helpers.core.errors import WorkbookError
+from helpers.core.io import atomic_savez
+from helpers.data.pairs import load_pair_folder
+from helpers.data.predictions import load_base_predictions
+from helpers.evaluation.stacking import check_no_leakage, make_split_keys
+from helpers.stages.multiseed import describe_failures, describe_spread, make_arch_summary, make_grid, make_headline, plot_member_curves, plot_seed_strip, train_member, train_members
+from helpers.training.workers import available_cores, resolve_workers, run_in_workers
 
-from helpers import multiseed as ms
-from helpers import stacking as st
-from helpers.errors import WorkbookError
 
 
 # ------------------------------------------------------------------------------- worker pool
 def test_crashed_tasks_do_not_stop_the_others():
     tasks = [{"value": 0, "work": 1000}, {"value": 1, "crash": "segv"}, {"value": 2, "crash": "raise"},
              {"value": 3, "crash": "exit"}, {"value": 4, "work": 1000}]
-    out = ms.run_in_workers(ms._sleep_task, tasks, workers=2, threads=1)
+    out = run_in_workers(_sleep_task, tasks, workers=2, threads=1)
     assert [o.index for o in out] == list(range(5))
     assert [o.ok for o in out] == [True, False, False, False, True]
     assert out[0].value["value"] == 0 and out[4].value["value"] == 4
@@ -25,7 +30,7 @@ def test_crashed_tasks_do_not_stop_the_others():
 
 
 def test_a_task_over_its_time_limit_is_killed_and_failed():
-    out = ms.run_in_workers(ms._sleep_task, [{"value": 0, "sleep": 30}, {"value": 1}], workers=2, threads=1,
+    out = run_in_workers(_sleep_task, [{"value": 0, "sleep": 30}, {"value": 1}], workers=2, threads=1,
                             timeout_s=2)
     assert not out[0].ok and "timed out" in out[0].error
     assert out[1].ok
@@ -33,33 +38,33 @@ def test_a_task_over_its_time_limit_is_killed_and_failed():
 
 def test_run_in_workers_needs_an_importable_function():
     with pytest.raises(WorkbookError, match="module-level"):
-        ms.run_in_workers(lambda t: t, [1])
+        run_in_workers(lambda t: t, [1])
 
 
 def test_resolve_workers(monkeypatch):
     monkeypatch.setenv("PAIRWISE_THREADS", "2")
-    assert ms.available_cores() <= 2
-    n, t = ms.resolve_workers(8)
+    assert available_cores() <= 2
+    n, t = resolve_workers(8)
     assert 1 <= n <= 2 and n * t <= max(2, n)
-    assert ms.resolve_workers(1) == (1, ms.available_cores())             # one task: one worker, all cores
-    assert ms.resolve_workers(8, workers=3)[0] == 3
+    assert resolve_workers(1) == (1, available_cores())             # one task: one worker, all cores
+    assert resolve_workers(8, workers=3)[0] == 3
 
 
 # ------------------------------------------------------------------------------------- grid
 def test_make_grid_expands_labels_and_checks_input(tmp_path):
     arch = {"resnet": {"model": "siamese_resnet", "fusion": "concat", "width_mult": 0.125}}
-    specs = ms.make_grid({"resnet": [42, 2023], "siamese_fpn": [7]}, "digit_pairs", tmp_path, tmp_path / "out",
+    specs = make_grid({"resnet": [42, 2023], "siamese_fpn": [7]}, "digit_pairs", tmp_path, tmp_path / "out",
                          arch, train={"epochs": 1})
     assert [s.name for s in specs] == ["resnet_s42", "resnet_s2023", "siamese_fpn_s7"]
     assert specs[0].model == "siamese_resnet" and specs[0].model_kwargs == {"fusion": "concat", "width_mult": 0.125}
     assert specs[2].model == "siamese_fpn" and specs[2].predictions_path.endswith("out/digit_pairs/predictions/siamese_fpn_s7.npz")
     assert specs[0].out_dir.endswith("out/digit_pairs/members/resnet_s42")
     with pytest.raises(WorkbookError, match="not in the registry"):
-        ms.make_grid({"no_such_model": [1]}, "d", tmp_path, tmp_path)
+        make_grid({"no_such_model": [1]}, "d", tmp_path, tmp_path)
     with pytest.raises(WorkbookError, match="seeds"):
-        ms.make_grid({"siamese_resnet": ["a"]}, "d", tmp_path, tmp_path)
+        make_grid({"siamese_resnet": ["a"]}, "d", tmp_path, tmp_path)
     with pytest.raises(WorkbookError, match="twice"):
-        ms.make_grid({"siamese_resnet": [1, 1]}, "d", tmp_path, tmp_path)
+        make_grid({"siamese_resnet": [1, 1]}, "d", tmp_path, tmp_path)
 
 
 # ------------------------------------------------------------------------------- summaries
@@ -74,17 +79,17 @@ def _members() -> pd.DataFrame:
 
 def test_arch_summary_and_headline():
     m = _members()
-    s = ms.make_arch_summary(m).set_index("arch")
+    s = make_arch_summary(m).set_index("arch")
     assert s.loc["r", "mean_test_acc"] == pytest.approx(0.85)
     assert s.loc["r", "std_test_acc"] == pytest.approx(0.05)                # ddof = 1
     assert (s.loc["r", "min_test_acc"], s.loc["r", "max_test_acc"]) == (0.80, 0.90)
     assert np.isnan(s.loc["f", "std_test_acc"])                             # one seed: no std
     assert s.loc["x", "n_ok"] == 0 and s.loc["x", "n_failed"] == 1
-    h = ms.make_headline(m, ms.make_arch_summary(m))
+    h = make_headline(m, make_arch_summary(m))
     assert h["n_members"] == 5 and h["n_failed"] == 1 and h["r"]["mean_test_acc"] == pytest.approx(0.85)
     assert h["best_member"] == "f_s1"                                       # chosen on validation
-    assert "WIDER" in ms.describe_spread(ms.make_arch_summary(m))
-    assert "x_s1: boom" in ms.describe_failures(m)
+    assert "WIDER" in describe_spread(make_arch_summary(m))
+    assert "x_s1: boom" in describe_failures(m)
 
 
 def test_plots_return_figures():
@@ -92,15 +97,14 @@ def test_plots_return_figures():
 
     matplotlib.use("Agg")
     m = _members()
-    assert ms.plot_seed_strip(m) is not None
+    assert plot_seed_strip(m) is not None
     hist = {"r_s1": [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "accuracy": 0.6},
                      {"epoch": 2, "train_loss": 0.5, "val_loss": 0.5, "accuracy": 0.7}]}
-    assert len(ms.plot_member_curves(hist, m).axes) == 3
+    assert len(plot_member_curves(hist, m).axes) == 3
 
 
 # ---------------------------------------------------------------------- one tiny real run
 def _tiny_pairs(folder, rng):
-    from helpers.io import atomic_savez
 
     for fname, n in (("train.npz", 96), ("val.npz", 40), ("test_public.npz", 40)):
         xa = rng.random((n, 1, 8, 8), dtype=np.float32)
@@ -115,10 +119,10 @@ def test_members_train_in_workers_write_their_folders_and_survive_a_crash(tmp_pa
     _tiny_pairs(data, rng)
     arch = {"r": {"model": "siamese_resnet", "fusion": "concat", "width_mult": 0.125, "feat_dim": 16}}
     run = tmp_path / "run"
-    specs = ms.make_grid({"r": [1, 2]}, str(data), run, run / "04_multi_seed", arch,
+    specs = make_grid({"r": [1, 2]}, str(data), run, run / "04_multi_seed", arch,
                          train={"epochs": 1, "batch_size": 32, "patience": 0})
     specs[1].crash = "exit"
-    table = ms.train_members(specs, workers=2, verbose=False)
+    table = train_members(specs, workers=2, verbose=False)
     assert table["status"].tolist() == ["ok", "failed"]
     ok = run / "04_multi_seed" / "pairs" / "members" / "r_s1"
     for f in ("config.json", "history.json", "metrics.json", "predictions.npz"):
@@ -127,13 +131,12 @@ def test_members_train_in_workers_write_their_folders_and_survive_a_crash(tmp_pa
     assert metrics["test_ci_low"] <= metrics["test_acc"] <= metrics["test_ci_high"] and metrics["n_test"] == 40
     assert json.loads((ok.parent / "r_s2" / "failed.json").read_text())["exitcode"] == 3
     # the stacking file records what the member trained on, and passes the leakage check
-    from helpers.digits import load_pair_folder
 
     assert not (run / "04_multi_seed" / "pairs" / "predictions" / "r_s2.npz").exists()
-    base = st.load_base_predictions(run, str(data))
+    base = load_base_predictions(run, str(data))
     assert base.trained_on == [["train"]] and base.selected_on == ["train_holdout"]
     assert base.train_keys[0].shape == (96,)
-    table = st.check_no_leakage(base, st.make_split_keys(load_pair_folder(data)))
+    table = check_no_leakage(base, make_split_keys(load_pair_folder(data)))
     assert table.loc[0, "checked_with"] == "train_keys"
 
 
@@ -141,7 +144,6 @@ def test_a_member_on_vector_pairs_with_pair_features_runs_inline(tmp_path):
     """Scene-like data: cue vectors [N, F] plus pair features [N, G]; the image label maps to its vector model."""
     import torch
 
-    from helpers.io import atomic_savez
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)
@@ -151,9 +153,9 @@ def test_a_member_on_vector_pairs_with_pair_features_runs_inline(tmp_path):
                      y=np.tile([0, 1], n // 2), pair=rng.random((n, 3), dtype=np.float32),
                      ida=np.arange(n), idb=np.arange(n) + 1000)
     arch = {"r": {"model": "siamese_resnet", "width_mult": 0.125, "fusion": "concat", "vector_model": "siamese_mlp"}}
-    spec = ms.make_grid({"r": [3]}, str(data), tmp_path, tmp_path / "out", arch,
+    spec = make_grid({"r": [3]}, str(data), tmp_path, tmp_path / "out", arch,
                         train={"epochs": 1, "batch_size": 16, "patience": 0})[0]
-    met = ms.train_member(spec)
+    met = train_member(spec)
     assert met["model"] == "siamese_mlp" and met["n_test"] == 32
     card = json.loads((tmp_path / "out" / "scenes" / "members" / "r_s3" / "config.json").read_text())
     assert card["model"]["kwargs"] == {"in_features": 6, "fusion": "concat", "pair_dim": 3}

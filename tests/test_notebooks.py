@@ -3,8 +3,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.core import paths
+from helpers.workbook import params
+from helpers.workbook import runner
 
-from helpers import params, paths, runner
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 PROFILES = ("smoke", "default", "gpu")

@@ -1,8 +1,8 @@
 """The typed parameter contract: typos, wrong types and ranges are errors before any kernel starts."""
 import pytest
+from helpers.workbook import params
+from helpers.core.errors import ParameterError
 
-from helpers import params
-from helpers.errors import ParameterError
 
 SRC = '''
 out_dir = ""  # output folder

@@ -5,9 +5,10 @@ import sys
 
 import nbformat
 import pytest
+from helpers.core import paths
+from helpers.workbook import runner
+from helpers.core.errors import ParameterError
 
-from helpers import paths, runner
-from helpers.errors import ParameterError
 
 
 def _nb(path, body: str, params_src='out_dir = ""  # output folder\nx = 1  # a number; range 0..10\n'):

@@ -7,19 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.core import paths
+from helpers.core.errors import DataError, WorkbookError
+from helpers.data.jrdb import load_jrdb, load_scenes
+from helpers.data.scene_generator import make_generated_people
+from helpers.data.scene_stats import make_scene_stats_table
+from helpers.data.scenes import JRDB_REFERENCE, Scenes, select_keyframes, type_of_label, type_of_labels
 
-from helpers import scenes
-from helpers.errors import DataError, WorkbookError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "jrdb_tiny"
 
 
 @pytest.fixture(scope="module")
-def tiny() -> scenes.Scenes:
-    return scenes.load_jrdb(FIXTURE)
+def tiny() -> Scenes:
+    return load_jrdb(FIXTURE)
 
 
-def _row(sc: scenes.Scenes, seq: str, frame: int, track: int):
+def _row(sc: Scenes, seq: str, frame: int, track: int):
     p = sc.people
     s = sc.sequences.index(seq)
     r = p[(p["seq"] == s) & (p["frame"] == frame) & (p["track"] == track)]
@@ -81,12 +85,12 @@ def test_3d_join_and_velocity(tiny):
                                             ("sitting together", 3), ("cycling together", 4), ("hugging", 4),
                                             ("walking", 0), ("talking to someone", 2)])
 def test_type_mapping(name, expected):
-    assert scenes.type_of_label(name) == expected
+    assert type_of_label(name) == expected
 
 
 def test_type_priority():
-    assert scenes.type_of_labels({"walking together": 1, "conversation": 2}) == 2
-    assert scenes.type_of_labels({}) == 4
+    assert type_of_labels({"walking together": 1, "conversation": 2}) == 2
+    assert type_of_labels({}) == 4
 
 
 # ----------------------------------------------------------------------------- malformed input
@@ -109,58 +113,57 @@ def test_invalid_json(tmp_path):
     path = root / "labels" / "labels_2d_stitched" / "seq_b.json"
     path.write_text('{"labels": {"000010.jpg": [ {"label_id": ')
     with pytest.raises(DataError, match=r"seq_b\.json: invalid JSON"):
-        scenes.load_jrdb(root)
+        load_jrdb(root)
 
 
 def test_record_without_box(tmp_path):
     root = _copy(tmp_path)
     _edit(root, lambda o: o["labels"]["000001.jpg"][2].pop("box"))
     with pytest.raises(DataError, match=r"seq_a\.json: frame '000001\.jpg', record 2 has no 'box'"):
-        scenes.load_jrdb(root)
+        load_jrdb(root)
 
 
 def test_box_of_wrong_length(tmp_path):
     root = _copy(tmp_path)
     _edit(root, lambda o: o["labels"]["000000.jpg"][3].__setitem__("box", [1, 2, 3]))
     with pytest.raises(DataError, match=r"frame '000000\.jpg', record 3 has a box of length 3"):
-        scenes.load_jrdb(root)
+        load_jrdb(root)
 
 
 def test_negative_width(tmp_path):
     root = _copy(tmp_path)
     _edit(root, lambda o: o["labels"]["000000.jpg"][1].__setitem__("box", [10, 20, -5, 30]))
     with pytest.raises(DataError, match=r"frame '000000\.jpg', record 1: box .* negative"):
-        scenes.load_jrdb(root)
+        load_jrdb(root)
 
 
 def test_not_a_labels_object(tmp_path):
     root = _copy(tmp_path)
     (root / "labels" / "labels_2d_stitched" / "seq_a.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="seq_a.json: expected an object with a 'labels' mapping"):
-        scenes.load_jrdb(root)
+        load_jrdb(root)
 
 
 def test_missing_layout(tmp_path):
     with pytest.raises(DataError, match="no JRDB layout"):
-        scenes.load_jrdb(tmp_path)
+        load_jrdb(tmp_path)
     assert issubclass(DataError, WorkbookError) and issubclass(DataError, ValueError)
 
 
 def test_unknown_fields_ignored(tmp_path):
     root = _copy(tmp_path)
     _edit(root, lambda o: o["labels"]["000000.jpg"][0].update({"HOI": [1, 2], "attributes": {"odd": 1}}))
-    sc = scenes.load_jrdb(root)
+    sc = load_jrdb(root)
     assert len(sc.people) == 13
 
 
 # ----------------------------------------------------------------------------- generator
 def test_generator_writes_jrdb_layout_and_is_deterministic(tmp_path, monkeypatch):
-    from helpers import paths
 
     monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
     sizes = dict(n_sequences=3, frames_per_sequence=20, seed=5)
-    a = scenes.load_scenes(None, **sizes)
-    b = scenes.load_scenes("", **sizes)  # second call reads the cache
+    a = load_scenes(None, **sizes)
+    b = load_scenes("", **sizes)  # second call reads the cache
     assert a.generated and "generated" in a.source
     assert (a.root / "labels" / "labels_2d_stitched").is_dir()
     assert (a.root / "labels" / "labels_2d_activity_social_stitched").is_dir()
@@ -170,8 +173,8 @@ def test_generator_writes_jrdb_layout_and_is_deterministic(tmp_path, monkeypatch
     # the generator used, so same-group pairs exist in every sequence mode.
     assert set(a.grouping.values()) == {"cluster_ID", "H-interaction"}
     # Fresh generation with the same seed, elsewhere, is identical.
-    p1, _ = scenes.make_generated_people(**sizes)
-    p2, _ = scenes.make_generated_people(**sizes)
+    p1, _ = make_generated_people(**sizes)
+    p2, _ = make_generated_people(**sizes)
     assert p1.equals(p2)
     # Real-format loading of the generated folder matches the in-memory simulation.
     assert len(a.people) == len(p1)
@@ -180,45 +183,44 @@ def test_generator_writes_jrdb_layout_and_is_deterministic(tmp_path, monkeypatch
 
 
 def test_generator_closure_recovers_groups():
-    people, _ = scenes.make_generated_people(n_sequences=3, frames_per_sequence=10, seed=1)
+    people, _ = make_generated_people(n_sequences=3, frames_per_sequence=10, seed=1)
     assert (people.groupby(["seq", "frame", "group"]).size() >= 2).any()
 
 
 def test_generator_rejects_bad_sizes():
     with pytest.raises(WorkbookError, match="n_sequences"):
-        scenes.make_generated_people(n_sequences=0)
+        make_generated_people(n_sequences=0)
 
 
 def test_scene_stats_table(tiny):
-    t = scenes.make_scene_stats_table(tiny)
+    t = make_scene_stats_table(tiny)
     assert list(t.columns) == ["this data", "JRDB reference"]
     assert t.loc["people per frame, max", "this data"] == 5
     assert t.loc["people per frame, max", "JRDB reference"] == 80
     # seq_a frame 0: pairs (1,2) seam, (4,5); frame 1: (1,2) seam; seq_b: 3 + 1 -> 2 of 4 seam pairs... share > 0
     assert 0 < t.loc["same-group pairs closer across the seam", "this data"] < 1
-    assert set(scenes.JRDB_REFERENCE) == set(t.index)
+    assert set(JRDB_REFERENCE) == set(t.index)
 
 
 def test_select_keyframes(tiny):
-    k = scenes.select_keyframes(tiny, 2)
+    k = select_keyframes(tiny, 2)
     assert set(k.people["frame"]) == {0, 10}
     assert k.n_frames == 2
     with pytest.raises(WorkbookError):
-        scenes.select_keyframes(tiny, 0)
+        select_keyframes(tiny, 0)
 
 
 def test_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
-    from helpers import paths
 
     monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
-    a = scenes.load_scenes(None, n_sequences=3, frames_per_sequence=8, seed=2)
+    a = load_scenes(None, n_sequences=3, frames_per_sequence=8, seed=2)
     next((a.root / "labels" / "labels_2d_stitched").glob("*.json")).unlink()
-    b = scenes.load_scenes(None, n_sequences=3, frames_per_sequence=8, seed=2)
+    b = load_scenes(None, n_sequences=3, frames_per_sequence=8, seed=2)
     assert len(b.sequences) == 3 and a.people.equals(b.people)
 
 
 def test_relative_jrdb_root_resolves_against_the_project(tiny):
-    sc = scenes.load_scenes("tests/fixtures/jrdb_tiny")
+    sc = load_scenes("tests/fixtures/jrdb_tiny")
     assert sc.sequences == tiny.sequences and not sc.generated
 
 
@@ -229,4 +231,4 @@ def test_bad_pair_id_in_social_file(tmp_path):
     obj["labels"]["000010.jpg"][0]["H-interaction"][0]["pair"] = "pedestrian:x"
     path.write_text(json.dumps(obj))
     with pytest.raises(DataError, match=r"seq_b\.json: frame 000010: label id 'pedestrian:x'"):
-        scenes.load_jrdb(root)
+        load_jrdb(root)

@@ -3,9 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.core.errors import DataError, WorkbookError
+from helpers.core.hashing import make_example_keys
+from helpers.data.predictions import BasePredictions, load_base_predictions, write_predictions
+from helpers.evaluation.stacking import LeakageError, check_no_leakage, evaluate_stacking, make_error_correlation, make_oof_predictions, train_lgbm_meta
+from helpers.stages.stacking import describe_goal, make_goal_table
 
-from helpers import stacking as st
-from helpers.errors import DataError, WorkbookError
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -16,12 +19,12 @@ def _synthetic(n: int, m: int, rng: np.random.Generator, noise: float = 1.5):
     return 1 / (1 + np.exp(-z)), y
 
 
-def _base(m: int = 6, n: int = 400, seed: int = 0, trained_on=("train",)) -> st.BasePredictions:
+def _base(m: int = 6, n: int = 400, seed: int = 0, trained_on=("train",)) -> BasePredictions:
     rng = np.random.default_rng(seed)
     vp, vy = _synthetic(n, m, rng)
     tp, ty = _synthetic(n, m, rng)
     names = [f"nb/m{i}" for i in range(m)]
-    return st.BasePredictions("syn", names, [Path(f"m{i}.npz") for i in range(m)], vp, tp, vy, ty,
+    return BasePredictions("syn", names, [Path(f"m{i}.npz") for i in range(m)], vp, tp, vy, ty,
                               [list(trained_on)] * m, ["train_holdout"] * m, [None] * m)
 
 
@@ -35,15 +38,15 @@ def _keys(n_train=300, n_val=400, n_test=400, seed=1):
 def test_example_keys_are_order_free_and_content_based():
     rng = np.random.default_rng(0)
     xa, xb = rng.random((50, 1, 8, 8), dtype=np.float32), rng.random((50, 1, 8, 8), dtype=np.float32)
-    k = st.make_example_keys(xa, xb)
+    k = make_example_keys(xa, xb)
     assert k.dtype == np.uint64 and len(np.unique(k)) == 50
-    np.testing.assert_array_equal(k, st.make_example_keys(xb, xa))          # (a, b) == (b, a)
-    np.testing.assert_array_equal(k, st.make_example_keys(xa.copy(), xb.copy()))
+    np.testing.assert_array_equal(k, make_example_keys(xb, xa))          # (a, b) == (b, a)
+    np.testing.assert_array_equal(k, make_example_keys(xa.copy(), xb.copy()))
     xa2 = xa.copy()
     xa2[3, 0, 0, 0] += 1e-3                                                  # one pixel changes one key
-    assert (st.make_example_keys(xa2, xb) != k).sum() == 1
+    assert (make_example_keys(xa2, xb) != k).sum() == 1
     pair = rng.random((50, 3), dtype=np.float32)
-    assert (st.make_example_keys(xa, xb, pair) != k).all()                   # pair features count
+    assert (make_example_keys(xa, xb, pair) != k).all()                   # pair features count
 
 
 # --------------------------------------------------------------------------- prediction files
@@ -51,25 +54,25 @@ def test_prediction_files_round_trip_and_validation(tmp_path):
     rng = np.random.default_rng(0)
     vy, ty = rng.integers(0, 2, 20), rng.integers(0, 2, 30)
     for stem, name in (("02_stage1", "logreg"), ("04_multi_seed", "resnet_s42")):
-        st.write_predictions(tmp_path / stem / "digit_pairs" / "predictions" / f"{name}.npz", rng.random(20),
+        write_predictions(tmp_path / stem / "digit_pairs" / "predictions" / f"{name}.npz", rng.random(20),
                              rng.random(30), vy, ty, trained_on=["train"], selected_on="val",
                              train_keys=np.arange(5, dtype=np.uint64))
-    base = st.load_base_predictions(tmp_path, "digit_pairs")
+    base = load_base_predictions(tmp_path, "digit_pairs")
     assert base.names == ["02_stage1/logreg", "04_multi_seed/resnet_s42"]
     assert base.val_prob.shape == (20, 2) and base.test_prob.shape == (30, 2)
     assert base.trained_on == [["train"], ["train"]] and base.selected_on == ["val", "val"]
     assert base.train_keys[0].dtype == np.uint64
     # sources restricts the notebooks; a missing one is a clear error
-    assert st.load_base_predictions(tmp_path, "digit_pairs", sources=["02_stage1"]).n_models == 1
+    assert load_base_predictions(tmp_path, "digit_pairs", sources=["02_stage1"]).n_models == 1
     with pytest.raises(DataError, match="03_stage2"):
-        st.load_base_predictions(tmp_path, "digit_pairs", sources=["03_stage2"])
+        load_base_predictions(tmp_path, "digit_pairs", sources=["03_stage2"])
     # labels that disagree between files (another split order) are refused, naming the file
-    st.write_predictions(tmp_path / "03_stage2" / "digit_pairs" / "predictions" / "bad.npz", rng.random(20),
+    write_predictions(tmp_path / "03_stage2" / "digit_pairs" / "predictions" / "bad.npz", rng.random(20),
                          rng.random(30), 1 - vy, ty)
     with pytest.raises(DataError, match="bad.npz"):
-        st.load_base_predictions(tmp_path, "digit_pairs")
+        load_base_predictions(tmp_path, "digit_pairs")
     with pytest.raises(DataError, match="no prediction files"):
-        st.load_base_predictions(tmp_path, "scene_pairs")
+        load_base_predictions(tmp_path, "scene_pairs")
 
 
 def test_prediction_file_missing_keys_is_named(tmp_path):
@@ -77,20 +80,20 @@ def test_prediction_file_missing_keys_is_named(tmp_path):
     f.parent.mkdir(parents=True)
     np.savez(f, val_prob=np.zeros(3), val_y=np.zeros(3))
     with pytest.raises(DataError, match=r"m\.npz.*test_prob"):
-        st.load_base_predictions(tmp_path, "d")
+        load_base_predictions(tmp_path, "d")
 
 
 # ------------------------------------------------------------------------------- leakage check
 def test_leakage_check_passes_on_clean_models():
-    table = st.check_no_leakage(_base(), _keys())
+    table = check_no_leakage(_base(), _keys())
     assert len(table) == 6 and (table["val_rows_seen"] == 0).all() and (table["test_rows_seen"] == 0).all()
 
 
 def test_leakage_check_trips_on_a_model_trained_on_val():
     base = _base()
     base.trained_on[2] = ["train", "val"]
-    with pytest.raises(st.LeakageError, match="nb/m2"):
-        st.check_no_leakage(base, _keys())
+    with pytest.raises(LeakageError, match="nb/m2"):
+        check_no_leakage(base, _keys())
 
 
 def test_leakage_check_trips_on_planted_examples():
@@ -98,25 +101,25 @@ def test_leakage_check_trips_on_planted_examples():
     base = _base()
     # m4 says it trained on "train" only, but its recorded training examples include 3 validation rows
     base.train_keys[4] = np.concatenate([keys["train"], keys["val"][[5, 17, 99]]])
-    with pytest.raises(st.LeakageError, match=r"nb/m4.*3 of 400 val rows"):
-        st.check_no_leakage(base, keys)
+    with pytest.raises(LeakageError, match=r"nb/m4.*3 of 400 val rows"):
+        check_no_leakage(base, keys)
     # and a validation example duplicated into the training split is caught without train_keys
     base = _base()
     keys["train"] = np.concatenate([keys["train"], keys["test"][:2]])
-    with pytest.raises(st.LeakageError, match="2 of 400 test rows"):
-        st.check_no_leakage(base, keys)
+    with pytest.raises(LeakageError, match="2 of 400 test rows"):
+        check_no_leakage(base, keys)
 
 
 def test_leakage_check_refuses_predictions_of_other_splits():
-    with pytest.raises(st.LeakageError, match="not of this dataset"):
-        st.check_no_leakage(_base(n=400), _keys(n_val=399))
+    with pytest.raises(LeakageError, match="not of this dataset"):
+        check_no_leakage(_base(n=400), _keys(n_val=399))
 
 
 # --------------------------------------------------------------------------- out-of-fold logic
 def test_oof_predictions_never_include_their_own_fold():
     rng = np.random.default_rng(0)
     X, y = rng.random((200, 4)), rng.integers(0, 2, 200)
-    res = st.make_oof_predictions(X, y, {"num_leaves": 4, "min_data_in_leaf": 5}, n_folds=5, seed=3, max_rounds=50)
+    res = make_oof_predictions(X, y, {"num_leaves": 4, "min_data_in_leaf": 5}, n_folds=5, seed=3, max_rounds=50)
     assert np.isfinite(res.oof).all()
     covered = np.concatenate([f.oof_idx for f in res.folds])
     assert np.array_equal(np.sort(covered), np.arange(200))                  # every row predicted once
@@ -132,7 +135,7 @@ def test_oof_accuracy_on_pure_noise_is_chance():
     rng = np.random.default_rng(1)
     X, y = rng.random((400, 8)), rng.integers(0, 2, 400)
     params = {"num_leaves": 31, "min_data_in_leaf": 2, "learning_rate": 0.3}
-    res = st.make_oof_predictions(X, y, params, n_folds=5, seed=0, max_rounds=200, early_stopping_rounds=200)
+    res = make_oof_predictions(X, y, params, n_folds=5, seed=0, max_rounds=200, early_stopping_rounds=200)
     assert abs(((res.oof >= 0.5) == y).mean() - 0.5) < 0.1
 
 
@@ -140,8 +143,8 @@ def test_oof_accuracy_on_pure_noise_is_chance():
 def test_stacking_beats_single_models_on_independent_errors_and_is_reproducible():
     base = _base(m=8, n=500)
     keys = _keys(n_val=500, n_test=500)
-    a = st.evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=300, max_rounds=200)
-    b = st.evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=300, max_rounds=200)
+    a = evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=300, max_rounds=200)
+    b = evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=300, max_rounds=200)
     ha, hb = a.headline(), b.headline()
     assert ha == hb                                                            # same seed, same result
     np.testing.assert_array_equal(a.test_pred["LightGBM stacking"], b.test_pred["LightGBM stacking"])
@@ -160,9 +163,9 @@ def test_test_labels_are_only_used_for_scoring():
     """Shuffling the test labels must not change what any method predicts on test."""
     base = _base(m=5, n=300)
     keys = _keys(n_val=300, n_test=300)
-    a = st.evaluate_stacking(base, keys, grid="tiny", seed=1, n_boot=200, max_rounds=100)
+    a = evaluate_stacking(base, keys, grid="tiny", seed=1, n_boot=200, max_rounds=100)
     base.test_y = np.random.default_rng(9).permutation(base.test_y)
-    b = st.evaluate_stacking(base, keys, grid="tiny", seed=1, n_boot=200, max_rounds=100)
+    b = evaluate_stacking(base, keys, grid="tiny", seed=1, n_boot=200, max_rounds=100)
     for k in a.test_pred:
         np.testing.assert_array_equal(a.test_pred[k], b.test_pred[k])
     assert a.best_single == b.best_single                                     # chosen on validation
@@ -174,30 +177,30 @@ def test_best_single_is_chosen_on_validation_not_test():
     base.val_prob[:, 0] = np.where(base.val_y == 1, 0.9, 0.1)
     base.test_prob[:, 0] = np.where(base.test_y == 1, 0.4, 0.6)
     base.test_prob[:, 2] = np.where(base.test_y == 1, 0.9, 0.1)
-    res = st.evaluate_stacking(base, _keys(n_val=300, n_test=300), grid="tiny", seed=0, n_boot=200, max_rounds=50)
+    res = evaluate_stacking(base, _keys(n_val=300, n_test=300), grid="tiny", seed=0, n_boot=200, max_rounds=50)
     assert res.best_single == "nb/m0"
     assert res.headline()["best_single_test_acc"] == 0.0
 
 
 def test_goal_table_and_error_correlation():
     base = _base(m=4, n=300)
-    res = st.evaluate_stacking(base, _keys(n_val=300, n_test=300), grid="tiny", seed=0, n_boot=200, max_rounds=100)
-    goal = st.make_goal_table(res, goal_ratio=0.8, n_boot=200, seed=0)["value"]
+    res = evaluate_stacking(base, _keys(n_val=300, n_test=300), grid="tiny", seed=0, n_boot=200, max_rounds=100)
+    goal = make_goal_table(res, goal_ratio=0.8, n_boot=200, seed=0)["value"]
     h = res.headline()
     assert goal["error ratio stacking / best single"] == pytest.approx(h["error_ratio"])
     assert goal["error ratio, 95% bootstrap interval low"] <= h["error_ratio"] <= goal["error ratio, 95% bootstrap interval high"]
     assert bool(goal["goal met"]) == h["goal_met"]
-    assert "Goal" in st.describe_goal(st.make_goal_table(res))
-    corr = st.make_error_correlation(base)
+    assert "Goal" in describe_goal(make_goal_table(res))
+    corr = make_error_correlation(base)
     assert corr.shape == (4, 4) and np.allclose(np.diag(corr), 1)
     # identical models have perfectly correlated errors
     base.val_prob[:, 1] = base.val_prob[:, 0]
-    assert st.make_error_correlation(base).iloc[0, 1] == pytest.approx(1.0)
+    assert make_error_correlation(base).iloc[0, 1] == pytest.approx(1.0)
 
 
 def test_bad_meta_grid_and_labels_are_refused():
     base = _base(m=2, n=100)
     with pytest.raises(WorkbookError, match="meta_grid"):
-        st.train_lgbm_meta(base.val_prob, base.val_y, base.names, grid="huge")
+        train_lgbm_meta(base.val_prob, base.val_y, base.names, grid="huge")
     with pytest.raises(WorkbookError, match="both 0 and 1"):
-        st.make_oof_predictions(base.val_prob, np.zeros(100, int), {}, n_folds=5)
+        make_oof_predictions(base.val_prob, np.zeros(100, int), {}, n_folds=5)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from helpers.evaluation import stats
 
-from helpers import stats
 
 
 def test_wilson_interval_known_value():

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
+from helpers.core.errors import WorkbookError
+from helpers.stages.stage2 import make_balanced_indices
+from helpers.training.tasks import BinaryTask, MulticlassTask, binary_focal_loss, make_class_weights, multiclass_focal_loss, with_label_smoothing
 
-from helpers.errors import WorkbookError
-from helpers.tasks import (BinaryTask, MulticlassTask, binary_focal_loss, make_class_weights,
-                           multiclass_focal_loss, with_label_smoothing)
 
 
 def _sig(x):
@@ -100,7 +100,6 @@ def test_class_weights_and_bad_args():
 def test_balanced_indices_for_type_classes():
     import numpy as np
 
-    from helpers.stage2 import make_balanced_indices
 
     y = np.array([0] * 10 + [1] * 3 + [2] * 1)
     over = make_balanced_indices(y, "oversample", seed=0)

@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from helpers.core.errors import WorkbookError
+from helpers.data.pairs import load_npz_pairs
+from helpers.models.registry import create_model
+from helpers.stages.stage1 import run_stage1
+from helpers.training.augment import augment_images
+from helpers.training.batching import make_rank_indices
+from helpers.training.checkpoints import load_checkpoint
+from helpers.training.config import TrainConfig
+from helpers.training.loop import predict, train_model
+from helpers.training.tasks import BinaryTask, MulticlassTask
 
-from helpers.errors import WorkbookError
-from helpers.models import create_model
-from helpers.tasks import BinaryTask, MulticlassTask
-from helpers.train import (TrainConfig, augment_images, load_checkpoint, make_rank_indices, predict,
-                           train_model)
 
 torch.set_num_threads(1)
 
@@ -160,7 +165,6 @@ def test_uint8_npz_without_ids_trains(tmp_path):
     xb = rng.integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
     y = rng.integers(0, 2, size=40)
     np.savez(tmp_path / "train.npz", xa=xa, xb=xb, y=y)
-    from helpers.digits import load_npz_pairs
 
     s = load_npz_pairs(tmp_path / "train.npz")   # the loader every notebook uses
     assert s.ida is None and s.xa.dtype == np.float32 and float(s.xa.max()) <= 1.0
@@ -212,7 +216,6 @@ def test_numeric_primary_metric_is_tracked():
 
 def test_user_uint8_folder_without_ids_through_stage1(tmp_path):
     """A user's own NPZ folder (uint8 images [N, H, W], no ids) trains and is scored by notebook 02's code."""
-    from helpers.stage1 import run_stage1
 
     rng = np.random.default_rng(0)
     folder = tmp_path / "my_pairs"

@@ -1,0 +1,396 @@
+"""The JRDB loader (the real annotation layout) and the writer of that layout for generated scenes.
+
+`load_scenes` reads a JRDB root, or writes generated JRDB-like scenes in the same layout and reads them
+back with the same loader, so a user's JRDB folder and the default data take one path."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+import shutil
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers.core import paths
+from helpers.core.errors import DataError
+from helpers.core.io import atomic_write_json, atomic_write_text
+from helpers.data.scene_generator import make_generated_people
+from helpers.data.scenes import OCCLUSION_LEVELS, Scenes, TYPE_NAMES, WIDTH, _OTHER_LABELS, type_of_label, type_of_labels
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def _labels_of(obj: Any, path: Path) -> dict[str, list]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("labels"), dict):
+        raise DataError(f"{path}: expected an object with a 'labels' mapping of frame name -> list of records")
+    for k, v in obj["labels"].items():
+        if not isinstance(v, list):
+            raise DataError(f"{path}: frame {k!r}: expected a list of records, got {type(v).__name__}")
+    return obj["labels"]
+
+
+def _frame_numbers(keys: list[str], path: Path) -> np.ndarray:
+    try:
+        return np.array([int(Path(k).stem) for k in keys], dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path}: frame keys must be image names like '000123.jpg', got e.g. {keys[0]!r}") from None
+
+
+def _locate(counts: np.ndarray, keys: list[str], flat_index: int) -> tuple[str, int]:
+    """Flat record index -> (frame key, index within the frame)."""
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    f = int(np.searchsorted(starts, flat_index, side="right") - 1)
+    return keys[f], int(flat_index - starts[f])
+
+
+def _parse_2d(path: Path) -> tuple[pd.DataFrame, list[tuple[int, int, int, int]]]:
+    """One labels_2d_stitched file -> per-record table and H-interaction edges found on its records."""
+    labels = _labels_of(_read_json(path), path)
+    keys = list(labels.keys())
+    counts = np.array([len(labels[k]) for k in keys], dtype=np.int64)
+    recs = [r for k in keys for r in labels[k]]
+    frames = np.repeat(_frame_numbers(keys, path), counts) if keys else np.zeros(0, np.int64)
+    # Validate boxes in bulk, then report the first bad record by file, frame and index.
+    box_len = np.array([len(r["box"]) if isinstance(r, dict) and isinstance(r.get("box"), (list, tuple))
+                        else (-1 if isinstance(r, dict) and "box" in r else -2) for r in recs], dtype=np.int64)
+    bad = np.flatnonzero(box_len != 4)
+    if bad.size:
+        frame, idx = _locate(counts, keys, int(bad[0]))
+        why = {-2: "has no 'box'", -1: "has a 'box' that is not a list"}.get(int(box_len[bad[0]]),
+                                                                             f"has a box of length {box_len[bad[0]]}")
+        raise DataError(f"{path}: frame {frame!r}, record {idx} {why}; expected box = [x, y, w, h]")
+    try:
+        boxes = np.array([r["box"] for r in recs], dtype=np.float64).reshape(-1, 4)
+    except (TypeError, ValueError):
+        bad_i = next(i for i, r in enumerate(recs) if not all(isinstance(v, (int, float)) for v in r["box"]))
+        frame, idx = _locate(counts, keys, bad_i)
+        raise DataError(f"{path}: frame {frame!r}, record {idx}: box values must be numbers, got {recs[bad_i]['box']!r}") from None
+    bad = np.flatnonzero(~np.isfinite(boxes).all(1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+    if bad.size:
+        frame, idx = _locate(counts, keys, int(bad[0]))
+        raise DataError(f"{path}: frame {frame!r}, record {idx}: box {boxes[bad[0]].tolist()} has a negative or "
+                        "non-finite width/height; expected w >= 0 and h >= 0")
+    tracks = np.empty(len(recs), dtype=np.int64)
+    for i, r in enumerate(recs):  # string parsing: one pass over records, no per-pair work
+        if "label_id" not in r:
+            frame, idx = _locate(counts, keys, i)
+            raise DataError(f"{path}: frame {frame!r}, record {idx} has no 'label_id'")
+        lid = r["label_id"]
+        try:
+            tracks[i] = int(str(lid).rsplit(":", 1)[-1])
+        except ValueError:
+            frame, idx = _locate(counts, keys, i)
+            raise DataError(f"{path}: frame {frame!r}, record {idx}: label_id {lid!r} is not 'pedestrian:<int>'") from None
+    occ_map = {n: i for i, n in enumerate(OCCLUSION_LEVELS)}
+    attrs = [r.get("attributes") or {} for r in recs]
+    occ = np.array([occ_map.get(a.get("occlusion"), 0) for a in attrs], dtype=np.int8)
+    trunc = np.array([str(a.get("truncated", "false")).lower() == "true" for a in attrs], dtype=bool)
+    no_eval = np.array([bool(a.get("no_eval", False)) for a in attrs], dtype=bool)
+    sg = [r.get("social_group") for r in recs]
+    cluster = np.array([int(g["cluster_ID"]) if isinstance(g, dict) and g.get("cluster_ID") is not None else -1
+                        for g in sg], dtype=np.int64)
+    act = [r.get("social_activity") or r.get("action_label") for r in recs]
+    activity = np.array([type_of_label(max(a, key=lambda k: a[k] if isinstance(a[k], (int, float)) else 0))
+                         if isinstance(a, dict) and a else -1 for a in act], dtype=np.int8)
+    df = pd.DataFrame({"frame": frames, "track": tracks, "x": boxes[:, 0], "y": boxes[:, 1], "w": boxes[:, 2],
+                       "h": boxes[:, 3], "occlusion": occ, "truncated": trunc, "no_eval": no_eval,
+                       "cluster": cluster, "activity": activity})
+    return df, _edges_of(recs, frames, path)
+
+
+def _tid(label_id: Any, path: Path, frame: int) -> int:
+    """'pedestrian:12' -> 12, or a DataError naming the file and frame."""
+    try:
+        return int(str(label_id).rsplit(":", 1)[-1])
+    except ValueError:
+        raise DataError(f"{path}: frame {frame:06d}: label id {label_id!r} is not 'pedestrian:<int>'") from None
+
+
+def _edges_of(recs: list, frames: np.ndarray, path: Path) -> list[tuple[int, int, int, int]]:
+    """H-interaction (or HHI) entries -> (frame, track_a, track_b, type) with a < b."""
+    edges = []
+    for r, f in zip(recs, frames):
+        inter = r.get("H-interaction", r.get("HHI")) if isinstance(r, dict) else None
+        if not inter:
+            continue
+        a = _tid(r.get("label_id"), path, int(f))
+        for e in inter:
+            if not isinstance(e, dict) or "pair" not in e:
+                continue  # unknown shapes are ignored, as unknown fields are
+            b = _tid(e["pair"], path, int(f))
+            if a != b:
+                edges.append((int(f), min(a, b), max(a, b), type_of_labels(e.get("inter_labels", {}))))
+    return edges
+
+
+def _parse_social(path: Path) -> list[tuple[int, int, int, int]]:
+    labels = _labels_of(_read_json(path), path)
+    keys = list(labels.keys())
+    counts = np.array([len(labels[k]) for k in keys], dtype=np.int64)
+    frames = np.repeat(_frame_numbers(keys, path), counts) if keys else np.zeros(0, np.int64)
+    return _edges_of([r for k in keys for r in labels[k]], frames, path)
+
+
+def _parse_3d(path: Path) -> pd.DataFrame:
+    labels = _labels_of(_read_json(path), path)
+    keys = list(labels.keys())
+    counts = np.array([len(labels[k]) for k in keys], dtype=np.int64)
+    recs = [r for k in keys for r in labels[k]]
+    frames = np.repeat(_frame_numbers(keys, path), counts) if keys else np.zeros(0, np.int64)
+    rows = []
+    for i, r in enumerate(recs):
+        b = r.get("box") if isinstance(r, dict) else None
+        if not isinstance(b, dict) or not all(k in b for k in ("cx", "cy", "cz", "rot_z")):
+            frame, idx = _locate(counts, keys, i)
+            raise DataError(f"{path}: frame {frame!r}, record {idx}: expected box = {{cx, cy, cz, l, w, h, rot_z}}")
+        rows.append((_tid(r.get("label_id"), path, int(frames[i])), b["cx"], b["cy"], b["cz"], b["rot_z"]))
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    return pd.DataFrame({"frame": frames, "track": arr[:, 0].astype(np.int64), "x3d": arr[:, 1],
+                         "y3d": arr[:, 2], "z3d": arr[:, 3], "rot_z": arr[:, 4]})
+
+
+def _wrap_diff(d: np.ndarray, width: float = WIDTH) -> np.ndarray:
+    """Signed horizontal difference wrapped into [-width/2, width/2)."""
+    return (d + width / 2) % width - width / 2
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of an undirected graph on n nodes (the transitive closure of pairs)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return connected_components(g, directed=False)[1].astype(np.int64)
+
+
+def _majority(keys: np.ndarray, values: np.ndarray) -> pd.Series:
+    """Most frequent value per key (ties: the smaller value), vectorised: key -> value."""
+    if len(keys) == 0:
+        return pd.Series(dtype=np.int64)
+    c = pd.DataFrame({"k": keys, "v": values}).value_counts().reset_index(name="n")
+    c = c.sort_values(["k", "n", "v"], ascending=[True, False, True], kind="stable").drop_duplicates("k")
+    return pd.Series(c["v"].to_numpy(), index=c["k"].to_numpy())
+
+
+def _add_velocity(df: pd.DataFrame, width: float) -> None:
+    """vx, vy (px/frame) from the track: centred difference where both neighbours exist (in place)."""
+    order = np.lexsort((df["frame"].to_numpy(), df["track"].to_numpy(), df["seq"].to_numpy()))
+    seq, trk = df["seq"].to_numpy()[order], df["track"].to_numpy()[order]
+    fr = df["frame"].to_numpy()[order].astype(np.float64)
+    cx, yb = df["cx"].to_numpy()[order], df["y_bottom"].to_numpy()[order]
+    same_prev = np.r_[False, (seq[1:] == seq[:-1]) & (trk[1:] == trk[:-1])]
+    same_next = np.r_[same_prev[1:], False]
+    i = np.arange(len(order))
+    ip = np.where(same_prev, i - 1, i)  # the row itself where there is no neighbour
+    inx = np.where(same_next, np.minimum(i + 1, len(order) - 1), i)
+    dt = fr[inx] - fr[ip]
+    ok = dt > 0
+    vx = np.zeros(len(order))
+    vy = np.zeros(len(order))
+    vx[ok] = _wrap_diff(cx[inx] - cx[ip], width)[ok] / dt[ok]
+    vy[ok] = (yb[inx] - yb[ip])[ok] / dt[ok]
+    out_vx = np.empty_like(vx)
+    out_vy = np.empty_like(vy)
+    out_vx[order], out_vy[order] = vx, vy
+    df["vx"], df["vy"] = out_vx, out_vy
+
+
+def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = None,
+              source: str | None = None) -> Scenes:
+    """Read a JRDB root (``labels/labels_2d_stitched/<sequence>.json`` and the optional JRDB-Act,
+    JRDB-Social and 3D files) into ``Scenes``.
+
+    Positive (same-group) structure: ``social_group.cluster_ID`` where a sequence has it; otherwise
+    the transitive closure (per frame) of its H-interaction pairs. Malformed input raises
+    ``DataError`` naming the file, frame and record index.
+    """
+    root = Path(root)
+    d2 = root / "labels" / "labels_2d_stitched"
+    files = sorted(d2.glob("*.json")) if d2.is_dir() else []
+    if not files:
+        raise DataError(f"{root}: no JRDB layout here: expected labels/labels_2d_stitched/<sequence>.json")
+    marker = root / "GENERATED.json"
+    if generated is None:
+        generated = marker.exists()
+    if source is None:
+        source = (_read_json(marker).get("source", "generated JRDB-like scenes") if generated
+                  else f"JRDB annotations at {root}")
+    parts, grouping, names = [], {}, []
+    for s, path in enumerate(files):
+        seq_name = path.stem
+        names.append(seq_name)
+        df, edges = _parse_2d(path)
+        social = root / "labels" / "labels_2d_activity_social_stitched" / path.name
+        if social.exists():
+            edges += _parse_social(social)
+        p3 = root / "labels" / "labels_3d" / path.name
+        if p3.exists() and len(df):
+            d3 = _parse_3d(p3).drop_duplicates(["frame", "track"])
+            df = df.merge(d3, on=["frame", "track"], how="left")
+        else:
+            for c in ("x3d", "y3d", "z3d", "rot_z"):
+                df[c] = np.nan
+        df = df.drop_duplicates(["frame", "track"]).sort_values(["frame", "track"], kind="stable")
+        df = df.reset_index(drop=True)
+        df["seq"] = np.int32(s)
+        # Groups: cluster_ID when the sequence has social groups, else the closure of H-interaction pairs.
+        e = pd.DataFrame(edges, columns=["frame", "a", "b", "type"]).drop_duplicates(["frame", "a", "b"])
+        key = pd.MultiIndex.from_arrays([df["frame"], df["track"]])
+        ia = key.get_indexer(pd.MultiIndex.from_arrays([e["frame"], e["a"]]))
+        ib = key.get_indexer(pd.MultiIndex.from_arrays([e["frame"], e["b"]]))
+        keep = (ia >= 0) & (ib >= 0)  # pairs naming someone absent from the 2D labels are dropped
+        ia, ib, et = ia[keep], ib[keep], e["type"].to_numpy()[keep]
+        if (df["cluster"] >= 0).any():
+            grouping[seq_name] = "cluster_ID"
+            cl = df["cluster"].to_numpy()
+            # Someone without a cluster_ID in a grouped sequence is alone: give them their own id.
+            lone = cl < 0
+            cl = np.where(lone, cl.max() + 1 + df["track"].to_numpy(), cl)
+            group = pd.factorize(cl)[0].astype(np.int64)
+        elif len(ia):
+            grouping[seq_name] = "H-interaction"
+            group = _components(len(df), ia, ib)
+        else:
+            grouping[seq_name] = "none"
+            group = np.arange(len(df), dtype=np.int64)
+        df["group_local"] = group
+        # Type of each (frame, group): majority of labelled pairs; else members' activity; else other.
+        gkey = df["frame"].to_numpy() * (len(df) + 1) + group
+        maj = _majority(gkey[ia], et)
+        act = df["activity"].to_numpy()
+        act_maj = _majority(gkey[act >= 0], act[act >= 0])
+        size = pd.Series(1, index=gkey).groupby(level=0).transform("size").to_numpy()
+        typ = pd.Series(gkey).map(maj)
+        typ = typ.fillna(pd.Series(gkey).map(act_maj)).fillna(4).to_numpy().astype(np.int8)
+        df["type"] = np.where(size >= 2, typ, -1).astype(np.int8)
+        parts.append(df)
+    people = pd.concat(parts, ignore_index=True)
+    # Global group ids: (sequence, local group) -> 0..G-1.
+    people["group"] = pd.factorize(pd.MultiIndex.from_arrays([people["seq"], people["group_local"]]))[0]
+    people["cx"] = np.mod(people["x"].to_numpy() + people["w"].to_numpy() / 2, width)  # seam boxes wrap
+    people["y_bottom"] = people["y"] + people["h"]
+    people = people.sort_values(["seq", "frame", "track"], kind="stable").reset_index(drop=True)
+    people["fid"] = pd.factorize(pd.MultiIndex.from_arrays([people["seq"], people["frame"]]), sort=True)[0]
+    _add_velocity(people, width)
+    cols = ["seq", "frame", "fid", "track", "x", "y", "w", "h", "cx", "y_bottom", "group", "type", "occlusion",
+            "truncated", "no_eval", "vx", "vy", "x3d", "y3d", "z3d", "rot_z"]
+    return Scenes(people=people[cols], sequences=names, generated=bool(generated), source=str(source), root=root,
+                  width=width, grouping=grouping)
+
+
+def write_jrdb_layout(people: pd.DataFrame, root: str | Path, source: str,
+                      act_every: int = 3, seed: int = 0) -> Path:
+    """Write simulated people in the exact JRDB layout under ``root``.
+
+    2D records carry JRDB-Act ``social_group`` in all but every ``act_every``-th sequence (those rely
+    on the JRDB-Social H-interaction pairs alone); H-interaction entries form a chain through each
+    group plus a few extra edges, so their transitive closure recovers the group; 3D labels are joined
+    by label_id and frame stem. A ``GENERATED.json`` marker labels the folder as generated.
+    """
+
+    def dump(path: Path, obj: Any) -> None:  # compact: these files are large
+        atomic_write_text(path, json.dumps(obj, separators=(",", ":")))
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    occ_names = np.array(OCCLUSION_LEVELS)
+    for s, df in people.groupby("seq", sort=True):
+        name = f"gen_seq_{int(s):03d}"
+        with_act = (int(s) % act_every) != act_every - 1 if act_every > 0 else True
+        df = df.sort_values(["frame", "group", "track"], kind="stable")
+        fr = df["frame"].to_numpy()
+        keys = np.char.add(np.char.zfill(fr.astype(str), 6), ".jpg")
+        lab = np.char.add("pedestrian:", df["track"].to_numpy().astype(str))
+        box = np.round(df[["x", "y", "w", "h"]].to_numpy(), 2).tolist()
+        occ = occ_names[df["occlusion"].to_numpy()]
+        trunc = np.where(df["truncated"].to_numpy(), "true", "false")
+        grp = df["group"].to_numpy()
+        act = df["activity"].to_numpy()
+        cstat = df["cluster_stat"].to_numpy()
+        act_name = np.array(["walking", "standing", "talking", "sitting", "moving"])[act]
+        labels2d: dict[str, list] = {}
+        for i in range(len(df)):  # writing JSON is per record by nature; reading is the hot path
+            rec = {"label_id": str(lab[i]), "file_id": str(keys[i]), "box": box[i],
+                   "attributes": {"occlusion": str(occ[i]), "truncated": str(trunc[i]), "interpolated": False,
+                                  "area": round(box[i][2] * box[i][3], 1), "no_eval": False}}
+            if with_act:
+                rec["social_group"] = {"cluster_ID": int(grp[i]), "cluster_stat": int(cstat[i])}
+                rec["action_label"] = {str(act_name[i]): 1}
+            labels2d.setdefault(str(keys[i]), []).append(rec)
+        # H-interaction edges: chain within each (frame, group) plus ~30% extra random pairs.
+        pos = np.arange(len(df))
+        same_next = np.r_[(fr[1:] == fr[:-1]) & (grp[1:] == grp[:-1]), False]
+        chain_a, chain_b = pos[same_next], pos[same_next] + 1
+        first = np.r_[True, (fr[1:] != fr[:-1]) | (grp[1:] != grp[:-1])]
+        gstart = np.maximum.accumulate(np.where(first, pos, 0))
+        extra = (~first) & (pos - gstart >= 2) & (rng.random(len(df)) < 0.3)
+        ea = np.r_[chain_a, gstart[extra]]
+        eb = np.r_[chain_b, pos[extra]]
+        typ = df["type"].to_numpy()
+        social: dict[str, list] = {}
+        by_rec: dict[int, list] = {}
+        for a, b in zip(ea.tolist(), eb.tolist()):
+            t = int(typ[a])
+            label = TYPE_NAMES[t] if t < 4 else _OTHER_LABELS[(a + b) % len(_OTHER_LABELS)]
+            by_rec.setdefault(a, []).append({"pair": str(lab[b]), "inter_labels": {label: int(rng.integers(1, 4))}})
+        for a, inter in by_rec.items():
+            social.setdefault(str(keys[a]), []).append({"label_id": str(lab[a]), "file_id": str(keys[a]),
+                                                        "H-interaction": inter})
+        xyz = np.round(df[["x3d", "y3d", "z3d", "rot_z"]].to_numpy(), 3).tolist()
+        labels3d: dict[str, list] = {}
+        for i in range(len(df)):
+            k3 = str(keys[i])[:-4] + ".pcd"
+            labels3d.setdefault(k3, []).append({"label_id": str(lab[i]), "box": {
+                "cx": xyz[i][0], "cy": xyz[i][1], "cz": xyz[i][2], "l": 0.5, "w": 0.6, "h": 1.7, "rot_z": xyz[i][3]},
+                "observation_angle": 0.0, "attributes": {"num_points": 100}})
+        dump(root / "labels" / "labels_2d_stitched" / f"{name}.json", {"labels": labels2d})
+        dump(root / "labels" / "labels_2d_activity_social_stitched" / f"{name}.json", {"labels": social})
+        dump(root / "labels" / "labels_3d" / f"{name}.json", {"labels": labels3d})
+    atomic_write_json(root / "GENERATED.json", {"generated": True, "source": source,  # written last
+                                                "sequences": int(people["seq"].nunique())})
+    return root
+
+
+def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, frames_per_sequence: int = 240,
+                people_median: float = 20.0, people_mean: float = 25.0, max_people: int = 80,
+                seed: int = 0) -> Scenes:
+    """JRDB scenes from ``jrdb_root``; None or "" generates JRDB-like scenes (deterministic for the
+    sizes and seed) into a cache folder under ``helpers.core.paths.CACHE`` and loads them with the same loader."""
+
+    if jrdb_root not in (None, ""):
+        root = Path(jrdb_root).expanduser()
+        return load_jrdb(root if root.is_absolute() else paths.PROJ_ROOT / root)
+
+    sizes = dict(n_sequences=int(n_sequences), frames_per_sequence=int(frames_per_sequence),
+                 people_median=float(people_median), people_mean=float(people_mean), max_people=int(max_people),
+                 seed=int(seed), version=3)  # bump when the generator or layout changes
+    tag = hashlib.sha1(json.dumps(sizes, sort_keys=True).encode()).hexdigest()[:12]
+    root = paths.CACHE / "scenes" / f"jrdb_like_{tag}"
+    source = ("generated JRDB-like scenes (not JRDB): " + ", ".join(f"{k}={v}" for k, v in sizes.items()
+                                                                   if k != "version"))
+    marker = root / "GENERATED.json"
+    if marker.exists():  # a cache folder missing files (e.g. partly deleted) is rebuilt
+        n_files = len(list((root / "labels" / "labels_2d_stitched").glob("*.json")))
+        if _read_json(marker).get("sequences") != n_files:
+            shutil.rmtree(root, ignore_errors=True)
+    if not marker.exists():
+        people, _ = make_generated_people(**{k: v for k, v in sizes.items() if k != "version"})
+        tmp = root.with_name(f"{root.name}.building-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_jrdb_layout(people, tmp, source=source, seed=int(seed))
+        try:
+            tmp.rename(root)  # the finished folder appears in one step
+        except OSError:  # another process finished it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_jrdb(root, generated=True, source=source)

@@ -1,0 +1,147 @@
+"""The stage-1/2 scene pair datasets: per-person cue vectors, pair geometry, labels, split by sequence."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers.core.errors import WorkbookError
+from helpers.core.io import atomic_folder, atomic_savez, atomic_write_json
+from helpers.data.pair_sampling import PairSample
+from helpers.data.scenes import FPS, Scenes, TYPE_NAMES, WIDTH
+
+
+PERSON_FEATURES = ("bearing_sin", "bearing_cos", "y_bottom", "log_w", "log_h", "aspect_h_over_w", "vx_rel",
+                   "vy_rel", "speed_rel", "log_range_3d", "facing_rel_sin", "facing_rel_cos", "has_3d",
+                   "occlusion", "truncated")
+
+
+PAIR_FEATURES = ("dx_signed_rel", "dx_abs_rel", "dx_abs_px", "dy_bottom_rel", "log_h_ratio", "dvx_rel", "dv_abs_rel",
+                 "motion_cos", "dist_3d", "facing_a_to_b", "facing_b_to_a", "facing_cos", "seam_crossed")
+
+
+def make_person_cues(people: pd.DataFrame, width: float = WIDTH, height: float = 480.0) -> np.ndarray:
+    """Per-person cue vectors [N, len(PERSON_FEATURES)] float32: position, box size and shape
+    (sitting people are shorter), motion over frames (in body widths per second), 3D range and
+    facing relative to the line of sight (zeros where there are no 3D labels)."""
+    cx, w, h = people["cx"].to_numpy(), people["w"].to_numpy(), people["h"].to_numpy()
+    w_safe, h_safe = np.maximum(w, 1.0), np.maximum(h, 1.0)
+    theta = 2 * math.pi * (cx / width - 0.5)
+    vx = people["vx"].to_numpy() * FPS / w_safe
+    vy = people["vy"].to_numpy() * FPS / h_safe
+    X, Y, rot = people["x3d"].to_numpy(), people["y3d"].to_numpy(), people["rot_z"].to_numpy()
+    has3 = np.isfinite(X) & np.isfinite(Y) & np.isfinite(rot)
+    rng_m = np.where(has3, np.hypot(np.nan_to_num(X), np.nan_to_num(Y)), 1.0)
+    rel = np.where(has3, np.nan_to_num(rot) - np.arctan2(np.nan_to_num(Y), np.nan_to_num(X)), 0.0)
+    f = np.stack([np.sin(theta), np.cos(theta), people["y_bottom"].to_numpy() / height, np.log(w_safe / 100),
+                  np.log(h_safe / 100), h_safe / w_safe, vx, vy, np.hypot(vx, vy), np.where(has3, np.log(rng_m), 0.0),
+                  np.where(has3, np.sin(rel), 0.0), np.where(has3, np.cos(rel), 0.0), has3.astype(float),
+                  people["occlusion"].to_numpy() / 3.0, people["truncated"].to_numpy().astype(float)], axis=1)
+    return f.astype(np.float32)
+
+
+def make_pair_features(people: pd.DataFrame, i: np.ndarray, j: np.ndarray, width: float = WIDTH) -> np.ndarray:
+    """Pair-level relative geometry [P, len(PAIR_FEATURES)] float32 (wrapped dx, depth and motion
+    similarity, 3D distance and mutual facing where 3D labels exist)."""
+    cx, w, h = people["cx"].to_numpy(), people["w"].to_numpy(), people["h"].to_numpy()
+    yb, vx, vy = people["y_bottom"].to_numpy(), people["vx"].to_numpy(), people["vy"].to_numpy()
+    X, Y, rot = people["x3d"].to_numpy(), people["y3d"].to_numpy(), people["rot_z"].to_numpy()
+    maxw = np.maximum(np.maximum(w[i], w[j]), 1.0)
+    meanw = np.maximum((w[i] + w[j]) / 2, 1.0)
+    maxh = np.maximum(np.maximum(h[i], h[j]), 1.0)
+    raw = cx[j] - cx[i]
+    dx = (raw + width / 2) % width - width / 2  # signed, wrapped into [-W/2, W/2)
+    dvx = (vx[j] - vx[i]) * FPS / meanw
+    dvy = (vy[j] - vy[i]) * FPS / meanw
+    sa, sb = np.hypot(vx[i], vy[i]), np.hypot(vx[j], vy[j])
+    motion_cos = np.where((sa > 0) & (sb > 0), (vx[i] * vx[j] + vy[i] * vy[j]) / np.maximum(sa * sb, 1e-9), 0.0)
+    has3 = np.isfinite(X[i]) & np.isfinite(X[j]) & np.isfinite(rot[i]) & np.isfinite(rot[j])
+    Xa, Ya, Xb, Yb = (np.nan_to_num(v) for v in (X[i], Y[i], X[j], Y[j]))
+    ra, rb = np.nan_to_num(rot[i]), np.nan_to_num(rot[j])
+    ang_ab = np.arctan2(Yb - Ya, Xb - Xa)
+    f = np.stack([dx / maxw, np.abs(dx) / maxw, np.abs(dx) / 100, (yb[j] - yb[i]) / maxh,
+                  np.log(np.maximum(h[j], 1) / np.maximum(h[i], 1)), dvx, np.hypot(dvx, dvy), motion_cos,
+                  np.where(has3, np.hypot(Xb - Xa, Yb - Ya), 0.0), np.where(has3, np.cos(ra - ang_ab), 0.0),
+                  np.where(has3, np.cos(rb - ang_ab - math.pi), 0.0), np.where(has3, np.cos(ra - rb), 0.0),
+                  (np.abs(raw) > width / 2).astype(float)], axis=1)
+    return f.astype(np.float32)
+
+
+def make_sequence_split(n_sequences: int, val_fraction: float, test_fraction: float, seed: int,
+                        type_counts: np.ndarray | None = None, tries: int = 300) -> np.ndarray:
+    """Split index (0 train, 1 val, 2 test) per sequence; no sequence is in two splits.
+
+    With ``type_counts`` ([S, K] pairs of each class per sequence) it draws ``tries`` random
+    assignments (deterministic for the seed) and keeps the one leaving the fewest (split, class)
+    cells empty, then the one closest to the target shares of pairs: a class missing from the
+    validation or test split cannot be evaluated."""
+    if n_sequences < 3:
+        raise WorkbookError(f"{n_sequences} sequences: a split by sequence needs at least 3 (train, val, test)")
+    n_test = min(max(1, int(round(test_fraction * n_sequences))), n_sequences - 2)
+    n_val = min(max(1, int(round(val_fraction * n_sequences))), n_sequences - 1 - n_test)
+    rng = np.random.default_rng(seed)
+    best, best_score = None, None
+    for _ in range(tries if type_counts is not None else 1):
+        perm = rng.permutation(n_sequences)
+        split = np.zeros(n_sequences, np.int64)
+        split[perm[:n_test]] = 2
+        split[perm[n_test:n_test + n_val]] = 1
+        if type_counts is None:
+            return split
+        per = np.stack([type_counts[split == s].sum(0) for s in range(3)])       # [3, K]
+        present = type_counts.sum(0) > 0
+        empty = int((per[:, present] == 0).sum())
+        share = per.sum(1) / max(per.sum(), 1)
+        target = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
+        score = (empty, float(np.abs(share - target).sum()))
+        if best_score is None or score < best_score:
+            best, best_score = split, score
+    return best
+
+
+def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: float = 0.2,
+                            test_fraction: float = 0.2, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """The stage-1/2 pair datasets: per split a dict of arrays (xa, xb [N, F] person cues, pair [N, G],
+    y, type (0..4, -1 for negatives), seq, frame, track_a, track_b, ida, idb (global person ids
+    = seq * 1e6 + track)), split by sequence, choosing among random sequence splits one that leaves
+    no class missing from a split where possible."""
+    p = scenes.people
+    cues = make_person_cues(p, scenes.width, scenes.height)
+    i, j = sample.i, sample.j
+    seq = p["seq"].to_numpy().astype(np.int64)
+    track = p["track"].to_numpy().astype(np.int64)
+    typ = np.where(sample.y == 1, p["type"].to_numpy()[i], -1).astype(np.int64)
+    # Pairs per (sequence, class), with negatives as a class of their own: [S, 6].
+    counts = np.zeros((len(scenes.sequences), len(TYPE_NAMES) + 1), np.int64)
+    np.add.at(counts, (seq[i], typ + 1), 1)
+    split_of_seq = make_sequence_split(len(scenes.sequences), val_fraction, test_fraction, seed, counts)
+    split = split_of_seq[seq[i]]
+    arrays = {"xa": cues[i], "xb": cues[j], "y": sample.y.astype(np.int64),
+              "pair": make_pair_features(p, i, j, scenes.width), "type": typ, "seq": seq[i],
+              "frame": p["frame"].to_numpy()[i].astype(np.int64), "track_a": track[i], "track_b": track[j],
+              "ida": seq[i] * 1_000_000 + track[i], "idb": seq[j] * 1_000_000 + track[j]}
+    return {name: {k: v[split == s] for k, v in arrays.items()} for s, name in enumerate(("train", "val", "test"))}
+
+
+def write_pair_dataset(ds: dict[str, dict[str, np.ndarray]], folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write train.npz / val.npz / test_public.npz and meta.json; the folder appears in one step."""
+
+    folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        for name, fname in (("train", "train.npz"), ("val", "val.npz"), ("test", "test_public.npz")):
+            atomic_savez(tmp / fname, **ds[name])
+        atomic_write_json(tmp / "meta.json", meta)
+    return folder
+
+
+def make_dataset_meta(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    return {"name": "scene_pairs", "kind": "vector", "generated": bool(scenes.generated),
+            "source": scenes.source + "; pairs sampled by notebook 01",
+            "feature_names": list(PERSON_FEATURES), "pair_feature_names": list(PAIR_FEATURES),
+            "type_names": list(TYPE_NAMES), "split_method": "by_sequence", "data_leakage_prevention": True,
+            "ids": "ida/idb = sequence index * 1,000,000 + track id",
+            "sequences_per_split": {k: sorted(scenes.sequences[s] for s in np.unique(v["seq"])) for k, v in ds.items()},
+            "settings": sample.settings, "counts": sample.counts}

@@ -1,0 +1,295 @@
+"""Multi-task image tables (notebook 06): a CSV/Excel table of images and task columns, split by
+subject; the built-in table is made from the real UCI digits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+from pathlib import Path
+import shutil
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from helpers.core import paths
+
+from helpers.core.errors import DataError
+from helpers.core.errors import WorkbookError
+from helpers.core.taskspec import TaskSpec
+
+
+DEFAULT_TASKS = ["digit:multiclass:10", "parity:binary", "loops:multiclass:3"]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# Closed loops of each digit as usually written (0, 6, 9, 4 one; 8 two; the rest none).
+DIGIT_LOOPS = np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1], dtype=np.int64)
+
+
+@dataclass
+class TaskTable:
+    """A validated multi-task image table.
+
+    frame: columns ``path`` (absolute image path), ``subject`` (str) and one column per task with the
+    encoded target (class index / 0-1 / value as float, NaN = missing).
+    classes: the original label of each class index, per categorical task.
+    """
+    frame: Any
+    tasks: list[TaskSpec]
+    classes: dict[str, list]
+    source: str
+    path: Path
+    generated: bool = False
+
+    @property
+    def n_images(self) -> int:
+        return len(self.frame)
+
+    @property
+    def n_subjects(self) -> int:
+        return int(self.frame["subject"].nunique())
+
+
+def _read_table(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"task table {path}: file not found (expected a .csv or .xlsx file)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(path)
+        if suffix in (".xlsx", ".xlsm", ".xls"):
+            return pd.read_excel(path)
+    except ImportError as e:
+        raise DataError(f"task table {path}: reading {suffix} needs {e.name or 'openpyxl'}, which is not installed") from None
+    except Exception as e:  # noqa: BLE001 - any parser failure is a data error naming the file
+        raise DataError(f"task table {path}: cannot be read as {suffix}: {e}") from None
+    raise DataError(f"task table {path}: unsupported extension {suffix!r}; expected .csv or .xlsx")
+
+
+def load_task_table(path: str | Path, tasks: Sequence[TaskSpec], image_col: str = "image",
+                    subject_col: str = "subject", image_root: str | Path | None = None,
+                    source: str | None = None, generated: bool = False) -> TaskTable:
+    """Read and validate a CSV/Excel task table.
+
+    Image paths are taken relative to `image_root` (default: the table's folder). Binary columns
+    hold two distinct values (0/1, True/False or two labels, mapped in sorted order); multiclass
+    columns are integers 0..K-1 or labels (sorted, mapped to 0..K-1); regression columns numbers.
+    Empty cells are missing labels. Every image file must exist.
+    """
+    import pandas as pd
+
+    path = Path(path).expanduser()
+    if not path.is_absolute() and not path.exists() and (paths.PROJ_ROOT / path).exists():
+        path = paths.PROJ_ROOT / path   # notebooks run with their own folder as cwd; allow repo-relative paths
+    path = path.resolve()
+    df = _read_table(path)
+    need = [image_col, subject_col] + [t.name for t in tasks]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"task table {path}: missing column(s) {missing}; it has {list(df.columns)} "
+                        f"(image column {image_col!r}, subject column {subject_col!r}, one column per task)")
+    if len(df) == 0:
+        raise DataError(f"task table {path}: no rows")
+    if df[image_col].isna().any() or df[subject_col].isna().any():
+        bad = df.index[df[image_col].isna() | df[subject_col].isna()].tolist()[:5]
+        raise DataError(f"task table {path}: empty {image_col!r} or {subject_col!r} in rows {bad}")
+    root = Path(image_root).expanduser().resolve() if image_root else path.parent
+    paths_ = [p if p.is_absolute() else root / p for p in map(Path, df[image_col].astype(str))]
+    absent = [str(p) for p in paths_ if not p.is_file()]
+    if absent:
+        raise DataError(f"task table {path}: {len(absent)} image file(s) not found under {root}, "
+                        f"e.g. {absent[:3]}")
+    out = pd.DataFrame({"path": [str(p) for p in paths_], "subject": df[subject_col].astype(str).to_numpy()})
+    classes: dict[str, list] = {}
+    resolved: list[TaskSpec] = []
+    for t in tasks:
+        col = df[t.name]
+        present = col.dropna()
+        if present.empty:
+            raise DataError(f"task table {path}: column {t.name!r} has no labels")
+        if t.kind == "regression":
+            vals = pd.to_numeric(col, errors="coerce")
+            if vals[col.notna()].isna().any():
+                raise DataError(f"task table {path}: column {t.name!r} (regression) holds non-numbers, "
+                                f"e.g. {col[col.notna() & vals.isna()].iloc[0]!r}")
+            out[t.name] = vals.astype(float).to_numpy()
+            resolved.append(t)
+            continue
+        uniq = sorted(present.unique(), key=lambda v: (str(type(v)), v))
+        if t.kind == "binary":
+            if len(uniq) > 2:
+                raise DataError(f"task table {path}: binary column {t.name!r} has {len(uniq)} values "
+                                f"{uniq[:6]}; expected two (e.g. 0/1)")
+            labels = [0, 1] if set(uniq) <= {0, 1, True, False} else list(uniq)
+        else:
+            is_int = all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer())
+                         for v in uniq)
+            if is_int and min(uniq) >= 0:
+                k = max(t.num_classes, int(max(uniq)) + 1)
+                labels = list(range(k))
+            else:
+                labels = list(uniq)
+            if t.num_classes and len(labels) > t.num_classes:
+                raise DataError(f"task table {path}: column {t.name!r} has {len(labels)} classes "
+                                f"{labels[:12]}; the task declares {t.num_classes}")
+            k = max(t.num_classes, len(labels))
+            if k < 2:
+                raise DataError(f"task table {path}: multiclass column {t.name!r} has a single class {labels}")
+            t = TaskSpec(t.name, t.kind, k, t.weight)
+        index = {v: i for i, v in enumerate(labels)}
+        if t.kind == "multiclass" and labels == list(range(len(labels))):
+            enc = pd.to_numeric(col, errors="coerce")
+        else:
+            enc = col.map(lambda v: index.get(v, np.nan) if pd.notna(v) else np.nan)
+        out[t.name] = enc.astype(float).to_numpy()
+        classes[t.name] = labels
+        resolved.append(t)
+    return TaskTable(out, resolved, classes, source or f"task table {path}", path, generated)
+
+
+def make_digit_task_table(cache_dir: str | Path | None = None) -> Path:
+    """Write the built-in table once: sklearn's real 8x8 digit images as PNG files + table.csv.
+
+    Columns: image, subject (each image is its own subject: sklearn ships no writer ids), digit
+    (0-9), parity (1 = odd), loops (closed loops 0/1/2, from the digit), ink (fraction of lit
+    pixels, a real continuous target for the regression task). Returns the CSV path.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    folder = Path(cache_dir) if cache_dir else paths.CACHE / "digit_tasks_v1"
+    csv = folder / "table.csv"
+    if csv.is_file():
+        return csv
+    d = load_digits()
+    imgs = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # [N, 8, 8]
+    y = d.target.astype(np.int64)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".digit_tasks.", dir=folder.parent))
+    try:
+        (tmp / "images").mkdir()
+        names = [f"images/{i:05d}.png" for i in range(len(y))]
+        for name, im in zip(names, imgs):
+            Image.fromarray(im, mode="L").save(tmp / name)
+        ink = (d.images > 0).mean(axis=(1, 2))
+        lines = ["image,subject,digit,parity,loops,ink"]
+        lines += [f"{n},digit-{i:05d},{c},{c % 2},{DIGIT_LOOPS[c]},{k:.6f}"
+                  for i, (n, c, k) in enumerate(zip(names, y, ink))]
+        (tmp / "table.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        try:
+            os.replace(tmp, folder)    # atomic: a half-written folder never appears under the final name
+        except OSError:
+            if not csv.is_file():      # someone else built it meanwhile: theirs is as good as ours
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return csv
+
+
+def load_default_or_user_table(table: str, tasks: Sequence[TaskSpec], image_col: str = "image",
+                               subject_col: str = "subject", image_root: str = "") -> TaskTable:
+    """`table` empty -> the built-in digit table (cached under helpers.core.paths.CACHE); else the user's file."""
+    if not table:
+        csv = make_digit_task_table()
+        return load_task_table(csv, tasks, "image", "subject", None,
+                               source="sklearn digits (UCI 8x8, 1797 real images) as PNG files; "
+                                      "tasks derived from the true label; each image is its own subject")
+    return load_task_table(table, tasks, image_col, subject_col, image_root or None)
+
+
+def make_subject_split(table: TaskTable, val_frac: float = 0.15, test_frac: float = 0.15,
+                       seed: int = 0) -> np.ndarray:
+    """Split by subject (no subject in two splits): array of "train"/"val"/"test" per row."""
+    if not (0 < val_frac < 1 and 0 < test_frac < 1 and val_frac + test_frac < 1):
+        raise WorkbookError(f"val_frac={val_frac}, test_frac={test_frac}: expected fractions in (0, 1) "
+                            "with val_frac + test_frac < 1 (every split needs subjects)")
+    subjects = table.frame["subject"].to_numpy()
+    uniq, inv = np.unique(subjects, return_inverse=True)
+    if len(uniq) < 3:
+        raise DataError(f"{table.source}: {len(uniq)} subject(s); a train/val/test split by subject needs at least 3")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n_val = max(1, int(round(val_frac * len(uniq))))
+    n_test = max(1, int(round(test_frac * len(uniq))))
+    split_of_subject = np.empty(len(uniq), dtype=object)
+    split_of_subject[order[:n_val]] = "val"
+    split_of_subject[order[n_val:n_val + n_test]] = "test"
+    split_of_subject[order[n_val + n_test:]] = "train"
+    return split_of_subject[inv].astype(str)
+
+
+def evaluate_split(table: TaskTable, split: np.ndarray):
+    """Images and subjects per split, and subjects shared between splits (must be 0)."""
+    import pandas as pd
+
+    df = table.frame.assign(split=split)
+    rows = []
+    for name in ("train", "val", "test"):
+        part = df[df.split == name]
+        others = set(df.loc[df.split != name, "subject"])
+        rows.append({"split": name, "images": len(part), "subjects": part["subject"].nunique(),
+                     "subjects_in_other_splits": len(set(part["subject"]) & others)})
+    return pd.DataFrame(rows)
+
+
+def load_images(paths_: Sequence[str], img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Decode, resize (bilinear) and normalise images -> float32 tensor [N, 3, S, S]."""
+    from PIL import Image
+
+    arr = np.empty((len(paths_), img_size, img_size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths_):   # decoding is per file; everything after is vectorised
+        try:
+            with Image.open(p) as im:
+                arr[i] = np.asarray(im.convert("RGB").resize((img_size, img_size), Image.BILINEAR))
+        except OSError as e:
+            raise DataError(f"image {p}: cannot be decoded ({e})") from None
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)   # [N, 3, S, S]
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@dataclass
+class TableTensors:
+    """Images [N, 3, S, S] and targets [N, T] per split, in memory."""
+    x: dict
+    y: dict
+    tasks: list[TaskSpec]
+    reg_mean: dict[str, float]
+    reg_std: dict[str, float]
+
+    def sizes(self) -> dict[str, int]:
+        return {k: int(v.shape[0]) for k, v in self.x.items()}
+
+
+def load_table_tensors(table: TaskTable, split: np.ndarray, img_size: int, max_train: int = 0,
+                       max_eval: int = 0, seed: int = 0) -> TableTensors:
+    """Images and targets of each split; `max_train`/`max_eval` > 0 cap the rows (random subset)."""
+    rng = np.random.default_rng(seed)
+    xs, ys = {}, {}
+    cols = [t.name for t in table.tasks]
+    for name, cap in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+        idx = np.flatnonzero(split == name)
+        if cap and len(idx) > cap:
+            idx = np.sort(rng.choice(idx, size=cap, replace=False))
+        if len(idx) == 0:
+            raise DataError(f"{table.source}: the {name} split is empty; lower the other fractions or add subjects")
+        part = table.frame.iloc[idx]
+        xs[name] = load_images(part["path"].tolist(), img_size)
+        ys[name] = torch.tensor(part[cols].to_numpy(dtype=np.float32))     # [n, T]
+    reg_mean, reg_std = {}, {}
+    for j, t in enumerate(table.tasks):
+        if t.kind == "regression":   # standardise with training statistics only
+            v = ys["train"][:, j]
+            v = v[~torch.isnan(v)]
+            reg_mean[t.name] = float(v.mean()) if v.numel() else 0.0
+            reg_std[t.name] = float(v.std()) if v.numel() > 1 and float(v.std()) > 0 else 1.0
+    return TableTensors(xs, ys, list(table.tasks), reg_mean, reg_std)

@@ -1,0 +1,422 @@
+"""Notebook 07: the 3D plateau: the baseline run, the curve doctor's findings, the follow-up runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from pathlib import Path
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.core.errors import WorkbookError
+from helpers.core.io import atomic_write_json, atomic_write_text
+from helpers.data.multiview import MultiViewData, evaluate_ceiling, load_multiview_data
+from helpers.evaluation.doctor import Diagnosis, describe_rules, diagnose_history, evaluate_synthetic_set, load_history, load_run_config, make_findings_table, make_recommendations_table, make_synthetic_history
+from helpers.models.registry import create_model
+from helpers.models.transformer3d import Transformer3D
+from helpers.training.config import TrainConfig
+from helpers.training.loop import evaluate_model, train_model
+from helpers.training.tasks import RegressionTask
+
+# What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
+__all__ = ["RUN_KEYS", "describe_followups", "describe_rules", "diagnose_histories", "diagnose_history", "evaluate_ceiling", "evaluate_synthetic_set", "find_histories", "load_multiview_data", "make_before_after_table", "make_findings_table", "make_note004_comparison", "make_recommendations_table", "make_train_config", "make_transformer3d", "plot_diagnosis", "plot_followups", "show_history_picker", "summarize_followups", "train_data_control", "train_followups", "train_transformer3d", "write_foreign_histories"]
+
+
+
+def make_transformer3d(data: MultiViewData, params: Mapping[str, Any]) -> Transformer3D:
+    """The model for ``data`` from parameters d_model, nhead, num_layers, dim_feedforward, dropout."""
+    return create_model("transformer3d", feat_dim=data.feat_dim, kp_dim=data.kp_dim,
+                        out_dim=int(data.train.target.shape[1]), d_model=int(params["d_model"]),
+                        nhead=int(params["nhead"]), num_layers=int(params["num_layers"]),
+                        dim_feedforward=int(params["dim_feedforward"]), dropout=float(params["dropout"]),
+                        max_frames=max(64, int(data.train.frames.shape[1])))
+
+
+# The notebook's run parameters (note 004's flags) that one 3D run reads.
+RUN_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout", "mse_weight", "cosine_weight",
+            "lr", "warmup_epochs", "warmup_lr", "epochs", "cosine_eta_min", "batch_size", "weight_decay",
+            "early_stopping_patience", "early_stopping_min_delta", "amp")
+
+
+def make_train_config(params: Mapping[str, Any], seed: int = 42, num_threads: int = 0):
+    """TrainConfig from note 004's flags: linear warm-up from warmup_lr, cosine to cosine_eta_min,
+    AdamW, early stopping on the validation cosine (patience, min_delta), mixed precision."""
+
+    return TrainConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), lr=float(params["lr"]),
+                       weight_decay=float(params["weight_decay"]), scheduler="cosine",
+                       warmup_epochs=float(params["warmup_epochs"]), warmup_lr=float(params["warmup_lr"]),
+                       eta_min=float(params["cosine_eta_min"]), max_grad_norm=1.0, amp=bool(params["amp"]),
+                       patience=int(params["early_stopping_patience"]),
+                       min_delta=float(params["early_stopping_min_delta"]), monitor="cos", restore_best=True,
+                       seed=int(seed), num_threads=int(num_threads), log_every=0, checkpoint=False, resume=False)
+
+
+@dataclass
+class Run3D:
+    name: str
+    params: dict[str, Any]
+    history: pd.DataFrame
+    best_val_cos: float
+    best_epoch: int
+    test_cos: float
+    overfit_ratio: float
+    epochs_run: int
+    seconds: float
+    n_params: int
+    out_dir: Path | None
+    role: str = "recommendation"     # baseline | recommendation | control
+    note: str = ""
+
+
+def train_transformer3d(data: MultiViewData, params: Mapping[str, Any], name: str = "baseline",
+                        out_dir: str | Path | None = None, device: str = "cpu", seed: int = 42,
+                        num_threads: int = 0, role: str = "recommendation", note: str = "") -> Run3D:
+    """Train one 3D transformer through the shared loop; writes config.json and history.json into
+    ``out_dir`` (when given) and scores the best-cosine weights on the test split."""
+
+    p = {k: params[k] for k in RUN_KEYS}
+    torch.manual_seed(seed)
+    model = make_transformer3d(data, p)
+    task = RegressionTask(float(p["mse_weight"]), float(p["cosine_weight"]))
+    cfg = make_train_config(p, seed=seed, num_threads=num_threads)
+    out = Path(out_dir) if out_dir is not None else None
+    n_params = sum(q.numel() for q in model.parameters())
+    if out is not None:
+        atomic_write_json(out / "config.json", {
+            "run": name, "role": role, "note": note, "description": f"note 004 3D transformer, {name}", "params": p,
+            "model": model.spec | {"parameters": n_params}, "training": cfg.to_dict(),
+            "task": {"loss": "mse_weight*MSE + cosine_weight*(1-cos)", "mse_weight": p["mse_weight"],
+                     "cosine_weight": p["cosine_weight"], "monitor": "cos"},
+            "dataset": {"source": data.source, "generated": data.generated, "train": len(data.train),
+                        "val": len(data.val), "test": len(data.test), "split_method": "by identity",
+                        "ceiling_cos": data.ceiling_cos}})
+    t0 = time.perf_counter()
+    res = train_model(model, task, data.train.tensors(), data.val.tensors(), cfg, out_dir=out, device=device)
+    seconds = time.perf_counter() - t0
+    hist = load_history(res.history)
+    test = evaluate_model(res.model, task, data.test.tensors(), device=device)
+    tail = hist.tail(max(1, min(5, len(hist))))
+    ratio = float((tail["val_loss"] / tail["train_loss"]).median())
+    bi = int(hist["val_cos"].idxmax())
+    return Run3D(name, p, hist, float(hist["val_cos"].max()), int(hist["epoch"][bi]), float(test["cos"]),
+                 ratio, len(hist), seconds, n_params, out, role, note)
+
+
+def make_followup_params(base: Mapping[str, Any], rec_params: Mapping[str, Any],
+                         max_epochs: int | None = None) -> dict[str, Any]:
+    """Apply a recommendation's parameter changes to the baseline's flags (unknown keys ignored;
+    ``max_epochs`` caps a longer schedule on small machines)."""
+    p = dict(base)
+    for k, v in rec_params.items():
+        if k in p:
+            p[k] = type(p[k])(v) if isinstance(p[k], (int, float)) and not isinstance(p[k], bool) else v
+    if max_epochs is not None:
+        p["epochs"] = min(int(p["epochs"]), int(max_epochs))
+    nh = int(p["nhead"])
+    p["d_model"] = max(nh, int(round(int(p["d_model"]) / nh)) * nh)
+    return p
+
+
+def train_followups(data: MultiViewData, base: Mapping[str, Any], diagnosis: Diagnosis, n: int,
+                    out_dir: str | Path, device: str = "cpu", seed: int = 42, num_threads: int = 0,
+                    max_epochs: int | None = None) -> list[Run3D]:
+    """Run the top ``n`` recommendations that change a model/training flag, each in
+    ``out_dir/<name>/`` with its config.json and history.json."""
+    runs = []
+    for rec in diagnosis.recommendations:
+        if len(runs) >= n:
+            break
+        changes = {k: v for k, v in rec.params.items() if k in base}
+        if not changes or all(base[k] == v for k, v in changes.items()):
+            continue
+        p = make_followup_params(base, changes, max_epochs)
+        runs.append(train_transformer3d(data, p, rec.name, Path(out_dir) / rec.name, device, seed, num_threads,
+                                        "recommendation", f"plan {rec.plan}: {rec.change}"))
+    return runs
+
+
+def train_data_control(data: MultiViewData, base: Mapping[str, Any], out_dir: str | Path, device: str = "cpu",
+                       seed: int = 42, num_threads: int = 0) -> Run3D | None:
+    """The control run (not a recommendation): the baseline's flags with the extra training
+    identities joined in; None when no extra identities were generated. It tells a data-limited
+    plateau from one the flags can fix."""
+    if data.train_extra is None:
+        return None
+    more = data.with_extra_training()
+    factor = len(more.train) / max(1, len(data.train))
+    return train_transformer3d(more, base, "control_more_data", Path(out_dir) / "control_more_data", device, seed,
+                               num_threads, "control", f"{factor:.2g}× the training sequences, same flags")
+
+
+def diagnose_runs(runs: Sequence[Run3D], ceiling: float | None) -> dict[str, Diagnosis]:
+    """The curve doctor on each 3D run (its own flags as the config)."""
+    return {r.name: diagnose_history(r.history, metric="val_cos", ceiling=ceiling, config=r.params)
+            for r in runs}
+
+
+def make_before_after_table(baseline: Run3D, followups: Sequence[Run3D], ceiling: float | None,
+                            diagnoses: Mapping[str, Diagnosis] | None = None) -> pd.DataFrame:
+    """Best validation cosine, test cosine, val/train ratio and plateau per run, baseline first."""
+    if diagnoses is None:
+        diagnoses = diagnose_runs([baseline, *followups], ceiling)
+    rows = []
+    for r in [baseline, *followups]:
+        d = (diagnoses or {}).get(r.name)
+        changed = {k: v for k, v in r.params.items() if baseline.params.get(k) != v}
+        role = "baseline" if r is baseline else r.role
+        rows.append({"run": r.name, "role": role,
+                     "changes": (", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in changed.items()) or r.note or "—"),
+                     "best_val_cos": r.best_val_cos, "best_epoch": r.best_epoch, "test_cos": r.test_cos,
+                     "delta_vs_baseline": r.best_val_cos - baseline.best_val_cos,
+                     "gap_to_ceiling": (ceiling - r.best_val_cos) if ceiling is not None else np.nan,
+                     "val_train_ratio": r.overfit_ratio,
+                     "plateau_epoch": d.summary.get("plateau_epoch") if d else None,
+                     "label": d.label if d else None,
+                     "epochs_run": r.epochs_run, "seconds": r.seconds, "params_M": r.n_params / 1e6})
+    return pd.DataFrame(rows)
+
+
+def summarize_followups(table: pd.DataFrame) -> dict[str, Any]:
+    """Headline numbers of the before/after table: the best follow-up and its change."""
+    base = table.iloc[0]
+    out = {"baseline_best_cos": float(base["best_val_cos"]), "baseline_test_cos": float(base["test_cos"]),
+           "best_remedy": "none", "remedy_best_cos": None, "remedy_test_cos": None, "remedy_delta": None,
+           "remedy_beats_baseline": False}
+    recs = table[table["role"] == "recommendation"]
+    ctrl = table[table["role"] == "control"]
+    out.update({"control_best_cos": float(ctrl["best_val_cos"].iloc[0]) if len(ctrl) else None,
+                "control_delta": float(ctrl["delta_vs_baseline"].iloc[0]) if len(ctrl) else None})
+    if len(recs):
+        best = recs.sort_values("best_val_cos", ascending=False).iloc[0]
+        out.update({"best_remedy": str(best["run"]), "remedy_best_cos": float(best["best_val_cos"]),
+                    "remedy_test_cos": float(best["test_cos"]),
+                    "remedy_delta": float(best["best_val_cos"] - base["best_val_cos"]),
+                    "remedy_beats_baseline": bool(best["best_val_cos"] > base["best_val_cos"])})
+    return out
+
+
+def describe_followups(head: Mapping[str, Any]) -> str:
+    """Two printable lines from `summarize_followups`: the best recommendation and the data control."""
+    f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    d = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
+    lines = [f"best follow-up: {head['best_remedy']} (val cos {f(head['remedy_best_cos'])}, "
+             f"{d(head['remedy_delta'])} vs baseline {f(head['baseline_best_cos'])}); "
+             f"beats the baseline: {head['remedy_beats_baseline']}"]
+    if head.get("control_best_cos") is not None:
+        lines.append(f"control with more training data: val cos {f(head['control_best_cos'])} "
+                     f"({d(head['control_delta'])} vs baseline)")
+    return "\n".join(lines)
+
+
+def make_note004_comparison(diagnosis: Diagnosis, baseline: Run3D, ceiling: float | None) -> pd.DataFrame:
+    """Note 004's observations next to what this baseline shows (the verdict is computed)."""
+    pl = diagnosis.finding("plateau")
+    ratio = baseline.overfit_ratio
+    rows = [
+        {"quantity": "cosine similarity stalls at", "note_004": "0.74–0.75",
+         "here": f"{pl.evidence['level']:.3f}" if pl else f"no plateau (best {baseline.best_val_cos:.3f})",
+         "verdict": ("stalls, at a different level (other data)" if pl else "does not stall")},
+        {"quantity": "stall begins after", "note_004": "~20 of 65 epochs",
+         "here": f"epoch {pl.epoch} of {baseline.epochs_run}" if pl else "—",
+         "verdict": "—" if not pl else f"{100 * (pl.epoch or 0) / max(1, baseline.epochs_run):.0f}% of the run "
+                                      f"(note: {100 * 20 / 65:.0f}%)"},
+        {"quantity": "val/train loss ratio", "note_004": "≈ 1.4 (mild, acceptable)", "here": f"{ratio:.2f}",
+         "verdict": ("> 1.5: overfitting by note 004's rule" if ratio > 1.5 else
+                     "< 1.2: room to regularise less" if ratio < 1.2 else "1.2–1.5: acceptable by note 004's rule")},
+        {"quantity": "best achievable (ceiling)", "note_004": "unknown",
+         "here": f"{ceiling:.3f}" if ceiling is not None else "unknown",
+         "verdict": (f"baseline reaches {baseline.best_val_cos / ceiling:.0%} of it" if ceiling else "—")},
+    ]
+    for goal in (0.80, 0.85, 0.90):
+        rows.append({"quantity": f"note 004 success step cos ≥ {goal:.2f}", "note_004": "goal",
+                     "here": f"{baseline.best_val_cos:.3f}",
+                     "verdict": ("met" if baseline.best_val_cos >= goal else
+                                 f"missed by {goal - baseline.best_val_cos:.3f}") +
+                                (" (above the ceiling: unreachable on this data)" if ceiling and goal > ceiling else "")})
+    return pd.DataFrame(rows)
+
+
+def write_foreign_histories(folder: str | Path) -> dict[str, Path]:
+    """Two histories in other loggers' formats, from generated curves (for checking the doctor on
+    files this workbook did not write): a Keras CSVLogger file and a timm summary.csv."""
+
+    folder = Path(folder)
+    over = make_synthetic_history("overfitting", 60, seed=7)
+    keras = pd.DataFrame({"epoch": over["epoch"] - 1, "acc": 1 - over["train_loss"] / 2,
+                          "loss": over["train_loss"], "lr": over["lr"],
+                          "val_acc": 1 - over["val_loss"] / 2, "val_loss": over["val_loss"]})
+    early = make_synthetic_history("lr_decayed_early", 60, seed=7)
+    timm = pd.DataFrame({"epoch": early["epoch"] - 1, "train_loss": early["train_loss"],
+                         "eval_loss": early["val_loss"], "eval_top1": 100 * early["val_cos"],
+                         "eval_top5": 100 * np.minimum(1, early["val_cos"] + 0.1), "lr": early["lr"]})
+    out = {"keras_csvlogger.csv (generated overfitting curve)": folder / "keras_csvlogger.csv",
+           "timm_summary.csv (generated lr-decayed-early curve)": folder / "timm_summary.csv"}
+    atomic_write_text(out["keras_csvlogger.csv (generated overfitting curve)"], keras.to_csv(index=False))
+    atomic_write_text(out["timm_summary.csv (generated lr-decayed-early curve)"], timm.to_csv(index=False))
+    return out
+
+
+def find_histories(run_dir: str | Path, stems: Sequence[str] = ("02", "03", "04")) -> dict[str, Path]:
+    """history.json files under the run folder's notebooks whose stem starts with one of ``stems``;
+    keys are paths relative to the run folder."""
+    run_dir = Path(run_dir)
+    out: dict[str, Path] = {}
+    for nb in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:2] in stems) if run_dir.is_dir() else []:
+        for h in sorted(nb.rglob("history.json")):
+            out[str(h.relative_to(run_dir))] = h
+    return out
+
+
+def diagnose_histories(histories: Mapping[str, str | Path]) -> tuple[pd.DataFrame, dict[str, Diagnosis]]:
+    """Diagnose many history files; one summary row each (errors reported, not raised)."""
+    rows, diags = [], {}
+    cols = ["history", "metric", "epochs", "best", "label", "kinds", "plateau_epoch", "overfit_ratio",
+            "reduce_lr_epoch", "early_stop_epoch", "top_recommendation"]
+    for key, path in histories.items():
+        try:
+            d = diagnose_history(load_history(path), config=load_run_config(path))
+        except WorkbookError as e:
+            rows.append({"history": key, "metric": None, "label": "unreadable", "finding": str(e)})
+            continue
+        diags[key] = d
+        top = d.recommendations[0].change if d.recommendations else "—"
+        rows.append({"history": key, "metric": d.metric, "epochs": d.summary.get("rows"),
+                     "best": d.summary.get("best"), "label": d.label, "kinds": ", ".join(d.kinds),
+                     "plateau_epoch": d.summary.get("plateau_epoch"), "overfit_ratio": d.summary.get("overfit_ratio"),
+                     "reduce_lr_epoch": d.rules["reduce_lr_on_plateau"]["first_cut_epoch"],
+                     "early_stop_epoch": d.rules["early_stopping"]["stop_epoch"], "top_recommendation": top})
+    return pd.DataFrame(rows, columns=cols + (["finding"] if any("finding" in r for r in rows) else [])), diags
+
+
+def plot_diagnosis(history: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None = None,
+                   ax: Sequence[Any] | None = None, title: str = ""):
+    """Three panels: the judged metric (plateau start and level, ceiling, where ReduceLROnPlateau
+    and EarlyStopping would act), train/val loss with their ratio, and the learning rate."""
+    import matplotlib.pyplot as plt
+
+    h = load_history(history)
+    if ax is None:
+        fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig = ax[0].figure
+    m = diagnosis.metric
+    ep = h["epoch"]
+    a0 = ax[0]
+    a0.plot(ep, h[m], color="C0", label=m)
+    pl = diagnosis.finding("plateau")
+    if pl is not None:
+        a0.axvline(pl.epoch, color="C3", ls="--", lw=1, label=f"plateau from epoch {pl.epoch}")
+        a0.axhline(pl.evidence["level"], color="C3", ls=":", lw=1, label=f"plateau level {pl.evidence['level']:.3f}")
+    if ceiling is not None and math.isfinite(ceiling):
+        a0.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
+    cut = diagnosis.rules["reduce_lr_on_plateau"]["first_cut_epoch"]
+    stop = diagnosis.rules["early_stopping"]["stop_epoch"]
+    if cut is not None:
+        a0.axvline(cut, color="C1", ls="-.", lw=1, label=f"ReduceLROnPlateau(10) cut: {cut}")
+    if stop is not None:
+        a0.axvline(stop, color="C2", ls="-.", lw=1, label=f"EarlyStopping(20) stop: {stop}")
+    a0.set_xlabel("epoch")
+    a0.set_ylabel(m)
+    a0.set_title(title or f"{m}: {diagnosis.label}")
+    a0.legend(fontsize=7, loc="best")
+    a1 = ax[1]
+    for col, c in (("train_loss", "C0"), ("val_loss", "C1")):
+        if col in h:
+            a1.plot(ep, h[col], color=c, label=col)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("loss")
+    if "train_loss" in h and "val_loss" in h:
+        r = a1.twinx()
+        r.plot(ep, h["val_loss"] / h["train_loss"], color="C4", ls="--", label="val/train ratio")
+        for lvl, c in ((1.2, "0.6"), (1.5, "C3")):
+            r.axhline(lvl, color=c, ls=":", lw=1)
+        r.set_ylabel("val/train loss ratio (1.2, 1.5 dotted)")
+        r.legend(fontsize=7, loc="center right")
+    a1.legend(fontsize=7, loc="upper right")
+    a1.set_title("losses and their ratio")
+    a2 = ax[2]
+    if "lr" in h and h["lr"].notna().any():
+        a2.plot(ep, h["lr"], color="C2")
+        a2.set_yscale("log")
+        if pl is not None:
+            a2.axvline(pl.epoch, color="C3", ls="--", lw=1)
+        wu = diagnosis.summary.get("warmup_epochs")
+        if wu:
+            a2.axvline(ep.iloc[min(int(wu), len(ep) - 1)], color="0.5", ls=":", lw=1, label="end of warm-up")
+            a2.legend(fontsize=7)
+    else:
+        a2.text(0.5, 0.5, "no learning-rate column", ha="center", va="center", transform=a2.transAxes)
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("learning rate")
+    a2.set_title("learning rate (plateau start dashed)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_followups(runs: Sequence[Run3D], ceiling: float | None = None, ax=None):
+    """Validation cosine of the baseline and the follow-up runs, overlaid, with the ceiling."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4))
+    fig = ax.figure
+    for i, r in enumerate(runs):
+        ax.plot(r.history["epoch"], r.history["val_cos"], color=f"C{i}", lw=2 if i == 0 else 1.3,
+                label=f"{r.name} (best {r.best_val_cos:.3f})")
+    if ceiling is not None and math.isfinite(ceiling):
+        ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation cosine similarity")
+    ax.set_title("baseline and follow-up runs")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def show_history_picker(histories: Mapping[str, str | Path | pd.DataFrame], static: bool,
+                        ceilings: Mapping[str, float] | None = None):
+    """In JupyterLab: a dropdown picking which history to diagnose (table + annotated curves).
+    Under papermill (``static``) or without ipywidgets: the first history's diagnosis, displayed
+    once. Returns the widget (or None)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    ceilings = dict(ceilings or {})
+    keys = list(histories)
+    if not keys:
+        print("no histories to pick from")
+        return None
+
+    def render(key: str) -> None:
+        d = diagnose_history(load_history(histories[key]), ceiling=ceilings.get(key),
+                             config=load_run_config(histories[key]) if not isinstance(histories[key], pd.DataFrame) else None)
+        display(make_findings_table(d)[["kind", "epoch", "finding"]])
+        fig = plot_diagnosis(histories[key], d, ceilings.get(key), title=key)
+        display(fig)
+        plt.close(fig)
+
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        widgets = None
+    if static or widgets is None:
+        print(f"history shown: {keys[0]} (static; in JupyterLab a dropdown picks among {len(keys)})")
+        render(keys[0])
+        return None
+    pick = widgets.Dropdown(options=keys, description="history", layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
+
+    def on_change(change: dict) -> None:
+        out.clear_output(wait=True)
+        with out:
+            render(change["new"])
+
+    pick.observe(on_change, names="value")
+    box = widgets.VBox([pick, out])
+    display(box)
+    with out:
+        render(keys[0])
+    return box

@@ -1,0 +1,311 @@
+"""Notebook 01 (pair sampling): the sweeps, tables, figures and the live panel of the sampling analysis."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers.data.jrdb import load_scenes
+from helpers.data.pair_sampling import PRESETS, PRESET_EPOCHS, PairSample, _ratio, make_pair_sample, make_scene_pairs
+from helpers.data.scene_pairs import make_dataset_meta, make_scene_pair_dataset, write_pair_dataset
+from helpers.data.scene_stats import make_scene_stats_table
+from helpers.data.scenes import Scenes, TYPE_NAMES, select_keyframes
+
+# What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
+__all__ = ["describe_at_multiplier", "describe_ratios", "evaluate_at_multiplier", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_sweep_table", "make_sweep_wide", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
+
+
+
+def make_ratio_table(sample: PairSample) -> pd.DataFrame:
+    """Positives and negatives at each stage of the pipeline, next to the source note's claims."""
+    c = sample.counts
+    rows = [("all same-frame pairs", c["all_positives"], c["all_pairs"] - c["all_positives"], ""),
+            ("distance-limited candidates", c["candidate_positives"], c["candidate_negatives"],
+             "70-80% fewer pairs than all"),
+            ("+ group-inference sampling" if sample.settings["use_group_sampling"] else "(no group sampling)",
+             c["positives"], c["candidate_negatives"], "ratio 10:1 before"),
+            ("+ negatives capped per frame", c["positives"], c["negatives_capped"], ""),
+            ("+ balanced (final)", c["positives"], c["negatives"], "ratio 2:1 after")]
+    df = pd.DataFrame(rows, columns=["stage", "positives", "negatives", "source note claim"])
+    df["pairs"] = df["positives"] + df["negatives"]
+    df["positives per negative"] = [_ratio(a, b) for a, b in zip(df["positives"], df["negatives"])]
+    df["negatives per positive"] = [_ratio(b, a) for a, b in zip(df["positives"], df["negatives"])]
+    df["pairs removed vs all"] = 1 - df["pairs"] / max(c["all_pairs"], 1)
+    df["pairs per frame"] = df["pairs"] / max(c["frames"], 1)
+    return df.set_index("stage")[["positives", "negatives", "pairs", "positives per negative",
+                                  "negatives per positive", "pairs removed vs all", "pairs per frame",
+                                  "source note claim"]]
+
+
+def make_sweep_table(pairs: dict[str, np.ndarray], multipliers=None, n_frames: int | None = None,
+                     max_multiplier: float = 6.0, include: float | None = None) -> pd.DataFrame:
+    """For each distance multiplier (1 to ``max_multiplier`` in steps of 0.5, plus ``include``), with
+    and without wrap: share of all same-frame pairs kept, share of positive (same-group) pairs kept
+    (recall), and positives lost at the seam without wrap."""
+    if multipliers is None:
+        ms = np.arange(1.0, max_multiplier + 1e-9, 0.5)
+        ms = np.unique(np.r_[ms, [include]] if include is not None else ms)
+    else:
+        ms = np.asarray(multipliers, dtype=float)
+    pos = pairs["same_group"]
+    n_all, n_pos = max(len(pos), 1), max(int(pos.sum()), 1)
+    nf = n_frames or max(len(np.unique(pairs["fid"])), 1)
+    rw, rp = np.sort(pairs["r_wrap"]), np.sort(pairs["r_plain"])
+    rwp, rpp = np.sort(pairs["r_wrap"][pos]), np.sort(pairs["r_plain"][pos])
+    rows = []
+    for wrap, r_all, r_pos in ((True, rw, rwp), (False, rp, rpp)):
+        kept = np.searchsorted(r_all, ms, side="right")   # r <= m: the rule is inclusive
+        kept_pos = np.searchsorted(r_pos, ms, side="right")
+        lost = np.searchsorted(rwp, ms, side="right") - np.searchsorted(rpp, ms, side="right")
+        for m, k, kp, lo in zip(ms, kept, kept_pos, lost):
+            rows.append({"distance_multiplier": float(m), "wrap": wrap, "frac_kept": k / n_all,
+                         "reduction": 1 - k / n_all, "positive_recall": kp / n_pos, "positives_kept": int(kp),
+                         "seam_positives_lost": 0 if wrap else int(lo), "pairs_per_frame": k / nf})
+    return pd.DataFrame(rows)
+
+
+def make_presets_table(scenes: Scenes, use_wrap: bool = True, use_group_sampling: bool = True,
+                       max_group_samples_ratio: float = 1.0, stage1_balance_ratio: float = 1.0,
+                       seed: int = 0) -> pd.DataFrame:
+    """The source note's presets (quick 2.0/3, standard 3.0/5, high quality 4.0/7) on these scenes."""
+    rows = []
+    for name, (m, cap) in PRESETS.items():
+        s = make_pair_sample(scenes, m, use_wrap, use_group_sampling, max_group_samples_ratio, cap,
+                             stage1_balance_ratio, seed)
+        c = s.counts
+        rows.append({"preset": name, "distance_multiplier": m, "max_negatives_per_frame": cap,
+                     "epochs (note)": PRESET_EPOCHS[name], "candidate_frac_kept": c["candidates"] / max(c["all_pairs"], 1),
+                     "positive_recall": c["candidate_positives"] / max(c["all_positives"], 1),
+                     "positives": c["positives"], "negatives": c["negatives"],
+                     "pairs per frame": (c["positives"] + c["negatives"]) / max(c["frames"], 1),
+                     "positives per negative": _ratio(c["positives"], c["negatives"])})
+    return pd.DataFrame(rows).set_index("preset")
+
+
+def make_pairs_per_frame_table(scenes: Scenes, pairs: dict[str, np.ndarray], sample: PairSample) -> pd.DataFrame:
+    """Per frame: people, all pairs, candidates (at the sample's settings), sampled pairs."""
+    nf = scenes.n_frames
+    m, wrap = sample.settings["distance_multiplier"], sample.settings["use_wrap"]
+    r = pairs["r_wrap"] if wrap else pairs["r_plain"]
+    fid = scenes.people["fid"].to_numpy()
+    return pd.DataFrame({
+        "people": np.bincount(fid, minlength=nf),
+        "all pairs": np.bincount(pairs["fid"], minlength=nf),
+        "candidates": np.bincount(pairs["fid"][r <= m], minlength=nf),
+        "sampled pairs": np.bincount(fid[sample.i], minlength=nf),
+    })
+
+
+def evaluate_sampling_counts(pairs: dict[str, np.ndarray], distance_multiplier: float, max_negatives_per_frame: int,
+                             use_wrap: bool = True) -> dict[str, float]:
+    """Fast counts for one setting (the widget's callback): candidates, recall, capped negatives."""
+    r = pairs["r_wrap"] if use_wrap else pairs["r_plain"]
+    keep = r <= distance_multiplier
+    pos = pairs["same_group"]
+    nf = max(len(np.unique(pairs["fid"])), 1)
+    neg_per_frame = np.bincount(pairs["fid"][keep & ~pos])
+    neg_capped = int(np.minimum(neg_per_frame, max_negatives_per_frame).sum())
+    n_pos_kept = int((keep & pos).sum())
+    return {"candidates": int(keep.sum()), "candidate_frac_kept": float(keep.mean()) if len(keep) else 0.0,
+            "positive_recall": n_pos_kept / max(int(pos.sum()), 1), "positives_kept": n_pos_kept,
+            "negatives_after_cap": neg_capped, "pairs_per_frame": (n_pos_kept + neg_capped) / nf}
+
+
+def make_sweep_wide(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The sweep as one row per multiplier: kept and recall with and without wrap, seam losses."""
+    on = sweep[sweep["wrap"]].set_index("distance_multiplier")
+    off = sweep[~sweep["wrap"]].set_index("distance_multiplier")
+    return pd.DataFrame({"pairs kept (wrap)": on["frac_kept"], "recall (wrap)": on["positive_recall"],
+                         "pairs kept (no wrap)": off["frac_kept"], "recall (no wrap)": off["positive_recall"],
+                         "positives lost at seam (no wrap)": off["seam_positives_lost"],
+                         "pairs per frame (wrap)": on["pairs_per_frame"]})
+
+
+def evaluate_at_multiplier(pairs: dict[str, np.ndarray], distance_multiplier: float) -> dict[str, float]:
+    """Headline numbers at one multiplier (wrap on), and what ignoring the wrap loses."""
+    on = evaluate_sampling_counts(pairs, distance_multiplier, 0, True)
+    off = evaluate_sampling_counts(pairs, distance_multiplier, 0, False)
+    lost = on["positives_kept"] - off["positives_kept"]
+    return {"candidate_frac_kept": on["candidate_frac_kept"], "positive_recall": on["positive_recall"],
+            "seam_positives_lost_without_wrap": int(lost),
+            "seam_positives_lost_frac": lost / max(on["positives_kept"], 1),
+            "positive_recall_without_wrap": off["positive_recall"]}
+
+
+def describe_at_multiplier(at: dict[str, float], distance_multiplier: float) -> str:
+    return (f"at {distance_multiplier:g}x with wrap: {at['candidate_frac_kept']:.1%} of same-frame pairs kept "
+            f"({1 - at['candidate_frac_kept']:.1%} removed; note 000 claims 70-80% fewer), recall of interacting "
+            f"pairs {at['positive_recall']:.1%}; without wrap {at['seam_positives_lost_without_wrap']} interacting "
+            f"pairs ({at['seam_positives_lost_frac']:.1%}) are lost at the seam")
+
+
+def describe_ratios(sample: PairSample) -> str:
+    c = sample.counts
+    before = _ratio(c["candidate_positives"], c["candidate_negatives"])
+    after = _ratio(c["positives"], c["negatives"])
+    removed = 1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1)
+    return (f"positives per negative: {before:.3f} among candidates (1:{1 / before if before else float('inf'):.1f}) -> "
+            f"{after:.2f} after sampling (1:{1 / after if after else float('inf'):.2f}); note 000 claims 10:1 -> 2:1. "
+            f"Pairs trained on vs all same-frame pairs: {removed:.1%} fewer (claim: 70-80%)")
+
+
+def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample,
+                 ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The flat headline numbers of notebook 01 (metrics.json)."""
+    c = sample.counts
+    return {**{k: at[k] for k in ("candidate_frac_kept", "positive_recall", "seam_positives_lost_without_wrap",
+                                  "seam_positives_lost_frac")},
+            "pos_neg_ratio_before": _ratio(c["candidate_positives"], c["candidate_negatives"]),
+            "pos_neg_ratio_after": _ratio(c["positives"], c["negatives"]),
+            "pair_reduction_vs_all": 1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1),
+            "n_pairs_train": len(ds["train"]["y"]), "n_pairs_val": len(ds["val"]["y"]),
+            "n_pairs_test": len(ds["test"]["y"]),
+            "interacting_share_train": float(ds["train"]["y"].mean()) if len(ds["train"]["y"]) else None,
+            "n_types_train": int(len(np.unique(ds["train"]["type"][ds["train"]["type"] >= 0]))),
+            "n_frames": c["frames"], "people_per_frame": c["people"] / max(c["frames"], 1),
+            "generated": bool(scenes.generated)}
+
+
+def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]], seed: int
+                      ) -> dict[str, Any]:
+    """The run card's dataset section (note 003): sizes, sequences (subjects) per split, split method."""
+    return {"name": "scene_pairs", "source": scenes.source, "generated": bool(scenes.generated),
+            "total_samples": int(sum(len(a["y"]) for a in ds.values())),
+            **{f"{k}_samples": int(len(a["y"])) for k, a in ds.items()},
+            **{f"{k}_subjects": int(len(np.unique(a["seq"]))) for k, a in ds.items()},
+            "subject": "sequence", "random_seed": seed, "split_method": "by_sequence",
+            "data_leakage_prevention": True, "sampling": sample.settings}
+
+
+def _axes(ax, figsize=(6.4, 4.2)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def plot_reduction_recall(sweep: pd.DataFrame, chosen: float | None = None, ax=None):
+    """Share of pairs removed (x) against positive recall (y), one curve per wrap setting."""
+    fig, ax = _axes(ax)
+    for wrap, style in ((True, "-o"), (False, "--s")):
+        d = sweep[sweep["wrap"] == wrap]
+        ax.plot(d["reduction"], d["positive_recall"], style, ms=4, label=f"wrap {'on' if wrap else 'off'}")
+        if wrap:
+            for _, r in d.iterrows():
+                if float(r["distance_multiplier"]).is_integer():
+                    ax.annotate(f"{r['distance_multiplier']:g}x", (r["reduction"], r["positive_recall"]),
+                                textcoords="offset points", xytext=(4, -10), fontsize=8)
+    if chosen is not None:
+        c = sweep[(sweep["wrap"]) & np.isclose(sweep["distance_multiplier"], chosen)]
+        if len(c):
+            ax.plot(c["reduction"], c["positive_recall"], "r*", ms=14, label=f"chosen {chosen:g}x")
+    ax.set_xlabel("share of same-frame pairs removed")
+    ax.set_ylabel("share of interacting pairs kept (recall)")
+    ax.set_title("Distance-limited pairing: reduction vs recall")
+    ax.legend()
+    return fig
+
+
+def plot_sweep(sweep: pd.DataFrame, ax=None):
+    """Share of pairs kept and recall against the multiplier, with and without wrap."""
+    fig, ax = _axes(ax)
+    for wrap, style in ((True, "-"), (False, "--")):
+        d = sweep[sweep["wrap"] == wrap]
+        tag = "wrap on" if wrap else "wrap off"
+        ax.plot(d["distance_multiplier"], d["frac_kept"], style, color="tab:blue", label=f"all pairs kept ({tag})")
+        ax.plot(d["distance_multiplier"], d["positive_recall"], style, color="tab:green",
+                label=f"interacting pairs kept ({tag})")
+    ax.set_xlabel("distance_multiplier (x max box width)")
+    ax.set_ylabel("share kept")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("What the distance rule keeps")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_seam_losses(sweep: pd.DataFrame, ax=None):
+    """Interacting pairs the rule loses at the seam when the wrap is ignored."""
+    fig, ax = _axes(ax)
+    d = sweep[~sweep["wrap"]]
+    ax.bar(d["distance_multiplier"], d["seam_positives_lost"], width=0.35, color="tab:red")
+    ax.set_xlabel("distance_multiplier")
+    ax.set_ylabel("interacting pairs lost without wrap")
+    ax.set_title("Positives lost at the panorama seam (wrap off)")
+    return fig
+
+
+def plot_pairs_per_frame(per_frame: pd.DataFrame, ax=None):
+    """Distribution over frames of all pairs, candidates and sampled pairs (log scale)."""
+    fig, ax = _axes(ax)
+    cols = ["all pairs", "candidates", "sampled pairs"]
+    data = [np.maximum(per_frame[c].to_numpy(), 0.5) for c in cols]
+    ax.boxplot(data, tick_labels=cols, showfliers=False)
+    ax.set_yscale("log")
+    ax.set_ylabel("pairs per frame (log)")
+    ax.set_title("Pairs per frame at each stage")
+    return fig
+
+
+def plot_panel_state(pairs: dict[str, np.ndarray], sweep: pd.DataFrame, distance_multiplier: float,
+                     max_negatives_per_frame: int, use_wrap: bool, ax=None):
+    """The panel's figure: the reduction-recall curve with the current setting and its counts."""
+    fig, ax = _axes(ax)
+    d = sweep[sweep["wrap"] == use_wrap]
+    ax.plot(d["reduction"], d["positive_recall"], "-o", ms=3, color="0.5")
+    c = evaluate_sampling_counts(pairs, distance_multiplier, max_negatives_per_frame, use_wrap)
+    ax.plot([1 - c["candidate_frac_kept"]], [c["positive_recall"]], "r*", ms=14)
+    ax.set_xlabel("share of same-frame pairs removed")
+    ax.set_ylabel("recall of interacting pairs")
+    ax.set_title(f"{distance_multiplier:g}x, cap {max_negatives_per_frame}, wrap {'on' if use_wrap else 'off'}: "
+                 f"{c['positives_kept']} pos, {c['negatives_after_cap']} neg, {c['pairs_per_frame']:.1f} pairs/frame",
+                 fontsize=9)
+    return fig
+
+
+def make_sampling_panel(pairs: dict[str, np.ndarray], sweep: pd.DataFrame, distance_multiplier: float = 3.0,
+                        max_negatives_per_frame: int = 5, use_wrap: bool = True, interactive: bool = True):
+    """An ipywidgets panel (multiplier, negatives cap, wrap) that redraws counts and the plot.
+
+    With ``interactive=False`` (papermill, static HTML) it returns the static figure for the
+    given setting instead, since widget state does not survive outside a live kernel."""
+    import matplotlib.pyplot as plt
+
+    if not interactive:
+        fig = plot_panel_state(pairs, sweep, distance_multiplier, max_negatives_per_frame, use_wrap)
+        plt.close(fig)  # shown once, as the cell's value, not again by the inline backend
+        return fig
+    import ipywidgets as wg
+    from IPython.display import display
+
+    m = wg.FloatSlider(value=distance_multiplier, min=1.0, max=6.0, step=0.25, description="multiplier")
+    cap = wg.IntSlider(value=max_negatives_per_frame, min=0, max=15, description="neg cap")
+    wrap = wg.Checkbox(value=use_wrap, description="wrap at seam")
+    out = wg.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig = plot_panel_state(pairs, sweep, m.value, cap.value, wrap.value)
+            display(pd.Series(evaluate_sampling_counts(pairs, m.value, cap.value, wrap.value)).to_frame("value"))
+            display(fig)
+            plt.close(fig)
+
+    for wdg in (m, cap, wrap):
+        wdg.observe(redraw, names="value")
+    redraw()
+    return wg.VBox([wg.HBox([m, cap, wrap]), out])
+
+
+def make_dataset_summary(ds: dict[str, dict[str, np.ndarray]], sequences: list[str]) -> pd.DataFrame:
+    """Rows per split: pairs, interacting share, sequences, and the 5-type counts."""
+    rows = []
+    for name, a in ds.items():
+        r = {"split": name, "pairs": len(a["y"]), "interacting share": float(a["y"].mean()) if len(a["y"]) else np.nan,
+             "sequences": len(np.unique(a["seq"])), "frames": len(np.unique(a["seq"] * 10**7 + a["frame"]))}
+        for t, tn in enumerate(TYPE_NAMES):
+            r[tn] = int((a["type"] == t).sum())
+        rows.append(r)
+    return pd.DataFrame(rows).set_index("split")

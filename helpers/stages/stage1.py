@@ -1,0 +1,277 @@
+"""Notebook 02 (stage 1): the stage-1 pair model per dataset, next to simple baselines on the same split.
+
+For each dataset: train with the one training loop (checkpoints, ``history.json`` in
+``<out>/<dataset>/``), score val and test at a stated threshold with a 95% interval, train the
+logistic-regression and LightGBM baselines on the same split, write ``evaluation_report.txt``,
+``config.json`` and the prediction files notebook 05 stacks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from helpers.core.env import ENV_PROFILE
+from helpers.core.errors import WorkbookError
+from helpers.core.io import atomic_write_json, atomic_write_text
+from helpers.core.runcard import make_config
+from helpers.data.audit import evaluate_leakage, make_dataset_card
+from helpers.data.pairs import _uses_pair, make_inputs, open_dataset
+from helpers.data.predictions import write_prediction_file
+from helpers.evaluation.baselines import make_pair_features, train_lgbm_baseline, train_logreg_baseline
+from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
+from helpers.evaluation.plots import plot_confusion_matrix, plot_fusion_weights, plot_probability_distributions, plot_training_curves
+from helpers.models.registry import count_parameters, create_model
+from helpers.training.loop import predict, train_model
+from helpers.training.recipes import make_train_config
+from helpers.training.tasks import BinaryTask
+
+# What notebook 02 calls; lower-layer functions are imported above so the notebook needs this module only.
+__all__ = ["describe_summary", "make_metrics", "make_summary_table", "plot_fusion_weights", "run_stage1", "show_stage1_section"]
+
+
+
+# Note 001, stage 1 (6-way fusion + CBAM, 50 epochs, their 28×28 data): claimed val accuracy.
+STAGE1_CLAIM_VAL_ACC = 0.8528
+
+
+@dataclass
+class Stage1Run:
+    """Everything notebook 02 shows and writes for one dataset."""
+    name: str
+    kind: str                       # image | vector
+    generated: bool
+    source: str
+    out_dir: Path
+    sizes: dict[str, int]
+    pos_rates: dict[str, float]
+    data_notes: list[str]
+    model_spec: dict
+    n_params: int
+    config: dict
+    history: list[dict]
+    best: dict
+    epochs_run: int
+    fit_s: float
+    val_y: np.ndarray
+    test_y: np.ndarray
+    val_prob: np.ndarray
+    test_prob: np.ndarray
+    eval_val: dict
+    eval_test: dict
+    baselines: dict[str, dict] = field(default_factory=dict)   # name -> {"val": ..., "test": ..., "fit_s", ...}
+    fusion_weights: dict[str, float] | None = None
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def train_samples_per_s(self) -> float:
+        return float(np.median([r["samples_per_s"] for r in self.history])) if self.history else float("nan")
+
+
+def make_stage1_model_spec(splits, params: Mapping[str, Any]) -> dict:
+    """Note 001 stage 1 for image pairs (ResNet ``layers`` + CBAM + adaptive 6-way fusion); for
+    vector pairs the MLP encoder with the same fusion (and pair features when present)."""
+    if splits.kind == "image":
+        return {"name": "stage1_fusion_cbam",
+                "kwargs": {"in_channels": int(splits.train.xa.shape[1]), "layers": list(params["layers"]),
+                           "width_mult": float(params["width_mult"]), "feat_dim": int(params["feat_dim"])}}
+    kw = {"in_features": int(np.prod(splits.train.xa.shape[1:])), "hidden": list(params["mlp_hidden"]),
+          "feat_dim": int(params["feat_dim"]), "fusion": "adaptive"}
+    if _uses_pair(splits):
+        kw["pair_dim"] = int(splits.train.extras["pair"].shape[1])
+    return {"name": "siamese_mlp", "kwargs": kw}
+
+
+def _data_notes(splits) -> list[str]:
+    notes = [f"{'GENERATED data' if splits.generated else 'data'}: {splits.source}"]
+    spp = splits.meta.get("sources_per_split") if isinstance(splits.meta, dict) else None
+    if spp:
+        notes.append("source images per split: " + ", ".join(f"{k} {v}" for k, v in spp.items())
+                     + " (fewer training images make the task harder; set by notebook 00's train_sources)")
+    return notes
+
+
+def _sizes(splits) -> dict[str, int]:
+    return {k: len(s) for k, s in splits.items()}
+
+
+def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
+               device: str = "cpu") -> Stage1Run:
+    """Train and evaluate stage 1 and the baselines on one dataset; files go to ``out_dir/<name>/``."""
+    import torch
+
+    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
+    name = splits.name
+    thr = float(params["threshold"])
+    tr, va, te = splits.train, splits.val, splits.test
+    for split, s in splits.items():
+        if len(np.unique(s.y)) < 2:
+            raise WorkbookError(f"dataset {name!r}: the {split} split has only label {int(s.y[0])}; "
+                                "a binary pair task needs both 0 and 1")
+
+    spec = make_stage1_model_spec(splits, params)
+    torch.manual_seed(int(params["seed"]))
+    model = create_model(spec["name"], **spec["kwargs"])
+    task = BinaryTask(loss_name="bce", threshold=thr)
+    cfg = make_train_config(params, splits.kind)
+    t0 = time.perf_counter()
+    res = train_model(model, task, (*make_inputs(tr, use_pair), tr.y), (*make_inputs(va, use_pair), va.y),
+                      cfg, out_dir=out, device=device)
+    fit_s = time.perf_counter() - t0
+    # The model now holds the best-`monitor` weights (the best_<monitor>.pt checkpoint).
+    val_prob = predict(model, task, make_inputs(va, use_pair), device=device).astype(np.float64)
+    test_prob = predict(model, task, make_inputs(te, use_pair), device=device).astype(np.float64)
+    ev_val, ev_test = evaluate_binary(va.y, val_prob, thr), evaluate_binary(te.y, test_prob, thr)
+    write_prediction_file(out, "stage1", val_prob, test_prob, va.y, te.y)
+
+    # Baselines on the same split: hand-made symmetric pair features.
+    feats = [make_pair_features(s.xa, s.xb, s.extras.get("pair") if use_pair else None) for s in (tr, va, te)]
+    baselines: dict[str, dict] = {}
+    for b in (train_logreg_baseline(feats[0], tr.y, feats[1], feats[2], seed=int(params["seed"])),
+              train_lgbm_baseline(feats[0], tr.y, feats[1], va.y, feats[2], n_estimators=int(params["lgbm_estimators"]),
+                                  seed=int(params["seed"]), num_threads=max(1, int(params.get("num_threads", 0)) or 1))):
+        baselines[b.name] = {"val": evaluate_binary(va.y, b.val_prob, thr), "test": evaluate_binary(te.y, b.test_prob, thr),
+                             "fit_s": b.fit_s, "n_features": b.n_features, "info": b.info,
+                             "val_prob": b.val_prob, "test_prob": b.test_prob}
+        write_prediction_file(out, f"baseline_{b.name}", b.val_prob, b.test_prob, va.y, te.y)
+
+    fusion = model.fusion_weights() if hasattr(model, "fusion_weights") else None
+    run = Stage1Run(name=name, kind=splits.kind, generated=splits.generated, source=splits.source, out_dir=out,
+                    sizes=_sizes(splits), pos_rates={k: float(np.mean(s.y)) for k, s in splits.items()},
+                    data_notes=_data_notes(splits), model_spec=spec,
+                    n_params=count_parameters(model), config=cfg.to_dict(), history=res.history, best=res.best,
+                    epochs_run=res.epochs_run, fit_s=fit_s, val_y=va.y, test_y=te.y, val_prob=val_prob,
+                    test_prob=test_prob, eval_val=ev_val, eval_test=ev_test, baselines=baselines,
+                    fusion_weights=fusion, checkpoints=res.checkpoints)
+
+    report = make_evaluation_report(
+        f"Stage 1 evaluation: {name} ({spec['name']})",
+        {"stage 1 model, val": ev_val, "stage 1 model, test": ev_test,
+         **{f"baseline {k}, test": v["test"] for k, v in baselines.items()}},
+        notes=[f"model weights: best val {res.best.get('monitor', {}).get('name', cfg.monitor)} epoch "
+               f"{res.best.get('monitor', {}).get('epoch')} of {res.epochs_run} (file best_{_ckpt_key(cfg.monitor)}.pt)",
+               f"threshold {thr:.2f} stated in advance (not tuned on test)", *run.data_notes])
+    atomic_write_text(out / "evaluation_report.txt", report)
+    atomic_write_json(out / "config.json", make_config(
+        notebook="02_stage1", description=f"Stage 1 pair model on {name} (note 001 stage 1)",
+        params=dict(params), out_dir=str(out), profile=os.environ.get(ENV_PROFILE, "interactive"),
+        device=str(device),
+        dataset=make_dataset_card(splits, evaluate_leakage(splits)),
+        model={"architecture": spec["name"], "kwargs": spec["kwargs"], "parameters": run.n_params,
+               "pretrained": False, "task": "binary", "output_dim": 1},
+        training={"loss_function": "BCEWithLogits", "optimizer": "AdamW",
+                  "optimizer_params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                  "scheduler": cfg.scheduler, "scheduler_params": {"warmup_lr": cfg.warmup_lr, "eta_min": cfg.eta_min},
+                  "effective_batch_size": cfg.batch_size * cfg.grad_accum_steps, "workers": 0,
+                  **cfg.to_dict()}))
+    return run
+
+
+def _ckpt_key(monitor: str) -> str:
+    return monitor.removeprefix("val_")
+
+
+def make_dataset_table(run: Stage1Run) -> pd.DataFrame:
+    """Pairs and positive rate per split."""
+    return pd.DataFrame({"pairs": run.sizes, "positive rate": run.pos_rates}).rename_axis("split")
+
+
+def make_results_table(run: Stage1Run) -> pd.DataFrame:
+    """Test accuracy with its 95% interval, F1, ROC-AUC and val accuracy per method."""
+    rows = [("stage 1 model", run.eval_val, run.eval_test, run.fit_s)]
+    rows += [(f"baseline: {k}", v["val"], v["test"], v["fit_s"]) for k, v in run.baselines.items()]
+    return pd.DataFrame([{"method": m, "test acc": t["accuracy"], "95% CI low": t["acc_ci_low"],
+                          "95% CI high": t["acc_ci_high"], "test F1": t["f1"], "test ROC-AUC": t["roc_auc"],
+                          "val acc": v["accuracy"], "fit s": s} for m, v, t, s in rows]).set_index("method")
+
+
+def make_summary_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
+    """All datasets and methods in one table, with note 001's stage-1 claim for reference."""
+    frames = []
+    for name, run in runs.items():
+        t = make_results_table(run).reset_index()
+        t.insert(0, "dataset", name + (" (generated)" if run.generated else ""))
+        frames.append(t)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    claim = pd.DataFrame([{"dataset": "note 001 claim (their 28×28 data)", "method": "stage 1 model",
+                           "val acc": STAGE1_CLAIM_VAL_ACC}])
+    return pd.concat([df, claim], ignore_index=True).set_index(["dataset", "method"])
+
+
+def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
+    """metrics.json content, one block per dataset (flattened to ``<dataset>.<key>``)."""
+    out = {}
+    for r in runs.values():  # keyed by the dataset name (a folder's name, not its path)
+        out[r.name] = {
+            "test_acc": r.eval_test["accuracy"], "test_acc_ci_low": r.eval_test["acc_ci_low"],
+            "test_acc_ci_high": r.eval_test["acc_ci_high"], "test_f1": r.eval_test["f1"],
+            "test_auc": r.eval_test["roc_auc"], "val_acc": r.eval_val["accuracy"], "threshold": r.eval_test["threshold"],
+            "baseline_logreg_acc": r.baselines["logreg"]["test"]["accuracy"],
+            "baseline_lgbm_acc": r.baselines["lgbm"]["test"]["accuracy"],
+            "epochs_run": r.epochs_run, "train_samples_per_s": r.train_samples_per_s, "fit_s": r.fit_s,
+            "n_train": r.sizes["train"], "n_test": r.sizes["test"], "n_params": r.n_params,
+            "generated": r.generated,
+        }
+    return out
+
+
+def describe_run(run: Stage1Run) -> str:
+    """One-line takeaway computed from the results."""
+    t = run.eval_test
+    best_b = max(run.baselines.items(), key=lambda kv: kv[1]["test"]["accuracy"])
+    bt = best_b[1]["test"]
+    overlap = not (t["acc_ci_low"] > bt["acc_ci_high"] or bt["acc_ci_low"] > t["acc_ci_high"])
+    diff = t["accuracy"] - bt["accuracy"]
+    verdict = ("the intervals overlap: not clearly different" if overlap else
+               ("clearly better" if diff > 0 else "clearly WORSE"))
+    return (f"{run.name}: stage-1 test accuracy {t['accuracy']:.3f} (95% CI {t['acc_ci_low']:.3f}–"
+            f"{t['acc_ci_high']:.3f}) vs best baseline {best_b[0]} {bt['accuracy']:.3f} "
+            f"({diff:+.3f}; {verdict}); {run.epochs_run} epochs, {run.train_samples_per_s:.0f} samples/s.")
+
+
+def describe_summary(runs: Mapping[str, Stage1Run]) -> str:
+    lines = []
+    for name, r in runs.items():
+        if r.kind == "image":
+            gap = r.eval_val["accuracy"] - STAGE1_CLAIM_VAL_ACC
+            lines.append(f"{name}: val accuracy {r.eval_val['accuracy']:.4f} vs note 001's claimed "
+                         f"{STAGE1_CLAIM_VAL_ACC:.4f} on its own data ({gap:+.4f}; different data, so a "
+                         "reference, not a replication).")
+        lines.append(describe_run(r))
+    return "\n".join(lines)
+
+
+def plot_stage1_figures(run: Stage1Run) -> dict[str, Any]:
+    """The three figures of note 000 for one run: training curves, confusion matrix, probabilities."""
+
+    return {
+        "training_curves.png": plot_training_curves(run.history, ("loss", "accuracy", "lr", "grad_norm")),
+        "confusion_matrix.png": plot_confusion_matrix(run.eval_test["confusion"], ["different (0)", "same (1)"]
+                                                      if run.name == "digit_pairs" else ["0", "1"],
+                                                      title=f"{run.name}: test, threshold {run.eval_test['threshold']:.2f}"),
+        "probability_distributions.png": plot_probability_distributions(
+            run.test_y, run.test_prob, run.eval_test["threshold"], title=f"{run.name}: test P(y = 1) by true class"),
+    }
+
+
+def show_stage1_section(run: Stage1Run, ctx) -> None:
+    """Display one dataset's section inline (heading, tables, figures, takeaway); figures are
+    saved through ``ctx.save_figure`` into ``<out>/<dataset>/``."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    display(Markdown(f"### {run.name}{' (generated data)' if run.generated else ''}\n"
+                     f"How well does the stage-1 model ({run.model_spec['name']}, {run.n_params:,} parameters) "
+                     f"separate the pairs on the test split, and does it beat the baselines?\n\n"
+                     + "\n".join(f"- {n}" for n in run.data_notes)))
+    display(make_dataset_table(run))
+    display(make_results_table(run))
+    for fname, fig in plot_stage1_figures(run).items():
+        ctx.save_figure(fig, f"{run.name}/{fname}")
+        display(fig)
+        plt.close(fig)
+    print(describe_run(run))

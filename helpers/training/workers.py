@@ -1,0 +1,229 @@
+"""A process pool for training members in parallel: spawned workers, each with its own thread budget;
+a member that raises, is killed or dies hard is reported as failed and its worker replaced."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+import importlib
+import os
+import signal
+import time
+import traceback
+from typing import Any, Callable, Sequence
+
+from helpers.core.env import ENV_THREADS, scoped_env
+from helpers.core.errors import WorkbookError
+
+
+@dataclass
+class WorkerOutcome:
+    """What became of one task: its return value, or why it failed."""
+    index: int
+    ok: bool
+    value: Any = None
+    error: str = ""
+    exitcode: int | None = None
+    seconds: float = 0.0
+
+
+def available_cores() -> int:
+    """Cores this process may use (affinity), capped by the runner's PAIRWISE_THREADS when set."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    cap = os.environ.get(ENV_THREADS)
+    if cap and cap.isdigit() and int(cap) > 0:
+        n = min(n, int(cap))
+    return max(1, n)
+
+
+def resolve_workers(n_tasks: int, workers: int = 0, device: str = "cpu") -> tuple[int, int]:
+    """(worker processes, torch threads per worker).
+
+    workers = 0: as many as the cores allow (one per core on CPU; two sharing a GPU), never more
+    than there are tasks. Threads: the cores split evenly, at least one, so workers do not fight.
+    """
+    cores = available_cores()
+    if workers <= 0:
+        workers = cores if not str(device).startswith("cuda") else 2
+    workers = max(1, min(workers, max(n_tasks, 1)))
+    return workers, max(1, cores // workers)
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def _worker_loop(conn, fn_ref: tuple[str, str], threads: int) -> None:
+    """A worker process: run tasks received on `conn` until None arrives; reply (ok, value|error)."""
+    fn = getattr(importlib.import_module(fn_ref[0]), fn_ref[1])
+    # The OMP/MKL variables set at spawn already bound torch's pools; make it explicit for torch
+    # when the task function uses it (a task that imports torch later inherits the variables).
+    import sys
+
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already set (only allowed once per process)
+            pass
+    conn.send(("ready", os.getpid()))  # start-up (imports) does not count against a task's time
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            value = fn(task)
+            conn.send((True, value, time.perf_counter() - t0))
+        except BaseException as e:  # noqa: BLE001 - everything a member raises is reported, not fatal
+            conn.send((False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", time.perf_counter() - t0))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "worker did not exit"
+    if code < 0:
+        try:
+            return f"worker process killed by signal {signal.Signals(-code).name} (exit code {code})"
+        except ValueError:
+            return f"worker process killed by signal {-code}"
+    return f"worker process exited with code {code} without reporting a result"
+
+
+@dataclass
+class _Slot:
+    proc: Any
+    conn: Any
+    task: int | None = None
+    started: float = 0.0
+
+
+def run_in_workers(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int = 0, threads: int = 0,
+                   timeout_s: float | None = None,
+                   on_done: Callable[[WorkerOutcome], None] | None = None) -> list[WorkerOutcome]:
+    """Run ``fn(task)`` for every task in worker processes; never raises for a failing task.
+
+    fn: a module-level function (imported by name in the workers). Tasks and results are pickled.
+    workers / threads: 0 = `resolve_workers`. timeout_s: per task; a task over it is killed and failed.
+    on_done: called in this process as each task finishes (progress printing).
+    Returns one `WorkerOutcome` per task, in task order.
+    """
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    fn_ref = (fn.__module__, fn.__qualname__)
+    if "<" in fn.__qualname__ or fn.__module__ == "__main__":
+        raise WorkbookError(f"run_in_workers: {fn.__qualname__} must be a module-level function of an importable "
+                            "module (workers import it by name)")
+    n_auto, t_auto = resolve_workers(len(tasks), workers)
+    workers = n_auto
+    threads = threads if threads > 0 else t_auto
+    ctx = mp.get_context("spawn")
+    outcomes: dict[int, WorkerOutcome] = {}
+    pending = deque(range(len(tasks)))
+    slots: list[_Slot] = []
+
+    def launch() -> _Slot:
+        parent, child = ctx.Pipe(duplex=True)
+        # Thread-count variables are read by the child's OpenMP/BLAS at import.
+        with scoped_env(**{k: str(threads) for k in _THREAD_ENV}):
+            p = ctx.Process(target=_worker_loop, args=(child, fn_ref, threads), daemon=True)
+            p.start()
+        child.close()
+        return _Slot(p, parent)
+
+    def await_ready(slot: _Slot) -> _Slot:
+        try:
+            if not slot.conn.poll(300):
+                raise EOFError
+            tag, _ = slot.conn.recv()
+            assert tag == "ready"
+        except (EOFError, OSError, AssertionError):
+            slot.proc.join(5)
+            retire(slot)
+            raise WorkbookError(f"run_in_workers: a worker process could not start "
+                                f"({_describe_exit(slot.proc.exitcode)}); see its traceback above") from None
+        return slot
+
+    def spawn() -> _Slot:
+        return await_ready(launch())
+
+    def finish(slot: _Slot, outcome: WorkerOutcome) -> None:
+        outcomes[outcome.index] = outcome
+        slot.task = None
+        if on_done is not None:
+            on_done(outcome)
+
+    def retire(slot: _Slot) -> None:
+        if slot.proc.is_alive():
+            slot.proc.kill()
+        slot.proc.join(5)
+        slot.conn.close()
+
+    try:
+        # Start the first workers together (imports run in parallel), then wait until each is ready.
+        slots.extend(await_ready(s) for s in [launch() for _ in range(min(workers, len(tasks)))])
+        while pending or any(s.task is not None for s in slots):
+            # Hand out tasks to idle (or new) workers.
+            while pending and (len(slots) < workers or any(s.task is None for s in slots)):
+                slot = next((s for s in slots if s.task is None), None)
+                if slot is None:
+                    slot = spawn()
+                    slots.append(slot)
+                i = pending.popleft()
+                slot.task, slot.started = i, time.perf_counter()
+                try:
+                    slot.conn.send(tasks[i])
+                except (BrokenPipeError, ConnectionResetError, EOFError):  # the worker is already dead
+                    slot.proc.join(5)
+                    finish(slot, WorkerOutcome(i, False, error=_describe_exit(slot.proc.exitcode),
+                                               exitcode=slot.proc.exitcode))
+                    retire(slot)
+                    slots.remove(slot)
+            busy = [s for s in slots if s.task is not None]
+            waits = [s.conn for s in busy] + [s.proc.sentinel for s in busy]
+            timeout = None
+            if timeout_s is not None:
+                timeout = max(0.0, min(s.started + timeout_s for s in busy) - time.perf_counter())
+            ready = set(wait(waits, timeout=timeout))
+            now = time.perf_counter()
+            for slot in busy:
+                i = slot.task
+                if slot.conn in ready:
+                    try:
+                        ok, payload, seconds = slot.conn.recv()
+                    except (EOFError, OSError):  # died mid-reply
+                        slot.proc.join(5)
+                        finish(slot, WorkerOutcome(i, False, error=_describe_exit(slot.proc.exitcode),
+                                                   exitcode=slot.proc.exitcode, seconds=now - slot.started))
+                        retire(slot)
+                        slots.remove(slot)
+                        continue
+                    finish(slot, WorkerOutcome(i, ok, payload if ok else None, "" if ok else payload,
+                                               None, seconds))
+                elif slot.proc.sentinel in ready:  # hard death without a reply
+                    slot.proc.join(5)
+                    finish(slot, WorkerOutcome(i, False, error=_describe_exit(slot.proc.exitcode),
+                                               exitcode=slot.proc.exitcode, seconds=now - slot.started))
+                    retire(slot)
+                    slots.remove(slot)
+                elif timeout_s is not None and now - slot.started >= timeout_s:
+                    retire(slot)
+                    finish(slot, WorkerOutcome(i, False, error=f"timed out after {timeout_s:g} s (worker killed)",
+                                               exitcode=slot.proc.exitcode, seconds=now - slot.started))
+                    slots.remove(slot)
+    finally:
+        for slot in slots:
+            try:
+                slot.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for slot in slots:
+            slot.proc.join(10)
+            retire(slot)
+    return [outcomes[i] for i in range(len(tasks))]

@@ -1,0 +1,125 @@
+"""What every notebook calls first: ``ctx = helpers.start("<stem>", globals())``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+from pathlib import Path
+import random
+from typing import Any
+
+import numpy as np
+
+from helpers.core import io
+from helpers.core import paths
+from helpers.core.device import resolve_device
+from helpers.core.env import ENV_PROFILE, ENV_THREADS
+from helpers.core.errors import WorkbookError
+from helpers.core.runcard import make_config
+from helpers.workbook.params import check_value, load_notebook_spec
+
+
+@dataclass
+class Context:
+    stem: str
+    params: dict[str, Any]
+    out_dir: Path
+    device: str
+    profile: str
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: earlier notebooks of the same run write beside this one."""
+        return self.out_dir.parent
+
+    def path(self, *parts: str) -> Path:
+        p = self.out_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def earlier(self, stem: str) -> Path:
+        """Output folder of an earlier notebook in this run; a clear error if it has not run."""
+        p = self.run_dir / stem
+        if not p.is_dir():
+            raise WorkbookError(f"{self.stem} needs the output of notebook {stem}, but {p} does not exist: "
+                                f"run it first, e.g. `python -m helpers run --only {stem[:2]} {self.stem[:2]}`")
+        return p
+
+    def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as PNG in the output folder (atomically)."""
+        path = self.path(name)
+        with io.atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        return path
+
+    def write_config(self, description: str, dataset: dict | None = None, model: dict | None = None,
+                     training: dict | None = None, **extra: Any) -> Path:
+
+        card = make_config(notebook=self.stem, description=description, params=self.params,
+                           out_dir=str(self.out_dir), profile=self.profile, device=self.device,
+                           dataset=dataset, model=model, training=training, **extra)
+        return io.atomic_write_json(self.path("config.json"), card)
+
+    def write_metrics(self, metrics: dict[str, Any]):
+        """Write metrics.json (flattened) and return it as a one-column table for display."""
+        import pandas as pd
+
+        flat = flatten(metrics)
+        io.atomic_write_json(self.path("metrics.json"), flat)
+        return pd.DataFrame({"value": [io.jsonable(v) for v in flat.values()]},
+                            index=pd.Index(list(flat), name="metric"))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; headline metrics stay one flat object."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def start(stem: str, namespace: dict[str, Any]) -> Context:
+    """Validate the notebook's parameters as they stand in `namespace` and set the run up."""
+    spec = load_notebook_spec(stem)
+    params: dict[str, Any] = {}
+    for name, ps in spec.params.items():
+        if name not in namespace:
+            raise WorkbookError(f"{stem}: parameter {name!r} is declared but not defined; run the parameters cell")
+        params[name] = check_value(ps, namespace[name], f"{stem} parameters")
+    out = Path(params.get("out_dir") or paths.REPORTS / "interactive" / stem).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(ENV_THREADS):
+        import torch
+
+        torch.set_num_threads(int(os.environ[ENV_THREADS]))
+    if "seed" in params:
+        seed_everything(int(params["seed"]))
+    device = str(resolve_device(str(params.get("device", "cpu"))))
+    _style_plots()
+    return Context(stem=stem, params=params, out_dir=out, device=device,
+                   profile=os.environ.get(ENV_PROFILE, "interactive"))
+
+
+def _style_plots() -> None:
+    import matplotlib
+
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "axes.grid": True,
+                                "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+    try:
+        import pandas as pd
+
+        pd.set_option("display.precision", 4)
+        pd.set_option("display.max_columns", 30)
+    except ImportError:  # pragma: no cover - pandas ships with the pinned environment
+        pass

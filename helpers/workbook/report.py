@@ -1,0 +1,145 @@
+"""Rendering executed notebooks to self-contained HTML, and the run's index page."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+import re
+from typing import Any
+
+from helpers.core.io import atomic_write_text
+
+
+# Anything that would make the browser fetch from the network when the report is opened.
+_REMOTE = [
+    re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"'](?:https?:)?//[^>]*>\s*</script>", re.I),
+    re.compile(r"<link\b[^>]*\bhref\s*=\s*[\"'](?:https?:)?//[^>]*>", re.I),
+    re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']\s*[\"'][^>]*>\s*</script>", re.I),  # empty MathJax src
+    # inline scripts that import from a CDN (nbconvert's mermaid loader)
+    re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?(?:https?:)?//cdn(?:(?!</script>).)*?</script>", re.I | re.S),
+    re.compile(r"@import\s+url\([\"']?(?:https?:)?//[^)]*\)\s*;?", re.I),
+]
+
+
+_HEADING = re.compile(r"<h([1-3])\b[^>]*\bid=\"([^\"]+)\"[^>]*>(.*?)</h\1>", re.S | re.I)
+
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+CARD_CSS = """
+<style>
+.wb-card{font-family:system-ui,-apple-system,Segoe UI,sans-serif;border:1px solid #d0d7de;border-radius:8px;
+ padding:12px 16px;margin:16px auto;max-width:1100px;background:#f6f8fa}
+.wb-card h2{margin:0 0 8px 0;font-size:1.15em}.wb-card table{border-collapse:collapse;font-size:.9em}
+.wb-card td,.wb-card th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+.wb-card .ok{color:#1a7f37;font-weight:600}.wb-card .failed{color:#cf222e;font-weight:600}
+.wb-card .warn{color:#9a6700;font-weight:600}
+.wb-toc{font-family:system-ui,sans-serif;max-width:1100px;margin:0 auto 12px auto;font-size:.9em}
+.wb-toc ul{margin:4px 0 4px 18px;padding:0}.wb-toc li.l3{margin-left:16px}
+details.wb-params summary{cursor:pointer}
+</style>
+"""
+
+
+def strip_remote(text: str) -> str:
+    for pat in _REMOTE:
+        text = pat.sub("", text)
+    return text
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def card_html(facts: dict[str, Any], metrics: dict[str, Any], params: dict[str, Any], n_metrics: int = 12) -> str:
+    """The header card: the run's key facts, headline metrics, and the parameters (collapsed)."""
+    status = facts.get("status", "")
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td{' class=' + repr(str(v)) if k == 'status' else ''}>"
+                   f"{_fmt(v)}</td></tr>" for k, v in facts.items() if v not in (None, ""))
+    mrows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+                    for k, v in list(metrics.items())[:n_metrics])
+    prows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in params.items())
+    more = f" (first {n_metrics} of {len(metrics)}; all in metrics.json)" if len(metrics) > n_metrics else ""
+    return (f'{CARD_CSS}<div class="wb-card"><h2>{html.escape(str(facts.get("notebook", "")))} '
+            f'<span class="{html.escape(status)}">{html.escape(status)}</span></h2>'
+            f'<div style="display:flex;gap:32px;flex-wrap:wrap"><table>{rows}</table>'
+            + (f"<table><tr><th colspan=2>headline metrics{more}</th></tr>{mrows}</table>" if mrows else "")
+            + f'</div><details class="wb-params"><summary>parameters</summary><table>{prows}</table></details></div>')
+
+
+def toc_html(body: str) -> str:
+    items = []
+    for level, anchor, inner in _HEADING.findall(body):
+        text = html.unescape(_TAGS.sub("", inner)).replace("¶", "").strip()
+        if text:
+            items.append(f'<li class="l{level}"><a href="#{anchor}">{html.escape(text)}</a></li>')
+    if not items:
+        return ""
+    return f'<nav class="wb-toc"><details open><summary><b>Contents</b></summary><ul>{"".join(items)}</ul></details></nav>'
+
+
+def render_notebook_html(ipynb: Path, html_path: Path, facts: dict[str, Any], metrics: dict[str, Any],
+                         params: dict[str, Any]) -> Path:
+    """Executed notebook -> self-contained HTML: code hidden, figures embedded, card and contents on top."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    # The parameter cells are replaced by the card's parameter table.
+    nb.cells = [c for c in nb.cells
+                if not {"parameters", "injected-parameters"} & set(c.get("metadata", {}).get("tags", []))]
+    # Code is hidden; a failing cell's source is shown as a block above its traceback.
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            cells.append(nbformat.v4.new_markdown_cell(f"**The cell that failed:**\n\n```python\n{c.source}\n```"))
+        cells.append(c)
+    nb.cells = cells
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    exporter.mathjax_url = ""
+    body, _ = exporter.from_notebook_node(nb)
+    body = strip_remote(body)
+    title = facts.get("notebook", ipynb.stem)
+    body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(str(title))}</title>", body, count=1, flags=re.S)
+    insert = card_html(facts, metrics, params) + toc_html(body)
+    m = re.search(r"<main[^>]*>", body) or re.search(r"<body[^>]*>", body)
+    body = body[:m.end()] + insert + body[m.end():] if m else insert + body
+    return atomic_write_text(html_path, body)
+
+
+def index_html(run: dict[str, Any], metrics: dict[str, dict[str, Any]], n_metrics: int = 6) -> str:
+    """The run's front page: one row per notebook with status, duration, headline metrics and links."""
+    rows = []
+    for stem, nb in run["notebooks"].items():
+        status = nb.get("status", "not run")
+        dur = nb.get("duration_s")
+        m = metrics.get(stem, {})
+        shown = "<br>".join(f"{html.escape(k)} = {_fmt(v)}" for k, v in list(m.items())[:n_metrics])
+        if len(m) > n_metrics:
+            shown += f"<br><i>… {len(m) - n_metrics} more in metrics.json</i>"
+        links = []
+        if nb.get("html"):
+            links.append(f'<a href="{html.escape(nb["html"])}">report</a>')
+        if nb.get("ipynb"):
+            links.append(f'<a href="{html.escape(nb["ipynb"])}">notebook</a>')
+        if nb.get("error"):
+            links.append(f'<span class="failed">{html.escape(nb["error"][:200])}</span>')
+        rows.append(f'<tr><td>{html.escape(stem)}</td><td class="{status.replace(" ", "-")}">{status}</td>'
+                    f'<td>{"" if dur is None else f"{dur:.1f} s"}</td><td>{shown}</td><td>{" · ".join(links)}</td></tr>')
+    git = run.get("git", {})
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Run {html.escape(run['run_id'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}}table{{border-collapse:collapse;width:100%}}
+td,th{{border-bottom:1px solid #ddd;padding:6px 8px;text-align:left;vertical-align:top;font-size:.92em}}
+.ok{{color:#1a7f37;font-weight:600}}.failed{{color:#cf222e;font-weight:600}}.not-run{{color:#6e7781}}
+.running{{color:#9a6700}}</style></head><body>
+<h1>Workbook run {html.escape(run['run_id'])}</h1>
+<p>profile <b>{html.escape(run['profile'])}</b> · started {html.escape(run.get('started', ''))} ·
+finished {html.escape(str(run.get('finished') or '—'))} · status <b>{html.escape(run.get('status', ''))}</b> ·
+commit {html.escape(str(git.get('git_commit') or 'n/a')[:10])}{' (dirty)' if git.get('git_dirty') else ''}</p>
+<table><tr><th>notebook</th><th>status</th><th>duration</th><th>headline metrics</th><th>links</th></tr>
+{''.join(rows)}</table>
+<p>Resolved parameters, versions and timings: <a href="run.json">run.json</a>.</p></body></html>
+"""
