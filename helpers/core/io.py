@@ -4,12 +4,12 @@ A crash or an error mid-write never leaves a half-written file under the final n
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 import json
 import math
 import os
-from pathlib import Path
 import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np

@@ -1,15 +1,15 @@
 """The run card (config.json, source note 003): what ran, where, on what data, with which settings."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from importlib import metadata
 import os
 import platform
 import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
 from typing import Any
 
-from helpers.core.env import VERSION as __version__
 from helpers.core import paths
+from helpers.core.env import VERSION as __version__
 
 
 PACKAGES = ("torch", "torchvision", "timm", "lightgbm", "scikit-learn", "numpy", "pandas", "papermill",

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.core import io
-from helpers.core import paths
+from helpers.core import io, paths
 from helpers.core.errors import WorkbookError
-from helpers.data.pairs import PairSplits, SPLIT_FILES, copy_pair_folder, load_pair_folder
+from helpers.data.pairs import copy_pair_folder, load_pair_folder, PairSplits, SPLIT_FILES
 
 
 def load_digit_images() -> tuple[np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,8 @@ from helpers.core import paths
 from helpers.core.errors import DataError
 from helpers.core.io import atomic_write_json, atomic_write_text
 from helpers.data.scene_generator import make_generated_people
-from helpers.data.scenes import OCCLUSION_LEVELS, Scenes, TYPE_NAMES, WIDTH, _OTHER_LABELS, type_of_label, type_of_labels
+from helpers.data.scenes import (_OTHER_LABELS, OCCLUSION_LEVELS, Scenes, TYPE_NAMES, type_of_label,
+                                 type_of_labels, WIDTH)
 
 
 def _read_json(path: Path) -> Any:

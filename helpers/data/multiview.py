@@ -1,8 +1,8 @@
 """Generated multi-view sequences with a known ceiling (notebook 07), and the loader for a user's arrays."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

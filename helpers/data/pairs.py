@@ -3,15 +3,14 @@
 file and key; the built-in datasets written earlier in a run are opened by name."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-import shutil
 from typing import Any
 
 import numpy as np
 
-from helpers.core import io
-from helpers.core import paths
+from helpers.core import io, paths
 from helpers.core.errors import DataError, WorkbookError
 
 

@@ -4,8 +4,8 @@ The statistics it aims for are the JRDB reference values in `helpers.data.scenes
 Everything it makes is labelled generated."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd

@@ -1,8 +1,8 @@
 """Scenes in 360° panoramas: the flat people table, the panorama constants and the interaction types."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

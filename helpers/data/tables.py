@@ -2,20 +2,18 @@
 subject; the built-in table is made from the real UCI digits."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
-from pathlib import Path
 import shutil
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from helpers.core import paths
-
-from helpers.core.errors import DataError
-from helpers.core.errors import WorkbookError
+from helpers.core.errors import DataError, WorkbookError
 from helpers.core.taskspec import TaskSpec
 
 

@@ -6,9 +6,9 @@ plus the pair-level features when the data has them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import inspect
 import time
+from dataclasses import dataclass
 
 import numpy as np
 

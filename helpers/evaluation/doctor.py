@@ -15,9 +15,9 @@ Everything here is plain numpy/pandas: no torch, no plotting (the plots live in 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 

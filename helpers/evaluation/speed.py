@@ -2,20 +2,20 @@
 out-of-memory) in a fresh process per backbone, with peak memory on CUDA or CPU."""
 from __future__ import annotations
 
-from dataclasses import asdict
 import json
 import math
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from typing import Callable, Sequence
 
 import torch
 
 from helpers.core import paths
 from helpers.core.errors import WorkbookError
-from helpers.core.taskspec import TaskSpec, make_task_specs
+from helpers.core.taskspec import make_task_specs, TaskSpec
 from helpers.data.tables import DEFAULT_TASKS
 from helpers.models.multitask import count_multitask_params
 from helpers.models.registry import create_model

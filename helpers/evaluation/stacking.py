@@ -2,8 +2,8 @@
 base models' validation probabilities, the leakage proof, and the comparison on test."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import itertools
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from helpers.core.errors import WorkbookError
 from helpers.models.layers import BasicBlock, BottleneckBlock

@@ -9,7 +9,7 @@ from torch import nn
 
 from helpers.core.errors import WorkbookError
 from helpers.models.encoders import MLPEncoder, ResNetEncoder
-from helpers.models.fusion import AdaptiveFusion, FUSION_BRANCHES, _fusion
+from helpers.models.fusion import _fusion, AdaptiveFusion, FUSION_BRANCHES
 from helpers.models.registry import register_model
 
 

@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.data.audit import evaluate_leakage, make_dataset_card, make_digit_frequency, make_leakage_table, make_split_summary
+from helpers.data.audit import (evaluate_leakage, make_dataset_card, make_digit_frequency, make_leakage_table,
+                                make_split_summary)
 from helpers.data.digits import load_audit_pairs
 from helpers.data.jrdb import load_scenes
 from helpers.data.pairs import PairSet

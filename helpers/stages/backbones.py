@@ -1,24 +1,25 @@
 """Notebook 06: timm backbones on a multi-task head, compared on score, speed and memory."""
 from __future__ import annotations
 
-from dataclasses import asdict
 import math
-from pathlib import Path
 import time
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from helpers.core.errors import DataError
-from helpers.core.taskspec import TaskSpec, make_task_specs
-from helpers.data.tables import TableTensors, TaskTable, evaluate_split, load_default_or_user_table, load_table_tensors, make_subject_split
+from helpers.core.taskspec import make_task_specs, TaskSpec
+from helpers.data.tables import (evaluate_split, load_default_or_user_table, load_table_tensors,
+                                 make_subject_split, TableTensors, TaskTable)
 from helpers.evaluation.speed import evaluate_backbone_speed
 from helpers.models.multitask import count_multitask_params
 from helpers.models.registry import create_model
 from helpers.training.config import TrainConfig
 from helpers.training.loop import evaluate_model, train_model
-from helpers.training.multitask import MultiTask, metric_key, task_score_names
+from helpers.training.multitask import metric_key, MultiTask, task_score_names
 
 # What notebook 06 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["TrainConfig", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "load_default_or_user_table", "load_table_tensors", "make_bench_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_subject_split", "make_task_specs", "plot_memory", "plot_pareto", "plot_training_curves", "pretrained_note", "summarize_comparison", "train_backbones"]

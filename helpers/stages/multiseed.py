@@ -5,12 +5,12 @@ Every member trains through the one training loop in its own process, writes its
 notebook 05; the spread across seeds is shown with intervals."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 import json
 import os
-from pathlib import Path
 import signal
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,7 +26,7 @@ from helpers.models.registry import create_model, list_models
 from helpers.training.config import TrainConfig
 from helpers.training.loop import predict, train_model
 from helpers.training.tasks import BinaryTask
-from helpers.training.workers import WorkerOutcome, resolve_workers, run_in_workers
+from helpers.training.workers import resolve_workers, run_in_workers, WorkerOutcome
 
 # What notebook 04 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["dataset_label", "describe_failures", "describe_spread", "load_member_histories", "make_arch_summary", "make_claims_table", "make_grid", "make_headline", "make_plan_table", "plot_member_curves", "plot_seed_strip", "resolve_workers", "train_members"]

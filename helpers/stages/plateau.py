@@ -1,10 +1,10 @@
 """Notebook 07: the 3D plateau: the baseline run, the curve doctor's findings, the follow-up runs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
-from pathlib import Path
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -13,8 +13,10 @@ import torch
 
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
-from helpers.data.multiview import MultiViewData, evaluate_ceiling, load_multiview_data
-from helpers.evaluation.doctor import Diagnosis, describe_rules, diagnose_history, evaluate_synthetic_set, load_history, load_run_config, make_findings_table, make_recommendations_table, make_synthetic_history
+from helpers.data.multiview import evaluate_ceiling, load_multiview_data, MultiViewData
+from helpers.evaluation.doctor import (describe_rules, diagnose_history, Diagnosis, evaluate_synthetic_set,
+                                       load_history, load_run_config, make_findings_table,
+                                       make_recommendations_table, make_synthetic_history)
 from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
 from helpers.training.config import TrainConfig

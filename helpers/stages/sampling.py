@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 
 from helpers.data.jrdb import load_scenes
-from helpers.data.pair_sampling import PRESETS, PRESET_EPOCHS, PairSample, _ratio, make_pair_sample, make_scene_pairs
+from helpers.data.pair_sampling import (_ratio, make_pair_sample, make_scene_pairs, PairSample, PRESET_EPOCHS,
+                                        PRESETS)
 from helpers.data.scene_pairs import make_dataset_meta, make_scene_pair_dataset, write_pair_dataset
 from helpers.data.scene_stats import make_scene_stats_table
-from helpers.data.scenes import Scenes, TYPE_NAMES, select_keyframes
+from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_at_multiplier", "describe_ratios", "evaluate_at_multiplier", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_sweep_table", "make_sweep_wide", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]

@@ -6,7 +6,8 @@ import pandas as pd
 
 from helpers.data.pairs import load_pair_dataset
 from helpers.data.predictions import load_base_predictions
-from helpers.evaluation.stacking import StackingResult, check_no_leakage, evaluate_stacking, make_error_correlation, make_split_keys
+from helpers.evaluation.stacking import (check_no_leakage, evaluate_stacking, make_error_correlation,
+                                         make_split_keys, StackingResult)
 
 # What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["check_no_leakage", "describe_diversity", "describe_goal", "describe_leakage", "evaluate_stacking", "load_base_predictions", "load_pair_dataset", "make_claims_table", "make_error_correlation", "make_goal_table", "make_split_keys", "plot_error_correlation", "plot_meta_importance", "plot_method_comparison"]

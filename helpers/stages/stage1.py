@@ -6,10 +6,10 @@ logistic-regression and LightGBM baselines on the same split, write ``evaluation
 ``config.json`` and the prediction files notebook 05 stacks."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import os
-from pathlib import Path
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -24,7 +24,8 @@ from helpers.data.pairs import _uses_pair, make_inputs, open_dataset
 from helpers.data.predictions import write_prediction_file
 from helpers.evaluation.baselines import make_pair_features, train_lgbm_baseline, train_logreg_baseline
 from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
-from helpers.evaluation.plots import plot_confusion_matrix, plot_fusion_weights, plot_probability_distributions, plot_training_curves
+from helpers.evaluation.plots import (plot_confusion_matrix, plot_fusion_weights,
+                                      plot_probability_distributions, plot_training_curves)
 from helpers.models.registry import count_parameters, create_model
 from helpers.training.loop import predict, train_model
 from helpers.training.recipes import make_train_config

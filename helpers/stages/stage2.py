@@ -13,10 +13,10 @@ interaction types, and measure what each addition changed.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 import os
-from pathlib import Path
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -30,15 +30,17 @@ from helpers.core.runcard import make_config
 from helpers.data.audit import evaluate_leakage, make_dataset_card
 from helpers.data.pairs import _uses_pair, make_inputs, open_dataset
 from helpers.data.predictions import write_prediction_file
-from helpers.evaluation.metrics import evaluate_binary, evaluate_multiclass, make_evaluation_report, make_multiclass_report
-from helpers.evaluation.plots import plot_confusion_matrix, plot_probability_distributions, plot_training_curves
+from helpers.evaluation.metrics import (evaluate_binary, evaluate_multiclass, make_evaluation_report,
+                                        make_multiclass_report)
+from helpers.evaluation.plots import (plot_confusion_matrix, plot_probability_distributions,
+                                      plot_training_curves)
 from helpers.evaluation.stats import mcnemar_test
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import count_parameters, create_model, create_model_from_spec
 from helpers.training.checkpoints import load_checkpoint
 from helpers.training.loop import predict, train_model
 from helpers.training.recipes import make_train_config
-from helpers.training.tasks import BinaryTask, MulticlassTask, make_class_weights
+from helpers.training.tasks import BinaryTask, make_class_weights, MulticlassTask
 
 # What notebook 03 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["make_metrics", "make_summary_table", "run_stage2", "show_stage2_section"]

@@ -23,10 +23,10 @@ wrapped in ``DistributedDataParallel`` (checkpoints store the unwrapped module's
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
-from pathlib import Path
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -37,7 +37,8 @@ from helpers.core.device import resolve_device
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_torch_save, atomic_write_json
 from helpers.training.augment import augment_images
-from helpers.training.batching import _as_tensors, _batch_bounds, _dist, _epoch_seed, _fingerprint, _model_signature, _move, _unwrap, make_rank_indices
+from helpers.training.batching import (_as_tensors, _batch_bounds, _dist, _epoch_seed, _fingerprint,
+                                       _model_signature, _move, _unwrap, make_rank_indices)
 from helpers.training.checkpoints import _state
 from helpers.training.config import TrainConfig
 from helpers.training.optim import _make_optimizer, _make_scheduler

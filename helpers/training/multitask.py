@@ -1,16 +1,16 @@
 """The multi-task task (notebook 06): summed per-task losses and per-task scores of a multi-head output."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from helpers.core.errors import WorkbookError
-from helpers.core.taskspec import TaskSpec, task_slices
-from helpers.training.tasks import MulticlassTask, binary_counts
+from helpers.core.taskspec import task_slices, TaskSpec
+from helpers.training.tasks import binary_counts, MulticlassTask
 
 
 @dataclass

@@ -2,13 +2,13 @@
 a member that raises, is killed or dies hard is reported as failed and its worker replaced."""
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
 import importlib
 import os
 import signal
 import time
 import traceback
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from helpers.core.env import ENV_THREADS, scoped_env

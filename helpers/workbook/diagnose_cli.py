@@ -6,7 +6,8 @@ import sys
 
 from helpers.core.errors import WorkbookError
 from helpers.core.io import to_json
-from helpers.evaluation.doctor import Diagnosis, describe_rules, diagnose_history, load_history, load_run_config
+from helpers.evaluation.doctor import (describe_rules, diagnose_history, Diagnosis, load_history,
+                                       load_run_config)
 
 
 def _format_text(diag: Diagnosis, source: str) -> str:

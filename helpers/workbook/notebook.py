@@ -1,16 +1,15 @@
 """What every notebook calls first: ``ctx = helpers.start("<stem>", globals())``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
-from pathlib import Path
 import random
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from helpers.core import io
-from helpers.core import paths
+from helpers.core import io, paths
 from helpers.core.device import resolve_device
 from helpers.core.env import ENV_PROFILE, ENV_THREADS
 from helpers.core.errors import WorkbookError

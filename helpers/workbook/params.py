@@ -12,11 +12,11 @@ before any kernel starts: papermill alone would only warn about unknown names an
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
 import difflib
 import json
-from pathlib import Path
 import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import html
-from pathlib import Path
 import re
+from pathlib import Path
 from typing import Any
 
 from helpers.core.io import atomic_write_text

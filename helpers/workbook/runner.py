@@ -4,15 +4,14 @@
 """
 from __future__ import annotations
 
-from datetime import datetime
 import os
-from pathlib import Path
 import sys
 import time
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from helpers.core import io
-from helpers.core import paths
+from helpers.core import io, paths
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import git_facts, package_versions
 from helpers.workbook.params import load_notebook_spec, load_profile_file, parse_set, validate

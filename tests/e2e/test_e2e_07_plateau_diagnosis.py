@@ -1,0 +1,56 @@
+"""Notebook 07 in the smoke run: the diagnosis report, the follow-up runs and the headline metrics."""
+import json
+
+import pytest
+
+from tests.e2e.conftest import read_metrics
+
+pytestmark = pytest.mark.e2e
+
+STEM = "07_plateau_diagnosis"
+
+
+def test_plateau_metrics(smoke_run):
+    m = read_metrics(smoke_run, STEM)
+    for key in ("baseline_best_cos", "ceiling_cos", "plateau_epoch", "overfit_ratio", "best_remedy",
+                "remedy_best_cos"):
+        assert key in m
+    # The ceiling is the oracle's cosine with σ = obs_noise over T frames: ≈ 1/sqrt(1 + σ²/T).
+    params = json.loads((smoke_run / "run.json").read_text())["notebooks"][STEM]["parameters"]
+    approx = (1 + params["obs_noise"] ** 2 / params["frames"]) ** -0.5
+    assert abs(m["ceiling_cos"] - approx) < 0.04
+    # No model beats the oracle that knows the true poses (small tolerance for a finite split).
+    assert -1 <= m["baseline_best_cos"] <= m["ceiling_cos"] + 0.02
+    assert m["overfit_ratio"] > 0
+    assert m["diagnosis_label"] in ("plateau", "overfitting", "underfitting", "lr_decayed_early", "oscillation",
+                                    "healthy", "divergence", "warmup_not_linear", "too_short")
+    if m["plateau_epoch"] is not None:
+        assert 1 <= m["plateau_epoch"] <= m["plateau_flagged_epoch"] <= m["baseline_epochs"]
+        if m["reduce_lr_epoch"] is not None:
+            assert m["plateau_flagged_epoch"] <= m["reduce_lr_epoch"]
+
+
+def test_followups_ran_and_are_measured(smoke_run):
+    m = read_metrics(smoke_run, STEM)
+    out = smoke_run / STEM
+    assert m["n_followups"] >= 1
+    assert m["best_remedy"] != "none"
+    assert (out / "followups" / m["best_remedy"] / "history.json").is_file()
+    assert (out / "followups" / m["best_remedy"] / "config.json").is_file()
+    hist = json.loads((out / "followups" / m["best_remedy"] / "history.json").read_text())
+    assert max(r["cos"] for r in hist) == pytest.approx(m["remedy_best_cos"], abs=1e-6)
+    assert m["remedy_delta"] == pytest.approx(m["remedy_best_cos"] - m["baseline_best_cos"], abs=1e-6)
+    assert -1 <= m["remedy_best_cos"] <= m["ceiling_cos"] + 0.02
+    base_hist = json.loads((out / "baseline" / "history.json").read_text())
+    assert max(r["cos"] for r in base_hist) == pytest.approx(m["baseline_best_cos"], abs=1e-6)
+    if m.get("control_best_cos") is not None:
+        assert (out / "followups" / "control_more_data" / "history.json").is_file()
+
+
+def test_doctor_checks_in_the_notebook(smoke_run):
+    m = read_metrics(smoke_run, STEM)
+    assert m["synthetic_correct"] == 1.0
+    assert m["foreign_labels"] == "overfitting,lr_decayed_early"
+    out = smoke_run / STEM
+    for name in ("baseline_diagnosis.png", "followups.png", "config.json", f"{STEM}.html"):
+        assert (out / name).is_file()
