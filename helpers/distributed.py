@@ -16,7 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from helpers.core import io
@@ -25,7 +24,7 @@ from helpers.data.pairs import _uses_pair, load_pair_folder, make_inputs
 from helpers.evaluation.stats import accuracy_with_ci
 from helpers.models.registry import create_model
 from helpers.stages.stage1 import make_stage1_model_spec
-from helpers.training.loop import predict, train_model
+from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask
 from helpers.workbook.params import load_notebook_spec, parse_set, validate
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 "world_size": world, "backend": torch.distributed.get_backend() if world > 1 else None,
                 "test_acc": ci["acc"], "test_acc_ci_low": ci["ci_low"], "test_acc_ci_high": ci["ci_high"],
                 "epochs_run": len(result.history), "model": mspec["name"],
-                "train_samples_per_s": float(np.median([r["samples_per_s"] for r in result.history]))})
+                "train_samples_per_s": train_samples_per_s(result.history)})
             print(f"test accuracy {ci['acc']:.4f} ({ci['ci_low']:.4f}-{ci['ci_high']:.4f}) on {world} process(es); "
                   f"wrote {out}")
     except WorkbookError as e:

@@ -1,6 +1,7 @@
 """``python -m helpers bench backbones``: timm backbones measured the timm way, side by side."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from helpers.core.device import resolve_device
@@ -11,10 +12,7 @@ from helpers.data.tables import DEFAULT_TASKS
 from helpers.evaluation.speed import evaluate_backbone_speed
 
 
-def bench_main(argv: list[str]) -> int:
-    """``python -m helpers bench backbones --models resnet18 convnext_tiny --img-size 64 --batch 32``."""
-    import argparse
-
+def _make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m helpers bench backbones",
                                  description="timm benchmark.py's method (warm-up, timed loop, inference_mode, "
                                              "fwd+loss+bwd+step, OOM batch decay) on multi-task heads, plus "
@@ -33,8 +31,13 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--same-process", action="store_true", help="measure here (peak RSS then accumulates)")
     ap.add_argument("--simulate-oom-above", type=int, default=0, help="testing: batches above this raise OOM")
     ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _parse_args(argv: list[str]) -> tuple[argparse.Namespace, str, dict[str, str]]:
+    """(arguments, the resolved device, ``--pretrained-file`` as {model: path}); exits on a bad value."""
+    ap = _make_parser()
+    args = ap.parse_args(argv)
     try:
         device = str(resolve_device(args.device))
     except WorkbookError as e:
@@ -45,14 +48,18 @@ def bench_main(argv: list[str]) -> int:
             ap.error(f"--pretrained-file {item!r}: expected MODEL=PATH")
         k, v = item.split("=", 1)
         files[k] = v
-    try:
-        tasks = make_task_specs(args.tasks)
-        rows = [evaluate_backbone_speed(m, args.img_size, args.batch, tasks, args.warmup, args.steps, device,
-                                        args.amp, args.channels_last, files, not args.same_process, args.threads,
-                                        args.simulate_oom_above) for m in args.models]
-    except WorkbookError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return args, device, files
+
+
+def _measure_models(args: argparse.Namespace, device: str, files: dict[str, str]) -> list[dict]:
+    """One `evaluate_backbone_speed` row per ``--models`` entry."""
+    tasks = make_task_specs(args.tasks)
+    return [evaluate_backbone_speed(m, args.img_size, args.batch, tasks, args.warmup, args.steps, device,
+                                    args.amp, args.channels_last, files, not args.same_process, args.threads,
+                                    args.simulate_oom_above) for m in args.models]
+
+
+def _print_table(rows: list[dict], args: argparse.Namespace, device: str) -> None:
     print(f"device={device} img_size={args.img_size} warmup={args.warmup} steps={args.steps} amp={args.amp} "
           f"channels_last={args.channels_last}")
     hdr = f"{'model':<34}{'params(M)':>10}{'batch':>7}{'infer/s':>10}{'ms':>8}{'train/s':>10}{'ms':>8}{'peak MB':>10}{'GMACs':>8}"
@@ -66,6 +73,17 @@ def bench_main(argv: list[str]) -> int:
     print(f"peak memory: {rows[0]['mem_kind']}; GMACs need fvcore (optional)"
           + (f"; 1-min load average {rows[-1]['load_avg_1m']:.1f} on {rows[-1]['cpu_count']} CPUs"
              if rows[-1].get("load_avg_1m") is not None else ""))
+
+
+def bench_main(argv: list[str]) -> int:
+    """``python -m helpers bench backbones --models resnet18 convnext_tiny --img-size 64 --batch 32``."""
+    args, device, files = _parse_args(argv)
+    try:
+        rows = _measure_models(args, device, files)
+    except WorkbookError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _print_table(rows, args, device)
     if args.json:
         atomic_write_json(args.json, rows)
     return 0

@@ -1,6 +1,7 @@
 """``python -m helpers bench multiseed``: the worker pool against serial training, and a planted crash."""
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import time
@@ -9,7 +10,7 @@ from helpers.stages.multiseed import _crash
 from helpers.training.workers import resolve_workers, run_in_workers
 
 
-def _sleep_task(task: dict) -> dict:
+def sleep_task(task: dict) -> dict:
     """A trivial worker task for the pool benchmark and tests: burn CPU or fail on demand."""
     if task.get("crash"):
         _crash(task["crash"])
@@ -25,8 +26,6 @@ def _sleep_task(task: dict) -> dict:
 
 def bench_main(argv: list[str]) -> int:
     """``python -m helpers bench multiseed``: worker-pool speed-up and crash isolation on trivial tasks."""
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m helpers bench multiseed",
                                  description="Runs N CPU-bound trivial tasks serially and in the worker pool "
                                              "(one of them crashing hard) and prints the speed-up.")
@@ -37,11 +36,11 @@ def bench_main(argv: list[str]) -> int:
     tasks = [{"value": i, "work": args.work} for i in range(args.tasks)]
     t0 = time.perf_counter()
     for t in tasks:
-        _sleep_task(t)
+        sleep_task(t)
     serial = time.perf_counter() - t0
     n, th = resolve_workers(len(tasks), args.workers)
     t0 = time.perf_counter()
-    out = run_in_workers(_sleep_task, tasks + [{"value": -1, "crash": "segv"}], n, th)
+    out = run_in_workers(sleep_task, tasks + [{"value": -1, "crash": "segv"}], n, th)
     pooled = time.perf_counter() - t0
     print(f"{args.tasks} tasks: serial {serial:.2f} s; {n} workers x {th} threads {pooled:.2f} s "
           f"(speed-up {serial / pooled:.2f}x, includes process start-up)")

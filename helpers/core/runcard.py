@@ -1,4 +1,4 @@
-"""The run card (config.json, source note 003): what ran, where, on what data, with which settings."""
+"""The run card (config.json, M3): what ran, where, on what data, with which settings."""
 from __future__ import annotations
 
 import os
@@ -42,7 +42,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def environment_facts(device: str = "cpu") -> dict[str, Any]:
-    """Device, distributed setting and library versions, as note 003 records them."""
+    """Device, distributed setting and library versions, as M3 records them."""
     import torch
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

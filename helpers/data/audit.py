@@ -64,7 +64,7 @@ def make_digit_frequency(splits: PairSplits) -> pd.DataFrame | None:
 
 
 def make_dataset_card(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any]:
-    """The `dataset` section of config.json (note 003): samples and sources per split, split method, leakage."""
+    """The `dataset` section of config.json (M3): samples and sources per split, split method, leakage."""
     card: dict[str, Any] = {"name": splits.name, "source": splits.source, "generated": splits.generated,
                             "kind": splits.kind, "input_shape": list(splits.train.xa.shape[1:])}
     for split, s in splits.items():

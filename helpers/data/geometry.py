@@ -4,6 +4,7 @@ Rows of the people table are sorted by frame uid ``fid``; pairs are index pairs 
 The only Python loops run over chunks of frames or over offsets of a sorted window, never over pairs."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -105,66 +106,113 @@ def make_candidates(fid: np.ndarray, cx: np.ndarray, w: np.ndarray, multiplier: 
     Sort-and-window instead of all pairs: people sorted by (frame, cx); a pair is a candidate iff
     it lies in the forward window of its left member (dx <= m*w_left) or the backward window of its
     right member (dx <= m*w_right); both windows are walked one offset at a time over all people
-    at once. With wrap, people near the left
-    edge get a copy shifted by +width so pairs across the seam are ordinary window pairs.
+    at once. With wrap, people near the left edge get a copy shifted by +width so pairs across the
+    seam are ordinary window pairs.
     """
     fid, cx, w = np.asarray(fid), np.asarray(cx, dtype=np.float64), np.asarray(w, dtype=np.float64)
     n = len(fid)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     reach = multiplier * w                                    # [N] each person's own radius
-    origin = np.arange(n, dtype=np.int64)
-    pos = cx
     if wrap:
-        # Only people close enough to the left edge can pair across the seam with someone near
-        # the right edge of the same frame: cx_b + W - cx_a <= m * (the frame's widest box).
-        starts, counts = _frame_runs(fid)
-        thr = multiplier * np.maximum.reduceat(w, starts) - (width - np.maximum.reduceat(cx, starts))
-        near = np.flatnonzero(cx <= np.repeat(thr, counts))
-        origin = np.r_[origin, near]
-        pos = np.r_[cx, cx[near] + width]
+        origin, pos = _with_seam_copies(fid, cx, w, multiplier, width)
+    else:
+        origin, pos = np.arange(n, dtype=np.int64), cx
+    win = _sorted_windows(fid, origin, pos, reach, width)
+    fwd_a, fwd_b = _forward_walk(win)
+    back_a, back_b = _backward_walk(win, wrap)
+    fa, fb = np.concatenate(fwd_a + back_a), np.concatenate(fwd_b + back_b)  # positions in the padded arrays
+    a, b = win.origin[fa], win.origin[fb]
+    i, j = np.minimum(a, b), np.maximum(a, b)
+    if wrap and multiplier * w.max() >= width / 2:
+        i, j = _drop_seam_duplicates(i, j, win.is_copy[fb], cx, w, multiplier)
+    return i, j
+
+
+@dataclass(frozen=True)
+class _SortedWindows:
+    """Everyone (seam copies included) on one sorted axis, padded at both ends with far-away
+    sentinels so the walks need no bounds checks. Every array is [pad + N' + pad]."""
+    key: np.ndarray       # float64 frame * span + position, ascending
+    key_hi: np.ndarray    # key + reach: the right end of each person's window
+    key_lo: np.ndarray    # key - reach: the left end
+    origin: np.ndarray    # int64 row in the people table (0 for sentinels)
+    is_copy: np.ndarray   # bool: a seam copy
+    orig: np.ndarray      # bool: an original row (not a copy, not a sentinel)
+    valid: np.ndarray     # bool: not a sentinel
+    idx_t: type           # index dtype of the walks: int32 while it fits (halves the memory traffic)
+
+
+def _with_seam_copies(fid: np.ndarray, cx: np.ndarray, w: np.ndarray, multiplier: float,
+                      width: float) -> tuple[np.ndarray, np.ndarray]:
+    """(origin, pos) [N + copies]: every row at its cx, then a copy at cx + width of each row near
+    the left edge. Only people close enough to the left edge can pair across the seam with someone
+    near the right edge of the same frame: cx_b + W - cx_a <= m * (the frame's widest box)."""
+    starts, counts = _frame_runs(fid)
+    thr = multiplier * np.maximum.reduceat(w, starts) - (width - np.maximum.reduceat(cx, starts))  # [F]
+    near = np.flatnonzero(cx <= np.repeat(thr, counts))
+    return np.r_[np.arange(len(fid), dtype=np.int64), near], np.r_[cx, cx[near] + width]
+
+
+def _sorted_windows(fid: np.ndarray, origin: np.ndarray, pos: np.ndarray, reach: np.ndarray,
+                    width: float) -> _SortedWindows:
+    """Sort everyone by (frame, position) on one float axis and pad both ends (see _SortedWindows)."""
+    n = len(fid)
     span = 2.0 * width + 2.0 * float(reach.max()) + 1.0      # frames never overlap on this axis
     fo = fid[origin]
     key = fo * span + pos                                     # [N'] float64, exact below 2**53
     order = np.argsort(key, kind="stable")
-    # Pad both ends with far-away sentinels (as many as the largest frame holds) so the walks
-    # below need no bounds checks; positions below are into these padded arrays.
+    # As many sentinels as the largest frame holds, so a walk leaves every frame before it runs out.
     pad = int(np.bincount(fo - fo.min()).max()) + 1
     big = 4.0 * span * (float(fid.max()) + 2.0)
     key = np.r_[np.full(pad, -big), key[order], np.full(pad, big)]
     r = np.r_[np.zeros(pad), reach[origin[order]], np.zeros(pad)]
-    origin = np.r_[np.zeros(pad, np.int64), origin[order], np.zeros(pad, np.int64)]
-    is_copy = np.r_[np.zeros(pad, bool), order >= n, np.zeros(pad, bool)]
-    key_hi, key_lo = key + r, key - r                         # each person's window ends
-    idx_t = np.int32 if len(key) < 2**31 else np.int64
-    # Walk outwards one offset k at a time over everyone at once, keeping only people whose window
-    # still reaches: total work ~ (window pairs + N), no per-pair Python.
-    # Forward: the left member's reach (dx <= m*w_left), from originals only.
-    # Keys are sorted, so "k steps away is still within reach" implies it for every smaller step:
-    # the people active at step k are exactly those for whom the k-th neighbour is in reach. While
-    # many are active a contiguous comparison over everyone is cheapest; then gathers on the
-    # shrinking active set take over.
-    fa, fb = [], []
+    none = np.zeros(pad, bool)
+    return _SortedWindows(
+        key=key, key_hi=key + r, key_lo=key - r,
+        origin=np.r_[np.zeros(pad, np.int64), origin[order], np.zeros(pad, np.int64)],
+        is_copy=np.r_[none, order >= n, none], orig=np.r_[none, order < n, none],
+        valid=np.r_[none, np.ones(len(order), bool), none],
+        idx_t=np.int32 if len(key) < 2**31 else np.int64)
+
+
+# Both walks go outwards one offset k at a time over everyone at once, keeping only people whose
+# window still reaches: total work ~ (window pairs + N), no per-pair Python. Keys are sorted, so
+# "k steps away is still within reach" implies it for every smaller step: the people active at
+# step k are exactly those for whom the k-th neighbour is in reach. While many are active a
+# contiguous comparison over everyone is cheapest; then gathers on the shrinking active set take over.
+
+
+def _forward_walk(win: _SortedWindows) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Pairs (left, right) in the left member's reach (dx <= m*w_left), from originals only; as
+    lists of position arrays, one per offset."""
+    key, key_hi, orig = win.key, win.key_hi, win.orig
     total = len(key)
-    orig = np.r_[np.zeros(pad, bool), order < n, np.zeros(pad, bool)]   # originals, not sentinels
-    valid = np.r_[np.zeros(pad, bool), np.ones(len(order), bool), np.zeros(pad, bool)]
+    fa, fb = [], []
     act = None
     k = 1
     while act is None or act.size:
         if act is None or act.size > total // 4:
-            act = (np.flatnonzero(orig[:-k] & (key[k:] <= key_hi[:-k]))).astype(idx_t)
+            act = (np.flatnonzero(orig[:-k] & (key[k:] <= key_hi[:-k]))).astype(win.idx_t)
         else:
             act = act[key[act + k] <= key_hi[act]]
         fa.append(act)
         fb.append(act + k)
         k += 1
-    # Backward: the right member's reach, keeping pairs the forward walk did not find
-    # (dx > m*w_left) whose left member is an original (copies pair only with originals).
+    return fa, fb
+
+
+def _backward_walk(win: _SortedWindows, wrap: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Pairs (left, right) in the right member's reach that the forward walk did not find
+    (dx > m*w_left); with wrap the left member must be an original (copies pair only with originals)."""
+    key, key_hi, key_lo, orig, valid = win.key, win.key_hi, win.key_lo, win.orig, win.valid
+    total = len(key)
+    fa, fb = [], []
     act = None
     k = 1
     while act is None or act.size:
         if act is None or act.size > total // 4:
-            act = (np.flatnonzero(valid[k:] & (key[:-k] >= key_lo[k:])) + k).astype(idx_t)
+            act = (np.flatnonzero(valid[k:] & (key[:-k] >= key_lo[k:])) + k).astype(win.idx_t)
         else:
             act = act[key[act - k] >= key_lo[act]]
         left = act - k
@@ -174,13 +222,12 @@ def make_candidates(fid: np.ndarray, cx: np.ndarray, w: np.ndarray, multiplier: 
         fa.append(left[new])
         fb.append(act[new])
         k += 1
-    fa, fb = np.concatenate(fa), np.concatenate(fb)
-    a, b = origin[fa], origin[fb]
-    i, j = np.minimum(a, b), np.maximum(a, b)
-    if wrap and multiplier * w.max() >= width / 2:
-        # Rare (huge boxes): a person can reach their own seam copy, and a pair near both ways
-        # round is found directly and through the copy: drop those.
-        via = is_copy[fb]
-        ok = (i != j) & ~(via & (np.abs(cx[i] - cx[j]) <= multiplier * np.maximum(w[i], w[j])))
-        i, j = i[ok], j[ok]
-    return i, j
+    return fa, fb
+
+
+def _drop_seam_duplicates(i: np.ndarray, j: np.ndarray, via_copy: np.ndarray, cx: np.ndarray, w: np.ndarray,
+                          multiplier: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rare (huge boxes, multiplier * w >= width / 2): a person can reach their own seam copy, and a
+    pair near both ways round is found directly and through the copy: drop those."""
+    ok = (i != j) & ~(via_copy & (np.abs(cx[i] - cx[j]) <= multiplier * np.maximum(w[i], w[j])))
+    return i[ok], j[ok]

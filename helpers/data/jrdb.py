@@ -207,6 +207,10 @@ def _add_velocity(df: pd.DataFrame, width: float) -> None:
     df["vx"], df["vy"] = out_vx, out_vy
 
 
+_PEOPLE_COLUMNS = ["seq", "frame", "fid", "track", "x", "y", "w", "h", "cx", "y_bottom", "group", "type", "occlusion",
+                   "truncated", "no_eval", "vx", "vy", "x3d", "y3d", "z3d", "rot_z"]
+
+
 def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = None,
               source: str | None = None) -> Scenes:
     """Read a JRDB root (``labels/labels_2d_stitched/<sequence>.json`` and the optional JRDB-Act,
@@ -217,65 +221,104 @@ def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = Non
     ``DataError`` naming the file, frame and record index.
     """
     root = Path(root)
+    files = _sequence_files(root)
+    generated, source = _provenance(root, generated, source)
+    parts, grouping = [], {}
+    for s, path in enumerate(files):
+        df, grouping[path.stem] = _load_sequence(root, path, s)
+        parts.append(df)
+    return Scenes(people=_join_sequences(parts, width), sequences=[p.stem for p in files], generated=bool(generated),
+                  source=str(source), root=root, width=width, grouping=grouping)
+
+
+def _sequence_files(root: Path) -> list[Path]:
+    """The 2D label files, one per sequence, in name order (their index is the sequence id)."""
     d2 = root / "labels" / "labels_2d_stitched"
     files = sorted(d2.glob("*.json")) if d2.is_dir() else []
     if not files:
         raise DataError(f"{root}: no JRDB layout here: expected labels/labels_2d_stitched/<sequence>.json")
+    return files
+
+
+def _provenance(root: Path, generated: bool | None, source: str | None) -> tuple[bool, str]:
+    """(generated, source): as given, else from the GENERATED.json marker (its presence and its source)."""
     marker = root / "GENERATED.json"
     if generated is None:
         generated = marker.exists()
     if source is None:
         source = (_read_json(marker).get("source", "generated JRDB-like scenes") if generated
                   else f"JRDB annotations at {root}")
-    parts, grouping, names = [], {}, []
-    for s, path in enumerate(files):
-        seq_name = path.stem
-        names.append(seq_name)
-        df, edges = _parse_2d(path)
-        social = root / "labels" / "labels_2d_activity_social_stitched" / path.name
-        if social.exists():
-            edges += _parse_social(social)
-        p3 = root / "labels" / "labels_3d" / path.name
-        if p3.exists() and len(df):
-            d3 = _parse_3d(p3).drop_duplicates(["frame", "track"])
-            df = df.merge(d3, on=["frame", "track"], how="left")
-        else:
-            for c in ("x3d", "y3d", "z3d", "rot_z"):
-                df[c] = np.nan
-        df = df.drop_duplicates(["frame", "track"]).sort_values(["frame", "track"], kind="stable")
-        df = df.reset_index(drop=True)
-        df["seq"] = np.int32(s)
-        # Groups: cluster_ID when the sequence has social groups, else the closure of H-interaction pairs.
-        e = pd.DataFrame(edges, columns=["frame", "a", "b", "type"]).drop_duplicates(["frame", "a", "b"])
-        key = pd.MultiIndex.from_arrays([df["frame"], df["track"]])
-        ia = key.get_indexer(pd.MultiIndex.from_arrays([e["frame"], e["a"]]))
-        ib = key.get_indexer(pd.MultiIndex.from_arrays([e["frame"], e["b"]]))
-        keep = (ia >= 0) & (ib >= 0)  # pairs naming someone absent from the 2D labels are dropped
-        ia, ib, et = ia[keep], ib[keep], e["type"].to_numpy()[keep]
-        if (df["cluster"] >= 0).any():
-            grouping[seq_name] = "cluster_ID"
-            cl = df["cluster"].to_numpy()
-            # Someone without a cluster_ID in a grouped sequence is alone: give them their own id.
-            lone = cl < 0
-            cl = np.where(lone, cl.max() + 1 + df["track"].to_numpy(), cl)
-            group = pd.factorize(cl)[0].astype(np.int64)
-        elif len(ia):
-            grouping[seq_name] = "H-interaction"
-            group = _components(len(df), ia, ib)
-        else:
-            grouping[seq_name] = "none"
-            group = np.arange(len(df), dtype=np.int64)
-        df["group_local"] = group
-        # Type of each (frame, group): majority of labelled pairs; else members' activity; else other.
-        gkey = df["frame"].to_numpy() * (len(df) + 1) + group
-        maj = _majority(gkey[ia], et)
-        act = df["activity"].to_numpy()
-        act_maj = _majority(gkey[act >= 0], act[act >= 0])
-        size = pd.Series(1, index=gkey).groupby(level=0).transform("size").to_numpy()
-        typ = pd.Series(gkey).map(maj)
-        typ = typ.fillna(pd.Series(gkey).map(act_maj)).fillna(4).to_numpy().astype(np.int8)
-        df["type"] = np.where(size >= 2, typ, -1).astype(np.int8)
-        parts.append(df)
+    return generated, source
+
+
+def _load_sequence(root: Path, path: Path, s: int) -> tuple[pd.DataFrame, str]:
+    """One sequence -> (its people with seq, group_local and type; how its groups were found)."""
+    df, edges = _parse_2d(path)
+    social = root / "labels" / "labels_2d_activity_social_stitched" / path.name
+    if social.exists():
+        edges += _parse_social(social)
+    df = _join_3d(df, root / "labels" / "labels_3d" / path.name)
+    df = df.drop_duplicates(["frame", "track"]).sort_values(["frame", "track"], kind="stable")
+    df = df.reset_index(drop=True)
+    df["seq"] = np.int32(s)
+    ia, ib, et = _pairs_present(df, edges)
+    group, grouping = _local_groups(df, ia, ib)
+    df["group_local"] = group
+    df["type"] = _group_types(df, group, ia, et)
+    return df, grouping
+
+
+def _join_3d(df: pd.DataFrame, p3: Path) -> pd.DataFrame:
+    """x3d, y3d, z3d, rot_z joined by (frame, track) from the 3D file; NaN where there is none."""
+    if p3.exists() and len(df):
+        d3 = _parse_3d(p3).drop_duplicates(["frame", "track"])
+        return df.merge(d3, on=["frame", "track"], how="left")
+    for c in ("x3d", "y3d", "z3d", "rot_z"):
+        df[c] = np.nan
+    return df
+
+
+def _pairs_present(df: pd.DataFrame, edges: list[tuple[int, int, int, int]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interaction edges as row pairs into df: (ia, ib, type) [E], each pair once per frame; pairs
+    naming someone absent from the 2D labels are dropped."""
+    e = pd.DataFrame(edges, columns=["frame", "a", "b", "type"]).drop_duplicates(["frame", "a", "b"])
+    key = pd.MultiIndex.from_arrays([df["frame"], df["track"]])
+    ia = key.get_indexer(pd.MultiIndex.from_arrays([e["frame"], e["a"]]))
+    ib = key.get_indexer(pd.MultiIndex.from_arrays([e["frame"], e["b"]]))
+    keep = (ia >= 0) & (ib >= 0)
+    return ia[keep], ib[keep], e["type"].to_numpy()[keep]
+
+
+def _local_groups(df: pd.DataFrame, ia: np.ndarray, ib: np.ndarray) -> tuple[np.ndarray, str]:
+    """Group id of each row [R] within the sequence, and where it came from: cluster_ID when the
+    sequence has social groups, else the closure of H-interaction pairs, else everyone alone."""
+    if (df["cluster"] >= 0).any():
+        cl = df["cluster"].to_numpy()
+        # Someone without a cluster_ID in a grouped sequence is alone: give them their own id.
+        lone = cl < 0
+        cl = np.where(lone, cl.max() + 1 + df["track"].to_numpy(), cl)
+        return pd.factorize(cl)[0].astype(np.int64), "cluster_ID"
+    if len(ia):
+        return _components(len(df), ia, ib), "H-interaction"
+    return np.arange(len(df), dtype=np.int64), "none"
+
+
+def _group_types(df: pd.DataFrame, group: np.ndarray, ia: np.ndarray, et: np.ndarray) -> np.ndarray:
+    """Type of each row's (frame, group) [R] int8: majority of labelled pairs; else members' activity;
+    else other (4); -1 for people alone in the frame."""
+    gkey = df["frame"].to_numpy() * (len(df) + 1) + group  # one key per (frame, group)
+    maj = _majority(gkey[ia], et)
+    act = df["activity"].to_numpy()
+    act_maj = _majority(gkey[act >= 0], act[act >= 0])
+    size = pd.Series(1, index=gkey).groupby(level=0).transform("size").to_numpy()
+    typ = pd.Series(gkey).map(maj)
+    typ = typ.fillna(pd.Series(gkey).map(act_maj)).fillna(4).to_numpy().astype(np.int8)
+    return np.where(size >= 2, typ, -1).astype(np.int8)
+
+
+def _join_sequences(parts: list[pd.DataFrame], width: int) -> pd.DataFrame:
+    """All sequences in one table: global group ids, box centre and bottom, frame uid, velocity."""
     people = pd.concat(parts, ignore_index=True)
     # Global group ids: (sequence, local group) -> 0..G-1.
     people["group"] = pd.factorize(pd.MultiIndex.from_arrays([people["seq"], people["group_local"]]))[0]
@@ -284,10 +327,7 @@ def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = Non
     people = people.sort_values(["seq", "frame", "track"], kind="stable").reset_index(drop=True)
     people["fid"] = pd.factorize(pd.MultiIndex.from_arrays([people["seq"], people["frame"]]), sort=True)[0]
     _add_velocity(people, width)
-    cols = ["seq", "frame", "fid", "track", "x", "y", "w", "h", "cx", "y_bottom", "group", "type", "occlusion",
-            "truncated", "no_eval", "vx", "vy", "x3d", "y3d", "z3d", "rot_z"]
-    return Scenes(people=people[cols], sequences=names, generated=bool(generated), source=str(source), root=root,
-                  width=width, grouping=grouping)
+    return people[_PEOPLE_COLUMNS]
 
 
 def write_jrdb_layout(people: pd.DataFrame, root: str | Path, source: str,
@@ -299,68 +339,93 @@ def write_jrdb_layout(people: pd.DataFrame, root: str | Path, source: str,
     group plus a few extra edges, so their transitive closure recovers the group; 3D labels are joined
     by label_id and frame stem. A ``GENERATED.json`` marker labels the folder as generated.
     """
-
-    def dump(path: Path, obj: Any) -> None:  # compact: these files are large
-        atomic_write_text(path, json.dumps(obj, separators=(",", ":")))
-
     root = Path(root)
-    rng = np.random.default_rng(seed)
-    occ_names = np.array(OCCLUSION_LEVELS)
+    rng = np.random.default_rng(seed)  # one generator across sequences, in sequence order
     for s, df in people.groupby("seq", sort=True):
-        name = f"gen_seq_{int(s):03d}"
         with_act = (int(s) % act_every) != act_every - 1 if act_every > 0 else True
         df = df.sort_values(["frame", "group", "track"], kind="stable")
-        fr = df["frame"].to_numpy()
-        keys = np.char.add(np.char.zfill(fr.astype(str), 6), ".jpg")
-        lab = np.char.add("pedestrian:", df["track"].to_numpy().astype(str))
-        box = np.round(df[["x", "y", "w", "h"]].to_numpy(), 2).tolist()
-        occ = occ_names[df["occlusion"].to_numpy()]
-        trunc = np.where(df["truncated"].to_numpy(), "true", "false")
-        grp = df["group"].to_numpy()
-        act = df["activity"].to_numpy()
-        cstat = df["cluster_stat"].to_numpy()
-        act_name = np.array(["walking", "standing", "talking", "sitting", "moving"])[act]
-        labels2d: dict[str, list] = {}
-        for i in range(len(df)):  # writing JSON is per record by nature; reading is the hot path
-            rec = {"label_id": str(lab[i]), "file_id": str(keys[i]), "box": box[i],
-                   "attributes": {"occlusion": str(occ[i]), "truncated": str(trunc[i]), "interpolated": False,
-                                  "area": round(box[i][2] * box[i][3], 1), "no_eval": False}}
-            if with_act:
-                rec["social_group"] = {"cluster_ID": int(grp[i]), "cluster_stat": int(cstat[i])}
-                rec["action_label"] = {str(act_name[i]): 1}
-            labels2d.setdefault(str(keys[i]), []).append(rec)
-        # H-interaction edges: chain within each (frame, group) plus ~30% extra random pairs.
-        pos = np.arange(len(df))
-        same_next = np.r_[(fr[1:] == fr[:-1]) & (grp[1:] == grp[:-1]), False]
-        chain_a, chain_b = pos[same_next], pos[same_next] + 1
-        first = np.r_[True, (fr[1:] != fr[:-1]) | (grp[1:] != grp[:-1])]
-        gstart = np.maximum.accumulate(np.where(first, pos, 0))
-        extra = (~first) & (pos - gstart >= 2) & (rng.random(len(df)) < 0.3)
-        ea = np.r_[chain_a, gstart[extra]]
-        eb = np.r_[chain_b, pos[extra]]
-        typ = df["type"].to_numpy()
-        social: dict[str, list] = {}
-        by_rec: dict[int, list] = {}
-        for a, b in zip(ea.tolist(), eb.tolist()):
-            t = int(typ[a])
-            label = TYPE_NAMES[t] if t < 4 else _OTHER_LABELS[(a + b) % len(_OTHER_LABELS)]
-            by_rec.setdefault(a, []).append({"pair": str(lab[b]), "inter_labels": {label: int(rng.integers(1, 4))}})
-        for a, inter in by_rec.items():
-            social.setdefault(str(keys[a]), []).append({"label_id": str(lab[a]), "file_id": str(keys[a]),
-                                                        "H-interaction": inter})
-        xyz = np.round(df[["x3d", "y3d", "z3d", "rot_z"]].to_numpy(), 3).tolist()
-        labels3d: dict[str, list] = {}
-        for i in range(len(df)):
-            k3 = str(keys[i])[:-4] + ".pcd"
-            labels3d.setdefault(k3, []).append({"label_id": str(lab[i]), "box": {
-                "cx": xyz[i][0], "cy": xyz[i][1], "cz": xyz[i][2], "l": 0.5, "w": 0.6, "h": 1.7, "rot_z": xyz[i][3]},
-                "observation_angle": 0.0, "attributes": {"num_points": 100}})
-        dump(root / "labels" / "labels_2d_stitched" / f"{name}.json", {"labels": labels2d})
-        dump(root / "labels" / "labels_2d_activity_social_stitched" / f"{name}.json", {"labels": social})
-        dump(root / "labels" / "labels_3d" / f"{name}.json", {"labels": labels3d})
+        _write_sequence(root, f"gen_seq_{int(s):03d}", df, with_act, rng)
     atomic_write_json(root / "GENERATED.json", {"generated": True, "source": source,  # written last
                                                 "sequences": int(people["seq"].nunique())})
     return root
+
+
+def _dump(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, separators=(",", ":")))  # compact: these files are large
+
+
+def _write_sequence(root: Path, name: str, df: pd.DataFrame, with_act: bool, rng: np.random.Generator) -> None:
+    """One sequence's 2D, JRDB-Social and 3D label files; df sorted by (frame, group, track)."""
+    keys = np.char.add(np.char.zfill(df["frame"].to_numpy().astype(str), 6), ".jpg")  # [R] image names
+    lab = np.char.add("pedestrian:", df["track"].to_numpy().astype(str))               # [R] label ids
+    labels2d = _records_2d(df, keys, lab, with_act)
+    ea, eb = _interaction_edges(df["frame"].to_numpy(), df["group"].to_numpy(), rng)
+    social = _social_records(ea, eb, df["type"].to_numpy(), keys, lab, rng)
+    labels3d = _records_3d(df, keys, lab)
+    _dump(root / "labels" / "labels_2d_stitched" / f"{name}.json", {"labels": labels2d})
+    _dump(root / "labels" / "labels_2d_activity_social_stitched" / f"{name}.json", {"labels": social})
+    _dump(root / "labels" / "labels_3d" / f"{name}.json", {"labels": labels3d})
+
+
+def _records_2d(df: pd.DataFrame, keys: np.ndarray, lab: np.ndarray, with_act: bool) -> dict[str, list]:
+    """labels_2d_stitched records by image name; with JRDB-Act social_group and action_label if with_act."""
+    box = np.round(df[["x", "y", "w", "h"]].to_numpy(), 2).tolist()
+    occ = np.array(OCCLUSION_LEVELS)[df["occlusion"].to_numpy()]
+    trunc = np.where(df["truncated"].to_numpy(), "true", "false")
+    grp = df["group"].to_numpy()
+    cstat = df["cluster_stat"].to_numpy()
+    act_name = np.array(["walking", "standing", "talking", "sitting", "moving"])[df["activity"].to_numpy()]
+    labels2d: dict[str, list] = {}
+    for i in range(len(df)):  # writing JSON is per record by nature; reading is the hot path
+        rec = {"label_id": str(lab[i]), "file_id": str(keys[i]), "box": box[i],
+               "attributes": {"occlusion": str(occ[i]), "truncated": str(trunc[i]), "interpolated": False,
+                              "area": round(box[i][2] * box[i][3], 1), "no_eval": False}}
+        if with_act:
+            rec["social_group"] = {"cluster_ID": int(grp[i]), "cluster_stat": int(cstat[i])}
+            rec["action_label"] = {str(act_name[i]): 1}
+        labels2d.setdefault(str(keys[i]), []).append(rec)
+    return labels2d
+
+
+def _interaction_edges(fr: np.ndarray, grp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """H-interaction edges (ea, eb) as row pairs, rows sorted by (frame, group): a chain through each
+    (frame, group) so the closure recovers it, plus ~30% extra pairs from a group's first member to its
+    third and later ones."""
+    pos = np.arange(len(fr))
+    same_next = np.r_[(fr[1:] == fr[:-1]) & (grp[1:] == grp[:-1]), False]
+    chain_a, chain_b = pos[same_next], pos[same_next] + 1
+    first = np.r_[True, (fr[1:] != fr[:-1]) | (grp[1:] != grp[:-1])]
+    gstart = np.maximum.accumulate(np.where(first, pos, 0))  # row of each row's group's first member
+    extra = (~first) & (pos - gstart >= 2) & (rng.random(len(fr)) < 0.3)
+    return np.r_[chain_a, gstart[extra]], np.r_[chain_b, pos[extra]]
+
+
+def _social_records(ea: np.ndarray, eb: np.ndarray, typ: np.ndarray, keys: np.ndarray, lab: np.ndarray,
+                    rng: np.random.Generator) -> dict[str, list]:
+    """JRDB-Social records by image name: each edge's left member lists its partners with the group's
+    interaction label ('other' groups get one of the other labels) and a 1..3 annotator count."""
+    by_rec: dict[int, list] = {}
+    for a, b in zip(ea.tolist(), eb.tolist()):
+        t = int(typ[a])
+        label = TYPE_NAMES[t] if t < 4 else _OTHER_LABELS[(a + b) % len(_OTHER_LABELS)]
+        by_rec.setdefault(a, []).append({"pair": str(lab[b]), "inter_labels": {label: int(rng.integers(1, 4))}})
+    social: dict[str, list] = {}
+    for a, inter in by_rec.items():
+        social.setdefault(str(keys[a]), []).append({"label_id": str(lab[a]), "file_id": str(keys[a]),
+                                                    "H-interaction": inter})
+    return social
+
+
+def _records_3d(df: pd.DataFrame, keys: np.ndarray, lab: np.ndarray) -> dict[str, list]:
+    """labels_3d records by point-cloud name (the image name's stem + .pcd)."""
+    xyz = np.round(df[["x3d", "y3d", "z3d", "rot_z"]].to_numpy(), 3).tolist()
+    labels3d: dict[str, list] = {}
+    for i in range(len(df)):
+        k3 = str(keys[i])[:-4] + ".pcd"
+        labels3d.setdefault(k3, []).append({"label_id": str(lab[i]), "box": {
+            "cx": xyz[i][0], "cy": xyz[i][1], "cz": xyz[i][2], "l": 0.5, "w": 0.6, "h": 1.7, "rot_z": xyz[i][3]},
+            "observation_angle": 0.0, "attributes": {"num_points": 100}})
+    return labels3d
 
 
 def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, frames_per_sequence: int = 240,

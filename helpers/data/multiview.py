@@ -107,50 +107,20 @@ def make_multiview_data(n_identities: int = 600, seqs_per_identity: int = 4, fra
         control_data_factor: > 1 also generates (factor − 1) × the training identities as
             ``train_extra`` (same map, same val/test), for a control run with more data.
     """
-    if feat_dim % 2:
-        raise WorkbookError(f"feat_dim={feat_dim}; expected an even number (features rotate in planes)")
-    if n_identities < 10 or seqs_per_identity < 1 or frames < 1 or n_keypoints < 3:
-        raise WorkbookError(f"make_multiview_data: n_identities={n_identities}, seqs_per_identity="
-                            f"{seqs_per_identity}, frames={frames}, n_keypoints={n_keypoints}; expected "
-                            ">= 10, >= 1, >= 1, >= 3")
+    _check_multiview_sizes(n_identities, seqs_per_identity, frames, feat_dim, n_keypoints)
+    # Each step below draws from rng in turn: their order is part of the generated data.
     rng = np.random.default_rng(seed)
     n_val, n_test = max(1, int(round(val_frac * n_identities))), max(1, int(round(test_frac * n_identities)))
     n_extra = int(round(max(0.0, control_data_factor - 1.0) * (n_identities - n_val - n_test)))
     n_all = n_identities + n_extra
-    # The fixed map: per-plane pose frequencies (the same for every sample).
-    freqs = rng.uniform(0.5, 2.0, size=(feat_dim // 2, 2)) * rng.choice([-1, 1], size=(feat_dim // 2, 2))
-    mean_shape = rng.normal(0, 1, size=(n_keypoints, 3))
-    f = rng.normal(size=(n_all, feat_dim))
-    f /= np.linalg.norm(f, axis=1, keepdims=True)                         # [I, D] unit frontal features
-    shapes = mean_shape + 0.15 * rng.normal(size=(n_all, n_keypoints, 3))   # [I, P, 3]
-
+    freqs, f, shapes = _identities(rng, n_all, feat_dim, n_keypoints)
     ids = np.repeat(np.arange(n_all), seqs_per_identity)                  # [N]
-    n = len(ids)
-    yaw = np.radians(yaw_deg) * rng.uniform(-1, 1, size=(n, frames))      # [N, T]
-    pitch = np.radians(pitch_deg) * rng.uniform(-1, 1, size=(n, frames))
-    ang = _rotation_angles(yaw, pitch, freqs)                              # [N, T, D/2]
     target = f[ids]                                                        # [N, D]
-    noise = obs_noise / math.sqrt(feat_dim) * rng.normal(size=(n, frames, feat_dim))
-    obs = _rotate(np.broadcast_to(target[:, None, :], (n, frames, feat_dim)).copy(), ang) + noise
-
-    # Keypoints: rotate the identity's shape by yaw (about y) then pitch (about x), project to (x, y).
-    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-    s = shapes[ids][:, None]                                               # [N, 1, P, 3]
-    x1 = cy[..., None] * s[..., 0] + sy[..., None] * s[..., 2]
-    z1 = -sy[..., None] * s[..., 0] + cy[..., None] * s[..., 2]
-    y2 = cp[..., None] * s[..., 1] - sp[..., None] * z1
-    kp = np.stack([x1, y2], -1) + kp_noise * rng.normal(size=(n, frames, n_keypoints, 2))  # [N, T, P, 2]
-
+    yaw, pitch, ang, obs = _observe_features(rng, target, freqs, frames, yaw_deg, pitch_deg, obs_noise)
+    kp = _observe_keypoints(rng, shapes[ids], yaw, pitch, kp_noise)
     # The ceiling: the frame average after undoing the true rotation (Bayes direction given poses).
-    oracle = _rotate(obs, ang, inverse=True).mean(1)
-    oracle_cos = _cos_rows(oracle, target)
-
-    perm = rng.permutation(n_identities)
-    split_of = np.zeros(n_all, dtype=np.int64)
-    split_of[perm[:n_val]] = 1
-    split_of[perm[n_val:n_val + n_test]] = 2
-    split_of[n_identities:] = 3                                            # extra training identities
-    sp_rows = split_of[ids]
+    oracle_cos = _cos_rows(_rotate(obs, ang, inverse=True).mean(1), target)
+    sp_rows = _split_of_identity(rng, n_identities, n_val, n_test, n_all)[ids]  # [N] 0 train .. 3 extra
 
     def take(k: int) -> MultiViewSplit:
         m = sp_rows == k
@@ -169,6 +139,66 @@ def make_multiview_data(n_identities: int = 600, seqs_per_identity: int = 4, fra
                         "for a model that must infer the pose from keypoints"),
         info={"analytic_ceiling_approx": analytic, "obs_noise": obs_noise, "frames": frames,
               "feat_dim": feat_dim, "seed": seed})
+
+
+def _check_multiview_sizes(n_identities: int, seqs_per_identity: int, frames: int, feat_dim: int,
+                           n_keypoints: int) -> None:
+    if feat_dim % 2:
+        raise WorkbookError(f"feat_dim={feat_dim}; expected an even number (features rotate in planes)")
+    if n_identities < 10 or seqs_per_identity < 1 or frames < 1 or n_keypoints < 3:
+        raise WorkbookError(f"make_multiview_data: n_identities={n_identities}, seqs_per_identity="
+                            f"{seqs_per_identity}, frames={frames}, n_keypoints={n_keypoints}; expected "
+                            ">= 10, >= 1, >= 1, >= 3")
+
+
+def _identities(rng: np.random.Generator, n_all: int, feat_dim: int, n_keypoints: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(freqs [D/2, 2], f [I, D], shapes [I, P, 3]): the fixed map (per-plane pose frequencies, the same
+    for every sample), each identity's unit frontal feature and its body shape (a shared mean shape
+    plus a little individual variation)."""
+    freqs = rng.uniform(0.5, 2.0, size=(feat_dim // 2, 2)) * rng.choice([-1, 1], size=(feat_dim // 2, 2))
+    mean_shape = rng.normal(0, 1, size=(n_keypoints, 3))
+    f = rng.normal(size=(n_all, feat_dim))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    shapes = mean_shape + 0.15 * rng.normal(size=(n_all, n_keypoints, 3))
+    return freqs, f, shapes
+
+
+def _observe_features(rng: np.random.Generator, target: np.ndarray, freqs: np.ndarray, frames: int, yaw_deg: float,
+                      pitch_deg: float, obs_noise: float) -> tuple[np.ndarray, ...]:
+    """(yaw, pitch [N, T], ang [N, T, D/2], obs [N, T, D]): a random pose per frame, and the target
+    [N, D] rotated by the pose's plane angles plus noise of norm ~obs_noise."""
+    n, feat_dim = target.shape
+    yaw = np.radians(yaw_deg) * rng.uniform(-1, 1, size=(n, frames))      # [N, T]
+    pitch = np.radians(pitch_deg) * rng.uniform(-1, 1, size=(n, frames))
+    ang = _rotation_angles(yaw, pitch, freqs)                              # [N, T, D/2]
+    noise = obs_noise / math.sqrt(feat_dim) * rng.normal(size=(n, frames, feat_dim))
+    obs = _rotate(np.broadcast_to(target[:, None, :], (n, frames, feat_dim)).copy(), ang) + noise
+    return yaw, pitch, ang, obs
+
+
+def _observe_keypoints(rng: np.random.Generator, shapes: np.ndarray, yaw: np.ndarray, pitch: np.ndarray,
+                       kp_noise: float) -> np.ndarray:
+    """Keypoints [N, T, P, 2]: each sample's shape [N, P, 3] rotated by yaw (about y) then pitch
+    (about x) [N, T], projected to (x, y), plus noise."""
+    cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+    s = shapes[:, None]                                                    # [N, 1, P, 3]
+    x1 = cy[..., None] * s[..., 0] + sy[..., None] * s[..., 2]
+    z1 = -sy[..., None] * s[..., 0] + cy[..., None] * s[..., 2]
+    y2 = cp[..., None] * s[..., 1] - sp[..., None] * z1
+    n, frames = yaw.shape
+    return np.stack([x1, y2], -1) + kp_noise * rng.normal(size=(n, frames, shapes.shape[1], 2))
+
+
+def _split_of_identity(rng: np.random.Generator, n_identities: int, n_val: int, n_test: int, n_all: int) -> np.ndarray:
+    """Split of each identity [I]: 0 train, 1 val, 2 test (a random choice among the first n_identities),
+    3 the extra training identities after them."""
+    perm = rng.permutation(n_identities)
+    split_of = np.zeros(n_all, dtype=np.int64)
+    split_of[perm[:n_val]] = 1
+    split_of[perm[n_val:n_val + n_test]] = 2
+    split_of[n_identities:] = 3
+    return split_of
 
 
 def load_multiview_data(data: str, run_seed: int = 0, **gen_params: Any) -> MultiViewData:

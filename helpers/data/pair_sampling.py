@@ -13,7 +13,7 @@ from helpers.data.geometry import make_candidates, make_frame_pairs
 from helpers.data.scenes import Scenes, WIDTH
 
 
-PRESETS = {"quick": (2.0, 3), "standard": (3.0, 5), "high quality": (4.0, 7)}  # note 000: multiplier, negatives cap
+PRESETS = {"quick": (2.0, 3), "standard": (3.0, 5), "high quality": (4.0, 7)}  # M0: multiplier, negatives cap
 
 
 PRESET_EPOCHS = {"quick": 20, "standard": 50, "high quality": 80}

@@ -72,6 +72,93 @@ def _read_table(path: Path):
     raise DataError(f"task table {path}: unsupported extension {suffix!r}; expected .csv or .xlsx")
 
 
+def _resolve_table_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_absolute() and not path.exists() and (paths.PROJ_ROOT / path).exists():
+        path = paths.PROJ_ROOT / path   # notebooks run with their own folder as cwd; allow repo-relative paths
+    return path.resolve()
+
+
+def _check_columns(df, path: Path, tasks: Sequence[TaskSpec], image_col: str, subject_col: str) -> None:
+    """Every needed column present, at least one row, no empty image or subject cell."""
+    need = [image_col, subject_col] + [t.name for t in tasks]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"task table {path}: missing column(s) {missing}; it has {list(df.columns)} "
+                        f"(image column {image_col!r}, subject column {subject_col!r}, one column per task)")
+    if len(df) == 0:
+        raise DataError(f"task table {path}: no rows")
+    if df[image_col].isna().any() or df[subject_col].isna().any():
+        bad = df.index[df[image_col].isna() | df[subject_col].isna()].tolist()[:5]
+        raise DataError(f"task table {path}: empty {image_col!r} or {subject_col!r} in rows {bad}")
+
+
+def _image_paths(df, path: Path, image_col: str, image_root: str | Path | None) -> list[Path]:
+    """Absolute image paths (relative ones under `image_root`, default the table's folder); all must exist."""
+    root = Path(image_root).expanduser().resolve() if image_root else path.parent
+    paths_ = [p if p.is_absolute() else root / p for p in map(Path, df[image_col].astype(str))]
+    absent = [str(p) for p in paths_ if not p.is_file()]
+    if absent:
+        raise DataError(f"task table {path}: {len(absent)} image file(s) not found under {root}, "
+                        f"e.g. {absent[:3]}")
+    return paths_
+
+
+def _encode_regression(col, t: TaskSpec, path: Path) -> np.ndarray:
+    import pandas as pd
+
+    vals = pd.to_numeric(col, errors="coerce")
+    if vals[col.notna()].isna().any():
+        raise DataError(f"task table {path}: column {t.name!r} (regression) holds non-numbers, "
+                        f"e.g. {col[col.notna() & vals.isna()].iloc[0]!r}")
+    return vals.astype(float).to_numpy()
+
+
+def _class_labels(uniq: list, t: TaskSpec, path: Path) -> tuple[list, TaskSpec]:
+    """The original label of each class index of a categorical column, and the task with its class count.
+
+    Binary: 0/1 (or True/False), else the two labels in sorted order. Multiclass: 0..K-1 for
+    non-negative integers (K at least the declared count), else the sorted labels.
+    """
+    if t.kind == "binary":
+        if len(uniq) > 2:
+            raise DataError(f"task table {path}: binary column {t.name!r} has {len(uniq)} values "
+                            f"{uniq[:6]}; expected two (e.g. 0/1)")
+        return ([0, 1] if set(uniq) <= {0, 1, True, False} else list(uniq)), t
+    is_int = all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer())
+                 for v in uniq)
+    if is_int and min(uniq) >= 0:
+        labels = list(range(max(t.num_classes, int(max(uniq)) + 1)))
+    else:
+        labels = list(uniq)
+    if t.num_classes and len(labels) > t.num_classes:
+        raise DataError(f"task table {path}: column {t.name!r} has {len(labels)} classes "
+                        f"{labels[:12]}; the task declares {t.num_classes}")
+    k = max(t.num_classes, len(labels))
+    if k < 2:
+        raise DataError(f"task table {path}: multiclass column {t.name!r} has a single class {labels}")
+    return labels, TaskSpec(t.name, t.kind, k, t.weight)
+
+
+def _encode_task(col, t: TaskSpec, path: Path) -> tuple[np.ndarray, list | None, TaskSpec]:
+    """One task column encoded as float (class index / 0-1 / value, NaN = missing): (values, the class
+    labels or None for regression, the task with its resolved class count)."""
+    import pandas as pd
+
+    present = col.dropna()
+    if present.empty:
+        raise DataError(f"task table {path}: column {t.name!r} has no labels")
+    if t.kind == "regression":
+        return _encode_regression(col, t, path), None, t
+    labels, t = _class_labels(sorted(present.unique(), key=lambda v: (str(type(v)), v)), t, path)
+    index = {v: i for i, v in enumerate(labels)}
+    if t.kind == "multiclass" and labels == list(range(len(labels))):
+        enc = pd.to_numeric(col, errors="coerce")
+    else:
+        enc = col.map(lambda v: index.get(v, np.nan) if pd.notna(v) else np.nan)
+    return enc.astype(float).to_numpy(), labels, t
+
+
 def load_task_table(path: str | Path, tasks: Sequence[TaskSpec], image_col: str = "image",
                     subject_col: str = "subject", image_root: str | Path | None = None,
                     source: str | None = None, generated: bool = False) -> TaskTable:
@@ -84,71 +171,18 @@ def load_task_table(path: str | Path, tasks: Sequence[TaskSpec], image_col: str 
     """
     import pandas as pd
 
-    path = Path(path).expanduser()
-    if not path.is_absolute() and not path.exists() and (paths.PROJ_ROOT / path).exists():
-        path = paths.PROJ_ROOT / path   # notebooks run with their own folder as cwd; allow repo-relative paths
-    path = path.resolve()
+    path = _resolve_table_path(path)
     df = _read_table(path)
-    need = [image_col, subject_col] + [t.name for t in tasks]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise DataError(f"task table {path}: missing column(s) {missing}; it has {list(df.columns)} "
-                        f"(image column {image_col!r}, subject column {subject_col!r}, one column per task)")
-    if len(df) == 0:
-        raise DataError(f"task table {path}: no rows")
-    if df[image_col].isna().any() or df[subject_col].isna().any():
-        bad = df.index[df[image_col].isna() | df[subject_col].isna()].tolist()[:5]
-        raise DataError(f"task table {path}: empty {image_col!r} or {subject_col!r} in rows {bad}")
-    root = Path(image_root).expanduser().resolve() if image_root else path.parent
-    paths_ = [p if p.is_absolute() else root / p for p in map(Path, df[image_col].astype(str))]
-    absent = [str(p) for p in paths_ if not p.is_file()]
-    if absent:
-        raise DataError(f"task table {path}: {len(absent)} image file(s) not found under {root}, "
-                        f"e.g. {absent[:3]}")
+    _check_columns(df, path, tasks, image_col, subject_col)
+    paths_ = _image_paths(df, path, image_col, image_root)
     out = pd.DataFrame({"path": [str(p) for p in paths_], "subject": df[subject_col].astype(str).to_numpy()})
     classes: dict[str, list] = {}
     resolved: list[TaskSpec] = []
     for t in tasks:
-        col = df[t.name]
-        present = col.dropna()
-        if present.empty:
-            raise DataError(f"task table {path}: column {t.name!r} has no labels")
-        if t.kind == "regression":
-            vals = pd.to_numeric(col, errors="coerce")
-            if vals[col.notna()].isna().any():
-                raise DataError(f"task table {path}: column {t.name!r} (regression) holds non-numbers, "
-                                f"e.g. {col[col.notna() & vals.isna()].iloc[0]!r}")
-            out[t.name] = vals.astype(float).to_numpy()
-            resolved.append(t)
-            continue
-        uniq = sorted(present.unique(), key=lambda v: (str(type(v)), v))
-        if t.kind == "binary":
-            if len(uniq) > 2:
-                raise DataError(f"task table {path}: binary column {t.name!r} has {len(uniq)} values "
-                                f"{uniq[:6]}; expected two (e.g. 0/1)")
-            labels = [0, 1] if set(uniq) <= {0, 1, True, False} else list(uniq)
-        else:
-            is_int = all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer())
-                         for v in uniq)
-            if is_int and min(uniq) >= 0:
-                k = max(t.num_classes, int(max(uniq)) + 1)
-                labels = list(range(k))
-            else:
-                labels = list(uniq)
-            if t.num_classes and len(labels) > t.num_classes:
-                raise DataError(f"task table {path}: column {t.name!r} has {len(labels)} classes "
-                                f"{labels[:12]}; the task declares {t.num_classes}")
-            k = max(t.num_classes, len(labels))
-            if k < 2:
-                raise DataError(f"task table {path}: multiclass column {t.name!r} has a single class {labels}")
-            t = TaskSpec(t.name, t.kind, k, t.weight)
-        index = {v: i for i, v in enumerate(labels)}
-        if t.kind == "multiclass" and labels == list(range(len(labels))):
-            enc = pd.to_numeric(col, errors="coerce")
-        else:
-            enc = col.map(lambda v: index.get(v, np.nan) if pd.notna(v) else np.nan)
-        out[t.name] = enc.astype(float).to_numpy()
-        classes[t.name] = labels
+        values, labels, t = _encode_task(df[t.name], t, path)
+        out[t.name] = values
+        if labels is not None:
+            classes[t.name] = labels
         resolved.append(t)
     return TaskTable(out, resolved, classes, source or f"task table {path}", path, generated)
 

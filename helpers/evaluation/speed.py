@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -96,7 +96,7 @@ def _rss_mb() -> float:
     return _proc_status_mb("VmRSS")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident memory of this process (MB).
 
     Linux: VmHWM, the high-water mark of this process's own address space. ``getrusage``'s
@@ -128,6 +128,92 @@ def _gmacs(model, img_size: int, device: str) -> float | None:
         return None
 
 
+def _make_targets(tasks: Sequence[TaskSpec], batch: int, dev: torch.device) -> torch.Tensor:
+    """Random valid targets [B, T]: class indices / 0-1 / standard normal values."""
+    cols = []
+    for t in tasks:
+        if t.kind == "regression":
+            cols.append(torch.randn(batch, device=dev))
+        else:
+            cols.append(torch.randint(0, t.out_dim if t.kind == "multiclass" else 2, (batch,), device=dev).float())
+    return torch.stack(cols, 1)
+
+
+def _autocast(dev: torch.device, amp: bool) -> Callable[[], Any]:
+    """A factory of autocast contexts: float16 on CUDA, bfloat16 on CPU; disabled without `amp`."""
+    amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+    if amp:
+        return lambda: torch.autocast(dev.type, dtype=amp_dtype)
+    return lambda: torch.autocast(dev.type, enabled=False)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _reset_peak(dev: torch.device, empty_cache: bool = False) -> None:
+    if dev.type == "cuda":
+        if empty_cache:
+            torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def _peak_mem_mb(dev: torch.device) -> float:
+    """Peak memory since the last reset: CUDA max allocated, or this process's peak RSS on CPU."""
+    return torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
+
+
+def _time_inference(model, x: torch.Tensor, warmup: int, steps: int, autocast, dev: torch.device
+                    ) -> tuple[float, float, float]:
+    """`warmup` then `steps` forward passes under inference_mode: (summed step time, wall time, peak MB)."""
+    model.eval()
+    _reset_peak(dev, empty_cache=True)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            with autocast():
+                model(x)
+        _sync(dev)
+        t_step = 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            s = time.perf_counter()
+            with autocast():
+                model(x)
+            _sync(dev)
+            t_step += time.perf_counter() - s
+        wall = time.perf_counter() - t0
+    return t_step, wall, _peak_mem_mb(dev)
+
+
+def _time_training(model, task: MultiTask, x: torch.Tensor, y: torch.Tensor, warmup: int, steps: int, autocast,
+                   dev: torch.device, lr_backbone: float, lr_head: float) -> tuple[float, float, float]:
+    """AdamW steps (forward + loss + backward + step; zero_grad outside the step timer), `warmup` then
+    `steps` timed: (summed step time, wall time, peak MB)."""
+    model.train()
+    opt = torch.optim.AdamW(model.param_groups(lr_backbone, lr_head))
+    _reset_peak(dev)
+
+    def train_step() -> float:
+        opt.zero_grad(set_to_none=True)
+        s = time.perf_counter()
+        with autocast():
+            out = model(x)
+        loss = task.loss(out.float(), y)
+        loss.backward()
+        opt.step()
+        _sync(dev)
+        return time.perf_counter() - s
+
+    for _ in range(warmup):
+        train_step()
+    total = 0.0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        total += train_step()
+    return total, time.perf_counter() - t0, _peak_mem_mb(dev)
+
+
 def measure_backbone(name: str, img_size: int, batch: int, tasks: Sequence[TaskSpec] | None = None,
                      warmup: int = 10, steps: int = 40, device: str = "cpu", amp: bool = False,
                      channels_last: bool = False, pretrained_files: dict | None = None,
@@ -139,7 +225,7 @@ def measure_backbone(name: str, img_size: int, batch: int, tasks: Sequence[TaskS
     forward + multi-task loss + backward + AdamW step (zero_grad outside the step timer). CUDA is
     synchronised at each step end. samples/s = samples / wall time of the timed loop. Peak memory:
     CUDA ``max_memory_allocated`` after ``reset_peak_memory_stats``; on CPU this process's peak RSS
-    (``ru_maxrss``; measure each backbone in a fresh process, see `evaluate_backbone_speed`).
+    (`peak_rss_mb`; measure each backbone in a fresh process, see `evaluate_backbone_speed`).
     """
     import timm  # noqa: F401 - imported before the baseline reading so it counts as runtime, not model
 
@@ -158,72 +244,17 @@ def measure_backbone(name: str, img_size: int, batch: int, tasks: Sequence[TaskS
     x = torch.randn(batch, 3, img_size, img_size, device=dev)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    cols = []
-    for t in tasks:   # random valid targets: class indices / 0-1 / standard normal values
-        if t.kind == "regression":
-            cols.append(torch.randn(batch, device=dev))
-        else:
-            cols.append(torch.randint(0, t.out_dim if t.kind == "multiclass" else 2, (batch,), device=dev).float())
-    y = torch.stack(cols, 1)                                              # [B, T]
-    amp_dtype = torch.float16 if cuda else torch.bfloat16
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp else (lambda: torch.autocast(dev.type, enabled=False))
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(dev)
-
-    # ---- inference
-    model.eval()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            with autocast():
-                model(x)
-        sync()
-        t_step = 0.0
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            s = time.perf_counter()
-            with autocast():
-                model(x)
-            sync()
-            t_step += time.perf_counter() - s
-        infer_wall = time.perf_counter() - t0
-    infer_peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _peak_rss_mb()
-
-    # ---- training
-    model.train()
-    opt = torch.optim.AdamW(model.param_groups(lr_backbone, lr_head))
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
-
-    def train_step() -> float:
-        opt.zero_grad(set_to_none=True)
-        s = time.perf_counter()
-        with autocast():
-            out = model(x)
-        loss = task.loss(out.float(), y)
-        loss.backward()
-        opt.step()
-        sync()
-        return time.perf_counter() - s
-
-    for _ in range(warmup):
-        train_step()
-    train_step_total = 0.0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step_total += train_step()
-    train_wall = time.perf_counter() - t0
-    train_peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _peak_rss_mb()
+    y = _make_targets(tasks, batch, dev)                                  # [B, T]
+    autocast = _autocast(dev, amp)
+    t_infer, infer_wall, infer_peak = _time_inference(model, x, warmup, steps, autocast, dev)
+    t_train, train_wall, train_peak = _time_training(model, task, x, y, warmup, steps, autocast, dev,
+                                                     lr_backbone, lr_head)
     return {
         "model": name, "img_size": img_size, "batch": batch, "device": str(dev), "amp": amp,
         "channels_last": channels_last, "pretrained": bool(getattr(model, "pretrained", False)),
         **counts, "gmacs": gmacs,
-        "infer_samples_per_s": steps * batch / infer_wall, "infer_step_ms": 1000 * t_step / steps,
-        "train_samples_per_s": steps * batch / train_wall, "train_step_ms": 1000 * train_step_total / steps,
+        "infer_samples_per_s": steps * batch / infer_wall, "infer_step_ms": 1000 * t_infer / steps,
+        "train_samples_per_s": steps * batch / train_wall, "train_step_ms": 1000 * t_train / steps,
         "peak_mem_mb": train_peak, "infer_peak_mem_mb": infer_peak,
         "mem_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss",
         "rss_before_model_mb": rss_before if not cuda else None,

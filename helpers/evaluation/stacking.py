@@ -343,24 +343,10 @@ def make_comparison_table(rows: list[dict[str, Any]], best_error: float) -> pd.D
     return df
 
 
-def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] | None = None,
-                      grid: str | list[dict[str, Any]] = "small", n_folds: int = 5, seed: int = 42,
-                      max_rounds: int = 500, early_stopping_rounds: int = 30, n_boot: int = 2000,
-                      splits=None, sklearn_stacking: bool = True, sklearn_max_train: int = 0) -> StackingResult:
-    """The whole comparison for one dataset (notebook 05's core). Test labels are used only to score.
-
-    split_keys: example keys of the dataset's splits for the leakage check (computed from `splits`
-    when omitted); the check runs first and raises `LeakageError` on any leak.
-    """
-
-    if split_keys is None:
-        if splits is None:
-            raise WorkbookError("evaluate_stacking needs split_keys or splits for the leakage check")
-        split_keys = make_split_keys(splits)
-    leakage = check_no_leakage(base, split_keys)
+def make_base_table(base: BasePredictions, leakage: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Level 0 on its own: accuracy of every base model, and the index of the best one, picked on
+    validation only (highest val accuracy, then lowest val log-loss). Returns (table, best index)."""
     yv, yt = base.val_y, base.test_y
-
-    # Level 0 on its own: accuracy of every base model; the best is picked on validation only.
     val_acc = ((base.val_prob >= 0.5) == yv[:, None]).mean(axis=0)
     test_acc = ((base.test_prob >= 0.5) == yt[:, None]).mean(axis=0)
     val_ll = np.array([_logloss(base.val_prob[:, j], yv) for j in range(base.n_models)])
@@ -370,38 +356,57 @@ def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] |
                                "test_acc": test_acc, "trained_on": leakage["trained_on"].values,
                                "selected_on": leakage["selected_on"].values})
     base_table["chosen_as_best"] = np.arange(base.n_models) == best
-    base_table = base_table.sort_values("val_acc", ascending=False, ignore_index=True)
+    return base_table.sort_values("val_acc", ascending=False, ignore_index=True), best
 
-    # Level 1: meta-learners fitted on validation probabilities only.
+
+@dataclass
+class _MetaLearners:
+    """Level 1, fitted on validation probabilities only, with out-of-fold validation probabilities."""
+    lgbm: MetaResult
+    logreg: Any
+    logreg_oof: np.ndarray
+    recal: Any                       # the best model's logit recalibrated (Platt) on validation
+    recal_oof: np.ndarray
+
+
+def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, seed: int, max_rounds: int,
+                       early_stopping_rounds: int) -> _MetaLearners:
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    yv = base.val_y
     meta = train_lgbm_meta(base.val_prob, yv, base.names, grid, n_folds, seed, max_rounds, early_stopping_rounds)
     logreg = train_logreg_meta(base.val_prob, yv, n_folds, seed)
     # Its out-of-fold validation accuracy, for the val column (nested CV: C is re-chosen per fold).
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     logreg_oof = cross_val_predict(make_logreg_meta(n_folds, seed), base.val_prob, yv,
                                    cv=StratifiedKFold(n_folds, shuffle=True, random_state=seed),
                                    method="predict_proba")[:, 1]
-
     # The meta-learners see validation data; so does this fairer single-model reference: the best
     # model's logit recalibrated (Platt) on validation. It separates recalibration from ensembling.
     recal = make_logreg_meta(n_folds, seed).fit(base.val_prob[:, [best]], yv)
     recal_oof = cross_val_predict(make_logreg_meta(n_folds, seed), base.val_prob[:, [best]], yv,
                                   cv=StratifiedKFold(n_folds, shuffle=True, random_state=seed),
                                   method="predict_proba")[:, 1]
+    return _MetaLearners(meta, logreg, logreg_oof, recal, recal_oof)
 
+
+def _method_predictions(base: BasePredictions, best: int, metas: _MetaLearners
+                        ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
+    """Per method: test P(y=1), validation accuracy (out-of-fold where fitted on val), how it was made."""
+    yv, meta = base.val_y, metas.lgbm
     preds = {
         "best single (chosen on val)": base.test_prob[:, best],
-        "best single, recalibrated on val": recal.predict_proba(base.test_prob[:, [best]])[:, 1],
+        "best single, recalibrated on val": metas.recal.predict_proba(base.test_prob[:, [best]])[:, 1],
         "mean of probabilities": base.test_prob.mean(axis=1),
         "majority vote": _majority(base.test_prob),
-        "logistic-regression meta": logreg.predict_proba(base.test_prob)[:, 1],
+        "logistic-regression meta": metas.logreg.predict_proba(base.test_prob)[:, 1],
         "LightGBM stacking": meta.predict(base.test_prob),
     }
     val_side = {
-        "best single (chosen on val)": float(val_acc[best]),
-        "best single, recalibrated on val": float(((recal_oof >= 0.5) == yv).mean()),
+        "best single (chosen on val)": float(((base.val_prob[:, best] >= 0.5) == yv).mean()),
+        "best single, recalibrated on val": float(((metas.recal_oof >= 0.5) == yv).mean()),
         "mean of probabilities": float(((base.val_prob.mean(1) >= 0.5) == yv).mean()),
         "majority vote": float(((_majority(base.val_prob) >= 0.5) == yv).mean()),
-        "logistic-regression meta": float(((logreg_oof >= 0.5) == yv).mean()),
+        "logistic-regression meta": float(((metas.logreg_oof >= 0.5) == yv).mean()),
         "LightGBM stacking": float(((meta.oof.oof >= 0.5) == yv).mean()),
     }
     how = {
@@ -412,27 +417,53 @@ def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] |
         "logistic-regression meta": "on standardised logits, fitted on val (val_acc = out-of-fold)",
         "LightGBM stacking": f"{meta.n_rounds} rounds, {meta.params} (val_acc = out-of-fold)",
     }
-    if sklearn_stacking and splits is not None:
-        _, p_sk = train_sklearn_stacking(splits, seed, n_folds, sklearn_max_train)
-        preds["sklearn StackingClassifier (classical)"] = p_sk
-        val_side["sklearn StackingClassifier (classical)"] = float("nan")
-        how["sklearn StackingClassifier (classical)"] = "logreg + LightGBM on pair features, refit on train"
-    rows = [_acc_row(m, p, yt, val_side[m], how[m]) for m, p in preds.items()]
-    comparison = make_comparison_table(rows, 1 - float(test_acc[best]))
+    return preds, val_side, how
 
-    # Paired tests on the same test examples: stacking vs the best single model.
-    c_best = (preds["best single (chosen on val)"] >= 0.5) == yt
-    c_stack = (preds["LightGBM stacking"] >= 0.5) == yt
+
+def make_paired_table(best_prob: np.ndarray, stack_prob: np.ndarray, y: np.ndarray, n_boot: int,
+                      seed: int) -> pd.DataFrame:
+    """Paired tests on the same test examples: stacking vs the best single model (McNemar, bootstrap)."""
+    c_best = (best_prob >= 0.5) == y
+    c_stack = (stack_prob >= 0.5) == y
     mc = mcnemar_test(c_best, c_stack)
     bs = paired_bootstrap(c_best, c_stack, n_boot=n_boot, seed=seed)
-    paired = pd.DataFrame([
+    return pd.DataFrame([
         {"test": "McNemar exact", "stacking_minus_best": float(c_stack.mean() - c_best.mean()),
          "ci_low": np.nan, "ci_high": np.nan, "p_value": mc["p_value"],
          "detail": f"best right & stacking wrong: {mc['b']}, best wrong & stacking right: {mc['c']}"},
         {"test": "paired bootstrap", "stacking_minus_best": bs["diff"], "ci_low": bs["ci_low"],
          "ci_high": bs["ci_high"], "p_value": bs["p_value"], "detail": f"{n_boot} resamples, seed {seed}"},
     ])
-    return StackingResult(base.dataset, base, leakage, base_table, meta, comparison, paired,
+
+
+def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] | None = None,
+                      grid: str | list[dict[str, Any]] = "small", n_folds: int = 5, seed: int = 42,
+                      max_rounds: int = 500, early_stopping_rounds: int = 30, n_boot: int = 2000,
+                      splits=None, sklearn_stacking: bool = True, sklearn_max_train: int = 0) -> StackingResult:
+    """The whole comparison for one dataset (notebook 05's core). Test labels are used only to score.
+
+    split_keys: example keys of the dataset's splits for the leakage check (computed from `splits`
+    when omitted); the check runs first and raises `LeakageError` on any leak.
+    """
+    if split_keys is None:
+        if splits is None:
+            raise WorkbookError("evaluate_stacking needs split_keys or splits for the leakage check")
+        split_keys = make_split_keys(splits)
+    leakage = check_no_leakage(base, split_keys)
+    base_table, best = make_base_table(base, leakage)
+    metas = _fit_meta_learners(base, best, grid, n_folds, seed, max_rounds, early_stopping_rounds)
+    preds, val_side, how = _method_predictions(base, best, metas)
+    if sklearn_stacking and splits is not None:
+        _, p_sk = train_sklearn_stacking(splits, seed, n_folds, sklearn_max_train)
+        preds["sklearn StackingClassifier (classical)"] = p_sk
+        val_side["sklearn StackingClassifier (classical)"] = float("nan")
+        how["sklearn StackingClassifier (classical)"] = "logreg + LightGBM on pair features, refit on train"
+    yt = base.test_y
+    rows = [_acc_row(m, p, yt, val_side[m], how[m]) for m, p in preds.items()]
+    best_error = 1 - float(((base.test_prob[:, best] >= 0.5) == yt).mean())
+    comparison = make_comparison_table(rows, best_error)
+    paired = make_paired_table(preds["best single (chosen on val)"], preds["LightGBM stacking"], yt, n_boot, seed)
+    return StackingResult(base.dataset, base, leakage, base_table, metas.lgbm, comparison, paired,
                           base.names[best], preds)
 
 

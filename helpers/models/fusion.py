@@ -12,7 +12,7 @@ FUSION_BRANCHES = ("difference", "concatenation", "product", "cosine", "l2", "re
 
 
 class AdaptiveFusion(nn.Module):
-    """Six-way fusion of two embeddings (note 001) with learned softmax weights.
+    """Six-way fusion of two embeddings (M1) with learned softmax weights.
 
     Branches, each mapped to ``dim`` and layer-normalised so their scales are comparable:
     difference |a−b|, concatenation W[a;b], product a⊙b, cosine similarity (scalar -> dim),

@@ -79,7 +79,7 @@ class MultiTaskBackbone(nn.Module):
         return torch.cat([self.heads[t.name](f) for t in self.tasks], dim=1)  # [B, Σ out_dim]
 
     def param_groups(self, lr_backbone: float, lr_head: float, weight_decay: float = 0.0) -> list[dict]:
-        """Optimizer groups with separate backbone / head learning rates (note 002: 2e-5 / 1e-4)."""
+        """Optimizer groups with separate backbone / head learning rates (M2: 2e-5 / 1e-4)."""
         bb = [p for p in self.backbone.parameters() if p.requires_grad]
         hd = [p for p in self.heads.parameters() if p.requires_grad]
         groups = [{"params": hd, "lr": lr_head, "weight_decay": weight_decay, "name": "heads"}]

@@ -100,7 +100,7 @@ def _siamese_fpn(in_channels: int = 1, layers: Sequence[int] = (2, 2, 2), width_
 @register_model("stage1_fusion_cbam")
 def _stage1(in_channels: int = 1, width_mult: float = 1.0, feat_dim: int = 256, num_classes: int = 1,
             **kw) -> nn.Module:
-    """Note 001 stage 1: ResNet [2,2,2] + CBAM + 6-way adaptive fusion, feat_dim 256."""
+    """M1 stage 1: ResNet [2,2,2] + CBAM + 6-way adaptive fusion, feat_dim 256."""
     kw.setdefault("layers", (2, 2, 2))
     return _siamese_resnet(in_channels=in_channels, width_mult=width_mult, feat_dim=feat_dim,
                            attention="cbam", fusion="adaptive", num_classes=num_classes, **kw)
@@ -109,7 +109,7 @@ def _stage1(in_channels: int = 1, width_mult: float = 1.0, feat_dim: int = 256, 
 @register_model("stage2_se_resnet")
 def _stage2(in_channels: int = 1, width_mult: float = 1.0, feat_dim: int = 256, num_classes: int = 1,
             **kw) -> nn.Module:
-    """Note 001 stage 2: SE-ResNet [3,3,3] (fusion adaptive unless given)."""
+    """M1 stage 2: SE-ResNet [3,3,3] (fusion adaptive unless given)."""
     kw.setdefault("layers", (3, 3, 3))
     kw.setdefault("fusion", "adaptive")
     return _siamese_resnet(in_channels=in_channels, width_mult=width_mult, feat_dim=feat_dim,

@@ -9,7 +9,7 @@ from helpers.models.registry import register_model
 
 
 class Transformer3D(nn.Module):
-    """Note 004's 3D transformer: per-frame tokens (feature ⊕ flattened keypoints) -> encoder ->
+    """M4's 3D transformer: per-frame tokens (feature ⊕ flattened keypoints) -> encoder ->
     mean over frames -> predicted frontal feature.
 
     forward(frames [B, T, D], keypoints [B, T, P, C]) -> [B, out_dim].

@@ -14,15 +14,16 @@ from helpers.core.errors import DataError
 from helpers.core.taskspec import make_task_specs, TaskSpec
 from helpers.data.tables import (evaluate_split, load_default_or_user_table, load_table_tensors,
                                  make_subject_split, TableTensors, TaskTable)
+from helpers.evaluation.plots import plot_training_curves
 from helpers.evaluation.speed import evaluate_backbone_speed
 from helpers.models.multitask import count_multitask_params
 from helpers.models.registry import create_model
 from helpers.training.config import TrainConfig
-from helpers.training.loop import evaluate_model, train_model
+from helpers.training.loop import evaluate_model, train_model, train_samples_per_s
 from helpers.training.multitask import metric_key, MultiTask, task_score_names
 
 # What notebook 06 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["TrainConfig", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "load_default_or_user_table", "load_table_tensors", "make_bench_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_subject_split", "make_task_specs", "plot_memory", "plot_pareto", "plot_training_curves", "pretrained_note", "summarize_comparison", "train_backbones"]
+__all__ = ["TrainConfig", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "load_default_or_user_table", "load_table_tensors", "make_bench_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_subject_split", "make_task_specs", "plot_memory", "plot_pareto", "plot_finetune_curves", "pretrained_note", "summarize_comparison", "train_backbones"]
 
 
 
@@ -41,7 +42,7 @@ CPU_REFERENCE = {("convnext_tiny", 64): 27.0, ("convnext_tiny", 224): 4.0,
                  ("convnext_base", 224): 1.5, ("convnext_large", 224): 0.7, ("resnet18", 64): 81.0}
 
 
-# Note 002, a 12 GB card: model -> (batch, claimed GB).
+# M2, a 12 GB card: model -> (batch, claimed GB).
 NOTE002_MEMORY = {"convnext_base": (16, 8.0), "convnext_large": (8, 10.0),
                   "swin_base_patch4_window7_224": (16, 9.0), "swin_large_patch4_window7_224": (4, 11.0),
                   "vit_base_patch16_224": (16, 9.0), "vit_large_patch16_224": (2, 11.0)}
@@ -55,7 +56,7 @@ def make_lr_groups(model, lr_backbone: float) -> dict[str, float]:
 
 
 def choose_lrs(pretrained: bool, lr_backbone: float, lr_head: float, lr_scratch: float) -> tuple[float, float]:
-    """(backbone lr, head lr): note 002's fine-tuning rates for a pretrained backbone; a randomly
+    """(backbone lr, head lr): M2's fine-tuning rates for a pretrained backbone; a randomly
     initialised one learns from scratch, where rates like 2e-5 barely move it, so both take `lr_scratch`."""
     return (lr_backbone, lr_head) if pretrained else (lr_scratch, lr_scratch)
 
@@ -95,7 +96,7 @@ def train_backbone(name: str, data: TableTensors, config, lr_backbone: float = 2
             **{f"test_{k}": v for k, v in test.items() if k not in ("loss", "combined")},
             "epochs_run": res.epochs_run, "fit_s": fit_s,
             "effective_batch": cfg.batch_size * cfg.grad_accum_steps,
-            "fit_samples_per_s": float(np.mean([r["samples_per_s"] for r in res.history])),
+            "fit_samples_per_s": train_samples_per_s(res.history),
             "history": res.history}
 
 
@@ -181,7 +182,7 @@ def pretrained_note(names: Sequence[str], pretrained_files: dict | None) -> str:
 
 
 def make_dataset_card(table: TaskTable, split: np.ndarray, data: TableTensors, seed: int) -> dict:
-    """Dataset section of config.json (note 003): samples and subjects per split, split method."""
+    """Dataset section of config.json (M3): samples and subjects per split, split method."""
     df = table.frame.assign(split=split)
     card = {"source": table.source, "table": str(table.path), "generated": table.generated,
             "total_samples": int(len(df)), "total_subjects": int(df["subject"].nunique()),
@@ -211,7 +212,7 @@ def make_metrics(table, summary: dict) -> dict:
 
 
 def make_comparison_table(bench: Sequence[dict], finetune: Sequence[dict]):
-    """Note 002's table: model | params (M) | val loss | combined | train/infer samples/s | peak
+    """M2's table: model | params (M) | val loss | combined | train/infer samples/s | peak
     memory | batch, sorted by validation loss; ``combined_x_samples_per_s`` = combined score ×
     training samples/s (score-weighted throughput)."""
     import pandas as pd
@@ -251,7 +252,7 @@ def make_claims_table(table, img_size: int, device: str, tasks: Sequence[TaskSpe
 
     Rows: parameter count vs timm's results CSV (backbone + a 1000-class head, as timm counts);
     2-core CPU throughput reference (methods.md, batch 8 fp32) where model and size match; note
-    002's GPU memory on a 12 GB card; note 002's Large-vs-Base and Swin-vs-ConvNeXt expectations.
+    002's GPU memory on a 12 GB card; M2's Large-vs-Base and Swin-vs-ConvNeXt expectations.
     """
     import pandas as pd
 
@@ -280,7 +281,7 @@ def make_claims_table(table, img_size: int, device: str, tasks: Sequence[TaskSpe
             cb, gb = NOTE002_MEMORY[base]
             meas = float(r["peak_mem_mb"]) / 1024
             same = int(r["batch"]) == cb
-            rows.append({"model": name, "what": f"GPU memory (GB) at batch {cb}", "source": "note 002 (12 GB card)",
+            rows.append({"model": name, "what": f"GPU memory (GB) at batch {cb}", "source": "M2 (12 GB card)",
                          "claimed": gb, "measured": meas,
                          "verdict": ("within 12 GB" if meas <= 12 else "above 12 GB") if same else
                          f"not comparable: measured at batch {int(r['batch'])} at {img_size} px"})
@@ -292,11 +293,11 @@ def make_claims_table(table, img_size: int, device: str, tasks: Sequence[TaskSpe
         if a is None or b is None:
             continue
         d = float(a["combined"] - b["combined"])
-        rows.append({"model": f"{big} vs {small}", "what": "combined score gain", "source": "note 002",
+        rows.append({"model": f"{big} vs {small}", "what": "combined score gain", "source": "M2",
                      "claimed": claim_comb, "measured": d,
                      "verdict": "met" if d >= claim_comb else f"missed by {claim_comb - d:.3f}"})
         t = float(b["train_samples_per_s"] / a["train_samples_per_s"])
-        rows.append({"model": f"{big} vs {small}", "what": "training time ratio", "source": "note 002",
+        rows.append({"model": f"{big} vs {small}", "what": "training time ratio", "source": "M2",
                      "claimed": claim_time, "measured": t,
                      "verdict": f"{'slower' if t > claim_time else 'faster'} than claimed ({t:.2f}x vs {claim_time}x)"})
     covered = {r["model"] for r in rows}
@@ -381,28 +382,8 @@ def plot_memory(table, ax=None):
     return fig
 
 
-def plot_training_curves(results: Sequence[dict], metric: str = "combined", ax=None):
-    """Per epoch and fine-tuned model: train (dashed) and validation loss, and validation `metric`."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    if ax is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    else:
-        fig, axes = ax.figure, [ax, ax.twinx()]
-    for i, r in enumerate(results):
-        color = f"C{i % 10}"
-        ep = [h["epoch"] for h in r["history"]]
-        axes[0].plot(ep, [h["val_loss"] for h in r["history"]], marker="o", color=color, label=r["model"])
-        axes[0].plot(ep, [h["train_loss"] for h in r["history"]], ls="--", color=color, alpha=0.6)
-        axes[1].plot(ep, [h.get(metric, np.nan) for h in r["history"]], marker="o", color=color, label=r["model"])
-    for a, label in zip(axes, ("loss (solid: validation, dashed: train)", f"validation {metric}")):
-        a.set_xlabel("epoch")
-        a.set_ylabel(label)
-        epochs = sorted({h["epoch"] for r in results for h in r["history"]})
-        if len(epochs) <= 15:
-            a.set_xticks(epochs)
-        else:
-            a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].legend(fontsize=8, loc="best")
+def plot_finetune_curves(results: Sequence[dict], metric: str = "combined"):
+    """Per epoch and fine-tuned model: train (dashed) and validation loss, and the validation `metric`."""
+    fig = plot_training_curves({r["model"]: r["history"] for r in results}, ("loss", metric))
+    fig.axes[1].set_title(f"validation {metric}", fontsize=10)
     return fig

@@ -19,7 +19,7 @@ import pandas as pd
 from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
 from helpers.core.io import atomic_savez, atomic_write_json
-from helpers.data.pairs import load_pair_dataset
+from helpers.data.pairs import load_pair_dataset, make_inputs
 from helpers.data.predictions import write_predictions
 from helpers.evaluation.stats import wilson_interval
 from helpers.models.registry import create_model, list_models
@@ -33,7 +33,7 @@ __all__ = ["dataset_label", "describe_failures", "describe_spread", "load_member
 
 
 
-# Note 001 stage 3, validation accuracy per (family, seed), on the note's own 28x28 pair data.
+# M1 stage 3, validation accuracy per (family, seed), on the note's own 28x28 pair data.
 NOTE_001_CLAIMS: dict[tuple[str, int], float] = {
     ("resnet", 42): 0.8538, ("resnet", 2023): 0.8702, ("resnet", 2024): 0.8671, ("resnet", 2025): 0.8739,
     ("fpn", 42): 0.8730,
@@ -131,12 +131,6 @@ def _load_splits(dataset: str, run_dir: str):
     return _DATA_CACHE[key]
 
 
-def _inputs(s, idx: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """The model's positional inputs of a split: (xa, xb) or (xa, xb, pair)."""
-    parts = [s.xa, s.xb] + ([s.extras["pair"]] if s.extras and "pair" in s.extras else [])
-    return tuple(p if idx is None else p[idx] for p in parts)
-
-
 def _model_and_kwargs(splits, spec: MemberSpec) -> tuple[str, dict[str, Any]]:
     """Registry name and ``create_model`` kwargs: shapes from the data, then the member's own kwargs."""
     s = splits.train
@@ -165,24 +159,12 @@ def _crash(mode: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def train_member(spec: MemberSpec | dict) -> dict[str, Any]:
-    """Train one member and write its folder and prediction file; returns its metrics.
+def _split_rows(spec: MemberSpec, tr, va) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """(training rows used, rows the model is fitted on, the early-stopping data, its split name).
 
-    Runs inside a worker process (or inline). Early stopping and checkpoint choice use a holdout
-    carved from the *training* split by default, so the validation split stays untouched by every
-    member and can train the stacking meta-learner in notebook 05.
+    The training rows are optionally capped (a seeded draw); early stopping watches a stratified
+    holdout of them ("train_holdout") or the validation split ("val").
     """
-    import torch
-
-    spec = spec if isinstance(spec, MemberSpec) else MemberSpec(**spec)
-    t0 = time.perf_counter()
-    out = Path(spec.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _crash(spec.crash)
-    splits = _load_splits(spec.dataset, spec.run_dir)
-    tr, va, te = splits.train, splits.val, splits.test
-
-    # Training rows (optionally capped) and the split that early stopping watches.
     rng = np.random.default_rng(spec.seed)
     n = len(tr.y)
     rows = np.sort(rng.choice(n, spec.max_train, replace=False)) if 0 < spec.max_train < n else np.arange(n)
@@ -192,41 +174,52 @@ def train_member(spec: MemberSpec | dict) -> dict[str, Any]:
         fit_rows, stop_rows = train_test_split(rows, test_size=spec.holdout_frac, stratify=tr.y[rows],
                                                random_state=spec.seed)
         fit_rows, stop_rows = np.sort(fit_rows), np.sort(stop_rows)
-        stop_data = (*_inputs(tr, stop_rows), tr.y[stop_rows])
-        selected_on = "train_holdout"
-    elif spec.early_stop_split == "val":
-        fit_rows = rows
-        stop_data = (*_inputs(va), va.y)
-        selected_on = "val"
-    else:
-        raise WorkbookError(f"early_stop_split = {spec.early_stop_split!r}; expected train_holdout or val")
+        stop_inputs = [a[stop_rows] for a in make_inputs(tr, "pair" in tr.extras)]
+        return rows, fit_rows, (*stop_inputs, tr.y[stop_rows]), "train_holdout"
+    if spec.early_stop_split == "val":
+        return rows, rows, (*make_inputs(va, "pair" in va.extras), va.y), "val"
+    raise WorkbookError(f"early_stop_split = {spec.early_stop_split!r}; expected train_holdout or val")
+
+
+def _build_member(splits, spec: MemberSpec):
+    """(registry name, its kwargs, the model seeded with the member's seed, the task, the TrainConfig)."""
+    import torch
 
     torch.manual_seed(spec.seed)  # model initialisation depends on the member's seed
     model_name, kwargs = _model_and_kwargs(splits, spec)
     model = create_model(model_name, **kwargs)
     task = BinaryTask(loss_name=spec.loss, alpha=spec.focal_alpha, gamma=spec.focal_gamma)
     cfg = TrainConfig(**{**spec.train, "seed": spec.seed, "log_every": 0, "num_threads": 0})
-    result = train_model(model, task, train=(*_inputs(tr, fit_rows), tr.y[fit_rows]), val=stop_data,
-                         config=cfg, out_dir=out, device=spec.device)
+    return model_name, kwargs, model, task, cfg
 
-    # Probabilities of the restored best model on the untouched validation and test splits.
-    val_prob = predict(model, task, _inputs(va), device=spec.device).astype(np.float64)
-    test_prob = predict(model, task, _inputs(te), device=spec.device).astype(np.float64)
 
+def _write_member_predictions(spec: MemberSpec, out: Path, model, task, splits, seen: np.ndarray,
+                              selected_on: str) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of the restored best model on the untouched validation and test splits, written to
+    the member's ``predictions.npz`` and to its prediction file for notebook 05; returns (val, test)."""
+    tr, va, te = splits.train, splits.val, splits.test
+    val_prob = predict(model, task, make_inputs(va, "pair" in va.extras), device=spec.device).astype(np.float64)
+    test_prob = predict(model, task, make_inputs(te, "pair" in te.extras), device=spec.device).astype(np.float64)
     atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y)
     # What this member trained on, for notebook 05's leakage check: the split name and the
     # content keys of every training row it could have seen (fit part and early-stopping holdout).
-    seen = rows if selected_on == "train_holdout" else fit_rows
     train_keys = make_example_keys(tr.xa[seen], tr.xb[seen], tr.extras.get("pair")[seen] if "pair" in tr.extras else None)
     write_predictions(spec.predictions_path, val_prob, test_prob, va.y, te.y, trained_on=["train"],
                       selected_on=selected_on, train_keys=train_keys)
+    return val_prob, test_prob
 
-    val_correct = (val_prob >= 0.5) == va.y
-    test_correct = (test_prob >= 0.5) == te.y
+
+def _member_metrics(spec: MemberSpec, model_name: str, model, result, val_prob: np.ndarray,
+                    test_prob: np.ndarray, splits, fit_rows: np.ndarray, selected_on: str, t0: float) -> dict[str, Any]:
+    """metrics.json of a member: accuracies (test with its 95% Wilson interval), the run's facts."""
+    import torch
+
+    val_correct = (val_prob >= 0.5) == splits.val.y
+    test_correct = (test_prob >= 0.5) == splits.test.y
     k, nt = int(test_correct.sum()), int(test_correct.size)
     lo, hi = wilson_interval(k, nt)
     best = result.best.get("monitor", {})
-    metrics = {
+    return {
         "name": spec.name, "arch": spec.arch, "model": model_name, "seed": spec.seed,
         "val_acc": float(val_correct.mean()), "test_acc": k / nt, "test_ci_low": lo, "test_ci_high": hi,
         "n_val": int(val_correct.size), "n_test": nt, "n_train_fit": int(fit_rows.size),
@@ -234,17 +227,49 @@ def train_member(spec: MemberSpec | dict) -> dict[str, Any]:
         "best_epoch": best.get("epoch"), "params": int(sum(p.numel() for p in model.parameters())),
         "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
     }
-    atomic_write_json(out / "metrics.json", metrics)
+
+
+def _write_member_card(spec: MemberSpec, out: Path, model_name: str, kwargs: dict[str, Any], model, result,
+                       splits, rows: np.ndarray, fit_rows: np.ndarray, selected_on: str, n_params: int) -> None:
+    """config.json of a member: the spec, the model, the training config, the task and the data used."""
+    import torch
+
     atomic_write_json(out / "config.json", {
         "member": asdict(spec), "model": {"architecture": model_name, "label": spec.arch, "kwargs": kwargs,
-                                          "spec": getattr(model, "spec", None), "params": metrics["params"]},
+                                          "spec": getattr(model, "spec", None), "params": n_params},
         "training": result.config, "task": {"loss": spec.loss, "alpha": spec.focal_alpha, "gamma": spec.focal_gamma},
         "dataset": {"name": splits.name, "kind": splits.kind, "generated": splits.generated, "source": splits.source,
                     "train_rows_used": int(rows.size), "fit_rows": int(fit_rows.size),
-                    "early_stop_split": selected_on, "val": int(len(va.y)), "test": int(len(te.y)),
+                    "early_stop_split": selected_on, "val": int(len(splits.val.y)), "test": int(len(splits.test.y)),
                     "data_leakage_prevention": True},
         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": spec.device,
     })
+
+
+def train_member(spec: MemberSpec | dict) -> dict[str, Any]:
+    """Train one member and write its folder and prediction file; returns its metrics.
+
+    Runs inside a worker process (or inline). Early stopping and checkpoint choice use a holdout
+    carved from the *training* split by default, so the validation split stays untouched by every
+    member and can train the stacking meta-learner in notebook 05.
+    """
+    spec = spec if isinstance(spec, MemberSpec) else MemberSpec(**spec)
+    t0 = time.perf_counter()
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _crash(spec.crash)
+    splits = _load_splits(spec.dataset, spec.run_dir)
+    tr = splits.train
+    rows, fit_rows, stop_data, selected_on = _split_rows(spec, tr, splits.val)
+    model_name, kwargs, model, task, cfg = _build_member(splits, spec)
+    fit_data = (*[a[fit_rows] for a in make_inputs(tr, "pair" in tr.extras)], tr.y[fit_rows])
+    result = train_model(model, task, train=fit_data, val=stop_data, config=cfg, out_dir=out, device=spec.device)
+    seen = rows if selected_on == "train_holdout" else fit_rows
+    val_prob, test_prob = _write_member_predictions(spec, out, model, task, splits, seen, selected_on)
+    metrics = _member_metrics(spec, model_name, model, result, val_prob, test_prob, splits, fit_rows, selected_on, t0)
+    atomic_write_json(out / "metrics.json", metrics)
+    _write_member_card(spec, out, model_name, kwargs, model, result, splits, rows, fit_rows, selected_on,
+                       metrics["params"])
     return metrics
 
 
@@ -325,11 +350,11 @@ def _family(arch: str) -> str | None:
 
 
 def make_claims_table(members: pd.DataFrame) -> pd.DataFrame:
-    """Note 001's per-seed validation accuracies next to this run's members (their data vs this data)."""
+    """M1's per-seed validation accuracies next to this run's members (their data vs this data)."""
     rows = []
     for _, r in members.iterrows():
         claim = NOTE_001_CLAIMS.get((_family(r["arch"]) or "", int(r["seed"])))
-        rows.append({"member": r["member"], "note 001 val acc (their data)": claim,
+        rows.append({"member": r["member"], "M1 val acc (their data)": claim,
                      "this run val acc": r.get("val_acc"), "this run test acc": r.get("test_acc")})
     return pd.DataFrame(rows)
 

@@ -19,8 +19,8 @@ from helpers.evaluation.doctor import (describe_rules, diagnose_history, Diagnos
                                        make_recommendations_table, make_synthetic_history)
 from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
-from helpers.training.config import TrainConfig
 from helpers.training.loop import evaluate_model, train_model
+from helpers.training.recipes import make_note004_train_config as make_train_config
 from helpers.training.tasks import RegressionTask
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
@@ -37,23 +37,10 @@ def make_transformer3d(data: MultiViewData, params: Mapping[str, Any]) -> Transf
                         max_frames=max(64, int(data.train.frames.shape[1])))
 
 
-# The notebook's run parameters (note 004's flags) that one 3D run reads.
+# The notebook's run parameters (M4's flags) that one 3D run reads.
 RUN_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout", "mse_weight", "cosine_weight",
             "lr", "warmup_epochs", "warmup_lr", "epochs", "cosine_eta_min", "batch_size", "weight_decay",
             "early_stopping_patience", "early_stopping_min_delta", "amp")
-
-
-def make_train_config(params: Mapping[str, Any], seed: int = 42, num_threads: int = 0):
-    """TrainConfig from note 004's flags: linear warm-up from warmup_lr, cosine to cosine_eta_min,
-    AdamW, early stopping on the validation cosine (patience, min_delta), mixed precision."""
-
-    return TrainConfig(epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), lr=float(params["lr"]),
-                       weight_decay=float(params["weight_decay"]), scheduler="cosine",
-                       warmup_epochs=float(params["warmup_epochs"]), warmup_lr=float(params["warmup_lr"]),
-                       eta_min=float(params["cosine_eta_min"]), max_grad_norm=1.0, amp=bool(params["amp"]),
-                       patience=int(params["early_stopping_patience"]),
-                       min_delta=float(params["early_stopping_min_delta"]), monitor="cos", restore_best=True,
-                       seed=int(seed), num_threads=int(num_threads), log_every=0, checkpoint=False, resume=False)
 
 
 @dataclass
@@ -88,7 +75,7 @@ def train_transformer3d(data: MultiViewData, params: Mapping[str, Any], name: st
     n_params = sum(q.numel() for q in model.parameters())
     if out is not None:
         atomic_write_json(out / "config.json", {
-            "run": name, "role": role, "note": note, "description": f"note 004 3D transformer, {name}", "params": p,
+            "run": name, "role": role, "note": note, "description": f"M4 3D transformer, {name}", "params": p,
             "model": model.spec | {"parameters": n_params}, "training": cfg.to_dict(),
             "task": {"loss": "mse_weight*MSE + cosine_weight*(1-cos)", "mse_weight": p["mse_weight"],
                      "cosine_weight": p["cosine_weight"], "monitor": "cos"},
@@ -215,7 +202,7 @@ def describe_followups(head: Mapping[str, Any]) -> str:
 
 
 def make_note004_comparison(diagnosis: Diagnosis, baseline: Run3D, ceiling: float | None) -> pd.DataFrame:
-    """Note 004's observations next to what this baseline shows (the verdict is computed)."""
+    """M4's observations next to what this baseline shows (the verdict is computed)."""
     pl = diagnosis.finding("plateau")
     ratio = baseline.overfit_ratio
     rows = [
@@ -227,14 +214,14 @@ def make_note004_comparison(diagnosis: Diagnosis, baseline: Run3D, ceiling: floa
          "verdict": "—" if not pl else f"{100 * (pl.epoch or 0) / max(1, baseline.epochs_run):.0f}% of the run "
                                       f"(note: {100 * 20 / 65:.0f}%)"},
         {"quantity": "val/train loss ratio", "note_004": "≈ 1.4 (mild, acceptable)", "here": f"{ratio:.2f}",
-         "verdict": ("> 1.5: overfitting by note 004's rule" if ratio > 1.5 else
-                     "< 1.2: room to regularise less" if ratio < 1.2 else "1.2–1.5: acceptable by note 004's rule")},
+         "verdict": ("> 1.5: overfitting by M4's rule" if ratio > 1.5 else
+                     "< 1.2: room to regularise less" if ratio < 1.2 else "1.2–1.5: acceptable by M4's rule")},
         {"quantity": "best achievable (ceiling)", "note_004": "unknown",
          "here": f"{ceiling:.3f}" if ceiling is not None else "unknown",
          "verdict": (f"baseline reaches {baseline.best_val_cos / ceiling:.0%} of it" if ceiling else "—")},
     ]
     for goal in (0.80, 0.85, 0.90):
-        rows.append({"quantity": f"note 004 success step cos ≥ {goal:.2f}", "note_004": "goal",
+        rows.append({"quantity": f"M4 success step cos ≥ {goal:.2f}", "note_004": "goal",
                      "here": f"{baseline.best_val_cos:.3f}",
                      "verdict": ("met" if baseline.best_val_cos >= goal else
                                  f"missed by {goal - baseline.best_val_cos:.3f}") +
@@ -294,6 +281,69 @@ def diagnose_histories(histories: Mapping[str, str | Path]) -> tuple[pd.DataFram
     return pd.DataFrame(rows, columns=cols + (["finding"] if any("finding" in r for r in rows) else [])), diags
 
 
+def _plot_metric_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None, title: str) -> None:
+    """The judged metric with the plateau (start, level), the ceiling, and where ReduceLROnPlateau and
+    EarlyStopping would act."""
+    m = diagnosis.metric
+    ep = h["epoch"]
+    ax.plot(ep, h[m], color="C0", label=m)
+    pl = diagnosis.finding("plateau")
+    if pl is not None:
+        ax.axvline(pl.epoch, color="C3", ls="--", lw=1, label=f"plateau from epoch {pl.epoch}")
+        ax.axhline(pl.evidence["level"], color="C3", ls=":", lw=1, label=f"plateau level {pl.evidence['level']:.3f}")
+    if ceiling is not None and math.isfinite(ceiling):
+        ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
+    cut = diagnosis.rules["reduce_lr_on_plateau"]["first_cut_epoch"]
+    stop = diagnosis.rules["early_stopping"]["stop_epoch"]
+    if cut is not None:
+        ax.axvline(cut, color="C1", ls="-.", lw=1, label=f"ReduceLROnPlateau(10) cut: {cut}")
+    if stop is not None:
+        ax.axvline(stop, color="C2", ls="-.", lw=1, label=f"EarlyStopping(20) stop: {stop}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(m)
+    ax.set_title(title or f"{m}: {diagnosis.label}")
+    ax.legend(fontsize=7, loc="best")
+
+
+def _plot_loss_panel(ax, h: pd.DataFrame) -> None:
+    """Train and validation loss, with their ratio on a second axis (1.2 and 1.5 dotted)."""
+    ep = h["epoch"]
+    for col, c in (("train_loss", "C0"), ("val_loss", "C1")):
+        if col in h:
+            ax.plot(ep, h[col], color=c, label=col)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if "train_loss" in h and "val_loss" in h:
+        r = ax.twinx()
+        r.plot(ep, h["val_loss"] / h["train_loss"], color="C4", ls="--", label="val/train ratio")
+        for lvl, c in ((1.2, "0.6"), (1.5, "C3")):
+            r.axhline(lvl, color=c, ls=":", lw=1)
+        r.set_ylabel("val/train loss ratio (1.2, 1.5 dotted)")
+        r.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("losses and their ratio")
+
+
+def _plot_lr_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis) -> None:
+    """The learning rate (log scale) with the plateau start and the end of the warm-up."""
+    ep = h["epoch"]
+    if "lr" in h and h["lr"].notna().any():
+        ax.plot(ep, h["lr"], color="C2")
+        ax.set_yscale("log")
+        pl = diagnosis.finding("plateau")
+        if pl is not None:
+            ax.axvline(pl.epoch, color="C3", ls="--", lw=1)
+        wu = diagnosis.summary.get("warmup_epochs")
+        if wu:
+            ax.axvline(ep.iloc[min(int(wu), len(ep) - 1)], color="0.5", ls=":", lw=1, label="end of warm-up")
+            ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no learning-rate column", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("learning rate (plateau start dashed)")
+
+
 def plot_diagnosis(history: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None = None,
                    ax: Sequence[Any] | None = None, title: str = ""):
     """Three panels: the judged metric (plateau start and level, ceiling, where ReduceLROnPlateau
@@ -304,56 +354,9 @@ def plot_diagnosis(history: pd.DataFrame, diagnosis: Diagnosis, ceiling: float |
     if ax is None:
         fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
     fig = ax[0].figure
-    m = diagnosis.metric
-    ep = h["epoch"]
-    a0 = ax[0]
-    a0.plot(ep, h[m], color="C0", label=m)
-    pl = diagnosis.finding("plateau")
-    if pl is not None:
-        a0.axvline(pl.epoch, color="C3", ls="--", lw=1, label=f"plateau from epoch {pl.epoch}")
-        a0.axhline(pl.evidence["level"], color="C3", ls=":", lw=1, label=f"plateau level {pl.evidence['level']:.3f}")
-    if ceiling is not None and math.isfinite(ceiling):
-        a0.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
-    cut = diagnosis.rules["reduce_lr_on_plateau"]["first_cut_epoch"]
-    stop = diagnosis.rules["early_stopping"]["stop_epoch"]
-    if cut is not None:
-        a0.axvline(cut, color="C1", ls="-.", lw=1, label=f"ReduceLROnPlateau(10) cut: {cut}")
-    if stop is not None:
-        a0.axvline(stop, color="C2", ls="-.", lw=1, label=f"EarlyStopping(20) stop: {stop}")
-    a0.set_xlabel("epoch")
-    a0.set_ylabel(m)
-    a0.set_title(title or f"{m}: {diagnosis.label}")
-    a0.legend(fontsize=7, loc="best")
-    a1 = ax[1]
-    for col, c in (("train_loss", "C0"), ("val_loss", "C1")):
-        if col in h:
-            a1.plot(ep, h[col], color=c, label=col)
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("loss")
-    if "train_loss" in h and "val_loss" in h:
-        r = a1.twinx()
-        r.plot(ep, h["val_loss"] / h["train_loss"], color="C4", ls="--", label="val/train ratio")
-        for lvl, c in ((1.2, "0.6"), (1.5, "C3")):
-            r.axhline(lvl, color=c, ls=":", lw=1)
-        r.set_ylabel("val/train loss ratio (1.2, 1.5 dotted)")
-        r.legend(fontsize=7, loc="center right")
-    a1.legend(fontsize=7, loc="upper right")
-    a1.set_title("losses and their ratio")
-    a2 = ax[2]
-    if "lr" in h and h["lr"].notna().any():
-        a2.plot(ep, h["lr"], color="C2")
-        a2.set_yscale("log")
-        if pl is not None:
-            a2.axvline(pl.epoch, color="C3", ls="--", lw=1)
-        wu = diagnosis.summary.get("warmup_epochs")
-        if wu:
-            a2.axvline(ep.iloc[min(int(wu), len(ep) - 1)], color="0.5", ls=":", lw=1, label="end of warm-up")
-            a2.legend(fontsize=7)
-    else:
-        a2.text(0.5, 0.5, "no learning-rate column", ha="center", va="center", transform=a2.transAxes)
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("learning rate")
-    a2.set_title("learning rate (plateau start dashed)")
+    _plot_metric_panel(ax[0], h, diagnosis, ceiling, title)
+    _plot_loss_panel(ax[1], h)
+    _plot_lr_panel(ax[2], h, diagnosis)
     fig.tight_layout()
     return fig
 

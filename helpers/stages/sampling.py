@@ -19,7 +19,7 @@ __all__ = ["describe_at_multiplier", "describe_ratios", "evaluate_at_multiplier"
 
 
 def make_ratio_table(sample: PairSample) -> pd.DataFrame:
-    """Positives and negatives at each stage of the pipeline, next to the source note's claims."""
+    """Positives and negatives at each stage of the pipeline, next to the method notes' claims (docs/method.md, M0)."""
     c = sample.counts
     rows = [("all same-frame pairs", c["all_positives"], c["all_pairs"] - c["all_positives"], ""),
             ("distance-limited candidates", c["candidate_positives"], c["candidate_negatives"],
@@ -28,7 +28,7 @@ def make_ratio_table(sample: PairSample) -> pd.DataFrame:
              c["positives"], c["candidate_negatives"], "ratio 10:1 before"),
             ("+ negatives capped per frame", c["positives"], c["negatives_capped"], ""),
             ("+ balanced (final)", c["positives"], c["negatives"], "ratio 2:1 after")]
-    df = pd.DataFrame(rows, columns=["stage", "positives", "negatives", "source note claim"])
+    df = pd.DataFrame(rows, columns=["stage", "positives", "negatives", "M0 claim"])
     df["pairs"] = df["positives"] + df["negatives"]
     df["positives per negative"] = [_ratio(a, b) for a, b in zip(df["positives"], df["negatives"])]
     df["negatives per positive"] = [_ratio(b, a) for a, b in zip(df["positives"], df["negatives"])]
@@ -36,7 +36,7 @@ def make_ratio_table(sample: PairSample) -> pd.DataFrame:
     df["pairs per frame"] = df["pairs"] / max(c["frames"], 1)
     return df.set_index("stage")[["positives", "negatives", "pairs", "positives per negative",
                                   "negatives per positive", "pairs removed vs all", "pairs per frame",
-                                  "source note claim"]]
+                                  "M0 claim"]]
 
 
 def make_sweep_table(pairs: dict[str, np.ndarray], multipliers=None, n_frames: int | None = None,
@@ -69,7 +69,7 @@ def make_sweep_table(pairs: dict[str, np.ndarray], multipliers=None, n_frames: i
 def make_presets_table(scenes: Scenes, use_wrap: bool = True, use_group_sampling: bool = True,
                        max_group_samples_ratio: float = 1.0, stage1_balance_ratio: float = 1.0,
                        seed: int = 0) -> pd.DataFrame:
-    """The source note's presets (quick 2.0/3, standard 3.0/5, high quality 4.0/7) on these scenes."""
+    """M0's presets (quick 2.0/3, standard 3.0/5, high quality 4.0/7) on these scenes."""
     rows = []
     for name, (m, cap) in PRESETS.items():
         s = make_pair_sample(scenes, m, use_wrap, use_group_sampling, max_group_samples_ratio, cap,
@@ -136,7 +136,7 @@ def evaluate_at_multiplier(pairs: dict[str, np.ndarray], distance_multiplier: fl
 
 def describe_at_multiplier(at: dict[str, float], distance_multiplier: float) -> str:
     return (f"at {distance_multiplier:g}x with wrap: {at['candidate_frac_kept']:.1%} of same-frame pairs kept "
-            f"({1 - at['candidate_frac_kept']:.1%} removed; note 000 claims 70-80% fewer), recall of interacting "
+            f"({1 - at['candidate_frac_kept']:.1%} removed; M0 claims 70-80% fewer), recall of interacting "
             f"pairs {at['positive_recall']:.1%}; without wrap {at['seam_positives_lost_without_wrap']} interacting "
             f"pairs ({at['seam_positives_lost_frac']:.1%}) are lost at the seam")
 
@@ -147,7 +147,7 @@ def describe_ratios(sample: PairSample) -> str:
     after = _ratio(c["positives"], c["negatives"])
     removed = 1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1)
     return (f"positives per negative: {before:.3f} among candidates (1:{1 / before if before else float('inf'):.1f}) -> "
-            f"{after:.2f} after sampling (1:{1 / after if after else float('inf'):.2f}); note 000 claims 10:1 -> 2:1. "
+            f"{after:.2f} after sampling (1:{1 / after if after else float('inf'):.2f}); M0 claims 10:1 -> 2:1. "
             f"Pairs trained on vs all same-frame pairs: {removed:.1%} fewer (claim: 70-80%)")
 
 
@@ -170,7 +170,7 @@ def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample,
 
 def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]], seed: int
                       ) -> dict[str, Any]:
-    """The run card's dataset section (note 003): sizes, sequences (subjects) per split, split method."""
+    """The run card's dataset section (M3): sizes, sequences (subjects) per split, split method."""
     return {"name": "scene_pairs", "source": scenes.source, "generated": bool(scenes.generated),
             "total_samples": int(sum(len(a["y"]) for a in ds.values())),
             **{f"{k}_samples": int(len(a["y"])) for k, a in ds.items()},

@@ -14,22 +14,22 @@ __all__ = ["check_no_leakage", "describe_diversity", "describe_goal", "describe_
 
 
 
-# What note 001 reports for stage 4 on its own data (validation accuracy, 10 base models).
+# What M1 reports for stage 4 on its own data (validation accuracy, 10 base models).
 NOTE_001_STACKING_CLAIM = {"stacking_val_acc": 0.9309, "best_single_val_acc": 0.8875, "n_base_models": 10}
 
 
 def make_claims_table(result: StackingResult) -> pd.DataFrame:
-    """Note 001's stage-4 claim next to what this run measured (their data vs this data)."""
+    """M1's stage-4 claim next to what this run measured (their data vs this data)."""
     h = result.headline()
     claim = NOTE_001_STACKING_CLAIM
     return pd.DataFrame([
-        {"quantity": "base models", "note 001 (their data)": claim["n_base_models"], "this run": h["n_base_models"]},
-        {"quantity": "best single accuracy", "note 001 (their data)": claim["best_single_val_acc"],
+        {"quantity": "base models", "M1 (their data)": claim["n_base_models"], "this run": h["n_base_models"]},
+        {"quantity": "best single accuracy", "M1 (their data)": claim["best_single_val_acc"],
          "this run": h["best_single_test_acc"]},
-        {"quantity": "stacking accuracy", "note 001 (their data)": claim["stacking_val_acc"],
+        {"quantity": "stacking accuracy", "M1 (their data)": claim["stacking_val_acc"],
          "this run": h["stacking_test_acc"]},
         {"quantity": "error ratio stacking / best single",
-         "note 001 (their data)": (1 - claim["stacking_val_acc"]) / (1 - claim["best_single_val_acc"]),
+         "M1 (their data)": (1 - claim["stacking_val_acc"]) / (1 - claim["best_single_val_acc"]),
          "this run": h["error_ratio"]},
     ])
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 
 from helpers.core.env import ENV_PROFILE
 from helpers.core.errors import WorkbookError
@@ -27,16 +28,17 @@ from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
 from helpers.evaluation.plots import (plot_confusion_matrix, plot_fusion_weights,
                                       plot_probability_distributions, plot_training_curves)
 from helpers.models.registry import count_parameters, create_model
-from helpers.training.loop import predict, train_model
+from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask
 
 # What notebook 02 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_summary", "make_metrics", "make_summary_table", "plot_fusion_weights", "run_stage1", "show_stage1_section"]
+__all__ = ["describe_summary", "make_data_table", "make_metrics", "make_summary_table", "plot_fusion_weights",
+           "plot_test_errors", "plot_training", "run_stage1_datasets"]
 
 
 
-# Note 001, stage 1 (6-way fusion + CBAM, 50 epochs, their 28×28 data): claimed val accuracy.
+# M1, stage 1 (6-way fusion + CBAM, 50 epochs, their 28×28 data): claimed val accuracy.
 STAGE1_CLAIM_VAL_ACC = 0.8528
 
 
@@ -70,11 +72,11 @@ class Stage1Run:
 
     @property
     def train_samples_per_s(self) -> float:
-        return float(np.median([r["samples_per_s"] for r in self.history])) if self.history else float("nan")
+        return train_samples_per_s(self.history)
 
 
 def make_stage1_model_spec(splits, params: Mapping[str, Any]) -> dict:
-    """Note 001 stage 1 for image pairs (ResNet ``layers`` + CBAM + adaptive 6-way fusion); for
+    """M1 stage 1 for image pairs (ResNet ``layers`` + CBAM + adaptive 6-way fusion); for
     vector pairs the MLP encoder with the same fusion (and pair features when present)."""
     if splits.kind == "image":
         return {"name": "stage1_fusion_cbam",
@@ -100,20 +102,17 @@ def _sizes(splits) -> dict[str, int]:
     return {k: len(s) for k, s in splits.items()}
 
 
-def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
-               device: str = "cpu") -> Stage1Run:
-    """Train and evaluate stage 1 and the baselines on one dataset; files go to ``out_dir/<name>/``."""
-    import torch
-
-    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
-    name = splits.name
-    thr = float(params["threshold"])
-    tr, va, te = splits.train, splits.val, splits.test
+def _check_both_labels(splits) -> None:
     for split, s in splits.items():
         if len(np.unique(s.y)) < 2:
-            raise WorkbookError(f"dataset {name!r}: the {split} split has only label {int(s.y[0])}; "
+            raise WorkbookError(f"dataset {splits.name!r}: the {split} split has only label {int(s.y[0])}; "
                                 "a binary pair task needs both 0 and 1")
 
+
+def _train_stage1(splits, use_pair: bool, params: Mapping[str, Any], out: Path, device: str) -> dict:
+    """Train the stage-1 model; score val and test with the weights of its best validation epoch."""
+    tr, va, te = splits.train, splits.val, splits.test
+    thr = float(params["threshold"])
     spec = make_stage1_model_spec(splits, params)
     torch.manual_seed(int(params["seed"]))
     model = create_model(spec["name"], **spec["kwargs"])
@@ -126,59 +125,90 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     # The model now holds the best-`monitor` weights (the best_<monitor>.pt checkpoint).
     val_prob = predict(model, task, make_inputs(va, use_pair), device=device).astype(np.float64)
     test_prob = predict(model, task, make_inputs(te, use_pair), device=device).astype(np.float64)
-    ev_val, ev_test = evaluate_binary(va.y, val_prob, thr), evaluate_binary(te.y, test_prob, thr)
     write_prediction_file(out, "stage1", val_prob, test_prob, va.y, te.y)
+    return {"spec": spec, "model": model, "cfg": cfg, "result": res, "fit_s": fit_s, "val_prob": val_prob,
+            "test_prob": test_prob, "eval_val": evaluate_binary(va.y, val_prob, thr),
+            "eval_test": evaluate_binary(te.y, test_prob, thr)}
 
-    # Baselines on the same split: hand-made symmetric pair features.
+
+def _fit_baselines(splits, use_pair: bool, params: Mapping[str, Any], out: Path) -> dict[str, dict]:
+    """Logistic regression and LightGBM on hand-made symmetric pair features, on the same split."""
+    tr, va, te = splits.train, splits.val, splits.test
+    thr, seed = float(params["threshold"]), int(params["seed"])
     feats = [make_pair_features(s.xa, s.xb, s.extras.get("pair") if use_pair else None) for s in (tr, va, te)]
+    threads = max(1, int(params.get("num_threads", 0)) or 1)
     baselines: dict[str, dict] = {}
-    for b in (train_logreg_baseline(feats[0], tr.y, feats[1], feats[2], seed=int(params["seed"])),
+    for b in (train_logreg_baseline(feats[0], tr.y, feats[1], feats[2], seed=seed),
               train_lgbm_baseline(feats[0], tr.y, feats[1], va.y, feats[2], n_estimators=int(params["lgbm_estimators"]),
-                                  seed=int(params["seed"]), num_threads=max(1, int(params.get("num_threads", 0)) or 1))):
+                                  seed=seed, num_threads=threads)):
         baselines[b.name] = {"val": evaluate_binary(va.y, b.val_prob, thr), "test": evaluate_binary(te.y, b.test_prob, thr),
                              "fit_s": b.fit_s, "n_features": b.n_features, "info": b.info,
                              "val_prob": b.val_prob, "test_prob": b.test_prob}
         write_prediction_file(out, f"baseline_{b.name}", b.val_prob, b.test_prob, va.y, te.y)
+    return baselines
 
-    fusion = model.fusion_weights() if hasattr(model, "fusion_weights") else None
-    run = Stage1Run(name=name, kind=splits.kind, generated=splits.generated, source=splits.source, out_dir=out,
-                    sizes=_sizes(splits), pos_rates={k: float(np.mean(s.y)) for k, s in splits.items()},
-                    data_notes=_data_notes(splits), model_spec=spec,
-                    n_params=count_parameters(model), config=cfg.to_dict(), history=res.history, best=res.best,
-                    epochs_run=res.epochs_run, fit_s=fit_s, val_y=va.y, test_y=te.y, val_prob=val_prob,
-                    test_prob=test_prob, eval_val=ev_val, eval_test=ev_test, baselines=baselines,
-                    fusion_weights=fusion, checkpoints=res.checkpoints)
 
+def _write_stage1_files(run: Stage1Run, splits, cfg, params: Mapping[str, Any], device: str) -> None:
+    """evaluation_report.txt and config.json (the run card) in the dataset's folder."""
+    monitor = run.best.get("monitor", {})
     report = make_evaluation_report(
-        f"Stage 1 evaluation: {name} ({spec['name']})",
-        {"stage 1 model, val": ev_val, "stage 1 model, test": ev_test,
-         **{f"baseline {k}, test": v["test"] for k, v in baselines.items()}},
-        notes=[f"model weights: best val {res.best.get('monitor', {}).get('name', cfg.monitor)} epoch "
-               f"{res.best.get('monitor', {}).get('epoch')} of {res.epochs_run} (file best_{_ckpt_key(cfg.monitor)}.pt)",
-               f"threshold {thr:.2f} stated in advance (not tuned on test)", *run.data_notes])
-    atomic_write_text(out / "evaluation_report.txt", report)
-    atomic_write_json(out / "config.json", make_config(
-        notebook="02_stage1", description=f"Stage 1 pair model on {name} (note 001 stage 1)",
-        params=dict(params), out_dir=str(out), profile=os.environ.get(ENV_PROFILE, "interactive"),
-        device=str(device),
-        dataset=make_dataset_card(splits, evaluate_leakage(splits)),
-        model={"architecture": spec["name"], "kwargs": spec["kwargs"], "parameters": run.n_params,
+        f"Stage 1 evaluation: {run.name} ({run.model_spec['name']})",
+        {"stage 1 model, val": run.eval_val, "stage 1 model, test": run.eval_test,
+         **{f"baseline {k}, test": v["test"] for k, v in run.baselines.items()}},
+        notes=[f"model weights: best val {monitor.get('name', cfg.monitor)} epoch {monitor.get('epoch')} of "
+               f"{run.epochs_run} (file best_{_ckpt_key(cfg.monitor)}.pt)",
+               f"threshold {run.eval_test['threshold']:.2f} stated in advance (not tuned on test)", *run.data_notes])
+    atomic_write_text(run.out_dir / "evaluation_report.txt", report)
+    atomic_write_json(run.out_dir / "config.json", make_config(
+        notebook="02_stage1", description=f"Stage 1 pair model on {run.name} (stage 1 of docs/method.md)",
+        params=dict(params), out_dir=str(run.out_dir), profile=os.environ.get(ENV_PROFILE, "interactive"),
+        device=str(device), dataset=make_dataset_card(splits, evaluate_leakage(splits)),
+        model={"architecture": run.model_spec["name"], "kwargs": run.model_spec["kwargs"], "parameters": run.n_params,
                "pretrained": False, "task": "binary", "output_dim": 1},
         training={"loss_function": "BCEWithLogits", "optimizer": "AdamW",
                   "optimizer_params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay},
                   "scheduler": cfg.scheduler, "scheduler_params": {"warmup_lr": cfg.warmup_lr, "eta_min": cfg.eta_min},
                   "effective_batch_size": cfg.batch_size * cfg.grad_accum_steps, "workers": 0,
                   **cfg.to_dict()}))
+
+
+def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
+               device: str = "cpu") -> Stage1Run:
+    """Train and evaluate stage 1 and the baselines on one dataset; files go to ``out_dir/<name>/``."""
+    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
+    _check_both_labels(splits)
+    fit = _train_stage1(splits, use_pair, params, out, device)
+    baselines = _fit_baselines(splits, use_pair, params, out)
+    model, res = fit["model"], fit["result"]
+    run = Stage1Run(name=splits.name, kind=splits.kind, generated=splits.generated, source=splits.source,
+                    out_dir=out, sizes=_sizes(splits), pos_rates={k: float(np.mean(s.y)) for k, s in splits.items()},
+                    data_notes=_data_notes(splits), model_spec=fit["spec"], n_params=count_parameters(model),
+                    config=fit["cfg"].to_dict(), history=res.history, best=res.best, epochs_run=res.epochs_run,
+                    fit_s=fit["fit_s"], val_y=splits.val.y, test_y=splits.test.y, val_prob=fit["val_prob"],
+                    test_prob=fit["test_prob"], eval_val=fit["eval_val"], eval_test=fit["eval_test"],
+                    baselines=baselines, checkpoints=res.checkpoints,
+                    fusion_weights=model.fusion_weights() if hasattr(model, "fusion_weights") else None)
+    _write_stage1_files(run, splits, fit["cfg"], params, device)
     return run
+
+
+def run_stage1_datasets(datasets, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
+                        device: str = "cpu") -> dict[str, Stage1Run]:
+    """`run_stage1` for every dataset, keyed by the dataset's name (a folder's name, not its path)."""
+    runs = [run_stage1(d, run_dir, out_dir, params, device) for d in datasets]
+    return {r.name: r for r in runs}
 
 
 def _ckpt_key(monitor: str) -> str:
     return monitor.removeprefix("val_")
 
 
-def make_dataset_table(run: Stage1Run) -> pd.DataFrame:
-    """Pairs and positive rate per split."""
-    return pd.DataFrame({"pairs": run.sizes, "positive rate": run.pos_rates}).rename_axis("split")
+def make_data_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
+    """Pairs and positive rate per dataset and split, with where the data comes from."""
+    rows = [{"dataset": name, "split": split, "pairs": n, "positive rate": r.pos_rates[split],
+             "data": "; ".join(r.data_notes) if split == "train" else ""}
+            for name, r in runs.items() for split, n in r.sizes.items()]
+    return pd.DataFrame(rows).set_index(["dataset", "split"])
 
 
 def make_results_table(run: Stage1Run) -> pd.DataFrame:
@@ -191,16 +221,14 @@ def make_results_table(run: Stage1Run) -> pd.DataFrame:
 
 
 def make_summary_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
-    """All datasets and methods in one table, with note 001's stage-1 claim for reference."""
+    """All datasets and methods in one table (the reference figure of the method notes is in
+    `describe_summary`, not a row: it was measured on other data)."""
     frames = []
     for name, run in runs.items():
         t = make_results_table(run).reset_index()
         t.insert(0, "dataset", name + (" (generated)" if run.generated else ""))
         frames.append(t)
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    claim = pd.DataFrame([{"dataset": "note 001 claim (their 28×28 data)", "method": "stage 1 model",
-                           "val acc": STAGE1_CLAIM_VAL_ACC}])
-    return pd.concat([df, claim], ignore_index=True).set_index(["dataset", "method"])
+    return pd.concat(frames, ignore_index=True).set_index(["dataset", "method"])
 
 
 def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
@@ -239,40 +267,25 @@ def describe_summary(runs: Mapping[str, Stage1Run]) -> str:
     for name, r in runs.items():
         if r.kind == "image":
             gap = r.eval_val["accuracy"] - STAGE1_CLAIM_VAL_ACC
-            lines.append(f"{name}: val accuracy {r.eval_val['accuracy']:.4f} vs note 001's claimed "
+            lines.append(f"{name}: val accuracy {r.eval_val['accuracy']:.4f} vs M1's claimed "
                          f"{STAGE1_CLAIM_VAL_ACC:.4f} on its own data ({gap:+.4f}; different data, so a "
                          "reference, not a replication).")
         lines.append(describe_run(r))
     return "\n".join(lines)
 
 
-def plot_stage1_figures(run: Stage1Run) -> dict[str, Any]:
-    """The three figures of note 000 for one run: training curves, confusion matrix, probabilities."""
-
-    return {
-        "training_curves.png": plot_training_curves(run.history, ("loss", "accuracy", "lr", "grad_norm")),
-        "confusion_matrix.png": plot_confusion_matrix(run.eval_test["confusion"], ["different (0)", "same (1)"]
-                                                      if run.name == "digit_pairs" else ["0", "1"],
-                                                      title=f"{run.name}: test, threshold {run.eval_test['threshold']:.2f}"),
-        "probability_distributions.png": plot_probability_distributions(
-            run.test_y, run.test_prob, run.eval_test["threshold"], title=f"{run.name}: test P(y = 1) by true class"),
-    }
+def plot_training(run: Stage1Run):
+    """Loss, val accuracy, learning rate and gradient norm per epoch of one dataset's stage-1 run."""
+    fig = plot_training_curves(run.history, ("loss", "accuracy", "lr", "grad_norm"))
+    fig.suptitle(f"{run.name}: stage 1 training (val = validation split)", fontsize=10, y=1.02)
+    return fig
 
 
-def show_stage1_section(run: Stage1Run, ctx) -> None:
-    """Display one dataset's section inline (heading, tables, figures, takeaway); figures are
-    saved through ``ctx.save_figure`` into ``<out>/<dataset>/``."""
-    import matplotlib.pyplot as plt
-    from IPython.display import Markdown, display
-
-    display(Markdown(f"### {run.name}{' (generated data)' if run.generated else ''}\n"
-                     f"How well does the stage-1 model ({run.model_spec['name']}, {run.n_params:,} parameters) "
-                     f"separate the pairs on the test split, and does it beat the baselines?\n\n"
-                     + "\n".join(f"- {n}" for n in run.data_notes)))
-    display(make_dataset_table(run))
-    display(make_results_table(run))
-    for fname, fig in plot_stage1_figures(run).items():
-        ctx.save_figure(fig, f"{run.name}/{fname}")
-        display(fig)
-        plt.close(fig)
-    print(describe_run(run))
+def plot_test_errors(run: Stage1Run) -> dict[str, Any]:
+    """The test confusion matrix and the predicted probabilities by true class, as two figures."""
+    labels = ["different (0)", "same (1)"] if run.name == "digit_pairs" else ["0", "1"]
+    thr = run.eval_test["threshold"]
+    return {"confusion_matrix.png": plot_confusion_matrix(run.eval_test["confusion"], labels,
+                                                          title=f"{run.name}: test, threshold {thr:.2f}"),
+            "probability_distributions.png": plot_probability_distributions(
+                run.test_y, run.test_prob, thr, title=f"{run.name}: test P(y = 1) by true class")}

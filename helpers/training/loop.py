@@ -20,6 +20,10 @@ data and config resumes from ``last.pt`` and ends with the same metrics as an un
 DDP-ready: with ``torch.distributed`` initialised, each rank trains on its own shard of every
 epoch's permutation (`make_rank_indices`), only rank 0 logs and writes files, and the model may be
 wrapped in ``DistributedDataParallel`` (checkpoints store the unwrapped module's state).
+
+Steps, top to bottom: `_setup`, `_resume`, then `_fit` runs `_train_one_epoch` and `_validate` per epoch
+and hands the row to the callbacks of `helpers.training.callbacks` (best values, early stopping,
+history.json, checkpoints), each of which saves its own state into ``last.pt``.
 """
 from __future__ import annotations
 
@@ -35,18 +39,14 @@ from torch import nn
 
 from helpers.core.device import resolve_device
 from helpers.core.errors import WorkbookError
-from helpers.core.io import atomic_torch_save, atomic_write_json
 from helpers.training.augment import augment_images
 from helpers.training.batching import (_as_tensors, _batch_bounds, _dist, _epoch_seed, _fingerprint,
                                        _model_signature, _move, _unwrap, make_rank_indices)
-from helpers.training.checkpoints import _state
+from helpers.training.callbacks import (_greater_is_better, BestTracker, Checkpointer, EarlyStopping,
+                                        HistoryWriter)
 from helpers.training.config import TrainConfig
 from helpers.training.optim import _make_optimizer, _make_scheduler
 from helpers.training.tasks import with_label_smoothing
-
-
-# Metrics where a smaller value is better (used to pick "best" and for monitor="...").
-_LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "nll")
 
 
 @dataclass
@@ -109,12 +109,6 @@ def _primary(metrics: dict, task) -> tuple[str | None, bool]:
     return name, _greater_is_better(name or "", task)
 
 
-def _greater_is_better(name: str, task=None) -> bool:
-    if task is not None and name == getattr(task, "primary", None) and hasattr(task, "greater_is_better"):
-        return bool(task.greater_is_better)
-    return not any(name.endswith(s) for s in _LOWER_IS_BETTER)
-
-
 def _numeric(d: dict) -> dict[str, float]:
     out = {}
     for k, v in d.items():
@@ -166,192 +160,264 @@ def train_model(model: nn.Module, task, train: Sequence, val: Sequence, config: 
             torch.set_num_threads(old_threads)
 
 
+@dataclass
+class _Run:
+    """What `_setup` prepares once per call: model, data on the device, optimiser, scheduler, scaler."""
+    model: nn.Module
+    task: Any
+    train_task: Any                  # ``task`` with cfg.label_smoothing (training loss only)
+    cfg: TrainConfig
+    dev: torch.device
+    rank: int
+    world: int
+    main: bool                       # rank 0: the only rank that logs and writes files
+    out: Path | None
+    n_train: int
+    train_d: tuple[torch.Tensor, ...]   # (inputs..., target), all rows, on dev
+    val_inputs: tuple[torch.Tensor, ...]  # as given; _forward_all moves each batch to dev
+    val_y: torch.Tensor              # on dev
+    bounds: list[tuple[int, int]]    # (start, end) of each batch in this rank's index list
+    eval_bs: int
+    amp: tuple[bool, torch.dtype, bool]
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler | None
+    image_inputs: list[int]          # positions of 4-D float inputs [N, C, H, W] (augmented)
+    fingerprint: dict                # identity of the run; last.pt is resumed only when it matches
+
+    def log(self, msg: str) -> None:
+        if self.main and self.cfg.log_every:
+            print(msg, flush=True)
+
+
+@dataclass
+class _Callbacks:
+    tracker: BestTracker
+    stopping: EarlyStopping
+    history: HistoryWriter
+    checkpointer: Checkpointer
+
+    @classmethod
+    def create(cls, run: _Run) -> "_Callbacks":
+        tracker = BestTracker()
+        return cls(tracker, EarlyStopping(run.cfg, run.task, tracker, run.model),
+                   HistoryWriter(run.out, run.main),
+                   Checkpointer(run.out, run.main, run.model, run.opt, run.sched, run.scaler, run.cfg))
+
+    def load_state_dict(self, ck: dict) -> None:
+        for cb in (self.tracker, self.stopping, self.history, self.checkpointer):
+            cb.load_state_dict(ck)
+
+    def resume_state(self, stopped: bool, fingerprint: dict) -> dict:
+        """last.pt's extra keys, in their order: history, best_state, wait, stopped, fingerprint."""
+        return {**self.history.state_dict(), **self.stopping.state_dict(), "stopped": stopped,
+                "fingerprint": fingerprint}
+
+
+@dataclass
+class _EpochStats:
+    loss: float                      # mean training loss over this rank's rows
+    grad_norm: float                 # mean pre-clipping gradient norm over optimiser steps
+    steps: int                       # optimiser steps
+    seconds: float                   # wall time of the batch loop
+    samples: int                     # rows this rank trained on
+    started: float                   # perf_counter at the start of the batch loop
+
+
+@dataclass
+class _ValStats:
+    loss: float
+    metrics: dict[str, float]        # the task's numeric metrics
+    primary: str | None              # name of the task's main metric
+    primary_up: bool                 # greater is better for ``primary``
+
+
 def _train(model, task, train_t, val_t, cfg, out, dev, rank, world, main, on_epoch_end) -> TrainResult:
+    run = _setup(model, task, train_t, val_t, cfg, out, dev, rank, world, main)
+    cbs = _Callbacks.create(run)
+    start_epoch, stopped = _resume(run, cbs)
+    stopped = _fit(run, cbs, start_epoch, stopped, on_epoch_end)
+    epochs_run = len(cbs.history.rows)
+    cbs.checkpointer.save_final(epochs_run, cbs.tracker.best, cbs.history.rows)
+    cbs.stopping.restore_best()
+    return TrainResult(history=cbs.history.rows, best=cbs.tracker.public(), epochs_run=epochs_run,
+                       stopped_early=stopped and epochs_run < cfg.epochs, resumed_from=start_epoch,
+                       out_dir=out, checkpoints=cbs.checkpointer.paths, config=cfg.to_dict(), model=model)
+
+
+def _setup(model, task, train_t, val_t, cfg, out, dev, rank, world, main) -> _Run:
+    """Model and data on ``dev``, optimiser, scheduler, scaler and the run's fingerprint."""
     model.to(dev)
     n_train = train_t[0].shape[0]
     # Keep data on the device once (small pair data sets); batches are index_select'ed there.
     train_d = _move(train_t, dev)
-    val_inputs, val_y = val_t[:-1], val_t[-1].to(dev)
+    val_y = val_t[-1].to(dev)
     idx_per_epoch = make_rank_indices(n_train, 0, cfg.seed, rank, world).numel()
     bounds = _batch_bounds(idx_per_epoch, cfg.batch_size)
-    n_batches = len(bounds)
-    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum_steps)
-    eval_bs = cfg.eval_batch_size or 4 * cfg.batch_size
+    steps_per_epoch = math.ceil(len(bounds) / cfg.grad_accum_steps)
     amp = _amp_setup(cfg, dev)
     opt = _make_optimizer(model, cfg)
     sched = _make_scheduler(opt, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(dev.type) if amp[2] else None
-    train_task = with_label_smoothing(task, cfg.label_smoothing)
-    image_inputs = [i for i, t in enumerate(train_t[:-1]) if t.dim() == 4 and t.is_floating_point()]
-
     fingerprint = {"config": {k: v for k, v in cfg.to_dict().items() if k not in ("num_threads", "log_every")},
                    "model": _model_signature(model), "data": _fingerprint(train_t + val_t), "world": world}
-    history: list[dict] = []
-    best: dict[str, dict] = {}
-    best_state = None
-    wait, start_epoch, stopped = 0, 0, False
-    checkpoints: dict[str, str] = {}
+    return _Run(model=model, task=task, train_task=with_label_smoothing(task, cfg.label_smoothing), cfg=cfg,
+                dev=dev, rank=rank, world=world, main=main, out=out, n_train=n_train, train_d=train_d,
+                val_inputs=val_t[:-1], val_y=val_y, bounds=bounds, eval_bs=cfg.eval_batch_size or 4 * cfg.batch_size,
+                amp=amp, opt=opt, sched=sched, scaler=scaler,
+                image_inputs=[i for i, t in enumerate(train_t[:-1]) if t.dim() == 4 and t.is_floating_point()],
+                fingerprint=fingerprint)
 
-    def log(msg: str) -> None:
-        if main and cfg.log_every:
-            print(msg, flush=True)
 
-    last_path = out / "last.pt" if out is not None else None
-    if last_path is not None and cfg.resume and last_path.is_file():
-        ck = torch.load(last_path, map_location="cpu", weights_only=False)
-        if ck.get("fingerprint") == fingerprint:
-            _unwrap(model).load_state_dict(ck["model_state_dict"])
-            opt.load_state_dict(ck["optimizer_state_dict"])
-            if sched is not None and ck["scheduler_state_dict"] is not None:
-                sched.load_state_dict(ck["scheduler_state_dict"])
-            if scaler is not None and ck["scaler_state_dict"] is not None:
-                scaler.load_state_dict(ck["scaler_state_dict"])
-            history, best, best_state = ck["history"], ck["best"], ck["best_state"]
-            wait, start_epoch, stopped = ck["wait"], ck["epoch"], ck["stopped"]
-            checkpoints = ck.get("checkpoints", {})
-            log(f"resumed from {last_path} after epoch {start_epoch}")
-        else:
-            log(f"{last_path} belongs to a different run (config, model or data changed): starting afresh")
-    resumed_from = start_epoch
+def _resume(run: _Run, cbs: _Callbacks) -> tuple[int, bool]:
+    """(epochs already done, stopped) from ``out/last.pt`` when it belongs to this run, else (0, False)."""
+    last_path = run.out / "last.pt" if run.out is not None else None
+    if last_path is None or not run.cfg.resume or not last_path.is_file():
+        return 0, False
+    ck = torch.load(last_path, map_location="cpu", weights_only=False)
+    if ck.get("fingerprint") != run.fingerprint:
+        run.log(f"{last_path} belongs to a different run (config, model or data changed): starting afresh")
+        return 0, False
+    _unwrap(run.model).load_state_dict(ck["model_state_dict"])
+    run.opt.load_state_dict(ck["optimizer_state_dict"])
+    if run.sched is not None and ck["scheduler_state_dict"] is not None:
+        run.sched.load_state_dict(ck["scheduler_state_dict"])
+    if run.scaler is not None and ck["scaler_state_dict"] is not None:
+        run.scaler.load_state_dict(ck["scaler_state_dict"])
+    cbs.load_state_dict(ck)
+    run.log(f"resumed from {last_path} after epoch {ck['epoch']}")
+    return ck["epoch"], ck["stopped"]
 
+
+def _fit(run: _Run, cbs: _Callbacks, start_epoch: int, stopped: bool,
+         on_epoch_end: Callable[[dict], Any] | None) -> bool:
+    """Epochs ``start_epoch + 1 .. cfg.epochs`` until stopped; returns whether it stopped."""
+    cfg = run.cfg
     # CPU RNG fork: the loop reseeds per epoch without disturbing the caller's RNG streams.
-    cuda_dev = [dev.index or 0] if dev.type == "cuda" else []
-    epoch = start_epoch
+    cuda_dev = [run.dev.index or 0] if run.dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_dev):
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             if stopped:
                 break
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, salt=1))  # dropout etc.
-            aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, salt=2))
-            idx = make_rank_indices(n_train, epoch, cfg.seed, rank, world).to(dev)
-            model.train()
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=dev)
-            gn_sum = torch.zeros((), device=dev)
-            n_steps = 0
-            opt.zero_grad(set_to_none=True)
-            for b in range(n_batches):
-                bi = idx[bounds[b][0]:bounds[b][1]]
-                batch = [t.index_select(0, bi) for t in train_d]
-                if cfg.augment:
-                    for i in image_inputs:
-                        batch[i] = augment_images(batch[i], aug_gen, cfg.aug_rotation, cfg.aug_translate,
-                                                  cfg.aug_crop_scale)
-                with torch.autocast(dev.type, dtype=amp[1], enabled=amp[0]):
-                    output = model(*batch[:-1])
-                    loss = train_task.loss(output, batch[-1])
-                # Accumulated micro-batches: scale so the step sees the mean loss.
-                acc_n = min(cfg.grad_accum_steps, n_batches - (b // cfg.grad_accum_steps) * cfg.grad_accum_steps)
-                (scaler.scale(loss / acc_n) if scaler else loss / acc_n).backward()
-                loss_sum += loss.detach() * bi.numel()
-                if (b + 1) % cfg.grad_accum_steps == 0 or b + 1 == n_batches:
-                    if scaler:
-                        scaler.unscale_(opt)
-                    gn = nn.utils.clip_grad_norm_(
-                        [p for g in opt.param_groups for p in g["params"]],
-                        cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"), foreach=True)
-                    gn_sum += gn.detach().float().nan_to_num(0.0)
-                    if scaler:
-                        scaler.step(opt)
-                        scaler.update()
-                    else:
-                        opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    if sched is not None and cfg.scheduler == "cosine":
-                        sched.step()
-                    n_steps += 1
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            train_time = time.perf_counter() - t0
-            train_loss = float(loss_sum) / idx.numel()
-
-            model.eval()
-            val_out = _forward_all(model, val_inputs, dev, eval_bs, amp)
-            val_loss = float(task.loss(val_out, val_y))
-            raw_metrics = task.metrics(val_out, val_y)
-            # "primary" names the main metric (a string); a numeric "primary" is kept as a metric.
-            metrics = _numeric({k: v for k, v in raw_metrics.items() if not (k == "primary" and isinstance(v, str))})
-            primary, primary_up = _primary(raw_metrics, task)
-            if sched is not None and cfg.scheduler == "plateau":
-                sched.step(val_loss)
-            epoch_time = time.perf_counter() - t0
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **metrics,
-                   "lr": float(opt.param_groups[-1]["lr"]), "grad_norm": float(gn_sum) / max(1, n_steps),
-                   "epoch_time_s": epoch_time, "samples_per_s": idx.numel() * world / max(train_time, 1e-9)}
-            history.append(row)
-
-            # Best values: loss (lower), accuracy/f1 and the primary metric (direction from the task).
-            tracked = {"loss": ("val_loss", False)}
-            for name in ("accuracy", "f1"):
-                if name in metrics:
-                    tracked[name] = (name, True)
-            if primary and primary in metrics and primary not in tracked:
-                tracked[primary] = (primary, primary_up)
-            improved = []
-            for key, (col, up) in tracked.items():
-                v = row[col]
-                old = best.get(key)
-                if math.isfinite(v) and (old is None or (v > old["value"] if up else v < old["value"])):
-                    best[key] = {"value": v, "epoch": epoch}
-                    improved.append(key)
-
-            # Early stopping on the monitored column (absolute min_delta, acts at wait >= patience).
-            mon_col = "val_loss" if cfg.monitor in ("val_loss", "loss") else cfg.monitor.removeprefix("val_")
-            if mon_col not in row:
-                raise WorkbookError(f"TrainConfig.monitor={cfg.monitor!r}: not among the epoch's values "
-                                    f"{sorted(row)}")
-            mon_up = mon_col != "val_loss" and _greater_is_better(mon_col, task)
-            mv = row[mon_col]
-            mbest = best.get("_monitor")
-            if not math.isfinite(mv):
+            stats = _train_one_epoch(run, epoch)
+            val = _validate(run)
+            if run.sched is not None and cfg.scheduler == "plateau":
+                run.sched.step(val.loss)
+            row = _history_row(run, epoch, stats, val)
+            cbs.history.append(row)
+            improved = cbs.tracker.update(row, val.metrics, val.primary, val.primary_up)
+            reason = cbs.stopping.update(row)
+            if reason is not None:
                 stopped = True
-                log(f"epoch {epoch}: {mon_col} is not finite; stopping")
-            elif mbest is None or (mv > mbest["value"] + cfg.min_delta if mon_up else mv < mbest["value"] - cfg.min_delta):
-                best["_monitor"] = {"value": mv, "epoch": epoch, "name": mon_col}
-                wait = 0
-                if cfg.restore_best:
-                    best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-            else:
-                wait += 1
-                if cfg.patience and wait >= cfg.patience:
-                    stopped = True
-                    log(f"early stop at epoch {epoch}: {mon_col} no better than "
-                        f"{mbest['value']:.4f} (epoch {mbest['epoch']}) for {wait} epochs")
+                run.log(reason)
             if on_epoch_end is not None and on_epoch_end(dict(row)) is True:
                 stopped = True
-                log(f"stopped by on_epoch_end at epoch {epoch}")
+                run.log(f"stopped by on_epoch_end at epoch {epoch}")
+            cbs.history.write()
+            cbs.checkpointer.save_epoch(epoch, improved, cbs.tracker.best,
+                                        cbs.resume_state(stopped, run.fingerprint))
+            _log_epoch(run, row, val.primary, stopped)
+    return stopped
 
-            if main and out is not None:
-                out.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out / "history.json", history)
-                if cfg.checkpoint:
-                    for key in improved:
-                        name = f"best_{'loss' if key == 'loss' else key}.pt"
-                        atomic_torch_save(_state(model, opt, sched, scaler, epoch, best, cfg), out / name)
-                        checkpoints[f"best_{key}"] = str(out / name)
-                    atomic_torch_save(_state(model, opt, sched, scaler, epoch, best, cfg, {
-                        "history": history, "best_state": best_state, "wait": wait, "stopped": stopped,
-                        "fingerprint": fingerprint, "checkpoints": checkpoints}), out / "last.pt")
-            if main and cfg.log_every and (epoch % cfg.log_every == 0 or stopped or epoch == cfg.epochs):
-                shown = " ".join(f"{k}={row[k]:.4f}" for k in ("accuracy", "f1") if k in row)
-                if primary and primary in row and primary not in ("accuracy", "f1"):
-                    shown += f" {primary}={row[primary]:.4f}"
-                log(f"epoch {epoch:3d}/{cfg.epochs} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
-                    f"{shown} lr={row['lr']:.2e} {row['samples_per_s']:.0f} samples/s")
 
-    epochs_run = len(history)
-    if main and out is not None and cfg.checkpoint:
-        atomic_torch_save(_state(model, opt, sched, scaler, epochs_run, best, cfg, {"history": history}),
-                          out / "final.pt")
-        checkpoints["final"] = str(out / "final.pt")
-    if cfg.restore_best and best_state is not None:
-        _unwrap(model).load_state_dict(best_state)
-    public_best = {k: v for k, v in best.items() if k != "_monitor"}
-    if "_monitor" in best:
-        public_best["monitor"] = dict(best["_monitor"])
-    return TrainResult(history=history, best=public_best, epochs_run=epochs_run,
-                       stopped_early=stopped and epochs_run < cfg.epochs, resumed_from=resumed_from,
-                       out_dir=out, checkpoints=checkpoints, config=cfg.to_dict(), model=model)
+def _train_one_epoch(run: _Run, epoch: int) -> _EpochStats:
+    """One pass over this rank's shard of the epoch's permutation, stepping every grad_accum_steps."""
+    cfg, dev, opt = run.cfg, run.dev, run.opt
+    torch.manual_seed(_epoch_seed(cfg.seed, epoch, salt=1))  # dropout etc.
+    aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, salt=2))
+    idx = make_rank_indices(run.n_train, epoch, cfg.seed, run.rank, run.world).to(dev)
+    run.model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=dev)   # sum of per-row losses, kept on dev (no sync per batch)
+    gn_sum = torch.zeros((), device=dev)
+    n_steps = 0
+    n_batches = len(run.bounds)
+    opt.zero_grad(set_to_none=True)
+    for b, (lo, hi) in enumerate(run.bounds):
+        bi = idx[lo:hi]
+        loss = _forward_backward(run, bi, aug_gen, b)
+        loss_sum += loss.detach() * bi.numel()
+        if (b + 1) % cfg.grad_accum_steps == 0 or b + 1 == n_batches:
+            gn_sum += _optimizer_step(run)
+            n_steps += 1
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    return _EpochStats(loss=float(loss_sum) / idx.numel(), grad_norm=float(gn_sum) / max(1, n_steps),
+                       steps=n_steps, seconds=seconds, samples=idx.numel(), started=t0)
+
+
+def _forward_backward(run: _Run, bi: torch.Tensor, aug_gen: torch.Generator, b: int) -> torch.Tensor:
+    """Loss of batch ``b`` (rows ``bi``), backpropagated scaled for accumulation; returns the loss."""
+    cfg = run.cfg
+    batch = [t.index_select(0, bi) for t in run.train_d]
+    if cfg.augment:
+        for i in run.image_inputs:
+            batch[i] = augment_images(batch[i], aug_gen, cfg.aug_rotation, cfg.aug_translate, cfg.aug_crop_scale)
+    with torch.autocast(run.dev.type, dtype=run.amp[1], enabled=run.amp[0]):
+        output = run.model(*batch[:-1])
+        loss = run.train_task.loss(output, batch[-1])
+    # Accumulated micro-batches: scale so the step sees the mean loss (the last group may be short).
+    n_batches = len(run.bounds)
+    acc_n = min(cfg.grad_accum_steps, n_batches - (b // cfg.grad_accum_steps) * cfg.grad_accum_steps)
+    (run.scaler.scale(loss / acc_n) if run.scaler is not None else loss / acc_n).backward()
+    return loss
+
+
+def _optimizer_step(run: _Run) -> torch.Tensor:
+    """Clip, step, zero the grads, step a cosine schedule; returns the pre-clipping grad norm (NaN -> 0)."""
+    cfg, opt, scaler = run.cfg, run.opt, run.scaler
+    if scaler is not None:
+        scaler.unscale_(opt)
+    gn = nn.utils.clip_grad_norm_(
+        [p for g in opt.param_groups for p in g["params"]],
+        cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"), foreach=True)
+    gn = gn.detach().float().nan_to_num(0.0)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    if run.sched is not None and cfg.scheduler == "cosine":
+        run.sched.step()
+    return gn
+
+
+def _validate(run: _Run) -> _ValStats:
+    """Val loss and the task's metrics on the whole validation set."""
+    run.model.eval()
+    val_out = _forward_all(run.model, run.val_inputs, run.dev, run.eval_bs, run.amp)
+    val_loss = float(run.task.loss(val_out, run.val_y))
+    raw_metrics = run.task.metrics(val_out, run.val_y)
+    # "primary" names the main metric (a string); a numeric "primary" is kept as a metric.
+    metrics = _numeric({k: v for k, v in raw_metrics.items() if not (k == "primary" and isinstance(v, str))})
+    primary, primary_up = _primary(raw_metrics, run.task)
+    return _ValStats(loss=val_loss, metrics=metrics, primary=primary, primary_up=primary_up)
+
+
+def _history_row(run: _Run, epoch: int, stats: _EpochStats, val: _ValStats) -> dict:
+    """One history row; epoch_time_s covers training and validation."""
+    epoch_time = time.perf_counter() - stats.started
+    return {"epoch": epoch, "train_loss": stats.loss, "val_loss": val.loss, **val.metrics,
+            "lr": float(run.opt.param_groups[-1]["lr"]), "grad_norm": stats.grad_norm,
+            "epoch_time_s": epoch_time, "samples_per_s": stats.samples * run.world / max(stats.seconds, 1e-9)}
+
+
+def _log_epoch(run: _Run, row: dict, primary: str | None, stopped: bool) -> None:
+    cfg, epoch = run.cfg, row["epoch"]
+    if not (run.main and cfg.log_every and (epoch % cfg.log_every == 0 or stopped or epoch == cfg.epochs)):
+        return
+    shown = " ".join(f"{k}={row[k]:.4f}" for k in ("accuracy", "f1") if k in row)
+    if primary and primary in row and primary not in ("accuracy", "f1"):
+        shown += f" {primary}={row[primary]:.4f}"
+    run.log(f"epoch {epoch:3d}/{cfg.epochs} train_loss={row['train_loss']:.4f} val_loss={row['val_loss']:.4f} "
+            f"{shown} lr={row['lr']:.2e} {row['samples_per_s']:.0f} samples/s")
+
+
+def train_samples_per_s(history: Sequence[dict]) -> float:
+    """Median training throughput (``samples_per_s``) over the history rows; NaN when empty."""
+    return float(np.median([r["samples_per_s"] for r in history])) if history else float("nan")
 
 
 def predict(model: nn.Module, task, inputs: Sequence, device: str | torch.device = "cpu",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.core import io, paths
+from helpers.core.env import ENV_PROFILE, ENV_THREADS, scoped_env
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import git_facts, package_versions
 from helpers.workbook.params import load_notebook_spec, load_profile_file, parse_set, validate
@@ -119,103 +120,134 @@ def _point_latest(run_dir: Path) -> None:
     os.replace(tmp, latest)
 
 
-def run(profile: str, only: list[str] | None = None, out: str | Path | None = None,
-        sets: list[str] | None = None, threads: int | None = None) -> int:
-    """Execute the selected notebooks in order. Returns the process exit code (0 = all ok)."""
-    import papermill as pm
-    from tqdm import tqdm
-
-    stems = select_notebooks(only)
-    plan = resolve_parameters(profile, stems, sets)  # every problem surfaces before a kernel starts
+def _new_run_dir(profile: str, out: str | Path | None) -> tuple[Path, datetime]:
+    """The run folder: ``--out`` as given, else reports/<YYYYmmdd-HHMMSS>-<profile>/, never an existing one."""
     started = datetime.now()
-    run_id = f"{started:%Y%m%d-%H%M%S}-{profile}"
-    run_dir = Path(out).resolve() if out else paths.REPORTS / run_id
-    if not out:
-        while run_dir.exists():  # two runs in the same second: never reuse a folder
-            time.sleep(1)
-            started = datetime.now()
-            run_id = f"{started:%Y%m%d-%H%M%S}-{profile}"
-            run_dir = paths.REPORTS / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_info: dict[str, Any] = {
-        "run_id": run_id if not out else run_dir.name, "profile": profile, "run_dir": str(run_dir),
+    if out:
+        return Path(out).resolve(), started
+    run_dir = paths.REPORTS / f"{started:%Y%m%d-%H%M%S}-{profile}"
+    while run_dir.exists():  # two runs in the same second: never reuse a folder
+        time.sleep(1)
+        started = datetime.now()
+        run_dir = paths.REPORTS / f"{started:%Y%m%d-%H%M%S}-{profile}"
+    return run_dir, started
+
+
+def _new_run_record(profile: str, run_dir: Path, started: datetime, plan: dict) -> dict[str, Any]:
+    """run.json as it stands before any notebook ran: every notebook "not run", with its parameters."""
+    return {
+        "run_id": run_dir.name, "profile": profile, "run_dir": str(run_dir),
         "started": started.isoformat(timespec="seconds"), "finished": None, "status": "running",
         "git": git_facts(), "packages": package_versions(), "command": sys.argv,
-        "notebooks": {s: {"status": "not run", "parameters": plan[s]["resolved"],
-                          "overrides": plan[s]["overrides"]} for s in stems},
+        "notebooks": {s: {"status": "not run", "parameters": p["resolved"], "overrides": p["overrides"]}
+                      for s, p in plan.items()},
     }
+
+
+def _execute(stem: str, overrides: dict[str, Any], nb_dir: Path) -> Exception | None:
+    """Run one notebook with papermill into ``nb_dir``; the exception when it failed, else None."""
+    import papermill as pm  # deferred: papermill pulls in nbclient, jupyter and its kernels machinery
+
+    try:
+        pm.execute_notebook(str(paths.notebook_path(stem)), str(nb_dir / f"{stem}.ipynb"),
+                            parameters={**overrides, "out_dir": str(nb_dir)}, cwd=str(paths.PROJ_ROOT),
+                            kernel_name="python3", progress_bar=False, log_output=False,
+                            request_save_on_cell_execute=False,
+                            # The kernel's own start-up warnings would flood the one-line-per-notebook log.
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, never swallowed
+        return exc
+    return None
+
+
+def _record_outcome(entry: dict[str, Any], stem: str, nb_dir: Path, error: Exception | None, seconds: float) -> None:
+    """Status, duration and (on failure) failure.json with the failing cell's last output."""
+    entry.update(duration_s=round(seconds, 2), ipynb=f"{stem}/{stem}.ipynb")
+    if error is None:
+        entry["status"] = "ok"
+        return
+    details = _failure_details(error, nb_dir / f"{stem}.ipynb")
+    io.atomic_write_json(nb_dir / "failure.json", details)
+    entry.update(status="failed", error=f"{details.get('ename', details['exception'])}: "
+                                        f"{details.get('evalue', details['message'])}"[:500])
+
+
+def _render(run_info: dict[str, Any], stem: str, nb_dir: Path, metrics: dict[str, Any], seconds: float) -> None:
+    """The notebook's self-contained HTML report, with its header card; a rendering error is recorded."""
+    entry = run_info["notebooks"][stem]
+    if not (nb_dir / f"{stem}.ipynb").exists():
+        return
+    config = _read_json_or_empty(nb_dir / "config.json")
+    dataset = config.get("dataset")
+    git = run_info["git"]
+    facts = {"notebook": stem, "status": entry["status"], "profile": run_info["profile"], "run": run_info["run_id"],
+             "duration": f"{seconds:.1f} s", "device": config.get("environment", {}).get("device"),
+             "commit": (git.get("git_commit") or "n/a")[:10] + (" (dirty)" if git.get("git_dirty") else ""),
+             "data": dataset.get("source") if isinstance(dataset, dict) else None, "error": entry.get("error")}
+    try:
+        render_notebook_html(nb_dir / f"{stem}.ipynb", nb_dir / f"{stem}.html", facts, metrics, entry["parameters"])
+        entry["html"] = f"{stem}/{stem}.html"
+    except Exception as exc:  # noqa: BLE001 - a report that cannot render must not stop the run
+        entry["html_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _log_line(stem: str, entry: dict[str, Any]) -> str:
+    line = f"{stem:<24} {entry['status']:<7} {entry.get('duration_s', 0.0):7.1f} s"
+    return line + (f"  {entry['error'][:160]}" if entry.get("error") else "")
+
+
+def _save_record(run_dir: Path, run_info: dict[str, Any], metrics: dict[str, dict]) -> None:
     io.atomic_write_json(run_dir / "run.json", run_info)
-    env_backup = {k: os.environ.get(k) for k in ("PAIRWISE_PROFILE", "PAIRWISE_THREADS")}
-    os.environ["PAIRWISE_PROFILE"] = profile
-    if threads:
-        os.environ["PAIRWISE_THREADS"] = str(threads)
-    metrics: dict[str, dict[str, Any]] = {}
-    failed = False
-    bar = tqdm(stems, desc=f"run {profile}", unit="nb", disable=not sys.stderr.isatty(), leave=False)
+    io.atomic_write_text(run_dir / "index.html", index_html(run_info, metrics))
+
+
+def _run_notebooks(run_info: dict[str, Any], plan: dict, run_dir: Path, metrics: dict[str, dict]) -> bool:
+    """Execute the notebooks in order until one fails; the rest stay "not run". True when all ran."""
+    from tqdm import tqdm  # deferred with papermill: only a run needs it
+
+    bar = tqdm(list(plan), desc=f"run {run_info['profile']}", unit="nb", disable=not sys.stderr.isatty(),
+               leave=False)
     try:
         for stem in bar:
-            entry = run_info["notebooks"][stem]
-            if failed:
-                continue  # stays "not run"
             bar.set_postfix_str(stem)
             nb_dir = run_dir / stem
             nb_dir.mkdir(parents=True, exist_ok=True)
-            out_ipynb = nb_dir / f"{stem}.ipynb"
-            params = {**plan[stem]["overrides"], "out_dir": str(nb_dir)}
             t0 = time.perf_counter()
-            error = None
-            try:
-                pm.execute_notebook(str(paths.notebook_path(stem)), str(out_ipynb), parameters=params,
-                                    cwd=str(paths.PROJ_ROOT), kernel_name="python3", progress_bar=False,
-                                    log_output=False, request_save_on_cell_execute=False,
-                                    # The kernel's own start-up warnings would flood the one-line-per-notebook log.
-                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
-            except Exception as exc:  # noqa: BLE001 - any failure is reported, never swallowed
-                error = exc
-            dur = time.perf_counter() - t0
-            entry.update(duration_s=round(dur, 2), ipynb=f"{stem}/{stem}.ipynb")
-            if error is None:
-                entry["status"] = "ok"
-            else:
-                failed = True
-                details = _failure_details(error, out_ipynb)
-                io.atomic_write_json(nb_dir / "failure.json", details)
-                entry.update(status="failed", error=f"{details.get('ename', details['exception'])}: "
-                                                    f"{details.get('evalue', details['message'])}"[:500])
+            error = _execute(stem, plan[stem]["overrides"], nb_dir)
+            seconds = time.perf_counter() - t0
+            _record_outcome(run_info["notebooks"][stem], stem, nb_dir, error, seconds)
             metrics[stem] = _read_json_or_empty(nb_dir / "metrics.json")
-            if out_ipynb.exists():
-                config = _read_json_or_empty(nb_dir / "config.json")
-                env = config.get("environment", {})
-                facts = {"notebook": stem, "status": entry["status"], "profile": profile, "run": run_info["run_id"],
-                         "duration": f"{dur:.1f} s", "device": env.get("device"),
-                         "commit": (run_info["git"].get("git_commit") or "n/a")[:10]
-                         + (" (dirty)" if run_info["git"].get("git_dirty") else ""),
-                         "data": (config.get("dataset") or {}).get("source") if isinstance(config.get("dataset"), dict) else None, "error": entry.get("error")}
-                try:
-                    render_notebook_html(out_ipynb, nb_dir / f"{stem}.html", facts, metrics[stem],
-                                         plan[stem]["resolved"])
-                    entry["html"] = f"{stem}/{stem}.html"
-                except Exception as exc:  # noqa: BLE001
-                    entry["html_error"] = f"{type(exc).__name__}: {exc}"
-            line = f"{stem:<24} {entry['status']:<7} {dur:7.1f} s"
-            if entry.get("error"):
-                line += f"  {entry['error'][:160]}"
-            tqdm.write(line, file=sys.stderr)
-            io.atomic_write_json(run_dir / "run.json", run_info)
-            io.atomic_write_text(run_dir / "index.html", index_html(run_info, metrics))
+            _render(run_info, stem, nb_dir, metrics[stem], seconds)
+            tqdm.write(_log_line(stem, run_info["notebooks"][stem]), file=sys.stderr)
+            _save_record(run_dir, run_info, metrics)
+            if error is not None:
+                return False
     finally:
         bar.close()
-        for k, v in env_backup.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return True
+
+
+def run(profile: str, only: list[str] | None = None, out: str | Path | None = None,
+        sets: list[str] | None = None, threads: int | None = None) -> int:
+    """Execute the selected notebooks in order. Returns the process exit code (0 = all ok)."""
+    stems = select_notebooks(only)
+    plan = resolve_parameters(profile, stems, sets)  # every problem surfaces before a kernel starts
+    run_dir, started = _new_run_dir(profile, out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_info = _new_run_record(profile, run_dir, started, plan)
+    io.atomic_write_json(run_dir / "run.json", run_info)
+    metrics: dict[str, dict[str, Any]] = {}
+    all_ok = False
+    try:
+        # Kernels inherit these: the profile for run cards, the thread count for torch.
+        with scoped_env(**{ENV_PROFILE: profile, ENV_THREADS: str(threads) if threads else None}):
+            all_ok = _run_notebooks(run_info, plan, run_dir, metrics)
+    finally:
         run_info["finished"] = datetime.now().isoformat(timespec="seconds")
-        if run_info["status"] == "running":
-            run_info["status"] = "failed" if failed else ("ok" if all(
-                n["status"] == "ok" for n in run_info["notebooks"].values()) else "interrupted")
-        io.atomic_write_json(run_dir / "run.json", run_info)
-        io.atomic_write_text(run_dir / "index.html", index_html(run_info, metrics))
+        statuses = [n["status"] for n in run_info["notebooks"].values()]
+        run_info["status"] = "ok" if all_ok and all(s == "ok" for s in statuses) else \
+            ("failed" if "failed" in statuses else "interrupted")
+        _save_record(run_dir, run_info, metrics)
     if run_info["status"] == "ok":
         _point_latest(run_dir)
     print(f"{run_info['status']}: {run_dir / 'index.html'}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The curve doctor (helpers.diagnose) and notebook 07's data, model and task (helpers.plateau)."""
+"""The training-curve doctor (helpers.evaluation.doctor): findings, recommendations, the standard rules."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
+import helpers.evaluation.doctor as doctor
 from helpers.core.errors import WorkbookError
-from helpers.evaluation.doctor import (diagnose_history, evaluate_early_stopping,
+from helpers.evaluation.doctor import (describe_rules, diagnose_history, evaluate_early_stopping,
                                        evaluate_reduce_lr_on_plateau, KINDS, load_history, load_run_config,
-                                       make_synthetic_history, NOTE004_BASELINE, pick_metric, SYNTHETIC_KINDS)
-
+                                       make_findings_table, make_recommendations_table, make_synthetic_history,
+                                       NOTE004_BASELINE, pick_metric, SYNTHETIC_KINDS)
 
 
 # ----------------------------------------------------------------------- labelled synthetic curves
@@ -184,19 +185,6 @@ def test_workbook_history_spelling_and_dict_of_lists():
     assert list(load_history(keras_hist)["epoch"]) == [0, 1, 2]
 
 
-def test_cli_via_python_m_helpers(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
-    p = tmp_path / "h.csv"
-    make_synthetic_history("oscillation").to_csv(p, index=False)
-    root = Path(__file__).resolve().parents[3]
-    r = subprocess.run([sys.executable, "-m", "helpers", "diagnose", str(p), "--json"], cwd=root,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["findings"][0]["kind"] == "oscillation"
-
-
 def test_accuracy_at_its_maximum_is_converged_not_underfit():
     t = np.arange(30)
     h = pd.DataFrame({"epoch": t, "train_loss": 0.3 * np.exp(-t / 3) + 0.05, "val_loss": 0.2 * np.exp(-t / 3) + 0.02,
@@ -222,3 +210,69 @@ def test_run_config_aliases(tmp_path):
                                                       "model": {"dropout": 0.3}}))
     cfg = load_run_config(tmp_path / "history.json")
     assert cfg == {"cosine_eta_min": 1e-6, "early_stopping_patience": 5, "lr": 1e-3, "dropout": 0.3}
+
+
+# ------------------------------------------------------------- each finding and its remedy
+@pytest.mark.parametrize("kind, first", [("healthy", "more_epochs"), ("plateau", "loss_weights"),
+                                         ("overfitting", "regularise"), ("divergence", "lower_lr"),
+                                         ("oscillation", "calmer_steps"), ("lr_decayed_early", "longer_cosine")])
+def test_each_labelled_curve_gets_its_remedy_first(kind, first):
+    for seed in range(3):
+        d = diagnose_history(make_synthetic_history(kind, seed=seed))
+        assert d.recommendations[0].name == first, (kind, seed, [r.name for r in d.recommendations])
+        assert d.summary["label"] == d.label == kind
+
+
+def test_divergence_from_a_climbing_training_loss_without_nan():
+    t = np.arange(30)
+    tr = 0.5 * np.exp(-t / 4) + 0.1
+    tr[15:] = tr[15] * np.exp(0.2 * (t[15:] - 15))
+    d = diagnose_history(pd.DataFrame({"epoch": t + 1, "train_loss": tr, "val_loss": tr * 1.3}))
+    f = d.finding("divergence")
+    assert d.label == "divergence" and f.metric == "train_loss" and f.epoch == 16
+    assert f.evidence["end_train_loss"] > f.evidence["first_train_loss"] > f.evidence["min_train_loss"]
+    assert d.recommendations[0].name == "lower_lr"
+
+
+def test_underfitting_ranks_capacity_first_and_lowers_regularisation():
+    # Training and validation loss almost equal (ratio 1.1 < 1.2) on a plateau well below the ceiling.
+    h = make_synthetic_history("plateau", seed=0)
+    d = diagnose_history(h.assign(val_loss=h["train_loss"] * 1.1), ceiling=0.9)
+    assert d.kinds[:2] == ["plateau", "underfitting"]
+    assert d.finding("underfitting").epoch == d.finding("plateau").epoch
+    names = [r.name for r in d.recommendations]
+    assert names[:3] == ["capacity", "loss_weights", "longer_cosine"]
+    less = d.recommendations[names.index("less_regularisation")]
+    assert less.params == {"dropout": 0.1, "weight_decay": 5e-5} and "1.2" in less.reason
+    assert d.recommendations[0].reason.startswith("underfitting: ")
+
+
+def test_early_stopping_verdicts_and_their_remedies():
+    lax = diagnose_history(make_synthetic_history("plateau", epochs=100, seed=0))
+    es = lax.rules["early_stopping"]
+    assert es["verdict"] == "too lax" and es["stop_epoch"] == 57 and "43 more epochs" in es["note"]
+    rec = next(r for r in lax.recommendations if r.name == "early_stopping")
+    assert rec.params == {"early_stopping_patience": 20, "early_stopping_min_delta": 1e-4}
+    eager = diagnose_history(make_synthetic_history("healthy", seed=0))
+    assert eager.rules["early_stopping"]["verdict"] == "too eager"
+    assert [(r.name, r.params) for r in eager.recommendations] == [("more_epochs", {"epochs": 150})]
+    assert "[too eager: the run ended" in describe_rules(eager)
+
+
+def test_tables_have_one_row_per_finding_and_recommendation():
+    d = diagnose_history(make_synthetic_history("plateau", seed=0), ceiling=0.9)
+    ft, rt = make_findings_table(d), make_recommendations_table(d)
+    assert list(ft["kind"]) == d.kinds and "level=" in ft["evidence"].iloc[0]
+    assert list(rt["rank"]) == list(range(1, len(d.recommendations) + 1))
+    assert list(rt["name"]) == [r.name for r in d.recommendations]
+
+
+@pytest.mark.parametrize("name", ["Diagnosis", "Finding", "Recommendation", "KINDS", "NOTE004_BASELINE",
+                                  "SYNTHETIC_KINDS", "describe_rules", "diagnose_history",
+                                  "evaluate_early_stopping", "evaluate_reduce_lr_on_plateau",
+                                  "evaluate_synthetic_set", "find_plateau", "load_history", "load_run_config",
+                                  "make_findings_table", "make_recommendations", "make_recommendations_table",
+                                  "make_synthetic_history", "metric_direction", "normalise_columns",
+                                  "pick_metric"])
+def test_public_names_are_importable_from_the_package(name):
+    assert name in doctor.__all__ and getattr(doctor, name) is not None

@@ -6,7 +6,7 @@ import torch
 
 from helpers.core.taskspec import make_task_specs
 from helpers.data.tables import DEFAULT_TASKS
-from helpers.evaluation.speed import (_peak_rss_mb, decay_batch, evaluate_backbone_speed, OOMAtEveryBatch,
+from helpers.evaluation.speed import (decay_batch, evaluate_backbone_speed, OOMAtEveryBatch, peak_rss_mb,
                                       run_with_batch_decay)
 
 
@@ -59,5 +59,5 @@ def test_fresh_process_measurement_reports_its_own_memory():
     assert r["batch"] == 2 and r["model"] == "convnext_atto"
     assert 0 < r["rss_before_model_mb"] < r["peak_mem_mb"]
     # Linux's ru_maxrss would hand the child this process's peak (which holds the 400 MB); VmHWM does not.
-    assert r["peak_mem_mb"] < _peak_rss_mb() - 200
+    assert r["peak_mem_mb"] < peak_rss_mb() - 200
     del big

@@ -46,4 +46,12 @@ def test_history_rows_and_checkpoints(tmp_path):
                 "scaler_state_dict", "best", "config", "model_spec"):
         assert key in ck
     assert ck["model_spec"]["name"] == "siamese_resnet"
+    # last.pt's keys (and their order) are what a resumed run reads: keep them stable across versions.
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert list(last) == ["epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict",
+                          "scaler_state_dict", "best", "config", "model_spec", "history", "best_state", "wait",
+                          "stopped", "fingerprint", "checkpoints"]
+    assert list(last["best"]) == ["loss", "accuracy", "f1", "_monitor"] and last["epoch"] == 3
+    assert last["checkpoints"]["best_loss"] == str(tmp_path / "best_loss.pt")
+    assert set(res.best) == {"loss", "accuracy", "f1", "monitor"}
     assert res.best["loss"]["value"] == min(r["val_loss"] for r in hist)

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.core.errors import WorkbookError
 from helpers.models.registry import create_model
+from helpers.training.callbacks import BestTracker, Checkpointer, EarlyStopping, HistoryWriter
 from helpers.training.config import TrainConfig
-from helpers.training.loop import predict, train_model
+from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.tasks import BinaryTask, MulticlassTask
 
 
@@ -139,3 +141,71 @@ def test_numeric_primary_metric_is_tracked():
     xa, xb, y = _image_pairs(32)
     res = train_model(_small_model(), Task(), (xa, xb, y), (xa, xb, y), _cfg(epochs=1))
     assert "primary" in res.history[0] and "primary" in res.best
+
+
+def test_train_samples_per_s_is_the_median():
+    assert train_samples_per_s([{"samples_per_s": 10.0}, {"samples_per_s": 30.0}, {"samples_per_s": 20.0}]) == 20.0
+    assert math.isnan(train_samples_per_s([]))
+
+
+def _row(epoch, val_loss, **metrics):
+    return {"epoch": epoch, "train_loss": 0.0, "val_loss": val_loss, **metrics}
+
+
+def test_best_tracker_directions_and_public_form():
+    tracker = BestTracker()
+    assert tracker.update(_row(1, 0.5, accuracy=0.6, mse=2.0), {"accuracy": 0.6, "mse": 2.0}, "mse", False) \
+        == ["loss", "accuracy", "mse"]
+    assert tracker.update(_row(2, 0.4, accuracy=0.5, mse=1.0), {"accuracy": 0.5, "mse": 1.0}, "mse", False) \
+        == ["loss", "mse"]
+    assert tracker.update(_row(3, math.nan, accuracy=0.7, mse=3.0), {"accuracy": 0.7, "mse": 3.0}, "mse", False) \
+        == ["accuracy"]
+    tracker.set_monitor(0.4, 2, "val_loss")
+    assert tracker.best["_monitor"] == {"value": 0.4, "epoch": 2, "name": "val_loss"}
+    assert tracker.public() == {"loss": {"value": 0.4, "epoch": 2}, "accuracy": {"value": 0.7, "epoch": 3},
+                                "mse": {"value": 1.0, "epoch": 2},
+                                "monitor": {"value": 0.4, "epoch": 2, "name": "val_loss"}}
+    again = BestTracker()
+    again.load_state_dict(tracker.state_dict())
+    assert again.public() == tracker.public()
+
+
+def test_early_stopping_patience_snapshot_and_resume_state():
+    model = torch.nn.Linear(2, 1)
+    cfg = _cfg(patience=2, min_delta=0.1, monitor="accuracy")
+    tracker = BestTracker()
+    stop = EarlyStopping(cfg, BinaryTask(), tracker, model)
+    assert stop.column == "accuracy" and stop.greater_is_better
+    assert stop.update(_row(1, 1.0, accuracy=0.5)) is None and stop.wait == 0
+    snapshot = {k: v.clone() for k, v in stop.best_state.items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert stop.update(_row(2, 1.0, accuracy=0.55)) is None and stop.wait == 1   # +0.05 < min_delta
+    # A fresh instance loaded from the exported state continues the count exactly.
+    resumed_tracker = BestTracker()
+    resumed_tracker.load_state_dict(tracker.state_dict())
+    resumed = EarlyStopping(cfg, BinaryTask(), resumed_tracker, model)
+    resumed.load_state_dict(stop.state_dict())
+    reason = resumed.update(_row(3, 1.0, accuracy=0.52))
+    assert reason == "early stop at epoch 3: accuracy no better than 0.5000 (epoch 1) for 2 epochs"
+    resumed.restore_best()
+    torch.testing.assert_close(model.state_dict(), snapshot)
+    assert "not finite" in stop.update(_row(3, 1.0, accuracy=math.nan))
+    with pytest.raises(WorkbookError, match="monitor='val_f1': not among"):
+        EarlyStopping(_cfg(monitor="val_f1"), BinaryTask(), BestTracker(), model).update(_row(1, 1.0))
+
+
+def test_writers_stay_silent_off_rank0(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(model.parameters())
+    history = HistoryWriter(tmp_path, enabled=False)
+    ckpt = Checkpointer(tmp_path, False, model, opt, None, None, _cfg())
+    history.append(_row(1, 1.0))
+    history.write()
+    ckpt.save_epoch(1, ["loss"], {"loss": {"value": 1.0, "epoch": 1}}, history.state_dict())
+    ckpt.save_final(1, {}, history.rows)
+    assert list(tmp_path.iterdir()) == [] and ckpt.paths == {}
+    on = Checkpointer(tmp_path, True, model, opt, None, None, _cfg())
+    on.save_epoch(1, ["loss"], {"loss": {"value": 1.0, "epoch": 1}}, history.state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_loss.pt", "last.pt"]
+    assert on.state_dict() == {"checkpoints": {"best_loss": str(tmp_path / "best_loss.pt")}}

@@ -1,0 +1,243 @@
+"""Reading a history (any logger's spelling) and a run's config; choosing the metric to judge."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.core.errors import WorkbookError
+
+
+# M4's starting configuration (train_transformer3D/train_3d.py): the "from" values when a
+# history comes without its own config.
+NOTE004_BASELINE: dict[str, Any] = {
+    "d_model": 512, "nhead": 8, "num_layers": 4, "dim_feedforward": 2048, "dropout": 0.15,
+    "mse_weight": 0.2, "cosine_weight": 0.8, "lr": 1e-4, "warmup_epochs": 5, "warmup_lr": 1e-6,
+    "epochs": 100, "cosine_eta_min": 1e-6, "batch_size": 32, "weight_decay": 1e-4,
+    "early_stopping_patience": 20, "early_stopping_min_delta": 1e-4,
+}
+
+
+# TrainConfig / other spellings of M4's flags in a config.json.
+_CONFIG_ALIASES = {"eta_min": "cosine_eta_min", "patience": "early_stopping_patience",
+                   "min_delta": "early_stopping_min_delta", "learning_rate": "lr"}
+
+
+# Column spellings of common loggers -> the workbook's names.
+_EPOCH_NAMES = ("epoch", "epochs", "step", "iteration", "iter")
+
+
+_EXACT_ALIASES = {
+    "loss": "train_loss", "training_loss": "train_loss", "trn_loss": "train_loss",
+    "train_loss_epoch": "train_loss",
+    "eval_loss": "val_loss", "valid_loss": "val_loss", "validation_loss": "val_loss",
+    "val_loss_epoch": "val_loss", "test_loss": "val_loss",
+    "learning_rate": "lr", "lr_0": "lr", "lr_adam": "lr", "lr_sgd": "lr", "lr_adamw": "lr",
+    "acc": "train_accuracy", "accuracy": "train_accuracy", "train_acc": "train_accuracy",
+    "val_acc": "val_accuracy", "eval_top1": "val_top1", "eval_top5": "val_top5",
+}
+
+
+_VAL_PREFIXES = ("eval_", "valid_", "validation_", "val/", "eval/", "valid/")
+
+
+_LOSS_WORDS = ("loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity")
+
+
+# Metrics preferred as the primary score when none is named (first match wins).
+_SCORE_PREFERENCE = ("val_cos", "val_cosine", "val_accuracy", "val_top1", "val_f1", "val_auc")
+
+
+_NOT_METRICS = {"epoch", "lr", "grad_norm", "epoch_time_s", "samples_per_s", "time", "wall_time",
+                "train_loss", "val_loss", "momentum", "weight_decay"}
+
+
+def _canon(name: str) -> str:
+    n = str(name).strip().lower().replace(" ", "_").replace("-", "_")
+    if n in _EXACT_ALIASES:
+        return _EXACT_ALIASES[n]
+    for p in _VAL_PREFIXES:
+        if n.startswith(p):
+            rest = n[len(p):]
+            return "val_" + {"acc": "accuracy"}.get(rest, rest)
+    if n.startswith("train/"):
+        return "train_" + n[len("train/"):]
+    return n.replace("/", "_")
+
+
+def _column_mapping(df: pd.DataFrame) -> dict[str, str]:
+    """Each kept column's workbook name; of two spellings of one column the first wins."""
+    mapping: dict[str, str] = {}
+    canon = {c: _canon(c) for c in df.columns}
+    present = set(canon.values())
+    for c in df.columns:
+        n = canon[c]
+        # A bare score ("accuracy", "cos") is a training value when its val_ twin exists (Keras),
+        # else a validation value (the workbook's history.json scores the validation split).
+        if n.startswith("train_") and n != "train_loss" and str(c).lower() in ("acc", "accuracy"):
+            n = n if "val_" + n[len("train_"):] in present else "val_" + n[len("train_"):]
+        elif (n not in _NOT_METRICS and n not in _EPOCH_NAMES and not n.startswith(("val_", "train_"))):
+            n = ("train_" + n) if ("val_" + n) in present else ("val_" + n)
+        if n in _EPOCH_NAMES:
+            n = "epoch"
+        if n in mapping.values():
+            continue
+        mapping[c] = n
+    return mapping
+
+
+def normalise_columns(df: pd.DataFrame, source: str = "history") -> pd.DataFrame:
+    """Rename common logger spellings to the workbook's, keep numeric columns, sort by epoch.
+
+    Raises WorkbookError when there is no epoch column, no loss or metric column, or the epoch
+    column is not numeric and finite.
+    """
+    if not isinstance(df, pd.DataFrame) or df.empty:
+        raise WorkbookError(f"{source}: the history is empty; expected one row per epoch")
+    mapping = _column_mapping(df)
+    out = df[list(mapping)].rename(columns=mapping)
+    if "epoch" not in out.columns:
+        raise WorkbookError(f"{source}: no epoch column; expected one of {', '.join(_EPOCH_NAMES)} "
+                            f"(columns found: {', '.join(map(str, df.columns))})")
+    numeric = {}
+    for c in out.columns:
+        v = pd.to_numeric(out[c], errors="coerce")
+        if c == "epoch" or v.notna().any():
+            numeric[c] = v
+    out = pd.DataFrame(numeric)
+    if not np.isfinite(out["epoch"].to_numpy(dtype=float)).all():
+        raise WorkbookError(f"{source}: the epoch column has missing or non-numeric values; "
+                            "expected a number on every row")
+    scores = [c for c in out.columns if c != "epoch"]
+    if not any(c in ("train_loss", "val_loss") or c not in _NOT_METRICS for c in scores):
+        raise WorkbookError(f"{source}: no loss or metric column; expected train_loss/val_loss "
+                            f"(or loss, eval_loss…) or a score such as val_accuracy "
+                            f"(columns found: {', '.join(map(str, df.columns))})")
+    # Resumed runs repeat epochs: the last row of an epoch wins.
+    out = out.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    return out
+
+
+def load_history(source: str | Path | pd.DataFrame | Sequence[dict] | dict) -> pd.DataFrame:
+    """Read a history (JSON list of rows / dict of lists / {"history": [...]}, CSV, a run folder
+    holding history.json, a DataFrame or a list of dicts) into a normalised DataFrame."""
+    name = "history"
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+    elif isinstance(source, (list, tuple)):
+        df = pd.DataFrame(list(source))
+    elif isinstance(source, dict):
+        df = _frame_from_json(source, name)
+    else:
+        path = Path(source)
+        if path.is_dir():
+            cand = path / "history.json"
+            if not cand.exists():
+                raise WorkbookError(f"{path}: a folder without history.json; expected a history "
+                                    "file (.json or .csv) or a run folder holding history.json")
+            path = cand
+        name = str(path)
+        df = _read_history_file(path)
+    return normalise_columns(df, name)
+
+
+def _read_history_file(path: Path) -> pd.DataFrame:
+    """The rows of a .csv/.tsv/.txt or .json/.jsonl history file, not yet normalised."""
+    if not path.exists():
+        raise WorkbookError(f"{path}: file not found; expected a training history (.json or .csv)")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        try:
+            return pd.read_csv(path, sep=None, engine="python")  # sniffs , ; or tab
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise WorkbookError(f"{path}: not a readable CSV ({e}); expected a header row and "
+                                "one row per epoch") from None
+    if suffix in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8")
+        try:
+            if suffix == ".jsonl":
+                obj = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise WorkbookError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        return _frame_from_json(obj, str(path))
+    raise WorkbookError(f"{path}: unknown history format {suffix!r}; expected .json, .jsonl or .csv")
+
+
+def _frame_from_json(obj: Any, name: str) -> pd.DataFrame:
+    if isinstance(obj, dict) and "history" in obj:
+        obj = obj["history"]
+    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        return pd.DataFrame(obj)
+    if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
+        lens = {len(v) for v in obj.values()}
+        if len(lens) != 1:
+            raise WorkbookError(f"{name}: columns of different lengths {sorted(lens)}; expected one "
+                                "value per epoch in every column")
+        df = pd.DataFrame(obj)
+        if not any(_canon(c) in _EPOCH_NAMES for c in df.columns):  # Keras History.history has none
+            df.insert(0, "epoch", np.arange(len(df)))
+        return df
+    raise WorkbookError(f"{name}: expected a list of per-epoch objects, an object of per-epoch lists "
+                        "or {\"history\": [...]}")
+
+
+def load_run_config(path: str | Path) -> dict[str, Any]:
+    """Hyperparameters from a config.json beside a history (nested sections flattened; only the
+    keys a recommendation can change are kept). {} when there is none."""
+    p = Path(path)
+    cfg_path = p / "config.json" if p.is_dir() else p.parent / "config.json"
+    if not cfg_path.exists():
+        return {}
+    try:
+        obj = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+    flat: dict[str, Any] = {}
+
+    def walk(d: Any) -> None:
+        if isinstance(d, dict):
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    walk(v)
+                else:
+                    k = _CONFIG_ALIASES.get(k, k)
+                    if k in NOTE004_BASELINE and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        flat.setdefault(k, v)
+    walk(obj)
+    return flat
+
+
+def metric_direction(name: str) -> bool:
+    """True when larger is better (accuracy, cosine...), False for losses and errors."""
+    n = name.lower()
+    return not any(w in n for w in _LOSS_WORDS)
+
+
+def pick_metric(df: pd.DataFrame, metric: str | None = None) -> str:
+    """The primary metric: ``metric`` (any known spelling) or the first validation score, else val_loss."""
+    if metric:
+        for cand in (metric, _canon(metric), "val_" + _canon(metric)):
+            if cand in df.columns:
+                return cand
+        raise WorkbookError(f"--metric {metric!r}: not a column of the history; expected one of "
+                            f"{', '.join(c for c in df.columns if c != 'epoch')}")
+    cols = [c for c in df.columns if c != "epoch"]
+    for pref in _SCORE_PREFERENCE:
+        for c in cols:
+            if c.startswith(pref):
+                return c
+    for c in cols:
+        if c.startswith("val_") and c != "val_loss" and c not in _NOT_METRICS:
+            return c
+    for c in ("val_loss", "train_loss"):
+        if c in cols:
+            return c
+    others = [c for c in cols if c not in _NOT_METRICS]
+    if others:
+        return others[0]
+    raise WorkbookError("history: no metric to judge; expected val_loss, train_loss or a score column")
