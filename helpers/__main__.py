@@ -11,6 +11,16 @@ from helpers.core.errors import WorkbookError
 BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed")}
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; expected 1 or more") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} threads: expected 1 or more")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m helpers", description="Run and inspect the workbook.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -18,11 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate parameters only")
     for q in (r, c):
         q.add_argument("--profile", default="default", help="params/<profile>/ (smoke, default, gpu)")
-        q.add_argument("--only", nargs="+", metavar="NB", help="notebooks by number or stem, e.g. 00 01")
-        q.add_argument("--set", nargs="+", default=[], metavar="NB.KEY=VALUE", dest="sets",
-                       help="override one parameter; VALUE is read as YAML")
+        # "extend": a repeated --only / --set adds to the earlier ones instead of replacing them.
+        q.add_argument("--only", nargs="+", action="extend", metavar="NB",
+                       help="notebooks by number or stem, e.g. 00 01")
+        q.add_argument("--set", nargs="+", action="extend", default=[], metavar="NB.KEY=VALUE", dest="sets",
+                       help="override one parameter; VALUE is read as YAML (plain data only)")
     r.add_argument("--out", help="run folder (default reports/<YYYYmmdd-HHMMSS>-<profile>/)")
-    r.add_argument("--threads", type=int, help="torch threads per kernel (default: torch's own choice)")
+    r.add_argument("--threads", type=_positive_int, help="torch threads per kernel (default: torch's own choice)")
     d = sub.add_parser("diff", help="configuration and metric values that differ between two runs")
     d.add_argument("run_a")
     d.add_argument("run_b")
@@ -72,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbookError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM during a run: run.json already says "interrupted"
+        print(f"interrupted ({e or 'Ctrl-C'}); run.json records which notebook was cut short", file=sys.stderr)
+        return 130
     return 1
 
 

@@ -3,6 +3,7 @@
 file and key; the built-in datasets written earlier in a run are opened by name."""
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,26 +59,92 @@ def load_npz_pairs(path: str | Path) -> PairSet:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected an .npz with keys xa, xb, y)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - numpy raises several types for a corrupt archive
-        raise DataError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from None
+    arrays = _read_npz(path)
     for key in ("xa", "xb", "y"):
         if key not in arrays:
             raise DataError(f"{path}: missing key {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
     xa, xb, y = arrays.pop("xa"), arrays.pop("xb"), arrays.pop("y")
-    n = len(y)
+    n = len(y) if y.ndim else 0
     if y.ndim != 1:
         raise DataError(f"{path}: key 'y' must be 1-D [N], got shape {y.shape}")
+    if n == 0:  # caught here: numpy's "zero-size array" error would surface much later, far from the file
+        raise DataError(f"{path}: has 0 rows (expected at least one pair in xa, xb, y)")
+    xa, xb = _check_inputs(path, xa, xb, n)
+    _check_labels(path, y)
+    ida, idb = _read_ids(path, arrays, n)
+    extras = {k: v for k, v in arrays.items() if v.ndim >= 1 and len(v) == n}
+    if "pair" in extras:
+        _refuse_complex(path, "pair", extras["pair"])
+        extras["pair"] = _to_float(extras["pair"])
+    return PairSet(xa, xb, y.astype(np.int64), ida, idb, extras)
+
+
+# The first bytes of a zip archive with members, and of an empty one: every .npz starts with one of them.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz, never unpickling anything. numpy's own messages for these cases suggest
+    allow_pickle=True, which would let a file run code, so they are replaced by what was found."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head[:4] not in _ZIP_MAGIC:
+        found = ("the file is empty" if not head else "it holds a single .npy array" if head.startswith(b"\x93NUMPY")
+                 else "it is not a zip archive")
+        raise DataError(f"{path}: not an .npz archive of arrays ({found}); expected a file written by "
+                        f"numpy.savez with keys xa, xb, y")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - numpy and zipfile raise several types for a corrupt archive
+        raise DataError(f"{path}: not a readable .npz archive ({_reason(e)})") from None
+    arrays = {}
+    with archive as z:
+        for key in z.files:
+            arrays[key] = _read_member(path, z, key)
+    return arrays
+
+
+def _read_member(path: Path, z: Any, key: str) -> np.ndarray:
+    try:
+        value = z[key]
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: key {key!r} holds Python objects (object dtype); such arrays are never "
+                            f"loaded because loading them could run code: save numeric arrays instead") from None
+        raise DataError(f"{path}: key {key!r} could not be read ({_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged member: zlib, zipfile or numpy errors
+        raise DataError(f"{path}: key {key!r} could not be read ({_reason(e)})") from None
+    if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file comes back as bytes
+        raise DataError(f"{path}: member {key!r} is not a numpy array; expected an .npz written by numpy.savez")
+    return value
+
+
+def _reason(e: Exception) -> str:
+    """An exception as text, without numpy's advice to unpickle (never to be followed for user data)."""
+    text = str(e)
+    return type(e).__name__ if "pickle" in text.lower() else f"{type(e).__name__}: {text}"
+
+
+def _refuse_complex(path: Path, key: str, x: np.ndarray) -> None:
+    # Converting to float32 would silently drop the imaginary part.
+    if np.iscomplexobj(x):
+        raise DataError(f"{path}: key {key!r} has complex dtype {x.dtype}, which is not supported "
+                        f"(expected real numbers)")
+
+
+def _check_inputs(path: Path, xa: np.ndarray, xb: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """xa, xb: rank, rows, dtype, shape and finiteness checked; returned as float32 with a channel axis."""
     for key, x in (("xa", xa), ("xb", xb)):
         if x.ndim not in (2, 3, 4):
             raise DataError(f"{path}: key {key!r} has rank {x.ndim} (shape {x.shape}); expected [N, F], "
                             f"[N, H, W] or [N, C, H, W]")
         if len(x) != n:
             raise DataError(f"{path}: length mismatch: {key!r} has {len(x)} rows but 'y' has {n}")
+        if x.size == 0:
+            raise DataError(f"{path}: key {key!r} has no values per row (shape {x.shape})")
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise DataError(f"{path}: key {key!r} has non-numeric dtype {x.dtype}")
+        _refuse_complex(path, key, x)
     if xa.shape != xb.shape:
         raise DataError(f"{path}: 'xa' has shape {xa.shape} but 'xb' has {xb.shape}; they must match")
     xa, xb = _to_float(xa), _to_float(xb)
@@ -85,25 +152,30 @@ def load_npz_pairs(path: str | Path) -> PairSet:
         if not np.isfinite(x).all():
             bad = int((~np.isfinite(x)).reshape(n, -1).any(axis=1).sum())
             raise DataError(f"{path}: key {key!r} contains NaN or Inf in {bad} of {n} rows")
+    return xa, xb
+
+
+def _check_labels(path: Path, y: np.ndarray) -> None:
     if not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
         raise DataError(f"{path}: key 'y' has non-numeric dtype {y.dtype}; expected labels 0/1")
+    _refuse_complex(path, "y", y)
     labels = np.unique(y)
     if not np.isin(labels, [0, 1]).all():
         raise DataError(f"{path}: key 'y' holds labels {labels[~np.isin(labels, [0, 1])][:5].tolist()}; "
                         f"expected only 0 and 1")
-    ida = idb = None
+
+
+def _read_ids(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Optional source ids (ida, idb) as int64, popped from ``arrays``."""
     if ("ida" in arrays) != ("idb" in arrays):
         raise DataError(f"{path}: has only one of 'ida'/'idb'; give both or neither")
-    if "ida" in arrays:
-        ida, idb = arrays.pop("ida"), arrays.pop("idb")
-        for key, ids in (("ida", ida), ("idb", idb)):
-            if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
-                raise DataError(f"{path}: key {key!r} must be integer ids of shape ({n},), got {ids.dtype} {ids.shape}")
-        ida, idb = ida.astype(np.int64), idb.astype(np.int64)
-    extras = {k: v for k, v in arrays.items() if v.ndim >= 1 and len(v) == n}
-    if "pair" in extras:
-        extras["pair"] = _to_float(extras["pair"])
-    return PairSet(xa, xb, y.astype(np.int64), ida, idb, extras)
+    if "ida" not in arrays:
+        return None, None
+    ida, idb = arrays.pop("ida"), arrays.pop("idb")
+    for key, ids in (("ida", ida), ("idb", idb)):
+        if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+            raise DataError(f"{path}: key {key!r} must be integer ids of shape ({n},), got {ids.dtype} {ids.shape}")
+    return ida.astype(np.int64), idb.astype(np.int64)
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:
@@ -115,7 +187,8 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 
 
 def load_pair_folder(folder: str | Path, name: str | None = None, generated: bool = False) -> PairSplits:
-    """Read ``train.npz``, ``val.npz`` and ``test_public.npz`` from a folder."""
+    """Read ``train.npz``, ``val.npz`` and ``test_public.npz`` from a folder. Without ``name`` the
+    splits are named after the resolved folder, made a safe folder name (``data/sub/..`` is ``data``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: pair folder not found (expected train.npz, val.npz, test_public.npz)")
@@ -123,30 +196,116 @@ def load_pair_folder(folder: str | Path, name: str | None = None, generated: boo
     shapes = {split: s.xa.shape[1:] for split, s in sets.items()}
     if len(set(shapes.values())) != 1:
         raise DataError(f"{folder}: splits disagree on the input shape: {shapes}")
-    meta = {}
-    if (folder / "meta.json").exists():
-        meta = io.read_json(folder / "meta.json")
+    meta = _read_meta(folder / "meta.json")
     kind = "image" if sets["train"].xa.ndim == 4 else "vector"
-    return PairSplits(name or folder.name, kind, bool(meta.get("generated", generated)),
+    return PairSplits(name or _slug(folder.resolve().name), kind, bool(meta.get("generated", generated)),
                       meta.get("source", str(folder)), sets["train"], sets["val"], sets["test"], meta)
 
 
-def load_pair_dataset(name_or_dir: str, run_dir: str | Path) -> PairSplits:
-    """A built-in dataset written earlier in this run (``digit_pairs``, ``scene_pairs``) or a folder."""
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "true/false", type(None): "null"}
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """meta.json (optional): an object whose ``generated`` and ``source``, when given, are a bool and a string."""
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise DataError(f"{path}: expected a JSON file, found a folder")
+    try:
+        meta = io.read_json(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object such as {{\"source\": \"...\", \"generated\": false}}, "
+                        f"got a JSON {_JSON_TYPES.get(type(meta), type(meta).__name__)}")
+    if not isinstance(meta.get("generated", False), bool):
+        raise DataError(f"{path}: 'generated' must be true or false, got {meta['generated']!r}")
+    if not isinstance(meta.get("source", ""), str):
+        raise DataError(f"{path}: 'source' must be a string, got {meta['source']!r}")
+    return meta
+
+
+# Characters allowed in a dataset's label: it becomes a folder name under the run's outputs.
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _slug(name: str) -> str:
+    """A safe folder name: only [A-Za-z0-9._-], no leading dot (so never '.' or '..'), never empty."""
+    return _UNSAFE.sub("_", name).lstrip(".")[:100] or "dataset"
+
+
+def _check_label(label: str) -> None:
+    if not isinstance(label, str) or not label or _UNSAFE.search(label) or label.startswith("."):
+        raise WorkbookError(f"dataset label {label!r}: expected a safe folder name (letters, digits, '.', '_', '-', "
+                            f"not starting with '.'), as dataset_labels gives")
+
+
+def _folder_of(entry: str) -> Path:
+    """A dataset folder as given: ``~`` expanded, relative paths taken from the project root."""
+    folder = Path(entry).expanduser()
+    return folder if folder.is_absolute() else paths.PROJ_ROOT / folder
+
+
+def _raw_name(entry: str) -> str:
+    return entry if entry in BUILTIN else _folder_of(entry).resolve().name
+
+
+def dataset_labels(datasets: list[str]) -> list[str]:
+    """The name each entry of ``datasets`` is reported (and written) under: the built-in name, or the
+    resolved folder's name made safe; repeats get -2, -3, ... in list order, skipping any label another
+    entry has on its own, so every notebook given the same list gives the same labels."""
+    natural = [_slug(_raw_name(d)) for d in datasets]
+    reserved, used, labels = set(natural), set(), []
+    for base in natural:
+        label, k = base, 2
+        while label in used or (label != base and label in reserved):
+            label, k = f"{base}-{k}", k + 1
+        used.add(label)
+        labels.append(label)
+    return labels
+
+
+def describe_renamed(datasets: list[str], labels: list[str]) -> list[str]:
+    """One sentence per entry whose label is not its plain name (made safe, or told apart from another)."""
+    if len(datasets) != len(labels):
+        raise WorkbookError(f"{len(datasets)} datasets but {len(labels)} labels: give one label per dataset")
+    raw = [_raw_name(d) for d in datasets]
+    natural = [_slug(r) for r in raw]
+    out = []
+    for i, (entry, label) in enumerate(zip(datasets, labels)):
+        if label == raw[i]:
+            continue
+        if label == natural[i]:
+            what = "has no folder name" if not raw[i] else f"has the folder name {raw[i]!r}, not a safe name"
+            out.append(f"{entry} {what}: it is reported as {label}")
+            continue
+        j = natural.index(natural[i])
+        if datasets[j] == entry:
+            out.append(f"{entry} is listed more than once: entry {i + 1} is reported as {label}")
+        elif raw[j] == raw[i]:
+            out.append(f"{datasets[j]} and {entry} have the same folder name: the second is reported as {label}")
+        else:
+            out.append(f"{datasets[j]} and {entry} both give the name {natural[i]}: the second is reported as {label}")
+    return out
+
+
+def load_pair_dataset(name_or_dir: str, run_dir: str | Path, label: str | None = None) -> PairSplits:
+    """A built-in dataset written earlier in this run (``digit_pairs``, ``scene_pairs``) or a folder.
+    ``label`` (from ``dataset_labels``) names the splits; by default the built-in or folder name."""
+    if label is not None:
+        _check_label(label)
     if name_or_dir in BUILTIN:
         folder = Path(run_dir) / BUILTIN[name_or_dir]
         if not folder.is_dir():
             nb = BUILTIN[name_or_dir].split("/")[0]
             raise WorkbookError(f"dataset {name_or_dir!r} is written by notebook {nb}, but {folder} does not "
                                 f"exist: run {nb} first in the same run folder")
-        return load_pair_folder(folder, name=name_or_dir)
-    folder = Path(name_or_dir).expanduser()
-    if not folder.is_absolute():
-        folder = paths.PROJ_ROOT / folder
+        return load_pair_folder(folder, name=label or name_or_dir)
+    folder = _folder_of(name_or_dir)
     if not folder.is_dir():
         raise WorkbookError(f"dataset {name_or_dir!r} is neither a built-in name ({', '.join(BUILTIN)}) "
                             f"nor an existing folder")
-    return load_pair_folder(folder, name=folder.name)
+    return load_pair_folder(folder, name=label or _slug(folder.resolve().name))
 
 
 def copy_pair_folder(src: Path, dst: Path) -> Path:
@@ -167,10 +326,10 @@ def _uses_pair(splits) -> bool:
     return all("pair" in s.extras for _, s in splits.items())
 
 
-def open_dataset(dataset: str, run_dir: str | Path, out_dir: str | Path):
-    """(splits, the dataset's output folder, whether pair features are used) for stages 1 and 2."""
-
-    splits = load_pair_dataset(dataset, run_dir)
+def open_dataset(dataset: str, run_dir: str | Path, out_dir: str | Path, label: str | None = None):
+    """(splits, the dataset's output folder, whether pair features are used) for stages 1 and 2;
+    ``label`` (from ``dataset_labels``) names that folder when given."""
+    splits = load_pair_dataset(dataset, run_dir, label=label)
     out = Path(out_dir) / splits.name
     out.mkdir(parents=True, exist_ok=True)
     return splits, out, _uses_pair(splits)

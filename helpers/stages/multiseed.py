@@ -19,6 +19,7 @@ import pandas as pd
 from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
 from helpers.core.io import atomic_savez, atomic_write_json
+from helpers.core.paths import unique_slugs
 from helpers.data.pairs import load_pair_dataset, make_inputs
 from helpers.data.predictions import write_predictions
 from helpers.evaluation.stats import wilson_interval
@@ -88,6 +89,8 @@ def make_grid(grid: dict[str, Sequence[int]], dataset: str, run_dir: str | Path,
     architectures = architectures or {}
     registry = list_models()
     specs, seen = [], set()
+    # Labels become folder and file names: safe, unique slugs (the table shows label and name side by side).
+    slugs = dict(zip(grid, unique_slugs(list(grid))))
     for arch, seeds in grid.items():
         entry = dict(architectures.get(arch, {}))
         if not isinstance(entry, dict):
@@ -105,7 +108,7 @@ def make_grid(grid: dict[str, Sequence[int]], dataset: str, run_dir: str | Path,
                 isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
             raise WorkbookError(f"grid[{arch!r}] = {seeds!r}: expected a non-empty list of non-negative int seeds")
         for s in seeds:
-            name = f"{arch}_s{s}"
+            name = f"{slugs[arch]}_s{s}"
             if name in seen:
                 raise WorkbookError(f"grid[{arch!r}] lists seed {s} twice")
             seen.add(name)

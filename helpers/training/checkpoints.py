@@ -11,19 +11,33 @@ from helpers.core.errors import WorkbookError
 from helpers.training.batching import _unwrap
 
 
+def read_checkpoint_file(path: str | Path) -> dict:
+    """The dict a checkpoint file holds, read with ``weights_only=True``: tensors and plain Python
+    types only, so a file that smuggles in other objects is refused instead of unpickled (which
+    could run code). The training loop writes nothing else."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbookError(f"checkpoint {path}: file not found (expected a .pt written by train_model)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torch's own message suggests weights_only=False: never repeat that
+        raise WorkbookError(f"checkpoint {path}: cannot be read as a weights-only checkpoint: it is not a torch "
+                            "file, or it holds objects other than tensors and plain types. The workbook never "
+                            "unpickles other objects, because that can run code; write checkpoints with "
+                            "train_model") from None
+    if not isinstance(ckpt, dict):
+        raise WorkbookError(f"checkpoint {path}: holds a {type(ckpt).__name__}; expected a train_model checkpoint")
+    return ckpt
+
+
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, strict: bool = True) -> dict:
     """Read a checkpoint written by `train_model`; with ``model``, load its weights.
 
     Raises WorkbookError naming the path when the file is missing, unreadable or does not fit.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WorkbookError(f"checkpoint {path}: file not found (expected a .pt written by train_model)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise WorkbookError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
+    ckpt = read_checkpoint_file(path)
+    if "model_state_dict" not in ckpt:
         raise WorkbookError(f"checkpoint {path}: no 'model_state_dict'; expected a train_model checkpoint")
     if model is not None:
         try:

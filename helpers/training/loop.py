@@ -44,6 +44,7 @@ from helpers.training.batching import (_as_tensors, _batch_bounds, _dist, _epoch
                                        _model_signature, _move, _unwrap, make_rank_indices)
 from helpers.training.callbacks import (_greater_is_better, BestTracker, Checkpointer, EarlyStopping,
                                         HistoryWriter)
+from helpers.training.checkpoints import read_checkpoint_file
 from helpers.training.config import TrainConfig
 from helpers.training.optim import _make_optimizer, _make_scheduler
 from helpers.training.tasks import with_label_smoothing
@@ -274,7 +275,7 @@ def _resume(run: _Run, cbs: _Callbacks) -> tuple[int, bool]:
     last_path = run.out / "last.pt" if run.out is not None else None
     if last_path is None or not run.cfg.resume or not last_path.is_file():
         return 0, False
-    ck = torch.load(last_path, map_location="cpu", weights_only=False)
+    ck = read_checkpoint_file(last_path)
     if ck.get("fingerprint") != run.fingerprint:
         run.log(f"{last_path} belongs to a different run (config, model or data changed): starting afresh")
         return 0, False

@@ -1,6 +1,8 @@
 """What every notebook calls first: ``ctx = helpers.start("<stem>", globals())``."""
 from __future__ import annotations
 
+import ast
+import difflib
 import os
 import random
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ import numpy as np
 from helpers.core import io, paths
 from helpers.core.device import resolve_device
 from helpers.core.env import ENV_PROFILE, ENV_THREADS
-from helpers.core.errors import WorkbookError
+from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import make_config
 from helpers.workbook.params import check_value, load_notebook_spec
 
@@ -31,7 +33,12 @@ class Context:
         return self.out_dir.parent
 
     def path(self, *parts: str) -> Path:
+        """``out_dir / parts`` with its parent folders created; a path that would leave the output
+        folder (``..``, an absolute part, a link pointing out) is an error."""
         p = self.out_dir.joinpath(*parts)
+        if not paths.inside(self.out_dir, p):
+            raise WorkbookError(f"{self.stem}: output path {'/'.join(map(str, parts))!r} leaves the output folder "
+                                f"{self.out_dir}; output names must be plain names inside it")
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
@@ -88,9 +95,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def injected_names(namespace: dict[str, Any]) -> list[str]:
+    """Names papermill injected into this kernel: its cell starts with "# Parameters" and is in
+    IPython's input history. Empty outside papermill (JupyterLab, plain Python)."""
+    history = namespace.get("In") or namespace.get("_ih") or []
+    for source in reversed(list(history)):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return []
+            return [t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
+def check_injected(spec, namespace: dict[str, Any]) -> None:
+    """A name given to papermill (``-p``, ``-f``, or the runner) that the notebook does not declare is an
+    error with a did-you-mean, so a typo never runs silently with the default."""
+    for name in injected_names(namespace):
+        if name not in spec.params:
+            hint = difflib.get_close_matches(name, list(spec.params), n=1, cutoff=0.5)
+            did = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ParameterError(f"{spec.stem}: papermill was given parameter {name!r}, which this notebook "
+                                 f"does not declare{did} (declared: {', '.join(spec.params)})")
+
+
 def start(stem: str, namespace: dict[str, Any]) -> Context:
     """Validate the notebook's parameters as they stand in `namespace` and set the run up."""
     spec = load_notebook_spec(stem)
+    check_injected(spec, namespace)
     params: dict[str, Any] = {}
     for name, ps in spec.params.items():
         if name not in namespace:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,26 @@ from helpers.core.errors import ParameterError
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so read it as a float."""
+    """Plain YAML only: scalars, lists and mappings.
+
+    YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so it is read as a float.
+    Dates stay strings (a parameter value must be plain JSON data), and a key given twice is an error.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ParameterError(f"key {key!r} is given twice (line {seen[key] + 1} and line "
+                                     f"{key_node.start_mark.line + 1}); give each key once")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
+# Dates and times would arrive as datetime objects: keep them as the strings they are written as.
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -38,11 +56,50 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+def _refuse_tags_and_anchors(text: str) -> None:
+    """A tag (`!!python/...`, `!!binary`, `!!pairs`, ...) or an anchor/alias is an error naming it:
+    parameter files hold plain data, nothing a loader would construct into objects or expand."""
+    for token in yaml.scan(text, Loader=_Loader):
+        if isinstance(token, yaml.TagToken):
+            handle, suffix = token.value
+            raise ParameterError(f"YAML tag {(handle or '') + (suffix or '')!r} (line {token.start_mark.line + 1}) "
+                                 "is not allowed: parameter values are plain scalars, lists and mappings")
+        if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+            raise ParameterError(f"YAML anchor or alias {token.value!r} (line {token.start_mark.line + 1}) "
+                                 "is not allowed: write the value out")
 
 
-_RANGE = re.compile(r"\brange\s+(?P<lo>[-+0-9.eE_*]*)\.\.(?P<hi>[-+0-9.eE_*]*)")
+def load_yaml(text: str) -> Any:
+    """Plain YAML -> plain JSON data (dict with str keys, list, str, int, float, bool, None)."""
+    _refuse_tags_and_anchors(text)
+    value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass, and no tags got this far
+    check_plain(value, "value")
+    return value
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Raise unless `value` is plain JSON data: what a parameter may hold and what reaches papermill."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ParameterError(f"{where}: {value!r} is not a finite number")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ParameterError(f"{where}: key {k!r} is not a string")
+            check_plain(v, f"{where}[{k!r}]")
+        return
+    raise ParameterError(f"{where}: {type(value).__name__} {value!r} is not plain data "
+                         "(expected a string, number, true/false, null, list or mapping)")
+
+
+_RANGE = re.compile(r"\brange\s+(?P<lo>[-+0-9.eE_]*)\.\.(?P<hi>[-+0-9.eE_]*)")
 
 
 _CHOICES = re.compile(r"\bone of\s+(?P<choices>[^\s;,]+(?:\|[^\s;,]+)+)")
@@ -83,13 +140,14 @@ def _type_name(value: Any) -> str:
 
 
 def _number(text: str) -> float | None:
-    text = text.strip()
+    """A range bound as written in a comment: a plain number (`1e-7`, `4294967295`), or empty."""
+    text = text.strip().replace("_", "")
     if not text:
         return None
     try:
-        return float(eval(text, {"__builtins__": {}}, {}))  # only digits, e, ., +, -, * reach here
-    except Exception:  # noqa: BLE001 - a malformed bound is a declaration bug
-        raise ParameterError(f"cannot read range bound {text!r}") from None
+        return float(text)
+    except ValueError:
+        raise ParameterError(f"cannot read range bound {text!r}: expected a number such as 1e-7") from None
 
 
 def parse_parameters_source(source: str, stem: str = "<notebook>") -> NotebookSpec:
@@ -141,48 +199,77 @@ def load_notebook_spec(stem: str, notebook: Path | None = None) -> NotebookSpec:
 
 
 def check_value(spec: ParamSpec, value: Any, where: str) -> Any:
-    """Return `value` if it satisfies `spec`, else raise a ParameterError naming `where`."""
+    """Return `value` if it satisfies `spec` (nested values included), else raise a ParameterError
+    naming `where`, the key, the value and what was expected."""
     d = spec.default
-    expected = spec.type_name
-
-    def bad(why: str) -> ParameterError:
-        return ParameterError(f"{where}: {spec.name} = {value!r} {why} (declared: {spec.comment or expected})")
-
-    if d is None:
+    if d is None:                                   # declared as None: any plain value
+        _check_plain_param(spec, value, where)
         return value
+    if isinstance(d, list):
+        return _check_list(spec, value, where)
+    if isinstance(d, dict):
+        if not isinstance(value, dict):
+            raise _bad(spec, value, where, "is not a mapping")
+        _check_plain_param(spec, value, where)
+        return value
+    value = _check_scalar(spec, value, where)
+    if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
+        raise _bad(spec, value, where, f"is not one of {'|'.join(spec.choices)}")
+    _check_bounds(spec, value, where)
+    return value
+
+
+def _bad(spec: ParamSpec, value: Any, where: str, why: str) -> ParameterError:
+    return ParameterError(f"{where}: {spec.name} = {value!r} {why} (declared: {spec.comment or spec.type_name})")
+
+
+def _check_plain_param(spec: ParamSpec, value: Any, where: str) -> None:
+    try:
+        check_plain(value, spec.name)
+    except ParameterError as e:
+        raise ParameterError(f"{where}: {e} (declared: {spec.comment or spec.type_name})") from None
+
+
+def _check_scalar(spec: ParamSpec, value: Any, where: str) -> Any:
+    d = spec.default
     if isinstance(d, bool):
         if not isinstance(value, bool):
-            raise bad("is not a bool: expected true or false")
+            raise _bad(spec, value, where, "is not a bool: expected true or false")
     elif isinstance(d, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("is not an int")
+            raise _bad(spec, value, where, "is not an int")
     elif isinstance(d, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("is not a number")
+            raise _bad(spec, value, where, "is not a number")
+        if not math.isfinite(value):
+            raise _bad(spec, value, where, "is not a finite number")
         value = float(value)
     elif isinstance(d, str):
+        if value is None:                           # `--set nb.key=` or `key:` with nothing after it
+            return ""
         if not isinstance(value, str):
-            raise bad("is not a string")
-    elif isinstance(d, list):
-        if not isinstance(value, list):
-            raise bad(f"is not a list: expected {expected}")
-        if d:
-            inner = ParamSpec(spec.name, d[0], spec.comment, spec.lo, spec.hi, spec.choices)
-            if isinstance(d[0], int) and any(isinstance(x, float) for x in d):
-                inner = ParamSpec(spec.name, float(d[0]), spec.comment, spec.lo, spec.hi, spec.choices)
-            return [check_value(inner, v, where) for v in value]
-        return value
-    elif isinstance(d, dict):
-        if not isinstance(value, dict):
-            raise bad("is not a mapping")
-    if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
-        raise bad(f"is not one of {'|'.join(spec.choices)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if spec.lo is not None and value < spec.lo:
-            raise bad(f"is out of range: expected {_fmt_range(spec)}")
-        if spec.hi is not None and value > spec.hi:
-            raise bad(f"is out of range: expected {_fmt_range(spec)}")
+            raise _bad(spec, value, where, "is not a string")
     return value
+
+
+def _check_list(spec: ParamSpec, value: Any, where: str) -> list:
+    d = spec.default
+    if not isinstance(value, list):
+        raise _bad(spec, value, where, f"is not a list: expected {spec.type_name}")
+    if not d:                                       # declared empty: elements of any plain type
+        _check_plain_param(spec, value, where)
+        return value
+    if not value:
+        raise _bad(spec, value, where, f"is an empty list: expected at least one element ({spec.type_name})")
+    first = float(d[0]) if isinstance(d[0], int) and any(isinstance(x, float) for x in d) else d[0]
+    inner = ParamSpec(spec.name, first, spec.comment, spec.lo, spec.hi, spec.choices)
+    return [check_value(inner, v, f"{where}, element {i}") for i, v in enumerate(value)]
+
+
+def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+            raise _bad(spec, value, where, f"is out of range: expected {_fmt_range(spec)}")
 
 
 def _fmt_range(spec: ParamSpec) -> str:
@@ -217,8 +304,12 @@ def load_profile_file(profile: str, stem: str) -> tuple[dict[str, Any], Path]:
         return {}, path
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ParameterError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8") from None
     except yaml.YAMLError as e:
         raise ParameterError(f"{path}: invalid YAML: {e}") from None
+    except ParameterError as e:
+        raise ParameterError(f"{path}: {e}") from None
     if data is None:
         return {}, path
     if not isinstance(data, dict):
@@ -226,17 +317,28 @@ def load_profile_file(profile: str, stem: str) -> tuple[dict[str, Any], Path]:
     return data, path
 
 
-def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["02_stage1.epochs=3", "00.seed=1"]`` -> ``{"02_stage1": {"epochs": 3}, "00": {"seed": 1}}``."""
+def parse_set(items: list[str], stem_of=lambda nb: nb) -> dict[str, dict[str, Any]]:
+    """``["02_stage1.epochs=3", "00.seed=1"]`` -> ``{"02_stage1": {"epochs": 3}, "00": {"seed": 1}}``.
+
+    ``stem_of`` maps what the user wrote before the dot to a notebook (``00`` -> ``00_data_audit``), so
+    that the same key given twice under either spelling is caught: that is an error naming both values.
+    """
     out: dict[str, dict[str, Any]] = {}
+    given: dict[tuple[str, str], str] = {}
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ParameterError(f"--set {item!r}: expected NOTEBOOK.KEY=VALUE, e.g. 02_stage1.epochs=3")
         lhs, raw = item.split("=", 1)
         nb, key = lhs.split(".", 1)
+        nb = stem_of(nb)
+        if (nb, key) in given:
+            raise ParameterError(f"--set gives {nb}.{key} twice ({given[(nb, key)]!r} and {item!r}); give it once")
+        given[(nb, key)] = item
         try:
             value = load_yaml(raw)
         except yaml.YAMLError as e:
             raise ParameterError(f"--set {item!r}: value is not valid YAML: {e}") from None
+        except ParameterError as e:
+            raise ParameterError(f"--set {item!r}: {e}") from None
         out.setdefault(nb, {})[key] = value
     return out

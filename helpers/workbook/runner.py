@@ -4,7 +4,9 @@
 """
 from __future__ import annotations
 
+import keyword
 import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -15,7 +17,7 @@ from helpers.core import io, paths
 from helpers.core.env import ENV_PROFILE, ENV_THREADS, scoped_env
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import git_facts, package_versions
-from helpers.workbook.params import load_notebook_spec, load_profile_file, parse_set, validate
+from helpers.workbook.params import check_plain, load_notebook_spec, load_profile_file, parse_set, validate
 from helpers.workbook.report import index_html, render_notebook_html
 
 
@@ -37,33 +39,59 @@ def select_notebooks(only: list[str] | None) -> list[str]:
     return [s for s in stems if s in chosen]
 
 
+def stem_of(key: str) -> str:
+    """``00`` or ``00_data_audit`` -> ``00_data_audit``; an unknown notebook is an error naming the choices."""
+    known = list_notebooks()
+    match = [s for s in known if key == s or key == s.split("_", 1)[0]]
+    if not match:
+        raise ParameterError(f"no notebook {key!r} (have: {', '.join(known)})")
+    return match[0]
+
+
+def _set_stem(key: str) -> str:
+    try:
+        return stem_of(key)
+    except ParameterError as e:
+        raise ParameterError(f"--set {key}.…: {e}") from None
+
+
+def _profile_overrides(profile: str, stem: str, spec) -> dict[str, Any]:
+    overrides, path = load_profile_file(profile, stem)
+    where = str(path.relative_to(paths.PROJ_ROOT)) if path.is_relative_to(paths.PROJ_ROOT) else str(path)
+    if "out_dir" in overrides:
+        raise ParameterError(f"{where}: out_dir is set by the runner (use --out for the run folder)")
+    validate(spec, overrides, where)
+    return overrides
+
+
+def _set_overrides(stem: str, values: dict[str, Any], spec) -> dict[str, Any]:
+    if "out_dir" in values:
+        raise ParameterError(f"--set {stem}.out_dir: out_dir is set by the runner (use --out for the run folder)")
+    for key, value in values.items():
+        validate(spec, {key: value}, f"--set {stem}.{key}")
+    return values
+
+
 def resolve_parameters(profile: str, stems: list[str], sets: list[str] | None = None
                        ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Validate every selected notebook's profile file and --set overrides.
+    """Validate every selected notebook's profile file and every --set override.
 
     Returns {stem: {"overrides": {...}, "resolved": {...}}}; raises ParameterError on the first problem,
-    before any kernel starts.
+    before any kernel starts. A --set for a notebook that is not selected is validated too, and refused
+    because it would not take effect.
     """
-    by_nb = parse_set(sets or [])
-    known = list_notebooks()
-    for key in by_nb:
-        if not any(key == s or key == s.split("_", 1)[0] for s in known):
-            raise ParameterError(f"--set {key}.…: no notebook {key!r} (have: {', '.join(known)})")
+    by_nb = parse_set(sets or [], stem_of=_set_stem)
+    for stem, values in by_nb.items():
+        _set_overrides(stem, values, load_notebook_spec(stem))
+        if stem not in stems:
+            keys = ", ".join(f"{stem}.{k}" for k in values)
+            raise ParameterError(f"--set {keys}: notebook {stem} is not part of this run (--only "
+                                 f"{' '.join(s[:2] for s in stems)}); add it or drop the --set")
     out = {}
     for stem in stems:
         spec = load_notebook_spec(stem)
-        overrides, path = load_profile_file(profile, stem)
-        where = str(path.relative_to(paths.PROJ_ROOT)) if path.is_relative_to(paths.PROJ_ROOT) else str(path)
-        validate(spec, overrides, where)
-        extra = {}
-        for key, vals in by_nb.items():
-            if key == stem or key == stem.split("_", 1)[0]:
-                extra.update(vals)
-        overrides = {**overrides, **extra}
-        resolved = validate(spec, overrides, f"{where} + --set" if extra else where)
-        if "out_dir" in overrides:
-            raise ParameterError(f"{where}: out_dir is set by the runner (use --out for the run folder)")
-        out[stem] = {"overrides": overrides, "resolved": resolved}
+        overrides = {**_profile_overrides(profile, stem, spec), **by_nb.get(stem, {})}
+        out[stem] = {"overrides": overrides, "resolved": validate(spec, overrides, stem)}
     return out
 
 
@@ -124,7 +152,12 @@ def _new_run_dir(profile: str, out: str | Path | None) -> tuple[Path, datetime]:
     """The run folder: ``--out`` as given, else reports/<YYYYmmdd-HHMMSS>-<profile>/, never an existing one."""
     started = datetime.now()
     if out:
-        return Path(out).resolve(), started
+        run_dir = Path(out).expanduser().resolve()
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise WorkbookError(f"--out {out}: {run_dir} already exists and is not an empty folder; a run writes "
+                                "only into a new folder, so earlier results and your own files are never "
+                                "overwritten: choose a new folder")
+        return run_dir, started
     run_dir = paths.REPORTS / f"{started:%Y%m%d-%H%M%S}-{profile}"
     while run_dir.exists():  # two runs in the same second: never reuse a folder
         time.sleep(1)
@@ -144,10 +177,35 @@ def _new_run_record(profile: str, run_dir: Path, started: datetime, plan: dict) 
     }
 
 
+def _plain_python_translator():
+    """papermill's Python translator escapes only double quotes inside strings, so a string holding
+    ``\\"`` could end the literal early and run code. Parameter values here are plain JSON data (checked
+    before this point), for which ``repr`` is an exact, safe Python literal."""
+    from papermill.translators import PythonTranslator  # deferred with papermill itself
+
+    class PlainPythonTranslator(PythonTranslator):
+        @classmethod
+        def translate(cls, val):
+            check_plain(val, "parameter value")
+            return repr(val)
+
+        @classmethod
+        def assign(cls, name, str_val):
+            if not name.isidentifier() or keyword.iskeyword(name):
+                raise ParameterError(f"parameter name {name!r} is not a Python identifier")
+            return f"{name} = {str_val}"
+
+    return PlainPythonTranslator
+
+
 def _execute(stem: str, overrides: dict[str, Any], nb_dir: Path) -> Exception | None:
     """Run one notebook with papermill into ``nb_dir``; the exception when it failed, else None."""
     import papermill as pm  # deferred: papermill pulls in nbclient, jupyter and its kernels machinery
+    from papermill.translators import papermill_translators
 
+    translator = _plain_python_translator()
+    for name in ("python", "python3"):
+        papermill_translators.register(name, translator)
     try:
         pm.execute_notebook(str(paths.notebook_path(stem)), str(nb_dir / f"{stem}.ipynb"),
                             parameters={**overrides, "out_dir": str(nb_dir)}, cwd=str(paths.PROJ_ROOT),
@@ -167,7 +225,10 @@ def _record_outcome(entry: dict[str, Any], stem: str, nb_dir: Path, error: Excep
         entry["status"] = "ok"
         return
     details = _failure_details(error, nb_dir / f"{stem}.ipynb")
-    io.atomic_write_json(nb_dir / "failure.json", details)
+    try:
+        io.atomic_write_json(nb_dir / "failure.json", details)
+    except OSError as e:  # the notebook's folder is not writable: the record in run.json still says why
+        entry["failure_json_error"] = f"{nb_dir / 'failure.json'}: {e.strerror or e}"
     entry.update(status="failed", error=f"{details.get('ename', details['exception'])}: "
                                         f"{details.get('evalue', details['message'])}"[:500])
 
@@ -201,8 +262,10 @@ def _save_record(run_dir: Path, run_info: dict[str, Any], metrics: dict[str, dic
     io.atomic_write_text(run_dir / "index.html", index_html(run_info, metrics))
 
 
-def _run_notebooks(run_info: dict[str, Any], plan: dict, run_dir: Path, metrics: dict[str, dict]) -> bool:
-    """Execute the notebooks in order until one fails; the rest stay "not run". True when all ran."""
+def _run_notebooks(run_info: dict[str, Any], plan: dict, run_dir: Path, metrics: dict[str, dict],
+                   current: list) -> bool:
+    """Execute the notebooks in order until one fails; the rest stay "not run". True when all ran.
+    ``current[0]`` names the notebook executing now (for the interrupt handler)."""
     from tqdm import tqdm  # deferred with papermill: only a run needs it
 
     bar = tqdm(list(plan), desc=f"run {run_info['profile']}", unit="nb", disable=not sys.stderr.isatty(),
@@ -212,6 +275,7 @@ def _run_notebooks(run_info: dict[str, Any], plan: dict, run_dir: Path, metrics:
             bar.set_postfix_str(stem)
             nb_dir = run_dir / stem
             nb_dir.mkdir(parents=True, exist_ok=True)
+            current[0] = stem
             t0 = time.perf_counter()
             error = _execute(stem, plan[stem]["overrides"], nb_dir)
             seconds = time.perf_counter() - t0
@@ -220,11 +284,29 @@ def _run_notebooks(run_info: dict[str, Any], plan: dict, run_dir: Path, metrics:
             _render(run_info, stem, nb_dir, metrics[stem], seconds)
             tqdm.write(_log_line(stem, run_info["notebooks"][stem]), file=sys.stderr)
             _save_record(run_dir, run_info, metrics)
+            current[0] = None
             if error is not None:
                 return False
     finally:
         bar.close()
     return True
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the run record is finished like after Ctrl-C."""
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise RunInterrupted(f"signal {signal.Signals(signum).name}")
+
+
+def _mark_interrupted(run_info: dict[str, Any], stem: str | None, why: str) -> None:
+    """The notebook that was executing is "interrupted" (it half ran), with the time and how to go on."""
+    if stem is None:
+        return
+    entry = run_info["notebooks"][stem]
+    entry.update(status="interrupted", interrupted_at=datetime.now().isoformat(timespec="seconds"),
+                 error=f"interrupted ({why}); run it again: python -m helpers run --profile {run_info['profile']}")
 
 
 def run(profile: str, only: list[str] | None = None, out: str | Path | None = None,
@@ -233,16 +315,25 @@ def run(profile: str, only: list[str] | None = None, out: str | Path | None = No
     stems = select_notebooks(only)
     plan = resolve_parameters(profile, stems, sets)  # every problem surfaces before a kernel starts
     run_dir, started = _new_run_dir(profile, out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     run_info = _new_run_record(profile, run_dir, started, plan)
-    io.atomic_write_json(run_dir / "run.json", run_info)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(run_dir / "run.json", run_info)
+    except OSError as e:
+        raise WorkbookError(f"cannot write the run folder {run_dir}: {e.strerror or e} "
+                            "(choose a folder you can write to with --out)") from None
     metrics: dict[str, dict[str, Any]] = {}
-    all_ok = False
+    all_ok, current = False, [None]
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         # Kernels inherit these: the profile for run cards, the thread count for torch.
         with scoped_env(**{ENV_PROFILE: profile, ENV_THREADS: str(threads) if threads else None}):
-            all_ok = _run_notebooks(run_info, plan, run_dir, metrics)
+            all_ok = _run_notebooks(run_info, plan, run_dir, metrics, current)
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM via RunInterrupted
+        _mark_interrupted(run_info, current[0], str(e) or "Ctrl-C")
+        raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         run_info["finished"] = datetime.now().isoformat(timespec="seconds")
         statuses = [n["status"] for n in run_info["notebooks"].values()]
         run_info["status"] = "ok" if all_ok and all(s == "ok" for s in statuses) else \
@@ -264,13 +355,22 @@ def check(profile: str, only: list[str] | None = None, sets: list[str] | None = 
     return 0
 
 
+def _read_run_record(run_dir: Path) -> dict[str, Any]:
+    record = io.read_json(run_dir / "run.json")
+    if not isinstance(record, dict) or not isinstance(record.get("notebooks"), dict) or \
+            not all(isinstance(v, dict) for v in record["notebooks"].values()):
+        raise WorkbookError(f"{run_dir / 'run.json'}: not a run record (expected an object with a "
+                            "'notebooks' object of per-notebook objects, as python -m helpers run writes it)")
+    return record
+
+
 def diff_runs(run_a: str | Path, run_b: str | Path) -> list[tuple[str, Any, Any]]:
     """Configuration and metric values that differ between two run folders."""
     a_dir, b_dir = Path(run_a), Path(run_b)
     for d in (a_dir, b_dir):
         if not (d / "run.json").is_file():
             raise WorkbookError(f"{d}: not a run folder (no run.json)")
-    ra, rb = io.read_json(a_dir / "run.json"), io.read_json(b_dir / "run.json")
+    ra, rb = _read_run_record(a_dir), _read_run_record(b_dir)
     rows: list[tuple[str, Any, Any]] = []
 
     def cmp(prefix: str, x: dict, y: dict) -> None:

@@ -55,7 +55,7 @@ def test_malformed_files_name_the_file_and_problem(tmp_path, mutate, message):
 def test_not_an_npz_and_missing_file(tmp_path):
     bad = tmp_path / "train.npz"
     bad.write_text("not an archive")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match="not an .npz archive of arrays"):
         load_npz_pairs(bad)
     with pytest.raises(DataError, match="file not found"):
         load_npz_pairs(tmp_path / "missing.npz")

@@ -33,6 +33,19 @@ def test_notebook_is_committed_clean_and_thin(path: Path):
     assert "out_dir" in spec.params and spec.params["out_dir"].default == ""
     start_cell = "".join(code[1]["source"]) if len(code) > 1 else ""
     assert f'helpers.start("{path.stem}", globals())' in start_cell, "the cell after parameters starts the context"
+    imports = [line for c in code for line in "".join(c["source"]).splitlines()
+               if line.startswith(("import ", "from "))]
+    assert imports and all(line.startswith("import helpers") or line.startswith("from helpers.stages import ")
+                           for line in imports), f"a notebook imports only its stage module: {imports}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_valid_nbformat(path: Path):
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)             # e.g. every cell of an nbformat 4.5 notebook needs an id
+    assert all(c.get("id") for c in nb.cells)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
