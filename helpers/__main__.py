@@ -21,20 +21,37 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _selection_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--profile", default="default", help="params/<profile>/ (smoke, default, gpu)")
+    # "extend": a repeated --only / --set adds to the earlier ones instead of replacing them.
+    q.add_argument("--only", nargs="+", action="extend", metavar="NB",
+                   help="notebooks by number or stem, e.g. 05 (the notebooks it reads run or are reused too)")
+    q.add_argument("--set", nargs="+", action="extend", default=[], metavar="NB.KEY=VALUE", dest="sets",
+                   help="override one parameter; VALUE is read as YAML (plain data only)")
+
+
+def _cache_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--threads", type=_positive_int,
+                   help="torch and BLAS threads of every kernel (default 2, whatever the machine)")
+    q.add_argument("--force", nargs="+", action="extend", default=[], metavar="NB",
+                   help="run these notebooks even when an identical earlier result exists")
+    q.add_argument("--no-cache", action="store_true", help="reuse no earlier result")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m helpers", description="Run and inspect the workbook.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="execute notebooks with papermill and render reports")
+    r = sub.add_parser("run", help="execute notebooks with papermill (reusing identical earlier results)")
     c = sub.add_parser("check", help="validate parameters only")
-    for q in (r, c):
-        q.add_argument("--profile", default="default", help="params/<profile>/ (smoke, default, gpu)")
-        # "extend": a repeated --only / --set adds to the earlier ones instead of replacing them.
-        q.add_argument("--only", nargs="+", action="extend", metavar="NB",
-                       help="notebooks by number or stem, e.g. 00 01")
-        q.add_argument("--set", nargs="+", action="extend", default=[], metavar="NB.KEY=VALUE", dest="sets",
-                       help="override one parameter; VALUE is read as YAML (plain data only)")
-    r.add_argument("--out", help="run folder (default reports/<YYYYmmdd-HHMMSS>-<profile>/)")
-    r.add_argument("--threads", type=_positive_int, help="torch threads per kernel (default: torch's own choice)")
+    st = sub.add_parser("status", help="which notebooks a run would execute, and why; runs nothing")
+    for q in (r, c, st):
+        _selection_args(q)
+    for q in (r, st):
+        _cache_args(q)
+    r.add_argument("--out", help="a new run folder (default reports/<YYYYmmdd-HHMMSS>-<profile>/)")
+    r.add_argument("--jobs", type=_positive_int, default=1,
+                   help="notebooks run at the same time when their inputs are ready (default 1)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or failed run in its own folder")
     d = sub.add_parser("diff", help="configuration and metric values that differ between two runs")
     d.add_argument("run_a")
     d.add_argument("run_b")
@@ -47,6 +64,50 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args) -> int:
+    from helpers.workbook import runner  # deferred: papermill, nbconvert and torch take seconds to import
+
+    if args.resume:
+        if args.only or args.sets or args.out or args.force or args.no_cache:
+            raise WorkbookError("--resume continues a run exactly as it was planned: give it alone "
+                                "(with --jobs at most)")
+        return runner.resume(args.resume, args.jobs)
+    return runner.run(args.profile, args.only, args.out, args.sets, args.threads, args.jobs, args.force,
+                      not args.no_cache)
+
+
+def _diff(args) -> int:
+    from helpers.workbook.record import diff_runs  # deferred: see _run
+
+    rows = diff_runs(args.run_a, args.run_b)
+    if not rows:
+        print("no differences in configuration or metrics")
+    width = max((len(k) for k, _, _ in rows), default=0)
+    for key, a, b in rows:
+        print(f"{key:<{width}}  {a!r:>14} -> {b!r}")
+    return 0
+
+
+def _strip(args) -> int:
+    from helpers.workbook.nbtools import strip_outputs  # deferred: see _run
+
+    for path in args.notebooks:
+        print(f"{path}: {'stripped' if strip_outputs(path) else 'already clean'}")
+    return 0
+
+
+def _command(args) -> int:
+    from helpers.workbook import runner  # deferred: see _run
+
+    if args.cmd == "run":
+        return _run(args)
+    if args.cmd == "check":
+        return runner.check(args.profile, args.only, args.sets)
+    if args.cmd == "status":
+        return runner.status(args.profile, args.only, args.sets, args.threads, args.force, not args.no_cache)
+    return {"diff": _diff, "strip": _strip}[args.cmd](args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
@@ -54,40 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["diagnose"]:
         return importlib.import_module("helpers.workbook.diagnose_cli").diagnose_main(argv[1:])
     args = _parser().parse_args(argv)
-    # The commands' modules are imported only when chosen: papermill, nbconvert and torch take seconds.
     try:
-        if args.cmd == "run":
-            from helpers.workbook.runner import run  # deferred: see above
-
-            return run(args.profile, args.only, args.out, args.sets, args.threads)
-        if args.cmd == "check":
-            from helpers.workbook.runner import check  # deferred: see above
-
-            return check(args.profile, args.only, args.sets)
-        if args.cmd == "diff":
-            from helpers.workbook.runner import diff_runs  # deferred: see above
-
-            rows = diff_runs(args.run_a, args.run_b)
-            if not rows:
-                print("no differences in configuration or metrics")
-            width = max((len(k) for k, _, _ in rows), default=0)
-            for key, a, b in rows:
-                print(f"{key:<{width}}  {a!r:>14} -> {b!r}")
-            return 0
-        if args.cmd == "strip":
-            from helpers.workbook.nbtools import strip_outputs  # deferred: see above
-
-            for path in args.notebooks:
-                changed = strip_outputs(path)
-                print(f"{path}: {'stripped' if changed else 'already clean'}")
-            return 0
+        return _command(args)
     except WorkbookError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM during a run: run.json already says "interrupted"
         print(f"interrupted ({e or 'Ctrl-C'}); run.json records which notebook was cut short", file=sys.stderr)
         return 130
-    return 1
+    return 1  # pragma: no cover - every command returns above
 
 
 if __name__ == "__main__":

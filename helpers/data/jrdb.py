@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,28 @@ def _labels_of(obj: Any, path: Path) -> dict[str, list]:
     return obj["labels"]
 
 
-def _frame_numbers(keys: list[str], path: Path) -> np.ndarray:
-    try:
-        return np.array([int(Path(k).stem) for k in keys], dtype=np.int64)
-    except ValueError:
-        raise DataError(f"{path}: frame keys must be image names like '000123.jpg', got e.g. {keys[0]!r}") from None
+# Frame keys: JRDB names each frame by its six-digit image (2D labels) or point cloud (3D labels).
+_IMAGE_KEY = re.compile(r"[0-9]{6}\.(?:jpg|png)")
+_CLOUD_KEY = re.compile(r"[0-9]{6}\.pcd")
+_IMAGE_KEY_TEXT = "a six-digit image name like '000003.jpg' (exactly six digits and .jpg or .png)"
+_CLOUD_KEY_TEXT = "a six-digit point-cloud name like '000003.pcd' (exactly six digits and .pcd)"
+
+
+def _frame_numbers(keys: list[str], path: Path, pattern: re.Pattern = _IMAGE_KEY,
+                   expected: str = _IMAGE_KEY_TEXT) -> np.ndarray:
+    """Frame keys -> frame numbers [F]; a key of another shape, or one frame under two names, is refused
+    (int('3') would otherwise make '3.png' an alias of '000003.jpg')."""
+    bad = next((k for k in keys if not pattern.fullmatch(k)), None)
+    if bad is not None:
+        raise DataError(f"{path}: frame key {bad!r} is not a frame name: expected {expected}")
+    numbers = np.array([int(k[:6]) for k in keys], dtype=np.int64)
+    if len(np.unique(numbers)) != len(numbers):
+        seen: dict[int, str] = {}
+        for k, n in zip(keys, numbers.tolist()):
+            if n in seen:
+                raise DataError(f"{path}: frame {n} appears twice ({seen[n]!r} and {k!r}); expected one key per frame")
+            seen[n] = k
+    return numbers
 
 
 def _locate(counts: np.ndarray, keys: list[str], flat_index: int) -> tuple[str, int]:
@@ -55,6 +74,22 @@ def _locate(counts: np.ndarray, keys: list[str], flat_index: int) -> tuple[str, 
     return keys[f], int(flat_index - starts[f])
 
 
+def _who(rec: Any) -> str:
+    """The record's label_id as written, to name the track in a message."""
+    return str(rec.get("label_id", "no label_id")) if isinstance(rec, dict) else "not an object"
+
+
+# What json gives for numbers; bool is a type of its own, so true/false are refused along with text.
+_NUMBER_TYPES = {int, float}
+
+
+def _first_non_number(rows: list) -> int | None:
+    """Index of the first row holding anything but JSON numbers, or None (one C-speed pass when all are)."""
+    if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        return None
+    return next(i for i, row in enumerate(rows) if not all(type(v) in _NUMBER_TYPES for v in row))
+
+
 def _parse_2d(path: Path) -> tuple[pd.DataFrame, list[tuple[int, int, int, int]]]:
     """One labels_2d_stitched file -> per-record table and H-interaction edges found on its records."""
     labels = _labels_of(_read_json(path), path)
@@ -62,7 +97,15 @@ def _parse_2d(path: Path) -> tuple[pd.DataFrame, list[tuple[int, int, int, int]]
     counts = np.array([len(labels[k]) for k in keys], dtype=np.int64)
     recs = [r for k in keys for r in labels[k]]
     frames = np.repeat(_frame_numbers(keys, path), counts) if keys else np.zeros(0, np.int64)
-    # Validate boxes in bulk, then report the first bad record by file, frame and index.
+    boxes = _boxes_2d(recs, counts, keys, path)
+    tracks = _tracks_2d(recs, counts, keys, path)
+    df = pd.DataFrame({"frame": frames, "track": tracks, "x": boxes[:, 0], "y": boxes[:, 1], "w": boxes[:, 2],
+                       "h": boxes[:, 3], **_attributes_2d(recs)})
+    return df, _edges_of(recs, frames, path)
+
+
+def _boxes_2d(recs: list, counts: np.ndarray, keys: list[str], path: Path) -> np.ndarray:
+    """Boxes [R, 4] float64, checked in bulk; the first bad record is reported by file, frame and index."""
     box_len = np.array([len(r["box"]) if isinstance(r, dict) and isinstance(r.get("box"), (list, tuple))
                         else (-1 if isinstance(r, dict) and "box" in r else -2) for r in recs], dtype=np.int64)
     bad = np.flatnonzero(box_len != 4)
@@ -71,28 +114,49 @@ def _parse_2d(path: Path) -> tuple[pd.DataFrame, list[tuple[int, int, int, int]]
         why = {-2: "has no 'box'", -1: "has a 'box' that is not a list"}.get(int(box_len[bad[0]]),
                                                                              f"has a box of length {box_len[bad[0]]}")
         raise DataError(f"{path}: frame {frame!r}, record {idx} {why}; expected box = [x, y, w, h]")
-    try:
-        boxes = np.array([r["box"] for r in recs], dtype=np.float64).reshape(-1, 4)
-    except (TypeError, ValueError):
-        bad_i = next(i for i, r in enumerate(recs) if not all(isinstance(v, (int, float)) for v in r["box"]))
+    values = [r["box"] for r in recs]
+    bad_i = _first_non_number(values)  # numpy would turn "10" into 10.0 and true into 1.0 without a word
+    if bad_i is not None:
         frame, idx = _locate(counts, keys, bad_i)
-        raise DataError(f"{path}: frame {frame!r}, record {idx}: box values must be numbers, got {recs[bad_i]['box']!r}") from None
+        raise DataError(f"{path}: frame {frame!r}, record {idx} ({_who(recs[bad_i])}): box values must be numbers, "
+                        f"got {values[bad_i]!r} (text and other values are not converted); "
+                        f"expected box = [x, y, w, h] of numbers")
+    boxes = np.array(values, dtype=np.float64).reshape(-1, 4)
     bad = np.flatnonzero(~np.isfinite(boxes).all(1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0))
     if bad.size:
         frame, idx = _locate(counts, keys, int(bad[0]))
         raise DataError(f"{path}: frame {frame!r}, record {idx}: box {boxes[bad[0]].tolist()} has a negative or "
                         "non-finite width/height; expected w >= 0 and h >= 0")
+    return boxes
+
+
+# Only pedestrian tracks are read; 18 digits at most so the id fits an int64.
+_LABEL_ID = re.compile(r"pedestrian:([0-9]{1,18})")
+
+
+def _track_number(label_id: Any) -> int | None:
+    """'pedestrian:12' -> 12; None for anything else ('car:7', '7', 7, 'pedestrian: 7')."""
+    m = _LABEL_ID.fullmatch(label_id) if isinstance(label_id, str) else None
+    return int(m.group(1)) if m else None
+
+
+def _tracks_2d(recs: list, counts: np.ndarray, keys: list[str], path: Path) -> np.ndarray:
     tracks = np.empty(len(recs), dtype=np.int64)
     for i, r in enumerate(recs):  # string parsing: one pass over records, no per-pair work
         if "label_id" not in r:
             frame, idx = _locate(counts, keys, i)
             raise DataError(f"{path}: frame {frame!r}, record {idx} has no 'label_id'")
-        lid = r["label_id"]
-        try:
-            tracks[i] = int(str(lid).rsplit(":", 1)[-1])
-        except ValueError:
+        t = _track_number(r["label_id"])
+        if t is None:
             frame, idx = _locate(counts, keys, i)
-            raise DataError(f"{path}: frame {frame!r}, record {idx}: label_id {lid!r} is not 'pedestrian:<int>'") from None
+            raise DataError(f"{path}: frame {frame!r}, record {idx}: label_id {r['label_id']!r} is not "
+                            f"'pedestrian:<int>' (only pedestrian tracks are read)")
+        tracks[i] = t
+    return tracks
+
+
+def _attributes_2d(recs: list) -> dict[str, np.ndarray]:
+    """occlusion, truncated, no_eval, cluster (JRDB-Act cluster_ID, -1 without) and activity (-1 without)."""
     occ_map = {n: i for i, n in enumerate(OCCLUSION_LEVELS)}
     attrs = [r.get("attributes") or {} for r in recs]
     occ = np.array([occ_map.get(a.get("occlusion"), 0) for a in attrs], dtype=np.int8)
@@ -104,18 +168,15 @@ def _parse_2d(path: Path) -> tuple[pd.DataFrame, list[tuple[int, int, int, int]]
     act = [r.get("social_activity") or r.get("action_label") for r in recs]
     activity = np.array([type_of_label(max(a, key=lambda k: a[k] if isinstance(a[k], (int, float)) else 0))
                          if isinstance(a, dict) and a else -1 for a in act], dtype=np.int8)
-    df = pd.DataFrame({"frame": frames, "track": tracks, "x": boxes[:, 0], "y": boxes[:, 1], "w": boxes[:, 2],
-                       "h": boxes[:, 3], "occlusion": occ, "truncated": trunc, "no_eval": no_eval,
-                       "cluster": cluster, "activity": activity})
-    return df, _edges_of(recs, frames, path)
+    return {"occlusion": occ, "truncated": trunc, "no_eval": no_eval, "cluster": cluster, "activity": activity}
 
 
 def _tid(label_id: Any, path: Path, frame: int) -> int:
     """'pedestrian:12' -> 12, or a DataError naming the file and frame."""
-    try:
-        return int(str(label_id).rsplit(":", 1)[-1])
-    except ValueError:
-        raise DataError(f"{path}: frame {frame:06d}: label id {label_id!r} is not 'pedestrian:<int>'") from None
+    t = _track_number(label_id)
+    if t is None:
+        raise DataError(f"{path}: frame {frame:06d}: label id {label_id!r} is not 'pedestrian:<int>'")
+    return t
 
 
 def _edges_of(recs: list, frames: np.ndarray, path: Path) -> list[tuple[int, int, int, int]]:
@@ -143,22 +204,47 @@ def _parse_social(path: Path) -> list[tuple[int, int, int, int]]:
     return _edges_of([r for k in keys for r in labels[k]], frames, path)
 
 
+_BOX_3D = ("cx", "cy", "cz", "rot_z")  # the 3D box values the loader uses
+
+
 def _parse_3d(path: Path) -> pd.DataFrame:
     labels = _labels_of(_read_json(path), path)
     keys = list(labels.keys())
     counts = np.array([len(labels[k]) for k in keys], dtype=np.int64)
     recs = [r for k in keys for r in labels[k]]
-    frames = np.repeat(_frame_numbers(keys, path), counts) if keys else np.zeros(0, np.int64)
-    rows = []
+    frames = (np.repeat(_frame_numbers(keys, path, _CLOUD_KEY, _CLOUD_KEY_TEXT), counts) if keys
+              else np.zeros(0, np.int64))
+    tracks, values = [], []
     for i, r in enumerate(recs):
         b = r.get("box") if isinstance(r, dict) else None
-        if not isinstance(b, dict) or not all(k in b for k in ("cx", "cy", "cz", "rot_z")):
+        missing = [k for k in _BOX_3D if k not in b] if isinstance(b, dict) else None
+        if missing != []:
             frame, idx = _locate(counts, keys, i)
-            raise DataError(f"{path}: frame {frame!r}, record {idx}: expected box = {{cx, cy, cz, l, w, h, rot_z}}")
-        rows.append((_tid(r.get("label_id"), path, int(frames[i])), b["cx"], b["cy"], b["cz"], b["rot_z"]))
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
-    return pd.DataFrame({"frame": frames, "track": arr[:, 0].astype(np.int64), "x3d": arr[:, 1],
-                         "y3d": arr[:, 2], "z3d": arr[:, 3], "rot_z": arr[:, 4]})
+            why = f"box has no {missing[0]!r}" if missing else "has no box object"
+            raise DataError(f"{path}: frame {frame!r}, record {idx} ({_who(r)}): {why}; "
+                            f"expected box = {{cx, cy, cz, l, w, h, rot_z}} of numbers")
+        tracks.append(_tid(r.get("label_id"), path, int(frames[i])))
+        values.append([b[k] for k in _BOX_3D])
+    arr = _values_3d(values, recs, counts, keys, path)
+    return pd.DataFrame({"frame": frames, "track": np.array(tracks, dtype=np.int64), "x3d": arr[:, 0],
+                         "y3d": arr[:, 1], "z3d": arr[:, 2], "rot_z": arr[:, 3]})
+
+
+def _values_3d(values: list, recs: list, counts: np.ndarray, keys: list[str], path: Path) -> np.ndarray:
+    """[R, 4] float64 (cx, cy, cz, rot_z): finite JSON numbers only, since NaN here would read as
+    'no 3D label' and text would be converted silently."""
+    bad_i = _first_non_number(values)
+    if bad_i is None:
+        arr = np.array(values, dtype=np.float64).reshape(-1, len(_BOX_3D))
+        finite = np.isfinite(arr)
+        bad_i = None if finite.all() else int(np.flatnonzero(~finite.all(1))[0])
+    if bad_i is None:
+        return arr
+    row = values[bad_i]
+    j = next(j for j, v in enumerate(row) if type(v) not in _NUMBER_TYPES or not np.isfinite(v))
+    frame, idx = _locate(counts, keys, bad_i)
+    raise DataError(f"{path}: frame {frame!r}, record {idx} ({_who(recs[bad_i])}): box key {_BOX_3D[j]!r} is "
+                    f"{row[j]!r}; expected a finite number")
 
 
 def _wrap_diff(d: np.ndarray, width: float = WIDTH) -> np.ndarray:
@@ -218,17 +304,25 @@ def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = Non
 
     Positive (same-group) structure: ``social_group.cluster_ID`` where a sequence has it; otherwise
     the transitive closure (per frame) of its H-interaction pairs. Malformed input raises
-    ``DataError`` naming the file, frame and record index.
+    ``DataError`` naming the file, frame and record index. ``generated=None`` trusts a GENERATED.json
+    marker only when it lists exactly the label files present, unchanged (else a note says it was ignored).
     """
     root = Path(root)
     files = _sequence_files(root)
-    generated, source = _provenance(root, generated, source)
-    parts, grouping = [], {}
+    generated, source, notes = _provenance(root, generated, source)
+    parts, grouping, matches = [], {}, {}
     for s, path in enumerate(files):
-        df, grouping[path.stem] = _load_sequence(root, path, s)
+        df, grouping[path.stem], matches[path.name] = _load_sequence(root, path, s)
         parts.append(df)
-    return Scenes(people=_join_sequences(parts, width), sequences=[p.stem for p in files], generated=bool(generated),
-                  source=str(source), root=root, width=width, grouping=grouping)
+    if not any(len(df) for df in parts):  # a run on no boxes would report "0 boxes, 100% removed" as a result
+        raise DataError(f"{root}: no sequence holds a box: the {len(files)} files in labels/labels_2d_stitched "
+                        f"have no records; expected frames like {{\"000000.jpg\": [{{\"label_id\": \"pedestrian:1\", "
+                        f"\"box\": [x, y, w, h]}}]}}")
+    people = _join_sequences(parts, width)
+    counts = _count_3d(matches)
+    return Scenes(people=people, sequences=[p.stem for p in files], generated=bool(generated),
+                  source=str(source), root=root, width=width, grouping=grouping,
+                  notes=notes + _notes_3d(matches, counts, len(people)), **counts)
 
 
 def _sequence_files(root: Path) -> list[Path]:
@@ -240,24 +334,75 @@ def _sequence_files(root: Path) -> list[Path]:
     return files
 
 
-def _provenance(root: Path, generated: bool | None, source: str | None) -> tuple[bool, str]:
-    """(generated, source): as given, else from the GENERATED.json marker (its presence and its source)."""
-    marker = root / "GENERATED.json"
+_MARKER = "GENERATED.json"
+_GENERATED_SOURCE = "generated JRDB-like scenes"
+
+
+def _provenance(root: Path, generated: bool | None, source: str | None) -> tuple[bool, str, list[str]]:
+    """(generated, source, notes): as given, else from the GENERATED.json marker when it verifies."""
+    marker = root / _MARKER
+    notes = []
     if generated is None:
-        generated = marker.exists()
+        problem = _marker_problem(root, marker) if marker.exists() else "absent"
+        generated = problem is None
+        if marker.exists() and problem is not None:
+            notes.append(f"{marker} did not match the label files ({problem}) and was ignored: the data are "
+                         f"treated as real annotations, not generated ones")
     if source is None:
-        source = (_read_json(marker).get("source", "generated JRDB-like scenes") if generated
+        source = (str(_read_marker(marker).get("source", _GENERATED_SOURCE)) if generated
                   else f"JRDB annotations at {root}")
-    return generated, source
+    return generated, source, notes
 
 
-def _load_sequence(root: Path, path: Path, s: int) -> tuple[pd.DataFrame, str]:
-    """One sequence -> (its people with seq, group_local and type; how its groups were found)."""
+def _read_marker(marker: Path) -> dict[str, Any]:
+    """The marker's object; {} when it is absent, unreadable or not an object (it is then not trusted)."""
+    try:
+        obj = _read_json(marker)
+    except (OSError, DataError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _label_files(root: Path) -> set[str]:
+    """Every JSON file under root/labels, as a path relative to root with '/' separators."""
+    return {p.relative_to(root).as_posix() for p in (root / "labels").rglob("*.json") if p.is_file()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _marker_problem(root: Path, marker: Path) -> str | None:
+    """Why the marker cannot be trusted, or None when the label files are exactly those it lists, each
+    with its recorded SHA-256 (a marker copied into real data, or data edited after generation, fail)."""
+    files = _read_marker(marker).get("files")
+    if not isinstance(files, dict) or not files:
+        return "it lists no label files with their SHA-256"
+    present = _label_files(root)
+    extra = sorted(present - set(files))
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        return f"{extra[0]} is not one of the files it lists{more}"
+    for rel, digest in sorted(files.items()):
+        if rel not in present:  # also covers paths outside root/labels: those are never opened
+            return f"{rel} is listed but missing"
+        if _sha256(root / rel) != digest:
+            return f"{rel} has changed since it was generated"
+    return None
+
+
+def _load_sequence(root: Path, path: Path, s: int) -> tuple[pd.DataFrame, str, tuple[int, int, int, int] | None]:
+    """One sequence -> (its people with seq, group_local and type; how its groups were found; its 3D
+    match counts (boxes, boxes with 3D cues, 3D records, 3D records matching no box), None without 3D)."""
     df, edges = _parse_2d(path)
     social = root / "labels" / "labels_2d_activity_social_stitched" / path.name
     if social.exists():
         edges += _parse_social(social)
-    df = _join_3d(df, root / "labels" / "labels_3d" / path.name)
+    df, read_3d = _join_3d(df, root / "labels" / "labels_3d" / path.name)
     df = df.drop_duplicates(["frame", "track"]).sort_values(["frame", "track"], kind="stable")
     df = df.reset_index(drop=True)
     df["seq"] = np.int32(s)
@@ -265,17 +410,44 @@ def _load_sequence(root: Path, path: Path, s: int) -> tuple[pd.DataFrame, str]:
     group, grouping = _local_groups(df, ia, ib)
     df["group_local"] = group
     df["type"] = _group_types(df, group, ia, et)
-    return df, grouping
+    match = None if read_3d is None else (len(df), int(df["x3d"].notna().sum()), *read_3d)
+    return df, grouping, match
 
 
-def _join_3d(df: pd.DataFrame, p3: Path) -> pd.DataFrame:
-    """x3d, y3d, z3d, rot_z joined by (frame, track) from the 3D file; NaN where there is none."""
+def _join_3d(df: pd.DataFrame, p3: Path) -> tuple[pd.DataFrame, tuple[int, int] | None]:
+    """x3d, y3d, z3d, rot_z joined by (frame, track) from the 3D file; NaN where there is none. Also
+    (3D records, 3D records whose (frame, track) has no 2D box) when the file was read."""
     if p3.exists() and len(df):
         d3 = _parse_3d(p3).drop_duplicates(["frame", "track"])
-        return df.merge(d3, on=["frame", "track"], how="left")
+        hit = pd.MultiIndex.from_arrays([d3["frame"], d3["track"]]).isin(
+            pd.MultiIndex.from_arrays([df["frame"], df["track"]]))
+        return df.merge(d3, on=["frame", "track"], how="left"), (len(d3), int((~hit).sum()))
     for c in ("x3d", "y3d", "z3d", "rot_z"):
         df[c] = np.nan
-    return df
+    return df, None
+
+
+def _count_3d(matches: dict[str, tuple[int, int, int, int] | None]) -> dict[str, int]:
+    read = [m for m in matches.values() if m is not None]
+    return {"n_boxes_with_3d": sum(m[1] for m in read), "n_3d_records": sum(m[2] for m in read),
+            "n_3d_unmatched": sum(m[3] for m in read)}
+
+
+def _notes_3d(matches: dict[str, tuple[int, int, int, int] | None], counts: dict[str, int], n_boxes: int) -> list[str]:
+    """Sentences on 3D cues: a file matching no box, and the totals when any box or record went unmatched."""
+    notes = []
+    for name, m in matches.items():
+        if m is not None and m[1] == 0:
+            why = "(tracks differ?)" if m[2] else "(the file holds no 3D records)"
+            notes.append(f"labels_3d/{name}: 0 of {m[0]} boxes matched a 3D label {why}")
+    n_files = sum(m is not None for m in matches.values())
+    if n_files == 0:
+        notes.append(f"no labels_3d files: the 3D cues (x3d, y3d, z3d, rot_z) are NaN for all {n_boxes} boxes")
+    elif counts["n_boxes_with_3d"] < n_boxes or counts["n_3d_unmatched"]:
+        notes.append(f"3D labels: {counts['n_boxes_with_3d']} of {n_boxes} boxes have 3D cues (NaN for the others); "
+                     f"{counts['n_3d_unmatched']} of {counts['n_3d_records']} 3D records matched no 2D box; "
+                     f"{n_files} of {len(matches)} sequences have a labels_3d file read")
+    return notes
 
 
 def _pairs_present(df: pd.DataFrame, edges: list[tuple[int, int, int, int]]
@@ -337,34 +509,41 @@ def write_jrdb_layout(people: pd.DataFrame, root: str | Path, source: str,
     2D records carry JRDB-Act ``social_group`` in all but every ``act_every``-th sequence (those rely
     on the JRDB-Social H-interaction pairs alone); H-interaction entries form a chain through each
     group plus a few extra edges, so their transitive closure recovers the group; 3D labels are joined
-    by label_id and frame stem. A ``GENERATED.json`` marker labels the folder as generated.
+    by label_id and frame stem. A ``GENERATED.json`` marker labels the folder as generated and lists
+    the SHA-256 of every label file written, so a marker copied elsewhere or data edited later is caught.
     """
     root = Path(root)
     rng = np.random.default_rng(seed)  # one generator across sequences, in sequence order
+    written: dict[str, str] = {}
     for s, df in people.groupby("seq", sort=True):
         with_act = (int(s) % act_every) != act_every - 1 if act_every > 0 else True
         df = df.sort_values(["frame", "group", "track"], kind="stable")
-        _write_sequence(root, f"gen_seq_{int(s):03d}", df, with_act, rng)
-    atomic_write_json(root / "GENERATED.json", {"generated": True, "source": source,  # written last
-                                                "sequences": int(people["seq"].nunique())})
+        written.update(_write_sequence(root, f"gen_seq_{int(s):03d}", df, with_act, rng))
+    atomic_write_json(root / _MARKER, {"generated": True, "source": source,  # written last
+                                       "sequences": int(people["seq"].nunique()), "files": written})
     return root
 
 
-def _dump(path: Path, obj: Any) -> None:
+def _dump(root: Path, rel: str, obj: Any) -> tuple[str, str]:
+    """Write one label file; (its path relative to root, the SHA-256 of what is on disk)."""
+    path = root / rel
     atomic_write_text(path, json.dumps(obj, separators=(",", ":")))  # compact: these files are large
+    return rel, _sha256(path)
 
 
-def _write_sequence(root: Path, name: str, df: pd.DataFrame, with_act: bool, rng: np.random.Generator) -> None:
-    """One sequence's 2D, JRDB-Social and 3D label files; df sorted by (frame, group, track)."""
+def _write_sequence(root: Path, name: str, df: pd.DataFrame, with_act: bool,
+                    rng: np.random.Generator) -> dict[str, str]:
+    """One sequence's 2D, JRDB-Social and 3D label files; df sorted by (frame, group, track). Returns
+    each written file (relative to root) -> its SHA-256."""
     keys = np.char.add(np.char.zfill(df["frame"].to_numpy().astype(str), 6), ".jpg")  # [R] image names
     lab = np.char.add("pedestrian:", df["track"].to_numpy().astype(str))               # [R] label ids
     labels2d = _records_2d(df, keys, lab, with_act)
     ea, eb = _interaction_edges(df["frame"].to_numpy(), df["group"].to_numpy(), rng)
     social = _social_records(ea, eb, df["type"].to_numpy(), keys, lab, rng)
     labels3d = _records_3d(df, keys, lab)
-    _dump(root / "labels" / "labels_2d_stitched" / f"{name}.json", {"labels": labels2d})
-    _dump(root / "labels" / "labels_2d_activity_social_stitched" / f"{name}.json", {"labels": social})
-    _dump(root / "labels" / "labels_3d" / f"{name}.json", {"labels": labels3d})
+    return dict([_dump(root, f"labels/labels_2d_stitched/{name}.json", {"labels": labels2d}),
+                 _dump(root, f"labels/labels_2d_activity_social_stitched/{name}.json", {"labels": social}),
+                 _dump(root, f"labels/labels_3d/{name}.json", {"labels": labels3d})])
 
 
 def _records_2d(df: pd.DataFrame, keys: np.ndarray, lab: np.ndarray, with_act: bool) -> dict[str, list]:
@@ -445,10 +624,12 @@ def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, fram
     root = paths.CACHE / "scenes" / f"jrdb_like_{tag}"
     source = ("generated JRDB-like scenes (not JRDB): " + ", ".join(f"{k}={v}" for k, v in sizes.items()
                                                                    if k != "version"))
-    marker = root / "GENERATED.json"
+    marker = root / _MARKER
     if marker.exists():  # a cache folder missing files (e.g. partly deleted) is rebuilt
         n_files = len(list((root / "labels" / "labels_2d_stitched").glob("*.json")))
-        if _read_json(marker).get("sequences") != n_files:
+        written = _read_marker(marker)
+        # Caches from before markers listed their files are rebuilt too (the same data, now verifiable).
+        if written.get("sequences") != n_files or not isinstance(written.get("files"), dict):
             shutil.rmtree(root, ignore_errors=True)
     if not marker.exists():
         people, _ = make_generated_people(**{k: v for k, v in sizes.items() if k != "version"})

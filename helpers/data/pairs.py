@@ -198,7 +198,7 @@ def load_pair_folder(folder: str | Path, name: str | None = None, generated: boo
         raise DataError(f"{folder}: splits disagree on the input shape: {shapes}")
     meta = _read_meta(folder / "meta.json")
     kind = "image" if sets["train"].xa.ndim == 4 else "vector"
-    return PairSplits(name or _slug(folder.resolve().name), kind, bool(meta.get("generated", generated)),
+    return PairSplits(name or paths.safe_slug(folder.resolve().name), kind, bool(meta.get("generated", generated)),
                       meta.get("source", str(folder)), sets["train"], sets["val"], sets["test"], meta)
 
 
@@ -229,11 +229,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def _slug(name: str) -> str:
-    """A safe folder name: only [A-Za-z0-9._-], no leading dot (so never '.' or '..'), never empty."""
-    return _UNSAFE.sub("_", name).lstrip(".")[:100] or "dataset"
-
-
 def _check_label(label: str) -> None:
     if not isinstance(label, str) or not label or _UNSAFE.search(label) or label.startswith("."):
         raise WorkbookError(f"dataset label {label!r}: expected a safe folder name (letters, digits, '.', '_', '-', "
@@ -254,15 +249,7 @@ def dataset_labels(datasets: list[str]) -> list[str]:
     """The name each entry of ``datasets`` is reported (and written) under: the built-in name, or the
     resolved folder's name made safe; repeats get -2, -3, ... in list order, skipping any label another
     entry has on its own, so every notebook given the same list gives the same labels."""
-    natural = [_slug(_raw_name(d)) for d in datasets]
-    reserved, used, labels = set(natural), set(), []
-    for base in natural:
-        label, k = base, 2
-        while label in used or (label != base and label in reserved):
-            label, k = f"{base}-{k}", k + 1
-        used.add(label)
-        labels.append(label)
-    return labels
+    return paths.unique_slugs([_raw_name(d) for d in datasets])
 
 
 def describe_renamed(datasets: list[str], labels: list[str]) -> list[str]:
@@ -270,7 +257,7 @@ def describe_renamed(datasets: list[str], labels: list[str]) -> list[str]:
     if len(datasets) != len(labels):
         raise WorkbookError(f"{len(datasets)} datasets but {len(labels)} labels: give one label per dataset")
     raw = [_raw_name(d) for d in datasets]
-    natural = [_slug(r) for r in raw]
+    natural = [paths.safe_slug(r) for r in raw]
     out = []
     for i, (entry, label) in enumerate(zip(datasets, labels)):
         if label == raw[i]:
@@ -295,7 +282,8 @@ def load_pair_dataset(name_or_dir: str, run_dir: str | Path, label: str | None =
     if label is not None:
         _check_label(label)
     if name_or_dir in BUILTIN:
-        folder = Path(run_dir) / BUILTIN[name_or_dir]
+        stem, sub = BUILTIN[name_or_dir].split("/", 1)
+        folder = paths.upstream(run_dir, stem) / sub
         if not folder.is_dir():
             nb = BUILTIN[name_or_dir].split("/")[0]
             raise WorkbookError(f"dataset {name_or_dir!r} is written by notebook {nb}, but {folder} does not "
@@ -305,7 +293,7 @@ def load_pair_dataset(name_or_dir: str, run_dir: str | Path, label: str | None =
     if not folder.is_dir():
         raise WorkbookError(f"dataset {name_or_dir!r} is neither a built-in name ({', '.join(BUILTIN)}) "
                             f"nor an existing folder")
-    return load_pair_folder(folder, name=label or _slug(folder.resolve().name))
+    return load_pair_folder(folder, name=label or paths.safe_slug(folder.resolve().name))
 
 
 def copy_pair_folder(src: Path, dst: Path) -> Path:

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from helpers.core import paths
 from helpers.core.errors import DataError, WorkbookError
 from helpers.core.io import atomic_savez
 
@@ -74,25 +75,25 @@ class BasePredictions:
                                [self.train_keys[i] for i in keep])
 
 
-def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[str] = (),
-                          exclude: Sequence[str] = ("05_stacking",)) -> BasePredictions:
+# The notebooks whose prediction files notebook 05 stacks by default.
+BASE_MODEL_NOTEBOOKS = ("02_stage1", "03_stage2", "04_multi_seed")
+
+
+def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[str] = ()) -> BasePredictions:
     """Collect ``<run_dir>/<stem>/<dataset>/predictions/*.npz`` from the source notebooks.
 
-    sources: notebook stems to read (empty = every folder of the run that has such files, except
-    `exclude`). Every file must hold val_prob, test_prob, val_y, test_y, and all files must agree
-    on the labels (same split order), else a DataError names the file.
+    sources: notebook stems to read (empty = those of `BASE_MODEL_NOTEBOOKS` that ran). Every file must
+    hold val_prob, test_prob, val_y, test_y, and all files must agree on the labels (same split order),
+    else a DataError names the file.
     """
     run_dir = Path(run_dir)
     ds = Path(str(dataset)).name   # outputs live under the built-in name or the pair folder's name
-    if sources:
-        stems = list(sources)
-        for s in stems:
-            if not (run_dir / s).is_dir():
-                raise DataError(f"sources: notebook {s!r} has no output folder {run_dir / s}; run it first")
-    else:
-        stems = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name not in exclude) \
-            if run_dir.is_dir() else []
-    files = [f for s in stems for f in sorted((run_dir / s / ds / "predictions").glob("*.npz"))]
+    folders = {s: paths.upstream(run_dir, s) for s in (sources or BASE_MODEL_NOTEBOOKS)}
+    for s in sources:
+        if not folders[s].is_dir():
+            raise DataError(f"sources: notebook {s!r} has no output folder {folders[s]}; run it first")
+    stems = [s for s, f in folders.items() if f.is_dir()]
+    files = [f for s in stems for f in sorted((folders[s] / ds / "predictions").glob("*.npz"))]
     if not files:
         raise DataError(f"no prediction files for dataset {ds!r} under {run_dir}/<stem>/{ds}/predictions/ "
                         f"(looked in {', '.join(stems) or 'no notebook folders'}): run notebooks 02-04 first")

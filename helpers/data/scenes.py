@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,12 @@ class Scenes:
     width: int = WIDTH
     height: int = HEIGHT
     grouping: dict[str, str] = field(default_factory=dict)  # sequence -> "cluster_ID" | "H-interaction" | "none"
+    # What the loader noticed but did not refuse (3D labels that match nothing, an untrusted GENERATED.json
+    # marker), as sentences for the notebook and run card; the 3D counts are over the loaded files.
+    notes: list[str] = field(default_factory=list)
+    n_boxes_with_3d: int = 0  # 2D boxes that got 3D cues (x3d, y3d, z3d, rot_z)
+    n_3d_records: int = 0     # 3D records read (one per frame and track)
+    n_3d_unmatched: int = 0   # of those, records whose (frame, track) has no 2D box
 
     @property
     def n_frames(self) -> int:
@@ -122,6 +128,4 @@ def select_keyframes(scenes: Scenes, stride: int) -> Scenes:
     keep = ((p["frame"] - first) % stride) == 0
     q = p[keep.to_numpy()].copy()
     q["fid"] = pd.factorize(q["fid"], sort=True)[0]
-    return Scenes(people=q.reset_index(drop=True), sequences=scenes.sequences, generated=scenes.generated,
-                  source=scenes.source, root=scenes.root, width=scenes.width, height=scenes.height,
-                  grouping=scenes.grouping)
+    return replace(scenes, people=q.reset_index(drop=True))  # every other field (notes included) carries over

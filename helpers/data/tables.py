@@ -17,17 +17,21 @@ from helpers.core.errors import DataError, WorkbookError
 from helpers.core.taskspec import TaskSpec
 
 
+# A head layout shaped like M2's tasks (one 10-class, one binary, one 3-class head): what a speed
+# benchmark builds when given no tasks (random targets; only the head shapes matter there). The
+# built-in table's tasks are DIGIT_TASKS: its parity and loops columns are gone, because both are
+# functions of the digit label and so repeated the digit task instead of adding information.
 DEFAULT_TASKS = ["digit:multiclass:10", "parity:binary", "loops:multiclass:3"]
+
+
+# The built-in table's tasks: the digit class plus two properties measured from each image.
+DIGIT_TASKS = ["digit:multiclass:10", "ink:regression", "slant:regression"]
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# Closed loops of each digit as usually written (0, 6, 9, 4 one; 8 two; the rest none).
-DIGIT_LOOPS = np.array([1, 0, 0, 0, 1, 0, 1, 0, 2, 1], dtype=np.int64)
 
 
 @dataclass
@@ -187,35 +191,64 @@ def load_task_table(path: str | Path, tasks: Sequence[TaskSpec], image_col: str 
     return TaskTable(out, resolved, classes, source or f"task table {path}", path, generated)
 
 
+def make_image_properties(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Properties measured from grey images [N, H, W] (intensity 0..1), vectorised over N.
+
+    ink: ink mass, the summed intensity (in fully lit pixels). slant: the shear of the ink's
+    second-order central moments, -mu11 / mu02, i.e. the horizontal shift per row down the image
+    (positive = the top leans right; the quantity deskewing removes). Rows are y (down), columns x.
+    """
+    im = np.asarray(images, dtype=np.float64)
+    h, w = im.shape[1:]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)                  # [H, W] each
+    mass = im.sum(axis=(1, 2))                                      # [N]
+    safe = np.where(mass > 0, mass, 1.0)
+    cy = (im * ys).sum(axis=(1, 2)) / safe
+    cx = (im * xs).sum(axis=(1, 2)) / safe
+    dy = ys[None] - cy[:, None, None]                               # [N, H, W]
+    dx = xs[None] - cx[:, None, None]
+    mu11 = (im * dx * dy).sum(axis=(1, 2))
+    mu02 = (im * dy * dy).sum(axis=(1, 2))
+    slant = np.divide(-mu11, mu02, out=np.zeros_like(mu11), where=mu02 > 0)   # a blank image has no slant
+    return {"ink": mass, "slant": slant}
+
+
+def _write_digit_folder(tmp: Path, imgs: np.ndarray, y: np.ndarray) -> None:
+    """PNG files under ``tmp/images`` and ``tmp/table.csv`` (image, subject, digit, ink, slant)."""
+    from PIL import Image
+
+    (tmp / "images").mkdir()
+    names = [f"images/{i:05d}.png" for i in range(len(y))]
+    for name, im in zip(names, imgs):
+        Image.fromarray(im, mode="L").save(tmp / name)
+    # Measured on the pixels as saved, so the targets describe exactly the images a model sees.
+    props = make_image_properties(imgs / 255.0)
+    lines = ["image,subject,digit,ink,slant"]
+    lines += [f"{n},digit-{i:05d},{c},{k:.6f},{s:.6f}"
+              for i, (n, c, k, s) in enumerate(zip(names, y, props["ink"], props["slant"]))]
+    (tmp / "table.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def make_digit_task_table(cache_dir: str | Path | None = None) -> Path:
     """Write the built-in table once: sklearn's real 8x8 digit images as PNG files + table.csv.
 
     Columns: image, subject (each image is its own subject: sklearn ships no writer ids), digit
-    (0-9), parity (1 = odd), loops (closed loops 0/1/2, from the digit), ink (fraction of lit
-    pixels, a real continuous target for the regression task). Returns the CSV path.
+    (0-9, the true label), ink and slant (measured from each image by `make_image_properties`:
+    they vary within a digit class, so they carry information the label does not; see
+    `evaluate_task_redundancy`). Returns the CSV path.
     """
-    from PIL import Image
     from sklearn.datasets import load_digits
 
-    folder = Path(cache_dir) if cache_dir else paths.CACHE / "digit_tasks_v1"
+    folder = Path(cache_dir) if cache_dir else paths.CACHE / "digit_tasks_v2"
     csv = folder / "table.csv"
     if csv.is_file():
         return csv
     d = load_digits()
     imgs = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # [N, 8, 8]
-    y = d.target.astype(np.int64)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".digit_tasks.", dir=folder.parent))
     try:
-        (tmp / "images").mkdir()
-        names = [f"images/{i:05d}.png" for i in range(len(y))]
-        for name, im in zip(names, imgs):
-            Image.fromarray(im, mode="L").save(tmp / name)
-        ink = (d.images > 0).mean(axis=(1, 2))
-        lines = ["image,subject,digit,parity,loops,ink"]
-        lines += [f"{n},digit-{i:05d},{c},{c % 2},{DIGIT_LOOPS[c]},{k:.6f}"
-                  for i, (n, c, k) in enumerate(zip(names, y, ink))]
-        (tmp / "table.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        _write_digit_folder(tmp, imgs, d.target.astype(np.int64))
         try:
             os.replace(tmp, folder)    # atomic: a half-written folder never appears under the final name
         except OSError:
@@ -233,9 +266,65 @@ def load_default_or_user_table(table: str, tasks: Sequence[TaskSpec], image_col:
     if not table:
         csv = make_digit_task_table()
         return load_task_table(csv, tasks, "image", "subject", None,
-                               source="sklearn digits (UCI 8x8, 1797 real images) as PNG files; "
-                                      "tasks derived from the true label; each image is its own subject")
+                               source="sklearn digits (UCI 8x8, 1797 real images) as PNG files; digit = the "
+                                      "true label, ink and slant measured from each image; each image is its "
+                                      "own subject")
     return load_task_table(table, tasks, image_col, subject_col, image_root or None)
+
+
+def _eta_squared(groups: np.ndarray, values: np.ndarray) -> float:
+    """Correlation ratio η²: the share of the values' variance explained by the group means (0..1)."""
+    import pandas as pd
+
+    v = pd.Series(values)
+    total = float(((v - v.mean()) ** 2).sum())
+    fitted = v.groupby(groups).transform("mean")
+    return float(((fitted - v.mean()) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
+    """Cramér's V of two categorical columns (0 = independent; 1 = the one with fewer classes is
+    a function of the other)."""
+    import pandas as pd
+
+    obs = pd.crosstab(a, b).to_numpy(dtype=np.float64)
+    n = obs.sum()
+    k = min(obs.shape) - 1
+    if k < 1 or n == 0:
+        return float("nan")
+    expected = obs.sum(1, keepdims=True) * obs.sum(0, keepdims=True) / n
+    chi2 = float(((obs - expected) ** 2 / expected).sum())
+    return float(np.sqrt(chi2 / (n * k)))
+
+
+def _redundancy_row(f, a: TaskSpec, b: TaskSpec) -> dict:
+    """Pearson r, η² (categorical `a`, regression `b`) and Cramér's V (both categorical) of two task columns."""
+    both = f[[a.name, b.name]].dropna()
+    x, y = both[a.name].to_numpy(), both[b.name].to_numpy()
+    r = float(np.corrcoef(x, y)[0, 1]) if len(both) > 1 and x.std() > 0 and y.std() > 0 else float("nan")
+    cat_a, reg_b = a.kind != "regression", b.kind == "regression"
+    return {"task": b.name, "kind": b.kind, "vs": a.name, "rows": int(len(both)), "pearson_r": r,
+            "eta_squared": _eta_squared(x, y) if cat_a and reg_b else float("nan"),
+            "cramers_v": _cramers_v(x, y) if cat_a and not reg_b else float("nan")}
+
+
+def evaluate_task_redundancy(table: TaskTable):
+    """How much each task repeats another, over all labelled rows of the table.
+
+    One row per (categorical task, other task) and per pair of regression tasks: Pearson r (a
+    class index taken as a number, as a plain correlation would), η² (the share of a regression
+    target's variance the classes explain: a model that knew only the class could reach R² = η²
+    on it, no more) and Cramér's V for two categorical tasks. Values near 1 mean a task repeats
+    the other; near 0, it carries separate information.
+    """
+    import pandas as pd
+
+    cats = [t for t in table.tasks if t.kind != "regression"]
+    regs = [t for t in table.tasks if t.kind == "regression"]
+    pairs = [(a, b) for a in cats for b in table.tasks if b.name != a.name]
+    pairs += [(a, b) for i, a in enumerate(regs) for b in regs[i + 1:]]
+    return pd.DataFrame([_redundancy_row(table.frame, a, b) for a, b in pairs],
+                        columns=["task", "kind", "vs", "rows", "pearson_r", "eta_squared", "cramers_v"])
 
 
 def make_subject_split(table: TaskTable, val_frac: float = 0.15, test_frac: float = 0.15,

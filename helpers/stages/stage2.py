@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from helpers.core import paths
 from helpers.core.env import ENV_PROFILE
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text, read_json
@@ -77,7 +78,7 @@ def find_stage1_checkpoint(dataset: str, run_dir: str | Path, stage1_checkpoint:
                                                      p / _scored_checkpoint(p)]
         where = f"stage1_checkpoint = {stage1_checkpoint!r}"
     else:
-        folder = Path(run_dir) / "02_stage1" / dataset
+        folder = paths.upstream(run_dir, "02_stage1") / dataset
         candidates = [folder / _scored_checkpoint(folder)]
         where = "the default location (notebook 02 in this run folder)"
     for c in candidates:

@@ -10,7 +10,6 @@ import torch
 
 from helpers.core.errors import WorkbookError
 from helpers.core.taskspec import task_slices, TaskSpec
-from helpers.training.tasks import binary_counts, MulticlassTask
 
 
 @dataclass
@@ -20,8 +19,10 @@ class MultiTask:
     Model output: concatenated head outputs [N, Σ out_dim] (in `specs` order). Target: [N, T]
     float, one column per task (class index, 0/1, or value; NaN = label missing, skipped).
     Loss: Σ_t weight_t · loss_t (BCE, cross-entropy, MSE on the standardised value).
-    Metrics: per task F1 (binary), macro-F1 (multiclass), R² (regression) and their unweighted mean
-    ``combined`` (the primary metric; R² is clipped at 0 so one task cannot drag it below 0).
+    Metrics: per task F1 (binary), macro-F1 (multiclass) or R² (regression), the chance level of
+    that score on the split scored (what a predictor that ignores the image can expect) and the
+    chance-normalised score (score - chance) / (1 - chance); ``combined`` (the primary metric) is
+    the unweighted mean of the normalised scores, so 0 = chance and 1 = perfect on every task.
     """
     specs: list[TaskSpec]
     reg_mean: dict[str, float] = field(default_factory=dict)
@@ -94,33 +95,95 @@ class MultiTask:
         return torch.cat(cols, dim=1)
 
     def metrics(self, output, target) -> dict:
-
+        """Per task: its score (``<task>_f1`` / ``_macro_f1`` / ``_r2``), ``_accuracy`` or ``_mae``,
+        ``<task>_chance`` and ``<task>_norm``; ``combined`` = the mean of the ``_norm`` values."""
         out = self._check(output, target)
-        res: dict[str, Any] = {"primary": self.primary}
-        scores = []
-        for t, sl in zip(self.specs, self._slices):
-            y = target[:, self.specs.index(t)].float()
-            keep = ~torch.isnan(y)
-            o, y = out[keep, sl], y[keep]
-            if t.kind == "binary":
-                c = binary_counts((o[:, 0] >= 0).long(), y.long())
-                res[f"{t.name}_f1"], res[f"{t.name}_accuracy"] = c["f1"], c["accuracy"]
-                score = c["f1"]
-            elif t.kind == "multiclass":
-                c = MulticlassTask(t.num_classes).metrics(o, y.long())
-                res[f"{t.name}_macro_f1"], res[f"{t.name}_accuracy"] = c["f1"], c["accuracy"]
-                score = c["f1"]
-            else:
-                pred = o[:, 0] * self.reg_std.get(t.name, 1.0) + self.reg_mean.get(t.name, 0.0)
-                ss_res = float(((pred - y) ** 2).sum())
-                ss_tot = float(((y - y.mean()) ** 2).sum()) if y.numel() else 0.0
-                r2 = 1 - ss_res / ss_tot if ss_tot > 0 else 0.0
-                res[f"{t.name}_r2"] = r2
-                res[f"{t.name}_mae"] = float((pred - y).abs().mean()) if y.numel() else float("nan")
-                score = max(r2, 0.0)
-            scores.append(score)
-        res["combined"] = float(np.mean(scores))
+        return {"primary": self.primary, **self.evaluate_predictions(self.predict(out), target)}
+
+    def evaluate_predictions(self, pred, target) -> dict[str, float]:
+        """`metrics` from predictions as `predict` returns them ([N, Σ out_dim], original scale)."""
+        pred = torch.as_tensor(pred).float()
+        target = torch.as_tensor(target).float()
+        parts = self._scores(pred, target, torch.ones(1, target.shape[0], dtype=torch.float64))
+        res = {k: float(v[0]) for k, v in parts.items()}
+        res["combined"] = float(np.mean([res[f"{t.name}_norm"] for t in self.specs]))
         return res
+
+    def bootstrap_combined(self, pred, target, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+        """`combined` on `n_boot` resamples of the rows (drawn with replacement, the same rows for
+        every task), chance recomputed on each resample: [n_boot]. Vectorised over resamples."""
+        pred = torch.as_tensor(pred).float()
+        target = torch.as_tensor(target).float()
+        n = target.shape[0]
+        counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)   # [B, N]
+        parts = self._scores(pred, target, torch.from_numpy(counts).double())
+        return torch.stack([parts[f"{t.name}_norm"] for t in self.specs], 1).mean(1).numpy()
+
+    def _scores(self, pred: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every task's score, chance and normalised score under row weights w [B, N] -> [B] each."""
+        res: dict[str, torch.Tensor] = {}
+        for j, (t, sl) in enumerate(zip(self.specs, self._slices)):
+            y = target[:, j]
+            keep = ~torch.isnan(y)
+            p, y, wk = pred[keep, sl].double(), y[keep].double(), w[:, keep]
+            if t.kind == "regression":
+                part = _regression_scores(p[:, 0], y, wk)
+            else:
+                k = t.num_classes if t.kind == "multiclass" else 2
+                decided = p.argmax(1) if t.kind == "multiclass" else (p[:, 0] >= 0.5).long()
+                part = _class_scores(decided, y.long(), wk, k, t.kind == "binary")
+            score = part.pop("score")
+            chance = part.pop("chance")
+            res[task_score_names([t])[0]] = score
+            res.update({f"{t.name}_{m}": v for m, v in part.items()})
+            res[f"{t.name}_chance"] = chance
+            res[f"{t.name}_norm"] = chance_normalise(score, chance)
+        return res
+
+
+def chance_normalise(score: torch.Tensor, chance: torch.Tensor) -> torch.Tensor:
+    """(score - chance) / (1 - chance): 0 at chance, 1 at a perfect score (R² has chance 0 and
+    stays R²); 0 where chance is already perfect (one class only), as nothing can be learnt there."""
+    room = 1.0 - chance
+    return torch.where(room > 0, (score - chance) / room.clamp_min(1e-12), torch.zeros_like(score))
+
+
+def _class_scores(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor, k: int, binary: bool) -> dict:
+    """F1 (binary, positive = 1) or macro-F1 over the classes present, accuracy, and chance, under
+    row weights w [B, N].
+
+    Chance is the best score a predictor that ignores the image can expect: for binary F1, always
+    answering "positive" (2p/(1+p)); for macro-F1 over K present classes, the better of the best
+    constant answer (2p_max/(1+p_max)/K, the majority class) and shuffled labels (exactly 1/K in
+    expectation), which always wins for macro-F1.
+    """
+    t1 = torch.nn.functional.one_hot(y, k).double()                    # [N, K] truth
+    p1 = torch.nn.functional.one_hot(pred.clamp(0, k - 1), k).double()  # [N, K] prediction
+    cm = torch.einsum("bn,nk,nj->bkj", w, t1, p1)                      # [B, K, K], rows = truth
+    tp, support, predicted = cm.diagonal(dim1=1, dim2=2), cm.sum(2), cm.sum(1)
+    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp_min(1e-12), torch.zeros_like(tp))
+    total = support.sum(1).clamp_min(1e-12)
+    prior = support / total[:, None]                                   # [B, K]
+    acc = tp.sum(1) / total
+    if binary:
+        p = prior[:, 1]
+        return {"score": f1[:, 1], "accuracy": acc, "chance": 2 * p / (1 + p)}
+    present = (support > 0).double()
+    n_present = present.sum(1).clamp_min(1.0)
+    constant = (2 * prior / (1 + prior)).max(1).values / n_present
+    return {"score": (f1 * present).sum(1) / n_present, "accuracy": acc,
+            "chance": torch.maximum(constant, 1.0 / n_present)}
+
+
+def _regression_scores(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> dict:
+    """R² (unclipped: a model worse than the mean goes below 0), MAE, and chance 0 (the best
+    constant is the split's own mean, R² = 0), under row weights w [B, N]."""
+    total = w.sum(1).clamp_min(1e-12)
+    mean = (w @ y) / total
+    ss_tot = w @ (y * y) - total * mean * mean
+    ss_res = w @ ((pred - y) ** 2)
+    r2 = torch.where(ss_tot > 1e-12, 1 - ss_res / ss_tot.clamp_min(1e-12), torch.zeros_like(ss_res))
+    return {"score": r2, "mae": (w @ (pred - y).abs()) / total, "chance": torch.zeros_like(r2)}
 
 
 def task_score_names(specs: Sequence[TaskSpec]) -> list[str]:

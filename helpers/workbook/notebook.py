@@ -44,10 +44,10 @@ class Context:
 
     def earlier(self, stem: str) -> Path:
         """Output folder of an earlier notebook in this run; a clear error if it has not run."""
-        p = self.run_dir / stem
+        p = paths.upstream(self.run_dir, stem)
         if not p.is_dir():
             raise WorkbookError(f"{self.stem} needs the output of notebook {stem}, but {p} does not exist: "
-                                f"run it first, e.g. `python -m helpers run --only {stem[:2]} {self.stem[:2]}`")
+                                f"run it first, e.g. `python -m helpers run --only {self.stem[:2]}`")
         return p
 
     def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
@@ -71,6 +71,8 @@ class Context:
 
         flat = flatten(metrics)
         io.atomic_write_json(self.path("metrics.json"), flat)
+        # What this notebook read of other notebooks' outputs, held by the runner against its **Reads:** line.
+        io.atomic_write_json(self.path("reads.json"), paths.opened_upstream())
         return pd.DataFrame({"value": [io.jsonable(v) for v in flat.values()]},
                             index=pd.Index(list(flat), name="metric"))
 

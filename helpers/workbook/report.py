@@ -127,14 +127,16 @@ def index_html(run: dict[str, Any], metrics: dict[str, dict[str, Any]], n_metric
             links.append(f'<a href="{html.escape(nb["ipynb"])}">notebook</a>')
         if nb.get("error"):
             links.append(f'<span class="failed">{html.escape(nb["error"][:200])}</span>')
-        rows.append(f'<tr><td>{html.escape(stem)}</td><td class="{status.replace(" ", "-")}">{status}</td>'
+        note = f'<br><span class="note">{html.escape(nb["note"])}</span>' if nb.get("note") else ""
+        rows.append(f'<tr><td>{html.escape(stem)}</td><td class="{status.replace(" ", "-")}">{status}{note}</td>'
                     f'<td>{"" if dur is None else f"{dur:.1f} s"}</td><td>{shown}</td><td>{" · ".join(links)}</td></tr>')
     git = run.get("git", {})
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Run {html.escape(run['run_id'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}}table{{border-collapse:collapse;width:100%}}
 td,th{{border-bottom:1px solid #ddd;padding:6px 8px;text-align:left;vertical-align:top;font-size:.92em}}
 .ok{{color:#1a7f37;font-weight:600}}.failed{{color:#cf222e;font-weight:600}}.not-run{{color:#6e7781}}
-.running{{color:#9a6700}}</style></head><body>
+.running{{color:#9a6700}}.reused{{color:#1a7f37}}.ran{{color:#1a7f37;font-weight:600}}
+.interrupted{{color:#9a6700;font-weight:600}}.note{{color:#57606a;font-size:.85em}}</style></head><body>
 <h1>Workbook run {html.escape(run['run_id'])}</h1>
 <p>profile <b>{html.escape(run['profile'])}</b> · started {html.escape(run.get('started', ''))} ·
 finished {html.escape(str(run.get('finished') or '—'))} · status <b>{html.escape(run.get('status', ''))}</b> ·

@@ -1,4 +1,4 @@
-"""A history prepared for the finding rules: its arrays, and what is measured on them once."""
+"""A history prepared for the finding rules: its arrays, where it diverged, and what is measured once."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,17 @@ import numpy as np
 import pandas as pd
 
 from helpers.evaluation.doctor.history import metric_direction
-from helpers.evaluation.doctor.rules import find_plateau, trend_slope
+from helpers.evaluation.doctor.rules import (estimate_noise, find_plateau, noise_tolerance, smooth,
+                                             smoothing_rows, trend_slope)
 
 
 # Scores with a natural best (1, or 100 for percentages) when no ceiling is given.
-_BOUNDED_SCORES = ("accuracy", "acc", "top1", "top5", "f1", "auc", "precision", "recall")
+_BOUNDED_SCORES = ("accuracy", "acc", "top1", "top5", "f1", "auc", "precision", "recall", "map")
+
+
+# The learning rate counts as "low" from this fraction of its peak on: a cosine or linear schedule
+# spends its last ~third there, and a step schedule's second cut (x0.1 or x0.5 twice) gets there.
+LOW_LR_FRACTION = 0.25
 
 
 def tail_median(x: np.ndarray, k: int) -> float:
@@ -59,32 +65,124 @@ class Curve:
     def best(self) -> float | None:
         return rounded(self.y[self.best_i]) if self.best_i is not None else None
 
+    @property
+    def up(self) -> np.ndarray:
+        """The metric oriented so that up is better."""
+        return self.y if self.gib else -self.y
+
+    def head(self, k: int) -> "Curve":
+        """The first ``k`` rows (the rows before a divergence)."""
+        cut = lambda a: None if a is None else a[:k]  # noqa: E731
+        return _make_curve(self.metric, self.gib, self.epochs[:k], self.y[:k], cut(self.train_loss),
+                           cut(self.val_loss), cut(self.lr), self.window)
+
+
+def _make_curve(metric: str, gib: bool, epochs: np.ndarray, y: np.ndarray, train_loss, val_loss, lr,
+                window: int) -> Curve:
+    n = len(y)
+    finite = np.isfinite(y)
+    best_i = (int(np.nanargmax(np.where(finite, y, np.nan)) if gib else np.nanargmin(np.where(finite, y, np.nan)))
+              if finite.any() else None)
+    return Curve(metric, gib, epochs, y, train_loss, val_loss, lr, n, int(min(window, max(4, n // 3))), best_i)
+
 
 def prepare_curve(df: pd.DataFrame, metric: str, window: int) -> Curve:
     """The arrays of a normalised history; the trend window shrinks to a third of a short history."""
-    gib = metric_direction(metric)
-    n = len(df)
-    y = df[metric].to_numpy(dtype=float)
-    best_i = (int(np.nanargmax(y) if gib else np.nanargmin(y))) if np.isfinite(y).any() else None
-    return Curve(metric, gib, df["epoch"].to_numpy(dtype=float), y, _column(df, "train_loss"),
-                 _column(df, "val_loss"), _column(df, "lr"), n, int(min(window, max(4, n // 3))), best_i)
+    col = lambda name: df[name].to_numpy(dtype=float) if name in df else None  # noqa: E731
+    return _make_curve(metric, metric_direction(metric), df["epoch"].to_numpy(dtype=float),
+                       df[metric].to_numpy(dtype=float), col("train_loss"), col("val_loss"), col("lr"), window)
 
 
-def _column(df: pd.DataFrame, name: str) -> np.ndarray | None:
-    return df[name].to_numpy(dtype=float) if name in df else None
+# ------------------------------------------------------------------------------------- divergence
+@dataclass
+class Divergence:
+    """Where a run diverged: ``row`` is the first row no finding may use (the rows kept are [0, keep))."""
+    kind: str                       # "nonfinite" | "explosion"
+    column: str
+    row: int                        # the first bad row (nonfinite) or where the loss started to climb
+    keep: int
+    detail: dict[str, Any]
 
 
+def find_divergence(c: Curve) -> Divergence | None:
+    """The earliest of: a non-finite loss or metric, or a loss explosion."""
+    found = [d for d in (_first_nonfinite(c), _explosion(c)) if d is not None]
+    return min(found, key=lambda d: d.keep) if found else None
+
+
+def _nonfinite_row(arr: np.ndarray, is_loss: bool) -> int | None:
+    """First row that is Inf, or NaN after the column had been finite (or NaN everywhere, for a loss).
+    A column that starts empty (logged from a later epoch on) is not a divergence."""
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return None
+    if not (~bad).any():
+        return 0 if is_loss else None
+    after_finite = np.cumsum(~bad) > 0
+    cand = np.flatnonzero(np.isinf(arr) | (bad & after_finite))
+    return int(cand[0]) if len(cand) else None
+
+
+def _first_nonfinite(c: Curve) -> Divergence | None:
+    hits = []
+    for col, arr, is_loss in (("train_loss", c.train_loss, True), ("val_loss", c.val_loss, True),
+                              (c.metric, c.y, c.metric in ("train_loss", "val_loss"))):
+        i = _nonfinite_row(arr, is_loss) if arr is not None else None
+        # A NaN score on a row whose losses are finite is a missing value, not a blow-up.
+        if i is not None and not is_loss and _losses_finite_at(c, i):
+            i = None
+        if i is not None:
+            hits.append((i, col, int((~np.isfinite(arr)).sum())))
+    if not hits:
+        return None
+    i, col, bad = min(hits)
+    return Divergence("nonfinite", col, i, i, {"first_nonfinite_epoch": c.epoch_at(i), "nonfinite_rows": bad,
+                                                "rows": c.n})
+
+
+def _losses_finite_at(c: Curve, i: int) -> bool:
+    losses = [a for a in (c.train_loss, c.val_loss) if a is not None]
+    return bool(losses) and all(np.isfinite(a[i]) for a in losses)
+
+
+def _explosion(c: Curve) -> Divergence | None:
+    """The training loss (else the validation loss) climbs above its first value, twice its lowest value
+    so far and that lowest value plus ten times its noise so far, and is still there at the end."""
+    col, arr = ("train_loss", c.train_loss) if c.train_loss is not None else ("val_loss", c.val_loss)
+    if arr is None or np.isfinite(arr).sum() < 4:
+        return None
+    a = np.where(np.isfinite(arr), arr, np.nan)
+    first = a[np.isfinite(a)][0]
+    for j in range(3, len(a)):
+        if not np.isfinite(a[:j]).any():
+            continue
+        low = float(np.nanmin(a[:j]))
+        lim = max(first, 2.0 * low, low + 10.0 * estimate_noise(a[:j]))
+        if np.isfinite(a[j]) and a[j] > lim and tail_median(a[j:], 3) > lim:
+            start = int(np.nanargmin(a[:j]))
+            return Divergence("explosion", col, start, start + 1,
+                              {"min_loss": rounded(low), "min_epoch": c.epoch_at(start),
+                               "exploded_epoch": c.epoch_at(j), "end_loss": rounded(tail_median(a, 3)),
+                               "first_loss": rounded(first)})
+    return None
+
+
+# ------------------------------------------------------------------------------------ measurements
 @dataclass
 class LossRatio:
     """val_loss/train_loss over the rows where both are finite and positive, and val_loss's minimum."""
     first: float
-    mid: float
+    mid: float                      # median over the middle window
     late: float                     # median over the last window
     slope: float                    # trend of the ratio over its second half, per epoch
+    noise: float                    # the ratio's epoch-to-epoch noise
     val_min_i: int
     val_end: float
     train_end: float
-    val_rise: float                 # val_loss's rise from its minimum, relative
+    val_rise: float                 # val_loss's rise from its minimum (end median - minimum)
+    val_tol: float                  # the smallest rise of val_loss that is not noise
+    train_drop: float               # train_loss's fall after val_loss's minimum
+    train_tol: float
 
 
 @dataclass
@@ -103,7 +201,9 @@ class LrSchedule:
     peak_i: int
     peak: float
     final: float
-    at_plateau: float | None = None             # the LR where the plateau starts (if any)
+    decayed: bool                   # it ends at <= LOW_LR_FRACTION of its peak
+    low_i: int | None               # first row after the peak at <= LOW_LR_FRACTION of it
+    at_plateau: float | None = None             # the LR where the stall starts (if any)
     at_plateau_fraction: float | None = None
 
 
@@ -117,35 +217,81 @@ class Warmup:
 
 
 @dataclass
+class Late:
+    """The metric's trend over the last window (up = better) next to its noise."""
+    gain: float                     # trend gain across the window
+    se: float                       # its standard error
+    noise: float                    # the whole curve's epoch-to-epoch noise
+    tol: float                      # the smallest change that is not noise
+    span: float                     # range of the smoothed curve
+
+    @property
+    def improving(self) -> bool:
+        """Still improving beyond noise: the late trend beats two of its standard errors and the noise."""
+        return self.gain > max(2.0 * self.se, self.tol)
+
+
+@dataclass
 class Measures:
     """What the trend rules look at, measured once on a history long enough to judge."""
     ceiling: float | None
     ceiling_is_implicit: bool
     reduce_lr_first_cut_epoch: float | None     # cited by the plateau finding
-    plateau: dict[str, Any] | None              # `find_plateau`'s result
+    plateau: dict[str, Any] | None              # `find_plateau`'s result (a stall, whatever its cause)
     ratio: LossRatio | None
     swings: Swings | None
     lr: LrSchedule | None
     warmup: Warmup | None
-    still_improving: float                      # trend over the last window, up = better
+    late: Late
+    top: float | None                           # the score's natural maximum (1 or 100), if bounded
+
+    @property
+    def still_improving(self) -> float:
+        return self.late.gain
 
 
-def measure_curve(c: Curve, ceiling: float | None, rel_tol: float,
-                  reduce_lr_first_cut_epoch: float | None) -> Measures:
+def measure_curve(c: Curve, ceiling: float | None, reduce_lr_first_cut_epoch: float | None) -> Measures:
     ceiling, implicit = _natural_ceiling(c, ceiling)
-    pl = find_plateau(c.y, c.gib, window=c.window, rel_tol=rel_tol)
+    late = _measure_late(c)
+    pl = find_plateau(c.y, c.gib, window=c.window, noise=late.noise)
     ratio, swings, lr = _measure_loss_ratio(c), _measure_swings(c), _measure_lr(c, pl)
     warmup = _measure_warmup(c, lr) if lr is not None else None
-    return Measures(ceiling, implicit, reduce_lr_first_cut_epoch, pl, ratio, swings, lr, warmup,
-                    _still_improving(c))
+    return Measures(ceiling, implicit, reduce_lr_first_cut_epoch, pl, ratio, swings, lr, warmup, late,
+                    _natural_top(c))
+
+
+def _natural_top(c: Curve) -> float | None:
+    """1 or 100 for an accuracy-like score (whichever scale its values use), else None."""
+    if not (c.gib and np.isfinite(c.y).any() and any(w_ in c.metric for w_ in _BOUNDED_SCORES)):
+        return None
+    top = float(np.nanmax(c.y))
+    return 1.0 if top <= 1.0 else 100.0 if top <= 100.0 else None
 
 
 def _natural_ceiling(c: Curve, ceiling: float | None) -> tuple[float | None, bool]:
     """The given ceiling, else an accuracy-like score's maximum (1 or 100); True when implied."""
-    if ceiling is None and c.gib and np.isfinite(c.y).any() and any(w_ in c.metric for w_ in _BOUNDED_SCORES):
-        top = float(np.nanmax(c.y))
-        return (1.0 if top <= 1.0 else 100.0 if top <= 100.0 else None), True
+    if ceiling is None:
+        top = _natural_top(c)
+        return (top, True) if top is not None else (None, False)
     return ceiling, False
+
+
+def _measure_late(c: Curve) -> Late:
+    up = c.up[np.isfinite(c.y)]
+    noise = estimate_noise(up)
+    ys = smooth(up, smoothing_rows(len(up))) if len(up) else up
+    span = float(np.max(ys) - np.min(ys)) if len(ys) else 0.0
+    tail = up[-c.window:]
+    gain, se = (0.0, math.inf) if len(tail) < 3 else (lambda b: (b[0] * (len(tail) - 1), b[1] * (len(tail) - 1)))(
+        trend_slope(tail))
+    total = float(np.max(ys) - ys[0]) if len(ys) else 0.0
+    return Late(gain, se, noise, noise_tolerance(noise, smoothing_rows(max(len(up), 1)), total), span)
+
+
+def _rise_and_tol(a: np.ndarray, start: int, w: int) -> tuple[float, float]:
+    """How far ``a`` rose from row ``start`` to the median of its last rows, and the noise tolerance."""
+    end = tail_median(a, max(2, w // 2))
+    return end - a[start], noise_tolerance(estimate_noise(a), smoothing_rows(len(a)), np.nanmax(a) - np.nanmin(a))
 
 
 def _measure_loss_ratio(c: Curve) -> LossRatio | None:
@@ -159,10 +305,12 @@ def _measure_loss_ratio(c: Curve) -> LossRatio | None:
     r_ok = ratio[ok]
     r_slope, _ = trend_slope(r_ok[len(r_ok) // 2:])
     vmin_i = int(np.nanargmin(np.where(ok, va, np.nan)))
-    v_end = tail_median(va, max(2, w // 2))
-    v_rise = (v_end - va[vmin_i]) / max(abs(va[vmin_i]), 1e-12)
-    return LossRatio(r_ok[0], r_ok[len(r_ok) // 2], tail_median(ratio, w), r_slope, vmin_i, v_end,
-                     tail_median(tr, max(2, w // 2)), v_rise)
+    v_rise, v_tol = _rise_and_tol(np.where(ok, va, np.nan), vmin_i, w)
+    t_rise, t_tol = _rise_and_tol(np.where(ok, tr, np.nan), vmin_i, w)
+    h = len(r_ok) // 2
+    mid = float(np.median(r_ok[max(0, h - w // 2):h + max(1, w // 2)]))
+    return LossRatio(r_ok[0], mid, tail_median(ratio, w), r_slope, estimate_noise(r_ok), vmin_i,
+                     tail_median(va, max(2, w // 2)), tail_median(tr, max(2, w // 2)), v_rise, v_tol, -t_rise, t_tol)
 
 
 def _measure_swings(c: Curve) -> Swings | None:
@@ -190,7 +338,9 @@ def _measure_lr(c: Curve, pl: dict[str, Any] | None) -> LrSchedule | None:
     lr_ok = np.where(np.isfinite(lr), lr, np.nan)
     peak_i = int(np.nanargmax(lr_ok))
     peak = float(lr_ok[peak_i])
-    out = LrSchedule(lr_ok, peak_i, peak, float(lr_ok[np.flatnonzero(np.isfinite(lr_ok))[-1]]))
+    final = float(lr_ok[np.flatnonzero(np.isfinite(lr_ok))[-1]])
+    low = np.flatnonzero((np.arange(len(lr_ok)) > peak_i) & (lr_ok <= LOW_LR_FRACTION * peak))
+    out = LrSchedule(lr_ok, peak_i, peak, final, final <= LOW_LR_FRACTION * peak, int(low[0]) if len(low) else None)
     if pl is not None:
         out.at_plateau = float(lr_ok[pl["start"]]) if np.isfinite(lr_ok[pl["start"]]) else math.nan
         out.at_plateau_fraction = out.at_plateau / peak
@@ -211,14 +361,6 @@ def _measure_warmup(c: Curve, lr: LrSchedule) -> Warmup | None:
     return Warmup(k, seg, dev, np.diff(seg))
 
 
-def _still_improving(c: Curve) -> float:
-    """Trend of the metric over the last window, oriented so that up is better (0 if too few values)."""
-    y, w = c.y, c.window
-    if np.isfinite(y[-w:]).sum() < 3:
-        return 0.0
-    return trend_slope((y if c.gib else -y)[-w:][np.isfinite(y[-w:])])[0]
-
-
 def short_summary(c: Curve) -> dict[str, Any]:
     """The summary of a history too short to judge."""
     return {"rows": c.n, "best": c.best, "best_epoch": c.epoch_at(c.best_i)}
@@ -226,9 +368,10 @@ def short_summary(c: Curve) -> dict[str, Any]:
 
 def summarise(c: Curve, m: Measures) -> dict[str, Any]:
     """The measured numbers, in the order the diagnosis reports them."""
-    s: dict[str, Any] = {**short_summary(c), "window": c.window}
+    s: dict[str, Any] = {**short_summary(c), "window": c.window, "noise": rounded(m.late.noise),
+                         "noise_tolerance": rounded(m.late.tol)}
     if m.plateau is not None:
-        s.update({"plateau_epoch": c.epoch_at(m.plateau["start"]), "plateau_level": rounded(m.plateau["level"])})
+        s.update({"stall_epoch": c.epoch_at(m.plateau["start"]), "stall_level": rounded(m.plateau["level"])})
     if m.ratio is not None:
         s.update({"overfit_ratio": rounded(m.ratio.late), "ratio_slope": rounded(m.ratio.slope)})
     if m.swings is not None:
@@ -236,10 +379,11 @@ def summarise(c: Curve, m: Measures) -> dict[str, Any]:
                   "oscillation_flip_rate": rounded(m.swings.flip_rate)})
     if m.lr is not None:
         s.update({"lr_peak": rounded(m.lr.peak), "lr_final": rounded(m.lr.final),
-                  "lr_peak_epoch": c.epoch_at(m.lr.peak_i)})
+                  "lr_peak_epoch": c.epoch_at(m.lr.peak_i), "lr_final_fraction": rounded(m.lr.final / m.lr.peak)})
     if m.warmup is not None:
         s.update({"warmup_epochs": m.warmup.rows, "warmup_max_deviation": rounded(m.warmup.deviation)})
     if m.lr is not None and m.lr.at_plateau_fraction is not None:
         s.update({"lr_at_plateau_fraction": rounded(m.lr.at_plateau_fraction)})
-    s["still_improving_per_epoch"] = rounded(m.still_improving if c.gib else -m.still_improving)
+    g = m.late.gain / max(c.window - 1, 1)
+    s["still_improving_per_epoch"] = rounded(g if c.gib else -g)
     return s

@@ -1,4 +1,4 @@
-"""`diagnose_history`: load a history, run each finding rule, rank, recommend."""
+"""`diagnose_history`: load a history, cut it at a divergence, run each finding rule, rank, recommend."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,21 +6,21 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from helpers.evaluation.doctor.curve import (Curve, measure_curve, Measures, prepare_curve, short_summary,
-                                             summarise)
+from helpers.evaluation.doctor.curve import (Curve, find_divergence, measure_curve, Measures, prepare_curve,
+                                             short_summary, summarise)
 from helpers.evaluation.doctor.findings import (divergence_finding, healthy_finding, too_short_finding,
                                                 TREND_RULES)
 from helpers.evaluation.doctor.history import load_history, pick_metric
+from helpers.evaluation.doctor.learning import evaluate_learning_curve
 from helpers.evaluation.doctor.recommend import make_recommendations
 from helpers.evaluation.doctor.results import Diagnosis, Finding, SEVERITY
-from helpers.evaluation.doctor.rules import evaluate_early_stopping, evaluate_reduce_lr_on_plateau
+from helpers.evaluation.doctor.rules import estimate_noise, evaluate_early_stopping, evaluate_reduce_lr_on_plateau
 
 
 def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric: str | None = None,
                      ceiling: float | None = None, config: dict[str, Any] | None = None,
-                     window: int = 8, min_epochs: int = 8, rel_tol: float = 0.05,
-                     rlrop_patience: int = 10, es_patience: int = 20,
-                     es_min_delta: float = 1e-4) -> Diagnosis:
+                     window: int = 8, min_epochs: int = 8, rlrop_patience: int = 10, es_patience: int = 20,
+                     es_min_delta: float = 1e-4, learning_curve: Any = None) -> Diagnosis:
     """Diagnose one training history.
 
     Args:
@@ -30,22 +30,44 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
             noise ceiling); the plateau level is judged against it.
         config: the run's hyperparameters (keys of `NOTE004_BASELINE`); recommendations then give
             concrete values relative to it, else relative to M4's baseline.
-        window: rows of the plateau trend test; min_epochs: fewer rows -> ``too_short``.
+        window: rows of the trend tests; min_epochs: fewer rows -> ``too_short``.
+        learning_curve: best scores of the same model trained on shares of the training data, e.g.
+            ``{0.25: s1, 0.5: s2, 1.0: s3}`` (see `evaluate_learning_curve`); ranks "more data".
     """
     df = load_history(history)
-    c = prepare_curve(df, pick_metric(df, metric), window)
-    cuts = evaluate_reduce_lr_on_plateau(c.y, c.gib, patience=rlrop_patience)
-    stop = evaluate_early_stopping(c.y, c.gib, patience=es_patience, min_delta=es_min_delta)
-    rules = _rules_on_curve(c, cuts, stop, rlrop_patience, es_patience, es_min_delta)
-    divergence, short = divergence_finding(c), too_short_finding(c, min_epochs)
-    findings = [f for f in (divergence, short) if f is not None]
-    if short is not None:
-        # Too few rows for a trend: no trend rules, no early-stopping verdict.
-        return _finish(c, findings, rules, short_summary(c), config, ceiling)
-    m = measure_curve(c, ceiling, rel_tol, rules["reduce_lr_on_plateau"]["first_cut_epoch"])
-    findings += [f for rule in TREND_RULES if (f := rule(c, m)) is not None]
+    full = prepare_curve(df, pick_metric(df, metric), window)
+    cuts = evaluate_reduce_lr_on_plateau(full.y, full.gib, patience=rlrop_patience)
+    stop = evaluate_early_stopping(full.y, full.gib, patience=es_patience, min_delta=es_min_delta)
+    rules = _rules_on_curve(full, cuts, stop, rlrop_patience, es_patience, es_min_delta)
+    div = find_divergence(full)
+    # No finding is drawn from the rows from a divergence on: a plateau of NaNs or of an exploded loss
+    # says nothing about the model.
+    c = full.head(div.keep) if div is not None else full
+    findings = [divergence_finding(full, div)] if div is not None else []
+    extra = {"duplicate_epochs": df.attrs.get("duplicate_epochs", 0), "rows_judged": c.n}
+    if c.n < min_epochs:
+        if div is None:
+            findings.append(too_short_finding(c, min_epochs))
+        rules["early_stopping"].update({"verdict": "not judged", "note": f"{c.n} epochs are too few to judge"})
+        return _finish(c, findings, rules, {**short_summary(c), **extra}, config, ceiling,
+                       _learning(learning_curve, c, None))
+    m = measure_curve(c, ceiling, rules["reduce_lr_on_plateau"]["first_cut_epoch"])
+    found: dict[str, Finding] = {}
+    for rule in TREND_RULES:
+        if (f := rule(c, m, found)) is not None:
+            found[f.kind] = f
+    findings += list(found.values())
     rules["early_stopping"].update(_early_stopping_verdict(c, m, stop, es_patience, es_min_delta))
-    return _finish(c, findings, rules, summarise(c, m), config, m.ceiling)
+    return _finish(c, findings, rules, {**summarise(c, m), **extra}, config, m.ceiling,
+                   _learning(learning_curve, c, m))
+
+
+def _learning(learning_curve: Any, c: Curve, m: Measures | None) -> dict[str, Any] | None:
+    """The learning-curve evidence, judged against this curve's own noise."""
+    if learning_curve is None:
+        return None
+    noise = m.late.noise if m is not None else estimate_noise(c.up)
+    return evaluate_learning_curve(learning_curve, c.gib, noise)
 
 
 def _rules_on_curve(c: Curve, cuts: list[int], stop: int | None, rlrop_patience: int, es_patience: int,
@@ -58,14 +80,14 @@ def _rules_on_curve(c: Curve, cuts: list[int], stop: int | None, rlrop_patience:
                                  "first_cut_epoch": c.epoch_at(cuts[0]) if cuts else None,
                                  "cut_epochs": [c.epoch_at(i) for i in cuts]},
         "early_stopping": {"patience": es_patience, "min_delta": es_min_delta,
-                           "stop_epoch": c.epoch_at(stop)},
+                           "stop_epoch": c.epoch_at(stop), "verdict": "ok", "note": ""},
     }
 
 
 def _early_stopping_verdict(c: Curve, m: Measures, stop: int | None, patience: int,
                             min_delta: float) -> dict[str, str]:
     """"too lax" when EarlyStopping would have stopped before the end; "too eager" when the run
-    ended soon after its best, with no plateau and the metric still improving."""
+    ended soon after its best, with no plateau and the metric still improving beyond its noise."""
     verdict, note = "ok", ""
     if c.best_i is not None:
         after_best = c.n - 1 - c.best_i
@@ -73,21 +95,25 @@ def _early_stopping_verdict(c: Curve, m: Measures, stop: int | None, patience: i
             verdict = "too lax"
             note = (f"EarlyStopping(patience {patience}, min_delta {min_delta:g}) would have stopped at "
                     f"epoch {c.epoch_at(stop)}; the run went on {c.n - 1 - stop} more epochs")
-        elif m.plateau is None and after_best < max(3, c.window // 2) and m.still_improving > 0:
+        elif m.plateau is None and after_best < max(3, c.window // 2) and m.late.improving:
             verdict = "too eager"
+            g = m.late.gain / max(c.window - 1, 1)
             note = (f"the run ended {after_best} epochs after its best, with {c.metric} still improving "
-                    f"({m.still_improving:+.2g}/epoch over the last {c.window})")
+                    f"({g if c.gib else -g:+.2g}/epoch over the last {c.window})")
     return {"verdict": verdict, "note": note}
 
 
 def _finish(c: Curve, findings: list[Finding], rules: dict[str, Any], summary: dict[str, Any],
-            config: dict[str, Any] | None, ceiling: float | None) -> Diagnosis:
+            config: dict[str, Any] | None, ceiling: float | None, learning: dict[str, Any] | None) -> Diagnosis:
     """Rank the findings (healthy when there are none), label the summary, add recommendations."""
     if not findings:
         findings.append(healthy_finding(c, summary))
     findings.sort(key=lambda f: SEVERITY[f.kind])
-    summary.setdefault("plateau_epoch", None)
+    pl = next((f for f in findings if f.kind == "plateau"), None)
+    summary["plateau_epoch"] = pl.epoch if pl is not None else None
     summary.setdefault("overfit_ratio", None)
+    if learning is not None:
+        summary["learning_curve"] = learning
     summary["label"] = findings[0].kind
     diag = Diagnosis(c.metric, c.gib, findings, [], rules, summary)
     diag.recommendations = make_recommendations(diag, config, ceiling)

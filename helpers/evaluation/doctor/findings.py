@@ -1,4 +1,5 @@
-"""One rule per finding kind: each looks at a prepared curve and returns a Finding or None."""
+"""One rule per finding kind: each looks at a prepared curve (and the findings already made) and returns a
+Finding or None. Thresholds are in units of the curve's own epoch-to-epoch noise (`Measures.late`)."""
 from __future__ import annotations
 
 import math
@@ -6,39 +7,33 @@ from typing import Any
 
 import numpy as np
 
-from helpers.evaluation.doctor.curve import Curve, LossRatio, Measures, rounded, tail_median
+from helpers.evaluation.doctor.curve import (Curve, Divergence, LossRatio, LOW_LR_FRACTION, Measures, rounded)
 from helpers.evaluation.doctor.results import Finding
+from helpers.evaluation.doctor.rules import estimate_noise, noise_tolerance, smoothing_rows, trend_slope
 
 
-def divergence_finding(c: Curve) -> Finding | None:
-    """Non-finite losses or metric, else a training loss that ends above where it started."""
-    return _nonfinite(c) or _rising_train_loss(c)
+# The noise is "material" when one epoch's swing is at least this share of the curve's whole range:
+# then it moves the best epoch and what patience-based rules see (the same 5 % the plateau test used
+# to take of the total gain).
+NOISE_SHARE = 0.05
 
 
-def _nonfinite(c: Curve) -> Finding | None:
-    for col, arr in (("train_loss", c.train_loss), ("val_loss", c.val_loss), (c.metric, c.y)):
-        if arr is not None and not np.isfinite(arr).all():
-            i = int(np.flatnonzero(~np.isfinite(arr))[0])
-            bad = int((~np.isfinite(arr)).sum())
-            return Finding("divergence", col, c.epoch_at(i),
-                           {"first_nonfinite_epoch": c.epoch_at(i), "nonfinite_rows": bad, "rows": c.n},
-                           f"{col} is NaN/Inf from epoch {c.epoch_at(i)} on ({bad} of {c.n} rows)")
-    return None
+# A monitor "sits" at its maximum when at least this share of the epochs since it first got there are there.
+SATURATED_SHARE = 0.25
 
 
-def _rising_train_loss(c: Curve) -> Finding | None:
-    tr = c.train_loss
-    if tr is None or c.n < 4:
-        return None
-    tmin_i = int(np.nanargmin(tr))
-    end = tail_median(tr, max(2, c.window // 2))
-    if not (tmin_i < c.n - 2 and end > max(tr[0], 2.0 * tr[tmin_i])):
-        return None
-    return Finding("divergence", "train_loss", c.epoch_at(tmin_i),
-                   {"min_train_loss": rounded(tr[tmin_i]), "min_epoch": c.epoch_at(tmin_i),
-                    "end_train_loss": rounded(end), "first_train_loss": rounded(tr[0])},
-                   f"train_loss fell to {tr[tmin_i]:.4g} at epoch {c.epoch_at(tmin_i)}, "
-                   f"then climbed to {end:.4g} (above its start {tr[0]:.4g})")
+def divergence_finding(c: Curve, d: Divergence) -> Finding:
+    """NaN/Inf, or a loss explosion; the rows from it on are not used by any other finding."""
+    ev = {**d.detail, "findings_use_epochs_up_to": c.epoch_at(d.keep - 1) if d.keep > 0 else None}
+    e = c.epoch_at(d.row)
+    if d.kind == "nonfinite":
+        msg = (f"{d.column} is NaN/Inf from epoch {e} on ({d.detail['nonfinite_rows']} of {c.n} rows); "
+               f"nothing after epoch {e} is judged")
+    else:
+        msg = (f"{d.column} fell to {d.detail['min_loss']:.4g} at epoch {e}, then exploded from epoch "
+               f"{d.detail['exploded_epoch']} to {d.detail['end_loss']:.4g} (above its start "
+               f"{d.detail['first_loss']:.4g}); nothing after epoch {e} is judged")
+    return Finding("divergence", d.column, e, ev, msg)
 
 
 def too_short_finding(c: Curve, min_epochs: int) -> Finding | None:
@@ -48,76 +43,158 @@ def too_short_finding(c: Curve, min_epochs: int) -> Finding | None:
                    f"only {c.n} epochs: at least {min_epochs} are needed to judge a trend")
 
 
-def plateau_finding(c: Curve, m: Measures) -> Finding | None:
-    """Where the metric's trend test says it stopped improving, judged against the ceiling if known."""
-    pl, w, ceiling = m.plateau, c.window, m.ceiling
-    if pl is None:
+def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
+    """The judged score sits at its natural maximum (accuracy 1.0 / 100 %) on several epochs: every such
+    epoch is "best", so early stopping and checkpointing on it choose by accident."""
+    top = m.top
+    if top is None:
         return None
-    ev = {"start_epoch": c.epoch_at(pl["start"]), "flagged_epoch": c.epoch_at(pl["flagged"]),
-          "level": rounded(pl["level"]), "best": rounded(pl["best"]),
-          "window_gain": rounded(pl["window_gain"]), "tolerance": rounded(pl["tolerance"]),
-          "window": w, "epochs_on_plateau": int(c.n - pl["start"]),
-          "reduce_lr_first_cut_epoch": m.reduce_lr_first_cut_epoch}
-    msg = (f"{c.metric} stopped improving at epoch {ev['start_epoch']} (level {pl['level']:.4g}, best "
-           f"{pl['best']:.4g}); the trend over the next {w} epochs gains {pl['window_gain']:.2g}, "
-           f"less than the tolerance {pl['tolerance']:.2g}")
-    if ceiling is not None and math.isfinite(ceiling):
-        gap = (ceiling - pl["best"]) if c.gib else (pl["best"] - ceiling)
-        ev.update({"ceiling": rounded(ceiling), "gap_to_ceiling": rounded(gap),
-                   "fraction_of_ceiling": rounded(pl["best"] / ceiling) if ceiling else None})
-        at_ceiling = gap <= 0.01 * abs(ceiling)
-        ev.update({"ceiling_is_implicit": m.ceiling_is_implicit, "at_ceiling": at_ceiling})
-        msg += (f"; the best achievable is {ceiling:.4g}" + (" (the score's maximum)" if m.ceiling_is_implicit else "")
-                + (": converged at the ceiling, nothing to fix" if at_ceiling else f", {gap:.3g} away"))
-    return Finding("plateau", c.metric, ev["start_epoch"], ev, msg)
+    at = np.flatnonzero(np.isfinite(c.y) & (c.y >= top * (1 - 1e-9)))
+    if len(at) < 2 or len(at) / (c.n - at[0]) < SATURATED_SHARE:
+        return None
+    first = c.epoch_at(int(at[0]))
+    return Finding("saturated_monitor", c.metric, first,
+                   {"maximum": top, "first_epoch_at_maximum": first, "epochs_at_maximum": int(len(at)),
+                    "epochs_since_first": int(c.n - at[0])},
+                   f"{c.metric} reaches its maximum {top:g} at epoch {first} and is there on {len(at)} of the "
+                   f"{c.n - at[0]} epochs since: the stopping signal carries no information")
 
 
-# M4's val/train loss ratio: > 1.5 overfitting, < 1.2 room to fit more, ≈ 1.4 its baseline.
-def _ratio_too_high(r: LossRatio) -> bool:
-    return r.late > 1.5
+def overfitting_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
+    """val_loss rises from its minimum beyond its noise while train_loss keeps falling beyond its own, or
+    the val/train loss ratio is above M4's 1.5 and still widening beyond the ratio's noise."""
+    r = m.ratio
+    if r is None:
+        return None
+    rising, widening = _val_rising(c, r), _gap_widening(c, r)
+    if not (rising or widening):
+        return None
+    why = []
+    if rising:
+        why.append(f"val_loss rose {r.val_rise:.3g} from its minimum at epoch {c.epoch_at(r.val_min_i)} "
+                   f"(noise tolerance {r.val_tol:.2g}) while train_loss fell {r.train_drop:.3g} more")
+    if widening:
+        why.append(f"val/train loss ratio {r.late:.3g} > 1.5 (M4's threshold) and widening from "
+                   f"{r.mid:.3g} mid-run")
+    return Finding("overfitting", "val_loss/train_loss", c.epoch_at(r.val_min_i), _ratio_evidence(c, r),
+                   "; ".join(why))
 
 
 def _val_rising(c: Curve, r: LossRatio) -> bool:
-    """val_loss rose > 10 % from a minimum a window before the end while train_loss kept falling."""
-    return r.val_min_i < c.n - c.window and r.val_rise > 0.10 and r.train_end < c.train_loss[r.val_min_i]
+    return r.val_min_i <= c.n - 1 - max(2, c.window // 2) and r.val_rise > r.val_tol and r.train_drop > r.train_tol
+
+
+def _gap_widening(c: Curve, r: LossRatio) -> bool:
+    return r.late > 1.5 and r.late - r.mid > noise_tolerance(r.noise, c.window, 0.0)
 
 
 def _ratio_evidence(c: Curve, r: LossRatio) -> dict[str, Any]:
     return {"ratio_first": rounded(r.first), "ratio_mid": rounded(r.mid), "ratio_end": rounded(r.late),
             "ratio_slope_per_epoch": rounded(r.slope), "val_loss_min": rounded(c.val_loss[r.val_min_i]),
             "val_loss_min_epoch": c.epoch_at(r.val_min_i), "val_loss_end": rounded(r.val_end),
-            "val_loss_rise": rounded(r.val_rise), "train_loss_end": rounded(r.train_end)}
+            "val_loss_rise": rounded(r.val_rise), "val_loss_noise_tolerance": rounded(r.val_tol),
+            "train_loss_end": rounded(r.train_end)}
 
 
-def overfitting_finding(c: Curve, m: Measures) -> Finding | None:
-    r = m.ratio
-    if r is None or not (_ratio_too_high(r) or _val_rising(c, r)):
+def schedule_ended_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
+    """The learning rate decayed to <= 25 % of its peak while the score was still improving beyond its
+    noise: either it still improves at the end, or it froze only after the rate had fallen (and no
+    overfitting explains the stall). This merges the former ``lr_decayed_early``: same cause, same remedy."""
+    lr, late, pl = m.lr, m.late, m.plateau
+    if lr is None or not lr.decayed or lr.low_i is None:
         return None
-    why = []
-    if _ratio_too_high(r):
-        why.append(f"val/train loss ratio {r.late:.3g} > 1.5 (M4's threshold)")
-    if _val_rising(c, r):
-        why.append(f"val_loss rose {100 * r.val_rise:.0f}% from its minimum at epoch "
-                   f"{c.epoch_at(r.val_min_i)} while train_loss kept falling")
-    return Finding("overfitting", "val_loss/train_loss", c.epoch_at(r.val_min_i), _ratio_evidence(c, r),
-                   "; ".join(why) + f" (ratio trend {r.slope:+.3g}/epoch)")
-
-
-def underfitting_finding(c: Curve, m: Measures) -> Finding | None:
-    """A plateau below the ceiling while val/train loss ratio < 1.2 (and no overfitting)."""
-    r, pl, ceiling = m.ratio, m.plateau, m.ceiling
-    if r is None or _ratio_too_high(r) or _val_rising(c, r) or pl is None or not r.late < 1.2:
+    froze = (pl is not None and pl["start"] >= lr.low_i and "overfitting" not in found)
+    if not (late.improving or froze):
         return None
-    gap_ok = ceiling is None or not math.isfinite(ceiling) or \
-        ((ceiling - pl["best"]) if c.gib else (pl["best"] - ceiling)) > 0.02 * abs(ceiling)
-    if not gap_ok:
+    ev = {"lr_peak": rounded(lr.peak), "lr_final": rounded(lr.final), "final_fraction_of_peak": rounded(lr.final / lr.peak),
+          "low_lr_epoch": c.epoch_at(lr.low_i), "late_gain": rounded(late.gain), "noise": rounded(late.noise),
+          "noise_tolerance": rounded(late.tol), "best": c.best, "best_epoch": c.epoch_at(c.best_i),
+          "still_improving_at_end": late.improving, "stall_epoch": c.epoch_at(pl["start"]) if froze else None}
+    low = f"below {LOW_LR_FRACTION:.0%} of its peak {lr.peak:.2g} from epoch {c.epoch_at(lr.low_i)}"
+    if late.improving:
+        msg = (f"{c.metric} was still improving when the run ended ({_signed(c, late.gain)} over the last "
+               f"{c.window} epochs, noise tolerance {late.tol:.2g}) while the learning rate was {low}, ending at "
+               f"{lr.final:.2g}: the schedule ran out before the model did")
+        return Finding("schedule_ended", "lr", c.epoch_at(lr.low_i), ev, msg)
+    frac = lr.at_plateau_fraction
+    msg = (f"{c.metric} stopped improving at epoch {c.epoch_at(pl['start'])}, only after the learning rate "
+           f"had fallen to {100 * frac:.0f}% of its peak ({low}): the curve froze because the schedule ran out")
+    return Finding("schedule_ended", "lr", c.epoch_at(pl["start"]), ev, msg)
+
+
+def _signed(c: Curve, gain_up: float) -> str:
+    """A gain in the metric's own direction (a loss falls when it improves)."""
+    return f"{gain_up if c.gib else -gain_up:+.3g}"
+
+
+def plateau_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
+    """The score stopped improving beyond its noise while the learning rate was still high (or not logged),
+    and neither a saturated monitor nor the schedule explains it."""
+    pl, lr = m.plateau, m.lr
+    if pl is None or "schedule_ended" in found or "saturated_monitor" in found:
         return None
-    return Finding("underfitting", c.metric, c.epoch_at(pl["start"]), _ratio_evidence(c, r),
-                   f"{c.metric} plateaued while val/train loss ratio is only {r.late:.3g} (< 1.2): "
-                   "the model does not even fit the training data better than held-out data")
+    frac = lr.at_plateau_fraction if lr is not None else None
+    if frac is not None and math.isfinite(frac) and frac <= LOW_LR_FRACTION:
+        return None
+    ev = {"start_epoch": c.epoch_at(pl["start"]), "flagged_epoch": c.epoch_at(pl["flagged"]),
+          "level": rounded(pl["level"]), "best": rounded(pl["best"]), "window_gain": rounded(pl["window_gain"]),
+          "tolerance": rounded(pl["tolerance"]), "noise": rounded(pl["noise"]), "window": c.window,
+          "epochs_on_plateau": int(c.n - pl["start"]), "lr_fraction_of_peak_at_start": rounded(frac),
+          "reduce_lr_first_cut_epoch": m.reduce_lr_first_cut_epoch}
+    lr_txt = (f"the learning rate still {100 * frac:.0f}% of its peak" if frac is not None and math.isfinite(frac)
+              else "no learning rate logged")
+    msg = (f"{c.metric} stopped improving at epoch {ev['start_epoch']} (level {pl['level']:.4g}, best "
+           f"{pl['best']:.4g}; the trend over the next {c.window} epochs gains {pl['window_gain']:.2g}, within the "
+           f"noise tolerance {pl['tolerance']:.2g}) with {lr_txt}")
+    return Finding("plateau", c.metric, ev["start_epoch"], ev, msg + _ceiling_text(c, m, pl, ev))
 
 
-def oscillation_finding(c: Curve, m: Measures) -> Finding | None:
+def _ceiling_text(c: Curve, m: Measures, pl: dict[str, Any], ev: dict[str, Any]) -> str:
+    """Adds the gap to a known ceiling to the evidence; the sentence that says it."""
+    ceiling = m.ceiling
+    if ceiling is None or not math.isfinite(ceiling):
+        return ""
+    gap = (ceiling - pl["best"]) if c.gib else (pl["best"] - ceiling)
+    at_ceiling = gap <= pl["tolerance"]
+    ev.update({"ceiling": rounded(ceiling), "gap_to_ceiling": rounded(gap), "ceiling_is_implicit": m.ceiling_is_implicit,
+               "fraction_of_ceiling": rounded(pl["best"] / ceiling) if ceiling else None, "at_ceiling": at_ceiling})
+    return (f"; the best achievable is {ceiling:.4g}" + (" (the score's maximum)" if m.ceiling_is_implicit else "")
+            + (": converged at the ceiling, nothing to fix" if at_ceiling else f", {gap:.3g} away"))
+
+
+def underfitting_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
+    """A plateau below the ceiling while val/train loss ratio < 1.2 (M4) and train_loss itself has stopped
+    falling beyond its noise (and no overfitting)."""
+    r, pl = m.ratio, found.get("plateau")
+    if r is None or pl is None or "overfitting" in found or not r.late < 1.2 or pl.evidence.get("at_ceiling"):
+        return None
+    tr = c.train_loss[np.isfinite(c.train_loss)]
+    tail = tr[-c.window:]
+    drop = -trend_slope(tail)[0] * (len(tail) - 1)
+    tol = noise_tolerance(estimate_noise(tr), smoothing_rows(len(tr)), float(np.max(tr) - np.min(tr)))
+    if drop > tol:
+        return None
+    return Finding("underfitting", c.metric, pl.epoch, {**_ratio_evidence(c, r), "train_loss_late_drop": rounded(drop),
+                                                        "train_loss_noise_tolerance": rounded(tol)},
+                   f"{c.metric} plateaued while val/train loss ratio is only {r.late:.3g} (< 1.2) and train_loss "
+                   f"itself has stopped falling ({drop:.2g} over the last {c.window} epochs, tolerance {tol:.2g}): "
+                   "the model does not fit the training data better than held-out data")
+
+
+def noise_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
+    """One epoch's swing is a material share of the curve's range and the late changes are inside it."""
+    late = m.late
+    if late.span <= 0 or late.noise < NOISE_SHARE * late.span or late.improving:
+        return None
+    return Finding("noise", c.metric, c.epoch_at(c.n - 1),
+                   {"noise": rounded(late.noise), "range": rounded(late.span), "noise_share": rounded(late.noise / late.span),
+                    "late_gain": rounded(late.gain), "noise_tolerance": rounded(late.tol)},
+                   f"{c.metric} moves by ~{late.noise:.2g} from one epoch to the next ({100 * late.noise / late.span:.0f}% "
+                   f"of its whole range {late.span:.3g}) and changed {_signed(c, late.gain)} over the last {c.window} "
+                   f"epochs: differences under {late.tol:.2g} (the best epoch, 'stopped improving') are noise")
+
+
+def oscillation_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
     """Large epoch-to-epoch swings around the trend that keep changing direction (LR too high)."""
     s = m.swings
     if s is None or not (s.amplitude > s.threshold and s.flip_rate > 0.5):
@@ -129,7 +206,7 @@ def oscillation_finding(c: Curve, m: Measures) -> Finding | None:
                    f"and changes direction on {100 * s.flip_rate:.0f}% of epochs")
 
 
-def warmup_not_linear_finding(c: Curve, m: Measures) -> Finding | None:
+def warmup_not_linear_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
     """The LR's warm-up deviates from a straight line by more than 10 % of its range."""
     wu = m.warmup
     if wu is None or not wu.deviation > 0.1:
@@ -142,35 +219,20 @@ def warmup_not_linear_finding(c: Curve, m: Measures) -> Finding | None:
                    f"{100 * wu.deviation:.0f}% of its range (steps {wu.steps[0]:.2g} … {wu.steps[-1]:.2g})")
 
 
-def lr_decayed_early_finding(c: Curve, m: Measures) -> Finding | None:
-    """The plateau starts after the LR's peak with the LR already at ≤ 20 % of it."""
-    lr, pl = m.lr, m.plateau
-    if lr is None or pl is None or not (pl["start"] > lr.peak_i and lr.at_plateau_fraction <= 0.2):
-        return None
-    frac, start = lr.at_plateau_fraction, c.epoch_at(pl["start"])
-    return Finding("lr_decayed_early", "lr", start,
-                   {"lr_at_plateau": rounded(lr.at_plateau), "lr_peak": rounded(lr.peak),
-                    "fraction_of_peak": rounded(frac), "lr_final": rounded(lr.final),
-                    "final_fraction_of_peak": rounded(lr.final / lr.peak),
-                    "plateau_start_epoch": start, "rows": c.n},
-                   f"when {c.metric} stalled (epoch {start}) the LR was already "
-                   f"{lr.at_plateau:.2g}, {100 * frac:.0f}% of its peak {lr.peak:.2g}; it ends at "
-                   f"{lr.final:.2g} ({100 * lr.final / lr.peak:.1g}% of peak)")
-
-
-# The rules that need a history long enough to judge a trend, in the order they are reported
-# before sorting by severity.
-TREND_RULES = (plateau_finding, overfitting_finding, underfitting_finding, oscillation_finding,
-               warmup_not_linear_finding, lr_decayed_early_finding)
+# The rules that need a history long enough to judge a trend, in the order they run: a later rule can
+# see what an earlier one found (a plateau is not called one when the schedule or a saturated monitor
+# explains the stall; underfitting needs a plateau).
+TREND_RULES = (saturated_monitor_finding, overfitting_finding, schedule_ended_finding, plateau_finding,
+               underfitting_finding, oscillation_finding, noise_finding, warmup_not_linear_finding)
 
 
 def healthy_finding(c: Curve, summary: dict[str, Any]) -> Finding:
     """The finding when no rule fired: where the metric is best and whether it still improves."""
     y, best_i = c.y, c.best_i
+    best = f"best {y[best_i]:.4g} at epoch {c.epoch_at(best_i)}" if best_i is not None else "no finite value"
     return Finding("healthy", c.metric, c.epoch_at(best_i),
                    {"best": rounded(y[best_i]) if best_i is not None else None,
                     "best_epoch": c.epoch_at(best_i),
                     "still_improving_per_epoch": summary.get("still_improving_per_epoch"),
                     "overfit_ratio": summary.get("overfit_ratio")},
-                   f"no plateau, divergence, oscillation or overfitting in {c.metric}; "
-                   f"best {y[best_i]:.4g} at epoch {c.epoch_at(best_i)}")
+                   f"no plateau, divergence, oscillation or overfitting in {c.metric}; {best}")

@@ -1,6 +1,8 @@
 """Reading a history (any logger's spelling) and a run's config; choosing the metric to judge."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -8,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.core.errors import WorkbookError
+from helpers.core.errors import DataError, WorkbookError
 
 
 # M4's starting configuration (train_transformer3D/train_3d.py): the "from" values when a
@@ -41,14 +43,20 @@ _EXACT_ALIASES = {
 }
 
 
-_VAL_PREFIXES = ("eval_", "valid_", "validation_", "val/", "eval/", "valid/")
+# Logs that report the held-out split per epoch as "test" mean their validation signal.
+_VAL_PREFIXES = ("eval_", "valid_", "validation_", "test_", "val/", "eval/", "valid/", "metrics/")
 
 
-_LOSS_WORDS = ("loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity")
+# Short score names of the held-out split -> the workbook's.
+_VAL_RENAMES = {"acc": "accuracy", "acc1": "top1", "acc5": "top5"}
 
 
-# Metrics preferred as the primary score when none is named (first match wins).
-_SCORE_PREFERENCE = ("val_cos", "val_cosine", "val_accuracy", "val_top1", "val_f1", "val_auc")
+_LOSS_WORDS = ("loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl")
+
+
+# Metrics preferred as the primary score when none is named (first match wins). mAP50-95 is what
+# Ultralytics' fitness weighs 0.9 (YOLO results.csv).
+_SCORE_PREFERENCE = ("val_cos", "val_cosine", "val_accuracy", "val_top1", "val_map50_95", "val_f1", "val_auc")
 
 
 _NOT_METRICS = {"epoch", "lr", "grad_norm", "epoch_time_s", "samples_per_s", "time", "wall_time",
@@ -57,12 +65,13 @@ _NOT_METRICS = {"epoch", "lr", "grad_norm", "epoch_time_s", "samples_per_s", "ti
 
 def _canon(name: str) -> str:
     n = str(name).strip().lower().replace(" ", "_").replace("-", "_")
+    n = n[:-3] if n.endswith("(b)") else n             # YOLO's "(B)" (box) suffix
     if n in _EXACT_ALIASES:
         return _EXACT_ALIASES[n]
     for p in _VAL_PREFIXES:
         if n.startswith(p):
             rest = n[len(p):]
-            return "val_" + {"acc": "accuracy"}.get(rest, rest)
+            return "val_" + _VAL_RENAMES.get(rest, rest)
     if n.startswith("train/"):
         return "train_" + n[len("train/"):]
     return n.replace("/", "_")
@@ -79,7 +88,7 @@ def _column_mapping(df: pd.DataFrame) -> dict[str, str]:
         # else a validation value (the workbook's history.json scores the validation split).
         if n.startswith("train_") and n != "train_loss" and str(c).lower() in ("acc", "accuracy"):
             n = n if "val_" + n[len("train_"):] in present else "val_" + n[len("train_"):]
-        elif (n not in _NOT_METRICS and n not in _EPOCH_NAMES and not n.startswith(("val_", "train_"))):
+        elif (n not in _NOT_METRICS and n not in _EPOCH_NAMES and not n.startswith(("val_", "train_", "lr_"))):
             n = ("train_" + n) if ("val_" + n) in present else ("val_" + n)
         if n in _EPOCH_NAMES:
             n = "epoch"
@@ -89,45 +98,66 @@ def _column_mapping(df: pd.DataFrame) -> dict[str, str]:
     return mapping
 
 
+def _add_loss_sums(out: pd.DataFrame) -> pd.DataFrame:
+    """Loggers with several loss terms and no total (YOLO: box, cls, dfl) get train_loss / val_loss as
+    their sum, and a learning rate from the weights' parameter group (YOLO's lr/pg1; pg0 is the biases'
+    warm-up from 0.1)."""
+    for split in ("train", "val"):
+        parts = [c for c in out.columns if c.startswith(split + "_") and c.endswith("_loss") and c != split + "_loss"]
+        if split + "_loss" not in out.columns and len(parts) >= 2:
+            out[split + "_loss"] = out[parts].sum(axis=1, min_count=len(parts))
+    groups = [c for c in ("lr_pg1", "lr_pg0") if c in out.columns]
+    if "lr" not in out.columns and groups:
+        out["lr"] = out[groups[0]]
+    return out
+
+
 def normalise_columns(df: pd.DataFrame, source: str = "history") -> pd.DataFrame:
     """Rename common logger spellings to the workbook's, keep numeric columns, sort by epoch.
 
-    Raises WorkbookError when there is no epoch column, no loss or metric column, or the epoch
-    column is not numeric and finite.
+    Raises DataError when there is no epoch column, no loss or metric column, or the epoch
+    column is not numeric and finite. Repeated epochs (a resumed run) keep their last row; how many
+    rows were dropped is in ``df.attrs["duplicate_epochs"]``.
     """
     if not isinstance(df, pd.DataFrame) or df.empty:
-        raise WorkbookError(f"{source}: the history is empty; expected one row per epoch")
+        raise DataError(f"{source}: the history is empty; expected one row per epoch")
     mapping = _column_mapping(df)
     out = df[list(mapping)].rename(columns=mapping)
     if "epoch" not in out.columns:
-        raise WorkbookError(f"{source}: no epoch column; expected one of {', '.join(_EPOCH_NAMES)} "
-                            f"(columns found: {', '.join(map(str, df.columns))})")
+        raise DataError(f"{source}: no epoch column; expected one of {', '.join(_EPOCH_NAMES)} "
+                        f"(columns found: {', '.join(map(str, df.columns))})")
     numeric = {}
     for c in out.columns:
         v = pd.to_numeric(out[c], errors="coerce")
-        if c == "epoch" or v.notna().any():
+        if c == "epoch" or v.notna().any() or c in ("train_loss", "val_loss"):
             numeric[c] = v
-    out = pd.DataFrame(numeric)
+    out = _add_loss_sums(pd.DataFrame(numeric))
     if not np.isfinite(out["epoch"].to_numpy(dtype=float)).all():
-        raise WorkbookError(f"{source}: the epoch column has missing or non-numeric values; "
-                            "expected a number on every row")
+        raise DataError(f"{source}: the epoch column has missing or non-numeric values; "
+                        "expected a number on every row")
     scores = [c for c in out.columns if c != "epoch"]
     if not any(c in ("train_loss", "val_loss") or c not in _NOT_METRICS for c in scores):
-        raise WorkbookError(f"{source}: no loss or metric column; expected train_loss/val_loss "
-                            f"(or loss, eval_loss…) or a score such as val_accuracy "
-                            f"(columns found: {', '.join(map(str, df.columns))})")
+        raise DataError(f"{source}: no loss or metric column; expected train_loss/val_loss "
+                        f"(or loss, eval_loss…) or a score such as val_accuracy "
+                        f"(columns found: {', '.join(map(str, df.columns))})")
+    n_rows = len(out)
     # Resumed runs repeat epochs: the last row of an epoch wins.
     out = out.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+    out.attrs["duplicate_epochs"] = n_rows - len(out)
     return out
 
 
 def load_history(source: str | Path | pd.DataFrame | Sequence[dict] | dict) -> pd.DataFrame:
     """Read a history (JSON list of rows / dict of lists / {"history": [...]}, CSV, a run folder
-    holding history.json, a DataFrame or a list of dicts) into a normalised DataFrame."""
+    holding history.json, a DataFrame or a list of dicts) into a normalised DataFrame.
+
+    Raises DataError naming the file and what was expected for anything that is not a history."""
     name = "history"
     if isinstance(source, pd.DataFrame):
         df = source.copy()
     elif isinstance(source, (list, tuple)):
+        if not all(isinstance(r, dict) for r in source):
+            raise DataError("history: a list whose items are not all objects; expected one object per epoch")
         df = pd.DataFrame(list(source))
     elif isinstance(source, dict):
         df = _frame_from_json(source, name)
@@ -136,54 +166,75 @@ def load_history(source: str | Path | pd.DataFrame | Sequence[dict] | dict) -> p
         if path.is_dir():
             cand = path / "history.json"
             if not cand.exists():
-                raise WorkbookError(f"{path}: a folder without history.json; expected a history "
-                                    "file (.json or .csv) or a run folder holding history.json")
+                raise DataError(f"{path}: a folder without history.json; expected a history "
+                                "file (.json or .csv) or a run folder holding history.json")
             path = cand
         name = str(path)
         df = _read_history_file(path)
     return normalise_columns(df, name)
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text (a BOM is dropped); DataError for a missing or binary file."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected a training history (.json or .csv)")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (bytes that are not UTF-8); expected a training "
+                        "history written as JSON or CSV text") from None
+
+
+def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; expected a header row and one row per epoch")
+    try:
+        # sep=None sniffs , ; or tab; one-column files fail the sniffer, so they are read with ",".
+        sep = None if any(d in text.splitlines()[0] for d in ",;\t") else ","
+        df = pd.read_csv(io.StringIO(text), sep=sep, engine="python", skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as e:
+        raise DataError(f"{path}: not a readable CSV ({e}); expected a header row and "
+                        "one row per epoch") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
 def _read_history_file(path: Path) -> pd.DataFrame:
     """The rows of a .csv/.tsv/.txt or .json/.jsonl history file, not yet normalised."""
-    if not path.exists():
-        raise WorkbookError(f"{path}: file not found; expected a training history (.json or .csv)")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".txt", ".json", ".jsonl"):
+        raise DataError(f"{path}: unknown history format {suffix!r}; expected .json, .jsonl or .csv")
+    text = _read_text(path)
     if suffix in (".csv", ".tsv", ".txt"):
-        try:
-            return pd.read_csv(path, sep=None, engine="python")  # sniffs , ; or tab
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise WorkbookError(f"{path}: not a readable CSV ({e}); expected a header row and "
-                                "one row per epoch") from None
-    if suffix in (".json", ".jsonl"):
-        text = path.read_text(encoding="utf-8")
-        try:
-            if suffix == ".jsonl":
-                obj = [json.loads(line) for line in text.splitlines() if line.strip()]
-            else:
-                obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise WorkbookError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        return _frame_from_json(obj, str(path))
-    raise WorkbookError(f"{path}: unknown history format {suffix!r}; expected .json, .jsonl or .csv")
+        return _read_csv_text(text, path)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; expected a JSON list with one object per epoch")
+    try:
+        if suffix == ".jsonl":
+            obj = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    return _frame_from_json(obj, str(path))
 
 
 def _frame_from_json(obj: Any, name: str) -> pd.DataFrame:
     if isinstance(obj, dict) and "history" in obj:
         obj = obj["history"]
-    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+    if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
         return pd.DataFrame(obj)
     if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
         lens = {len(v) for v in obj.values()}
         if len(lens) != 1:
-            raise WorkbookError(f"{name}: columns of different lengths {sorted(lens)}; expected one "
-                                "value per epoch in every column")
+            raise DataError(f"{name}: columns of different lengths {sorted(lens)}; expected one "
+                            "value per epoch in every column")
         df = pd.DataFrame(obj)
         if not any(_canon(c) in _EPOCH_NAMES for c in df.columns):  # Keras History.history has none
             df.insert(0, "epoch", np.arange(len(df)))
         return df
-    raise WorkbookError(f"{name}: expected a list of per-epoch objects, an object of per-epoch lists "
-                        "or {\"history\": [...]}")
+    raise DataError(f"{name}: expected a list of per-epoch objects, an object of per-epoch lists "
+                    "or {\"history\": [...]}")
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:

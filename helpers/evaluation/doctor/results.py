@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-KINDS = ("divergence", "overfitting", "lr_decayed_early", "oscillation", "plateau", "underfitting",
-         "warmup_not_linear", "too_short", "healthy")
+KINDS = ("divergence", "saturated_monitor", "schedule_ended", "overfitting", "oscillation", "plateau",
+         "underfitting", "noise", "warmup_not_linear", "too_short", "healthy")
 
 
-# Findings are listed most severe first: a cause ranks above the symptom it explains.
+# Findings are listed most severe first: a cause ranks above the symptom it explains (a divergence above
+# everything drawn before it, a saturated monitor or a schedule that ran out above the stall they cause).
 SEVERITY = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -35,10 +36,11 @@ class Recommendation:
     params: dict[str, Any] = field(default_factory=dict)
     plan: str = ""          # M4's plan letter or rule it comes from
     name: str = ""          # short id, used as a follow-up run's folder name
+    confidence: str = "rule"    # "rule" (a finding's remedy), "evidence" (measured), "candidate" (untested)
 
     def to_dict(self) -> dict[str, Any]:
         return {"change": self.change, "reason": self.reason, "params": self.params,
-                "plan": self.plan, "name": self.name}
+                "plan": self.plan, "name": self.name, "confidence": self.confidence}
 
 
 @dataclass

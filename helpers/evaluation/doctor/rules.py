@@ -1,11 +1,12 @@
-"""The standard rules on a curve: PyTorch ReduceLROnPlateau, Lightning EarlyStopping, and the
-doctor's own trend test for where a plateau starts."""
+"""The standard rules on a curve (PyTorch ReduceLROnPlateau, Lightning EarlyStopping) and the doctor's own
+measures: a curve's epoch-to-epoch noise and the trend test for where it stops improving beyond it."""
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def evaluate_reduce_lr_on_plateau(values: Sequence[float], greater_is_better: bool = False,
@@ -76,41 +77,74 @@ def trend_slope(y: np.ndarray) -> tuple[float, float]:
     return b, se
 
 
-def find_plateau(values: Sequence[float], greater_is_better: bool = True, window: int = 8,
-                 rel_tol: float = 0.05) -> dict[str, Any] | None:
-    """Where a curve stops improving, judged by a trend test over a window, not a single epoch.
+# median |N(0, 1.5)| = 0.6745 * sqrt(1.5): turns the median absolute second difference into a standard
+# deviation; 0.7979 * sqrt(1.5) does the same for the mean absolute one.
+_MEDIAN_TO_SD = 0.6745 * math.sqrt(1.5)
+_MEAN_TO_SD = 0.7979 * math.sqrt(1.5)
 
-    The curve is oriented so that up is better. With G the total gain (best − first value) and
-    tol = rel_tol·G, row t starts a plateau when
-      (1) the least-squares trend over rows [t, t+window) gains less than tol across the window, and
-      (2) the curve never again improves on its running best at t by more than tol.
+
+def estimate_noise(values: Sequence[float]) -> float:
+    """A curve's epoch-to-epoch noise: the standard deviation of one epoch's value around the straight
+    line through its two neighbours, from the median absolute second difference. A trend or a single
+    spike barely moves it (unlike the spread of the values or of their first differences). 0 for fewer
+    than 3 finite values."""
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    if len(y) < 3:
+        return 0.0
+    d = np.abs(y[1:-1] - 0.5 * (y[:-2] + y[2:]))
+    med = float(np.median(d))
+    # Quantised scores (accuracy on a small split) can repeat so often that the median is 0.
+    return med / _MEDIAN_TO_SD if med > 0 else float(np.mean(d)) / _MEAN_TO_SD
+
+
+def smooth(values: Sequence[float], rows: int) -> np.ndarray:
+    """A centred running median over ``rows`` rows: one lucky (or unlucky) epoch does not move it."""
+    return pd.Series(np.asarray(values, dtype=float)).rolling(rows, center=True, min_periods=1).median().to_numpy()
+
+
+def smoothing_rows(n: int) -> int:
+    """Rows of the running median: 3 on short curves, 5 from 20 rows on."""
+    return 3 if n < 20 else 5
+
+
+def noise_tolerance(noise: float, rows: int, total_gain: float) -> float:
+    """The smallest change that counts as a change: two standard errors of the difference of two means
+    over ``rows`` epochs of noise ``noise``, and never below 0.1 % of the curve's total rise (so a
+    noiseless curve is not "improving" by rounding errors)."""
+    return max(2.0 * noise * math.sqrt(2.0 / rows), 1e-3 * abs(total_gain), 1e-12)
+
+
+def find_plateau(values: Sequence[float], greater_is_better: bool = True, window: int = 8,
+                 noise: float | None = None) -> dict[str, Any] | None:
+    """Where a curve stops improving beyond its own noise, judged by a trend test over a window.
+
+    The curve is oriented so that up is better and smoothed by a running median (`smooth`); sigma is its
+    epoch-to-epoch noise (`estimate_noise` unless given) and tol = `noise_tolerance`. Row t starts a
+    plateau when
+      (1) the least-squares trend over rows [t, t+window) gains less than tol, and
+      (2) the smoothed curve never again rises more than tol above its running best at t.
     Returns None if no row qualifies (the curve is still improving); otherwise the start row, the
-    row at which an online observer could flag it (start + window − 1), its level and the trend.
+    row at which an online observer could flag it (start + window - 1), its level and the trend.
     """
     y = np.asarray(values, dtype=float)
     y = y if greater_is_better else -y
     ok = np.isfinite(y)
     if ok.sum() < window + 2:
         return None
-    idx = np.flatnonzero(ok)
-    y = y[ok]
-    run_best = np.maximum.accumulate(y)
-    gain = float(run_best[-1] - y[0])
-    # A curve that never improved is flat from the start; tol then comes from its noise.
-    noise = float(np.median(np.abs(np.diff(y)))) if len(y) > 2 else 0.0
-    tol = max(rel_tol * gain, 2.0 * noise / math.sqrt(window), 1e-12)
-    n = len(y)
+    idx, y = np.flatnonzero(ok), y[ok]
+    ys = smooth(y, smoothing_rows(len(y)))
+    run_best = np.maximum.accumulate(ys)
+    gain = float(run_best[-1] - ys[0])
+    sigma = estimate_noise(y) if noise is None else float(noise)
+    tol = noise_tolerance(sigma, smoothing_rows(len(y)), gain)
+    n, sign = len(y), (1.0 if greater_is_better else -1.0)
     for t in range(0, n - window + 1):
         b, se = trend_slope(y[t:t + window])
-        if b * (window - 1) >= tol:
+        if b * (window - 1) >= tol or run_best[-1] - run_best[t] > tol:
             continue
-        if run_best[-1] - run_best[t] > tol:
-            continue
-        seg = y[t:]
-        level = float(np.mean(seg))
-        sign = 1.0 if greater_is_better else -1.0
         return {"start": int(idx[t]), "flagged": int(idx[min(t + window - 1, n - 1)]),
-                "level": sign * level, "best": sign * float(run_best[-1]),
-                "window_gain": sign * b * (window - 1), "tolerance": tol,
+                "level": sign * float(np.mean(y[t:])), "best": sign * float(np.max(y)),
+                "window_gain": sign * b * (window - 1), "tolerance": tol, "noise": sigma,
                 "total_gain": gain, "slope_per_epoch": sign * b, "slope_se": se}
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,19 @@ def test_b_object_arrays_are_refused_without_suggesting_pickle(tmp_path):
     assert "allow_pickle" not in str(err.value)
 
 
+def test_b_a_zip_of_other_files_or_a_truncated_archive(tmp_path):
+    path = tmp_path / "train.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(DataError, match=r"train\.npz: member 'notes\.txt' is not a numpy array"):
+        pairs.load_npz_pairs(path)
+    np.savez(path, **_arrays())
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"train\.npz: (not a readable \.npz archive|key '\w+' could not be read)") as err:
+        pairs.load_npz_pairs(path)
+    assert "allow_pickle" not in str(err.value)
+
+
 @pytest.mark.parametrize("meta", [[1, 2], "digits", 3, None])
 def test_c_meta_json_must_be_an_object(tmp_path, meta):
     folder = _pair_folder(tmp_path / "pairs")
@@ -130,7 +144,7 @@ def test_e_dataset_labels_are_safe_unique_and_deterministic(tmp_path):
           str(tmp_path / "d/.hidden"), str(tmp_path / "c/x"), str(tmp_path / "e/x-2"), str(tmp_path / "f/t\u00e9st set"),
           "digit_pairs", "/"]
     labels = pairs.dataset_labels(ds)
-    assert labels == ["digit_pairs", "x", "x-3", "a", "hidden", "x-4", "x-2", "t_st_set", "digit_pairs-2", "dataset"]
+    assert labels == ["digit_pairs", "x", "x-3", "a", "hidden", "x-4", "x-2", "t_st_set", "digit_pairs-2", "unnamed"]
     assert labels == pairs.dataset_labels(list(ds))  # the same list gives the same labels in every notebook
     assert len(set(labels)) == len(labels)
     assert all(lab and not lab.startswith(".") and set(lab) <= set(

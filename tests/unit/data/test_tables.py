@@ -1,5 +1,8 @@
-"""Unit tests of helpers/backbones.py (notebook 06): tasks, models, table loader, benchmark, reports."""
+"""Unit tests of helpers/data/tables.py (notebook 06): task specs, the table loader, the built-in digit
+table with measured targets, and the redundancy check."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,8 +12,9 @@ from PIL import Image
 
 from helpers.core.errors import DataError, WorkbookError
 from helpers.core.taskspec import make_task_specs
-from helpers.data.tables import (DEFAULT_TASKS, DIGIT_LOOPS, evaluate_split, load_table_tensors,
-                                 load_task_table, make_digit_task_table, make_subject_split)
+from helpers.data.tables import (DEFAULT_TASKS, DIGIT_TASKS, evaluate_split, evaluate_task_redundancy,
+                                 load_table_tensors, load_task_table, make_digit_task_table, make_image_properties,
+                                 make_subject_split, TaskTable)
 
 
 TASKS = make_task_specs(DEFAULT_TASKS)
@@ -90,18 +94,55 @@ def test_bad_tables_are_clear_errors(tmp_path):
         load_task_table(tmp_path / "t.json", SPECS)
 
 
-def test_digit_table_is_real_digits_with_derived_tasks(tmp_path):
+def test_image_properties_measure_ink_and_slant():
+    img = np.zeros((4, 9, 9))
+    img[0, :, 4] = 1.0                                   # a vertical bar: no slant
+    img[1, np.arange(9), 8 - np.arange(9)] = 1.0         # top right to bottom left: leans right, one column per row
+    img[2, np.arange(9), np.arange(9)] = 0.5             # top left to bottom right: leans left, half intensity
+    p = make_image_properties(img)                       # img[3] is blank
+    assert p["ink"] == pytest.approx([9.0, 9.0, 4.5, 0.0])
+    assert p["slant"] == pytest.approx([0.0, 1.0, -1.0, 0.0])
+    # Central moments: the slant does not depend on where the stroke sits or how dark it is.
+    small = np.zeros((1, 12, 12))
+    small[0, 2 + np.arange(6), 9 - np.arange(6)] = 3.0
+    assert make_image_properties(small)["slant"] == pytest.approx([1.0])
+
+
+def test_digit_table_is_real_digits_with_measured_tasks(tmp_path):
     from sklearn.datasets import load_digits
 
     csv = make_digit_task_table(tmp_path / "digits")
     assert make_digit_task_table(tmp_path / "digits") == csv, "built once, then reused"
-    t = load_task_table(csv, TASKS)
+    t = load_task_table(csv, make_task_specs(DIGIT_TASKS))
     d = load_digits()
     assert t.n_images == len(d.target) == t.n_subjects, "each image is its own subject"
     f = t.frame
     assert (f["digit"].to_numpy() == d.target).all()
-    assert (f["parity"].to_numpy() == d.target % 2).all()
-    assert (f["loops"].to_numpy() == DIGIT_LOOPS[d.target]).all()
-    assert dict(zip(range(10), DIGIT_LOOPS)) == {0: 1, 1: 0, 2: 0, 3: 0, 4: 1, 5: 0, 6: 1, 7: 0, 8: 2, 9: 1}
+    assert not {"parity", "loops"} & set(pd.read_csv(csv).columns), "no task that is a function of the label"
     img = np.asarray(Image.open(f["path"].iloc[7]))
     assert img.shape == (8, 8) and np.allclose(img, np.rint(d.images[7] * 255 / 16))
+    # The targets are measured from the saved pixels themselves.
+    pixels = np.stack([np.asarray(Image.open(p_)) for p_ in f["path"].iloc[:50]]) / 255.0
+    props = make_image_properties(pixels)
+    assert np.allclose(f["ink"].iloc[:50], props["ink"], atol=1e-5)
+    assert np.allclose(f["slant"].iloc[:50], props["slant"], atol=1e-5)
+    # And they carry information the label does not: the digit explains little of ink, about half of slant.
+    red = evaluate_task_redundancy(t).set_index(["task", "vs"])
+    assert red.loc[("ink", "digit"), "eta_squared"] < 0.1
+    assert 0.3 < red.loc[("slant", "digit"), "eta_squared"] < 0.6
+    assert abs(red.loc[("slant", "ink"), "pearson_r"]) < 0.1
+
+
+def test_redundancy_flags_a_task_that_is_a_function_of_another():
+    rng = np.random.default_rng(0)
+    digit = rng.integers(0, 10, 500)
+    frame = pd.DataFrame({"path": "x", "subject": np.arange(500).astype(str), "digit": digit.astype(float),
+                          "parity": (digit % 2).astype(float), "noise": rng.normal(size=500),
+                          "mean_of_class": digit * 2.0 + 1})
+    tasks = make_task_specs(["digit:multiclass:10", "parity:binary", "noise:regression", "mean_of_class:regression"])
+    red = evaluate_task_redundancy(TaskTable(frame, tasks, {}, "test", Path("test.csv"))).set_index(["task", "vs"])
+    assert red.loc[("parity", "digit"), "cramers_v"] == pytest.approx(1.0)
+    assert red.loc[("mean_of_class", "digit"), "eta_squared"] == pytest.approx(1.0)
+    assert red.loc[("noise", "digit"), "eta_squared"] < 0.05
+    assert red.loc[("digit", "parity"), "cramers_v"] == pytest.approx(1.0)
+    assert ("mean_of_class", "noise") in red.index and np.isnan(red.loc[("mean_of_class", "noise"), "eta_squared"])

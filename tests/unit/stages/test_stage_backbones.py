@@ -1,4 +1,5 @@
-"""Unit tests of helpers/backbones.py (notebook 06): tasks, models, table loader, benchmark, reports."""
+"""Unit tests of helpers/stages/backbones.py (notebook 06): fine-tuning, seed repeats, the comparison with
+chance, the per-second ranking, the claims table and the plots."""
 from __future__ import annotations
 
 import math
@@ -13,9 +14,13 @@ from helpers.core.errors import DataError, WorkbookError
 from helpers.core.taskspec import make_task_specs
 from helpers.data.tables import DEFAULT_TASKS, load_table_tensors, load_task_table, make_subject_split
 from helpers.models.multitask import make_multitask_model
-from helpers.stages.backbones import (choose_lrs, make_claims_table, make_comparison_table, make_lr_groups,
-                                      make_metrics, pareto_front, plot_memory, plot_pareto, pretrained_note,
-                                      summarize_comparison, train_backbone)
+from helpers.stages import backbones as bb
+from helpers.stages.backbones import (choose_lrs, describe_chance, describe_per_s_ranking, describe_resolution,
+                                      describe_seeds, make_claims_table, make_comparison_table, make_lr_groups,
+                                      make_metrics, make_resolution_info, make_seed_table, mean_sd_interval,
+                                      pareto_front, pick_top_models, plot_memory, plot_pareto, plot_seed_scores,
+                                      pretrained_note, retrain_top_models, summarize_comparison, summarize_seeds,
+                                      train_backbone, welch_interval)
 from helpers.training.config import TrainConfig
 from helpers.training.multitask import metric_key
 
@@ -40,17 +45,33 @@ ROWS = [{"image": f"img/{i}.png", "subject": f"s{i // 2}", "grade": ["low", "mid
 
 SPECS = make_task_specs(["grade:multiclass", "spots:binary", "age:regression"])
 
+def _run(model: str, seed: int, val: float, ci=(None, None), test: float | None = None, **kw) -> dict:
+    lo, hi = ci
+    return {"model": model, "seed": seed, "val_combined": val, "test_combined": val if test is None else test,
+            "val_combined_ci_low": val - 0.05 if lo is None else lo, "val_combined_ci_high": val + 0.05 if hi is None else hi,
+            "history": [], **kw}
+
+
 def _rows():
     bench = [{"model": "convnext_tiny", "params_m": 27.82, "train_samples_per_s": 20.0, "infer_samples_per_s": 80.0,
               "train_step_ms": 400.0, "peak_mem_mb": 1500.0, "mem_kind": "cpu_peak_rss", "batch": 8, "gmacs": None,
               "oom_batches": []},
              {"model": "resnet18", "params_m": 11.18, "train_samples_per_s": 90.0, "infer_samples_per_s": 300.0,
               "train_step_ms": 90.0, "peak_mem_mb": 1200.0, "mem_kind": "cpu_peak_rss", "batch": 8, "gmacs": None,
-              "oom_batches": [16], "threads": 1, "load_avg_1m": 3.5, "cpu_count": 2}]
-    ft = [{"model": "convnext_tiny", "params_m": 27.83, "backbone_params_m": 27.82, "num_features": 768,
-           "val_loss": 1.0, "val_combined": 0.7, "test_combined": 0.68, "pretrained": False},
-          {"model": "resnet18", "params_m": 11.19, "backbone_params_m": 11.18, "num_features": 512,
-           "val_loss": 1.5, "val_combined": 0.5, "test_combined": 0.52, "pretrained": False}]
+              "oom_batches": [16], "threads": 1, "load_avg_1m": 3.5, "cpu_count": 2},
+             {"model": "vit_tiny_patch16_224", "params_m": 5.5, "train_samples_per_s": 170.0, "infer_samples_per_s": 800.0,
+              "train_step_ms": 40.0, "peak_mem_mb": 1000.0, "mem_kind": "cpu_peak_rss", "batch": 8, "gmacs": None,
+              "oom_batches": []}]
+    common = {"pretrained": False, "native_px": 224}
+    ft = [_run("convnext_tiny", 0, 0.7, params_m=27.83, backbone_params_m=27.82, num_features=768, val_loss=1.0,
+               val_digit_macro_f1=0.8, resolution_handicap=False, **common),
+          _run("resnet18", 0, 0.5, params_m=11.19, backbone_params_m=11.18, num_features=512, val_loss=1.5,
+               val_digit_macro_f1=0.6, resolution_handicap=False, **common),
+          # At chance: its interval includes 0, so it must not be ranked however fast it is.
+          _run("vit_tiny_patch16_224", 0, 0.02, ci=(-0.03, 0.07), params_m=5.5, backbone_params_m=5.49,
+               num_features=192, val_loss=3.9, val_digit_macro_f1=0.08, resolution_handicap=True, **common),
+          _run("convnext_tiny", 1, 0.66), _run("convnext_tiny", 2, 0.68),
+          _run("resnet18", 1, 0.52), _run("resnet18", 2, 0.54)]
     return bench, ft
 
 
@@ -93,39 +114,128 @@ def test_train_backbone_through_the_shared_loop(tmp_path):
     split = make_subject_split(t, 0.34, 0.33, seed=0)
     data = load_table_tensors(t, split, 32)
     cfg = TrainConfig(epochs=2, batch_size=4, grad_accum_steps=2, checkpoint=False, log_every=0, patience=0)
-    r = train_backbone("convnext_atto", data, cfg, img_size=32, out_dir=tmp_path / "run")
-    assert r["lr_backbone"] == r["lr_head"] == 1e-3 and r["pretrained"] is False
+    r = train_backbone("convnext_atto", data, cfg, img_size=32, out_dir=tmp_path / "run", seed=5, n_boot=50)
+    assert r["lr_backbone"] == r["lr_head"] == 1e-3 and r["pretrained"] is False and r["seed"] == 5
     assert r["effective_batch"] == 8 and r["epochs_run"] == 2
-    assert math.isfinite(r["val_loss"]) and 0 <= r["val_combined"] <= 1
-    assert {"val_grade_macro_f1", "val_spots_f1", "val_age_r2"} <= set(r)
+    # Chance-normalised: at most 1, and below 0 when worse than a predictor that ignores the image.
+    assert math.isfinite(r["val_loss"]) and math.isfinite(r["val_combined"]) and r["val_combined"] <= 1
+    assert r["val_combined_ci_low"] <= r["val_combined_ci_high"]
+    assert {"val_grade_macro_f1", "val_spots_f1", "val_age_r2", "val_grade_chance", "val_grade_norm",
+            "test_combined", "test_combined_ci_low"} <= set(r)
+    assert r["resolution_handicap"] is False and "convolutional" in r["resolution_note"]
     assert (tmp_path / "run" / "history.json").is_file()
 
 
-def test_comparison_table_names_winners_and_metrics_keys():
-    comp = make_comparison_table(*_rows())
-    assert list(comp["model"]) == ["convnext_tiny", "resnet18"], "sorted by validation loss"
+def test_resolution_info_flags_fixed_size_transformers_below_their_size():
+    with torch.device("meta"):
+        vit = make_multitask_model("vit_tiny_patch16_224", TASKS, img_size=64)
+        cnn = make_multitask_model("resnet18", TASKS, img_size=64)
+        big = make_multitask_model("vit_tiny_patch16_224", TASKS, img_size=224)
+    v = make_resolution_info(vit, 64)
+    assert v["resolution_handicap"] is True and v["native_px"] == 224
+    assert "4x4 instead of 14x14" in v["resolution_note"] and "HANDICAPPED" in v["resolution"]
+    c = make_resolution_info(cnn, 64)
+    assert c["resolution_handicap"] is False and "2x2 at 64 px instead of 7x7" in c["resolution_note"]
+    assert make_resolution_info(big, 224)["resolution_handicap"] is False
+    text = describe_resolution([{"model": "vit", **v}, {"model": "cnn", **c}])
+    assert "Handicapped at this size: vit" in text
+
+
+def test_seed_statistics_and_the_ranking_statement():
+    st = mean_sd_interval([1.0, 2.0, 3.0])
+    assert (st["n"], st["mean"], st["sd"]) == (3, 2.0, 1.0)
+    assert st["ci_high"] - st["mean"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)   # t(0.975, 2)
+    assert math.isnan(mean_sd_interval([1.0])["ci_low"])
+    d = welch_interval([0.70, 0.66, 0.68], [0.50, 0.52, 0.54])
+    assert d["diff"] == pytest.approx(0.16) and 0 < d["ci_low"] < 0.16 < d["ci_high"]
+    _, ft = _rows()
+    seeds = make_seed_table(ft)
+    assert list(seeds["model"][:2]) == ["convnext_tiny", "resnet18"] and list(seeds["n_seeds"]) == [3, 3, 1]
+    s = summarize_seeds(seeds, ft)
+    assert s["best_model"] == "convnext_tiny" and s["best_model_seeds"] == 3
+    assert s["best_model_mean"] == pytest.approx(0.68) and s["best_model_sd"] == pytest.approx(0.02)
+    assert s["best_model_ci_low"] < 0.68 < s["best_model_ci_high"] and s["best_model_separated"] is True
+    text = describe_seeds(s, n_val=270, epochs=3)
+    assert "convnext_tiny: 0.680 ± 0.020" in text and "ahead at 3 seeds" in text and "270 validation" in text
+    close = ft[:3] + [_run("convnext_tiny", 1, 0.50), _run("resnet18", 1, 0.6)]
+    s2 = summarize_seeds(make_seed_table(close), close)
+    assert s2["best_model_separated"] is False
+    assert "not separated at 2 seeds" in describe_seeds(s2, 270, 3)
+    assert summarize_seeds(make_seed_table(ft[:3]), ft[:3]) == {"best_model": None}
+
+
+def test_top_models_are_retrained_with_more_seeds(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bb, "train_backbone", lambda name, data, config, out_dir=None, seed=0, **kw:
+                        calls.append((name, seed)) or _run(name, seed, 0.1))
+    first = [_run("a", 7, 0.3), _run("b", 7, 0.6), _run("c", 7, 0.5)]
+    assert pick_top_models(first, 2) == ["b", "c"]
+    out = retrain_top_models(first, None, None, n_top=2, n_seeds=3, seed=7)
+    assert calls == [("b", 8), ("b", 9), ("c", 8), ("c", 9)] and out[:3] == first and len(out) == 7
+    assert bb.make_seeds(4294967295, 2) == [4294967295, 0], "seeds stay in the declared range"
+
+
+def test_comparison_ranks_per_second_only_above_chance():
+    bench, ft = _rows()
+    comp = make_comparison_table(bench, ft, make_seed_table(ft))
+    assert list(comp["model"]) == ["convnext_tiny", "resnet18", "vit_tiny_patch16_224"], "sorted by validation loss"
+    by = comp.set_index("model")
+    assert by.loc["convnext_tiny", "combined"] == pytest.approx(0.7), "the screening run (first seed)"
+    assert by.loc["convnext_tiny", "combined_mean"] == pytest.approx(0.68)
+    assert list(comp["above_chance"]) == [True, True, False]
+    assert math.isnan(by.loc["vit_tiny_patch16_224", "combined_x_samples_per_s"]), "fastest, but at chance"
+    assert by.loc["resnet18", "combined_x_samples_per_s"] == pytest.approx(0.52 * 90)
+    assert by.loc["resnet18", "per_s_rank"] == 1 and by.loc["convnext_tiny", "per_s_rank"] == 2
     s = summarize_comparison(comp)
-    assert s == {"lowest_loss": "convnext_tiny", "fastest": "resnet18", "best_combined": "convnext_tiny",
-                 "best_combined_per_s": "resnet18"}   # 0.5 * 90 > 0.7 * 20
-    m = make_metrics(comp, s)
-    assert m["resnet18"]["batch"] == 8 and m["convnext_tiny"]["combined"] == pytest.approx(0.7)
-    assert m["fastest"] == "resnet18"
+    assert s == {"lowest_loss": "convnext_tiny", "fastest": "vit_tiny_patch16_224", "best_combined": "convnext_tiny",
+                 "best_combined_per_s": "resnet18", "n_above_chance": 2}
+    assert "vit_tiny_patch16_224 0.020 [-0.030, 0.070]" in describe_chance(comp)
+    ranking = describe_per_s_ranking(comp)
+    assert ranking.index("1. resnet18") < ranking.index("2. convnext_tiny")
+    assert "Not ranked (interval includes or lies below chance): vit_tiny_patch16_224" in ranking
+    # A seed interval that reaches 0 also keeps a model out of the ranking.
+    wobbly = ft + [_run("vit_tiny_patch16_224", 1, 0.3), _run("vit_tiny_patch16_224", 2, -0.2)]
+    wob = make_comparison_table(bench, [dict(r, val_combined_ci_low=0.01) if r["model"].startswith("vit") else r
+                                        for r in wobbly], make_seed_table(wobbly))
+    assert not wob.set_index("model").loc["vit_tiny_patch16_224", "above_chance"]
+
+
+def test_metrics_keys_and_plots():
+    bench, ft = _rows()
+    comp = make_comparison_table(bench, ft, make_seed_table(ft))
+    seeds = summarize_seeds(make_seed_table(ft), ft)
+    m = make_metrics(comp, summarize_comparison(comp), seeds, make_task_specs(["digit:multiclass:10"]),
+                     {"digit_macro_f1": 0.1})
+    c = m["convnext_tiny"]
+    assert c["batch"] == 8 and c["combined"] == pytest.approx(0.7) == c["combined_chance_normalised"]
+    assert c["n_seeds"] == 3 and c["above_chance"] is True and c["digit_macro_f1"] == pytest.approx(0.8)
+    assert m["vit_tiny_patch16_224"]["combined_x_samples_per_s"] is None
+    assert m["vit_tiny_patch16_224"]["resolution_handicap"] is True
+    assert m["best_model"] == "convnext_tiny" and m["best_model_seeds"] == 3 and m["chance"] == {"digit_macro_f1": 0.1}
+    assert m["fastest"] == "vit_tiny_patch16_224" and m["n_models"] == 3
     assert metric_key("a.b+c") == "a_b__c"
     assert list(pareto_front([0.7, 0.5, 0.4], [20, 90, 50])) == [True, True, False]
     fig = plot_pareto(comp)
-    fig2 = plot_memory(comp)
-    assert fig.axes and fig2.axes
+    ax = fig.axes[0]
+    assert any(list(l.get_ydata()) == [0.0, 0.0] for l in ax.get_lines()), "a chance line at 0"
+    assert "validation" in ax.get_ylabel() and "chance" in ax.get_ylabel()
+    assert any("handicapped" in t.get_text() for t in ax.texts)
+    seed_ax = plot_seed_scores(ft).axes[0]
+    assert "validation" in seed_ax.get_title() and "validation" in seed_ax.get_ylabel()
+    assert "no data split" in plot_memory(comp).axes[0].get_title()
 
 
-def test_claims_table_computes_verdicts():
-    comp = make_comparison_table(*_rows())
+def test_claims_table_computes_verdicts_and_labels_unlike_steps():
+    bench, ft = _rows()
+    comp = make_comparison_table(bench, ft, make_seed_table(ft))
     c = make_claims_table(comp, 64, "cpu", TASKS)
     params_row = c[(c.model == "convnext_tiny") & c.what.str.startswith("params")].iloc[0]
     assert params_row["claimed"] == 28.59
     assert params_row["measured"] == pytest.approx(27.82 + 0.769, abs=1e-6)
     assert params_row["verdict"] == "matches"
     speed = c[(c.model == "resnet18") & c.what.str.startswith("train img/s")].iloc[0]
-    assert speed["claimed"] == 81.0 and speed["verdict"].startswith("1.11x")
+    assert speed["claimed"] == 81.0 and speed["verdict"].startswith("ratio 1.11x of unlike steps")
+    assert "forward + loss + backward + AdamW step" in speed["what"] and "forward + backward only" in speed["what"]
     assert "1 thread(s)" in speed["verdict"] and "load average 3.5 on 2 CPUs" in speed["verdict"]
     none = make_claims_table(comp, 32, "cpu", TASKS)
     assert (none.model == "resnet18").any() and none[none.model == "resnet18"].verdict.str.contains("no reference").all()

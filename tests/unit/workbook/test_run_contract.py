@@ -33,7 +33,8 @@ def _nb(path, body: str, params_src: str):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     p = nbformat.v4.new_code_cell(params_src)
     p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), p, nbformat.v4.new_code_cell(body)]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}\n**Reads:** no other notebook's outputs."), p,
+                nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
 

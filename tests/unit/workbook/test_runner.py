@@ -16,7 +16,7 @@ def _nb(path, body: str, params_src='out_dir = ""  # output folder\nx = 1  # a n
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     p = nbformat.v4.new_code_cell(params_src)
     p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}\n## Section"), p,
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}\n**Reads:** no other notebook's outputs.\n## Section"), p,
                 nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, str(path))
 
@@ -60,7 +60,7 @@ def test_failure_is_reported_and_later_notebooks_not_run(workbook):
     assert code == 1
     run = json.loads((workbook / "run" / "run.json").read_text())
     status = {k: v["status"] for k, v in run["notebooks"].items()}
-    assert status == {"00_first": "ok", "01_broken": "failed", "02_after": "not run"}
+    assert status == {"00_first": "ran", "01_broken": "failed", "02_after": "not run"}
     assert run["notebooks"]["00_first"]["parameters"]["x"] == 3
     assert run["notebooks"]["02_after"]["overrides"] == {"x": 5}
     assert json.loads((workbook / "run" / "00_first" / "metrics.json").read_text()) == {"x": 3, "twice": 6}
