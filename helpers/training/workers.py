@@ -30,15 +30,16 @@ class WorkerOutcome:
 
 
 def available_cores() -> int:
-    """Cores this process may use (affinity), capped by the runner's PAIRWISE_THREADS when set."""
+    """The thread budget: the runner's PAIRWISE_THREADS when set (the same on every machine, so the
+    number of workers and their threads, and with them the numbers, do not depend on the machine),
+    else the cores this process may use (affinity)."""
+    budget = os.environ.get(ENV_THREADS)
+    if budget and budget.isdigit() and int(budget) > 0:
+        return int(budget)
     try:
-        n = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    cap = os.environ.get(ENV_THREADS)
-    if cap and cap.isdigit() and int(cap) > 0:
-        n = min(n, int(cap))
-    return max(1, n)
+        return max(1, os.cpu_count() or 1)
 
 
 def resolve_workers(n_tasks: int, workers: int = 0, device: str = "cpu") -> tuple[int, int]:

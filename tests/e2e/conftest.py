@@ -13,18 +13,31 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
+def smoke_cache(tmp_path_factory) -> Path:
+    """The data and result cache of the session's smoke runs (PAIRWISE_CACHE)."""
+    reuse = os.environ.get("PAIRWISE_SMOKE_CACHE")
+    return Path(reuse) if reuse else tmp_path_factory.mktemp("cache")
+
+
+def run_helpers(args: list[str], cache: Path, timeout: int = 1500, prefix: tuple[str, ...] = ()):
+    """``python -m helpers ARGS`` from the project root with the session's cache."""
+    env = {**os.environ, "PAIRWISE_CACHE": str(cache)}
+    return subprocess.run([*prefix, sys.executable, "-m", "helpers", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_cache) -> Path:
     """Run every notebook with the smoke profile once; return the run folder.
 
-    Set PAIRWISE_SMOKE_RUN to an existing run folder to reuse it while developing tests.
+    Set PAIRWISE_SMOKE_RUN (and PAIRWISE_SMOKE_CACHE) to an existing run folder (and its cache) to
+    reuse them while developing tests.
     """
     reuse = os.environ.get("PAIRWISE_SMOKE_RUN")
     if reuse:
         return Path(reuse)
     out = tmp_path_factory.mktemp("smoke") / "run"
-    env = {**os.environ, "PAIRWISE_CACHE": str(tmp_path_factory.mktemp("cache"))}
-    proc = subprocess.run([sys.executable, "-m", "helpers", "run", "--profile", "smoke", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    proc = run_helpers(["run", "--profile", "smoke", "--out", str(out)], smoke_cache)
     if proc.returncode != 0:
         failures = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/failure.json")}
         pytest.fail(f"smoke run failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n"

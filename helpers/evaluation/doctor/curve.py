@@ -386,4 +386,5 @@ def summarise(c: Curve, m: Measures) -> dict[str, Any]:
         s.update({"lr_at_plateau_fraction": rounded(m.lr.at_plateau_fraction)})
     g = m.late.gain / max(c.window - 1, 1)
     s["still_improving_per_epoch"] = rounded(g if c.gib else -g)
+    s["still_improving"] = m.late.improving
     return s

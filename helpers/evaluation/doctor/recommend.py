@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from helpers.evaluation.doctor.history import NOTE004_BASELINE
+from helpers.evaluation.doctor.learning import describe_learning_curve
 from helpers.evaluation.doctor.results import Diagnosis, Finding, Recommendation
 
 
@@ -20,6 +21,7 @@ class _Advice:
     base: dict[str, Any]                # M4's baseline overlaid with this run's settings
     given: dict[str, Any]               # this run's own settings
     found: dict[str, Finding]           # the findings by kind
+    ceiling: float | None = None        # the best achievable score, when known
     recs: list[Recommendation] = field(default_factory=list)
 
     def add(self, name: str, plan: str, params: dict[str, Any], reason: str) -> None:
@@ -47,13 +49,13 @@ class _Advice:
                 "cosine_eta_min": max(float(base["cosine_eta_min"]), float(base["lr"]) / 10)}
 
 
-def _start(diag: Diagnosis, config: dict[str, Any] | None) -> _Advice:
+def _start(diag: Diagnosis, config: dict[str, Any] | None, ceiling: float | None) -> _Advice:
     given = {k: v for k, v in (config or {}).items() if v is not None}
     if "lr" not in given and isinstance(diag.summary.get("lr_peak"), (int, float)):
         given["lr"] = diag.summary["lr_peak"]          # the history's own peak learning rate
     base = dict(NOTE004_BASELINE)
     base.update(given)
-    return _Advice(diag, base, given, {x.kind: x for x in diag.findings})
+    return _Advice(diag, base, given, {x.kind: x for x in diag.findings}, ceiling)
 
 
 def _lower_lr(a: _Advice) -> None:
@@ -67,19 +69,57 @@ def _lower_lr(a: _Advice) -> None:
         "stability", "lower_lr"))
 
 
+def _monitor_a_loss(a: _Advice) -> None:
+    f = a.found.get("saturated_monitor")
+    if f is None:
+        return
+    a.recs.append(Recommendation(
+        f"monitor val_loss (or a larger, harder holdout) instead of {a.diag.metric} for early stopping and "
+        "checkpoints", f"saturated_monitor: {f.message}; every epoch at the maximum ties for 'best'",
+        {}, "monitoring", "monitor_loss"))
+
+
+def _longer_schedule(a: _Advice) -> None:
+    f = a.found.get("schedule_ended")
+    if f is not None:
+        a.add("longer_schedule", "C", a.schedule(),
+              f"schedule_ended: {f.message}; M4 plan C keeps a longer high-LR phase and a higher floor "
+              "(train longer or keep the rate up before adding capacity)")
+
+
+def _learning_curve(a: _Advice) -> dict[str, Any] | None:
+    return a.diag.summary.get("learning_curve")
+
+
+def _more_data_measured(a: _Advice) -> None:
+    """Ranks high when a learning-curve probe shows the score still rising with data."""
+    lc = _learning_curve(a)
+    if lc is None or not lc["rises"]:
+        return
+    a.recs.append(Recommendation(
+        "more training data (2× the training set, same settings)",
+        f"learning curve: {describe_learning_curve(lc)}", {"train_data_factor": 2.0}, "data", "more_data",
+        "evidence"))
+
+
+def _more_data_candidate(a: _Advice) -> None:
+    """Without a probe, more data stays a candidate for a stalled or overfitting curve."""
+    stalled = any(k in a.found for k in ("plateau", "overfitting", "underfitting", "schedule_ended"))
+    if _learning_curve(a) is not None or not stalled:
+        return
+    a.recs.append(Recommendation(
+        "more training data (candidate: train the same model on ½ and ¼ of the data first; if the score "
+        "still rises from ½ to all, more data will likely help)",
+        "no learning-curve probe was given, so whether the data size limits this curve is untested",
+        {"train_data_factor": 2.0}, "data", "more_data", "candidate"))
+
+
 def _regularise(a: _Advice) -> None:
     if "overfitting" in a.found:
         a.add("regularise", "M4 §2 option 1",
               {"dropout": round(max(0.2, float(a.base["dropout"]) + 0.05), 3),
                "weight_decay": float(a.base["weight_decay"]) * 2},
               f"overfitting: {a.found['overfitting'].message}")
-
-
-def _longer_cosine(a: _Advice) -> None:
-    if "lr_decayed_early" in a.found:
-        a.add("longer_cosine", "C", a.schedule(),
-              f"lr_decayed_early: {a.found['lr_decayed_early'].message}; M4 plan C keeps a longer "
-              "high-LR phase and a higher floor")
 
 
 def _calmer_steps(a: _Advice) -> None:
@@ -111,35 +151,46 @@ def _plateau_plans(a: _Advice) -> None:
     lvl = f"{a.diag.metric} stalled at {pl.evidence['level']:.4g} from epoch {pl.epoch}{tail}"
     ratio = a.diag.summary.get("overfit_ratio")
     ratio_txt = f"; val/train ratio {ratio:.3g}" if isinstance(ratio, (int, float)) else ""
-    plan_a = ({"mse_weight": 0.1, "cosine_weight": 0.9}
-              if float(a.base.get("mse_weight", 0.2)) > 0.1 else None)
-    a_reason = (f"plateau: {lvl}; the score is cosine similarity but the loss gives MSE weight "
-                f"{_fmt(a.base.get('mse_weight'))}; M4 plan A (first to try: cheapest)")
     b_reason = (f"plateau: {lvl}{ratio_txt}; M4's rule: still stalled after 20 epochs → more "
                 "capacity (plan B)")
     if "underfitting" in a.found:
         b_reason = f"underfitting: {a.found['underfitting'].message}; {b_reason}"
     # Ranking: with evidence of underfitting, capacity first; otherwise M4's order A, B, C.
-    order = ["B", "A", "C"] if "underfitting" in a.found else ["A", "B", "C"]
-    for plan in order:
-        if plan == "A":
-            _plan_a(a, plan_a, a_reason)
-        elif plan == "B":
-            _plan_b(a, b_reason)
-        else:
-            _plan_c(a, lvl)
+    plans = {"A": lambda: _plan_a(a, f"plateau: {lvl}"), "B": lambda: _plan_b(a, b_reason),
+             "C": lambda: _plan_c(a, lvl)}
+    for plan in (["B", "A", "C"] if "underfitting" in a.found else ["A", "B", "C"]):
+        plans[plan]()
 
 
-def _plan_a(a: _Advice, params: dict[str, Any] | None, reason: str) -> None:
+def _gap_plans(a: _Advice) -> None:
+    """When the schedule ran out below a known ceiling: plans A and B come after the longer schedule."""
+    f, gap = a.found.get("schedule_ended"), _gap_to_ceiling(a)
+    if f is None or gap is None or gap <= float(a.diag.summary.get("noise_tolerance") or 0.0):
+        return
+    lvl = f"{a.diag.metric} is {gap:.3g} below the best achievable"
+    _plan_a(a, f"schedule_ended: {lvl}; once the schedule no longer limits it")
+    _plan_b(a, f"{lvl}; once the schedule no longer limits it, M4 plan B (more capacity)")
+
+
+def _gap_to_ceiling(a: _Advice) -> float | None:
+    best, ceiling = a.diag.summary.get("best"), a.ceiling
+    if not isinstance(best, (int, float)) or ceiling is None or not math.isfinite(ceiling):
+        return None
+    return (ceiling - best) if a.diag.greater_is_better else (best - ceiling)
+
+
+def _plan_a(a: _Advice, why: str) -> None:
     # Only where the loss mixes MSE and cosine: a cosine score or a config with mse_weight.
-    if params and ("cos" in a.diag.metric.lower() or "mse_weight" in a.given):
-        a.add("loss_weights", "A", params, reason)
+    if float(a.base.get("mse_weight", 0.2)) > 0.1 and ("cos" in a.diag.metric.lower() or "mse_weight" in a.given):
+        a.add("loss_weights", "A", {"mse_weight": 0.1, "cosine_weight": 0.9},
+              f"{why}; the score is cosine similarity but the loss gives MSE weight "
+              f"{_fmt(a.base.get('mse_weight'))}; M4 plan A (first to try: cheapest)")
 
 
 def _plan_b(a: _Advice, reason: str) -> None:
     if "d_model" in a.given or not a.given and "cos" in a.diag.metric.lower():
         a.add("capacity", "B", a.capacity(), reason)
-    else:   # not a transformer config: M4's rule, stated as scale factors
+    elif not any(r.name == "capacity" for r in a.recs):   # not a transformer config: M4's rule as factors
         a.recs.append(Recommendation(
             "more capacity: width ×1.5, depth ×1.5, dropout 0.2 (M4 plan B: d_model 512 → 768, "
             "num_layers 4 → 6, dim_feedforward 3072)", reason, a.capacity(), "B", "capacity"))
@@ -170,7 +221,7 @@ def _less_regularisation(a: _Advice) -> None:
 
 def _early_stopping(a: _Advice) -> None:
     es = a.diag.rules.get("early_stopping", {})
-    if es.get("verdict") == "too eager":
+    if es.get("verdict") == "too eager" and "schedule_ended" not in a.found:
         a.add("more_epochs", "C", {"epochs": int(math.ceil(a.base["epochs"] * 1.5))},
               f"early stopping too eager: {es['note']}")
     elif es.get("verdict") == "too lax":
@@ -181,10 +232,21 @@ def _early_stopping(a: _Advice) -> None:
             "M4 early stopping", "early_stopping"))
 
 
+def _judge_against_noise(a: _Advice) -> None:
+    f = a.found.get("noise")
+    if f is None:
+        return
+    tol = f.evidence["noise_tolerance"]
+    a.recs.append(Recommendation(
+        f"judge changes against the noise: early-stopping min_delta ≥ {tol:.2g} with a patience of several "
+        "epochs; score on a larger validation split or average the last epochs before comparing runs",
+        f"noise: {f.message}", {}, "monitoring", "judge_against_noise"))
+
+
 def _train_longer(a: _Advice) -> None:
     # Only when nothing else is advised for a healthy curve that still improves.
     imp = a.diag.summary.get("still_improving_per_epoch")
-    if "healthy" in a.found and not a.recs and isinstance(imp, (int, float)) and imp > 0:
+    if "healthy" in a.found and not a.recs and a.diag.summary.get("still_improving"):
         a.add("more_epochs", "C", {"epochs": int(math.ceil(a.base["epochs"] * 1.5))},
               f"healthy and still improving ({imp:+.2g}/epoch at the end): train longer")
 
@@ -195,9 +257,11 @@ def _too_short(a: _Advice) -> None:
                                      "too_short"))
 
 
-# Most promising first: a remedy for a cause before one for the symptom it explains.
-_REMEDIES = (_lower_lr, _regularise, _longer_cosine, _calmer_steps, _linear_warmup, _plateau_plans,
-             _less_regularisation, _early_stopping, _train_longer, _too_short)
+# Most promising first: a remedy for a cause before one for the symptom it explains; measured evidence
+# for more data ranks right after the schedule, an untested "more data" comes after the model changes.
+_REMEDIES = (_lower_lr, _monitor_a_loss, _longer_schedule, _more_data_measured, _regularise, _gap_plans,
+             _calmer_steps, _linear_warmup, _plateau_plans, _less_regularisation, _early_stopping,
+             _judge_against_noise, _more_data_candidate, _train_longer, _too_short)
 
 
 def make_recommendations(diag: Diagnosis, config: dict[str, Any] | None = None,
@@ -206,10 +270,10 @@ def make_recommendations(diag: Diagnosis, config: dict[str, Any] | None = None,
 
     Values are computed from ``config`` (the run's hyperparameters) when given, else from note
     004's baseline: loss weights → 0.1/0.9; capacity d_model ×1.5, layers ×1.5, feed-forward
-    4·d_model, dropout 0.2; warm-up ×2, epochs ×1.5, eta_min = lr/10; batch ×2.
-    ``ceiling`` is accepted for symmetry with `diagnose_history` and not used.
+    4·d_model, dropout 0.2; warm-up ×2, epochs ×1.5, eta_min = lr/10; batch ×2. ``ceiling`` (the
+    best achievable score, when known) adds M4's plans A and B after a schedule that ran out below it.
     """
-    advice = _start(diag, config)
+    advice = _start(diag, config, ceiling)
     for remedy in _REMEDIES:
         remedy(advice)
     return advice.recs

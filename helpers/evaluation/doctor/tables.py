@@ -15,9 +15,9 @@ def make_findings_table(diag: Diagnosis) -> pd.DataFrame:
 
 
 def make_recommendations_table(diag: Diagnosis) -> pd.DataFrame:
-    rows = [{"rank": i + 1, "name": r.name, "plan": r.plan, "change": r.change, "reason": r.reason}
-            for i, r in enumerate(diag.recommendations)]
-    return pd.DataFrame(rows, columns=["rank", "name", "plan", "change", "reason"])
+    rows = [{"rank": i + 1, "name": r.name, "plan": r.plan, "confidence": r.confidence, "change": r.change,
+             "reason": r.reason} for i, r in enumerate(diag.recommendations)]
+    return pd.DataFrame(rows, columns=["rank", "name", "plan", "confidence", "change", "reason"])
 
 
 def describe_rules(diag: Diagnosis) -> str:
@@ -29,4 +29,4 @@ def describe_rules(diag: Diagnosis) -> str:
     note = f": {es['note']}" if es.get("note") else ""
     return (f"ReduceLROnPlateau(patience {rl['patience']}, threshold 1e-4 rel) would first cut the LR: {cut}\n"
             f"EarlyStopping(patience {es['patience']}, min_delta {es['min_delta']:g}) would stop: {stop} "
-            f"[{es['verdict']}{note}]")
+            f"[{es.get('verdict', 'not judged')}{note}]")
