@@ -279,25 +279,41 @@ def make_sampling_panel(pairs: dict[str, np.ndarray], sweep: pd.DataFrame, dista
         plt.close(fig)  # shown once, as the cell's value, not again by the inline backend
         return fig
     import ipywidgets as wg
-    from IPython.display import display
 
-    m = wg.FloatSlider(value=distance_multiplier, min=1.0, max=6.0, step=0.25, description="multiplier")
-    cap = wg.IntSlider(value=max_negatives_per_frame, min=0, max=15, description="neg cap")
+    # continuous_update=False: one redraw when a slider is released, not one per step of a drag.
+    m = wg.FloatSlider(value=distance_multiplier, min=1.0, max=6.0, step=0.25, description="multiplier",
+                       continuous_update=False)
+    cap = wg.IntSlider(value=max_negatives_per_frame, min=0, max=15, description="neg cap", continuous_update=False)
     wrap = wg.Checkbox(value=use_wrap, description="wrap at seam")
-    out = wg.Output()
+    image, table = wg.Image(format="png"), wg.HTML()
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            fig = plot_panel_state(pairs, sweep, m.value, cap.value, wrap.value)
-            display(pd.Series(evaluate_sampling_counts(pairs, m.value, cap.value, wrap.value)).to_frame("value"))
-            display(fig)
-            plt.close(fig)
+        # The new picture replaces the old one in a single value change, so quick changes never leave
+        # an emptied output area behind (clearing and redrawing an Output could show a blank figure).
+        image.value = _panel_png(plot_panel_state(pairs, sweep, m.value, cap.value, wrap.value))
+        table.value = _counts_table(evaluate_sampling_counts(pairs, m.value, cap.value, wrap.value)).to_html()
 
     for wdg in (m, cap, wrap):
         wdg.observe(redraw, names="value")
     redraw()
-    return wg.VBox([wg.HBox([m, cap, wrap]), out])
+    return wg.VBox([wg.HBox([m, cap, wrap]), wg.HBox([image, table])])
+
+
+def _panel_png(fig) -> bytes:
+    import io as _bytes_io
+
+    import matplotlib.pyplot as plt
+
+    buf = _bytes_io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _counts_table(counts: dict[str, float]) -> pd.DataFrame:
+    """Counts stay integers and shares get three decimals (one float column would print 139255.0000)."""
+    shown = {k: (f"{v:,}" if isinstance(v, (int, np.integer)) else f"{v:.3f}") for k, v in counts.items()}
+    return pd.Series(shown, dtype=object).to_frame("value")
 
 
 def make_dataset_summary(ds: dict[str, dict[str, np.ndarray]], sequences: list[str]) -> pd.DataFrame:

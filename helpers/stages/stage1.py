@@ -19,9 +19,10 @@ import torch
 from helpers.core.env import ENV_PROFILE
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
+from helpers.core.progress import progress
 from helpers.core.runcard import make_config
 from helpers.data.audit import evaluate_leakage, make_dataset_card
-from helpers.data.pairs import _uses_pair, make_inputs, open_dataset
+from helpers.data.pairs import _uses_pair, dataset_labels, describe_renamed, make_inputs, open_dataset
 from helpers.data.predictions import write_prediction_file
 from helpers.evaluation.baselines import make_pair_features, train_lgbm_baseline, train_logreg_baseline
 from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
@@ -173,9 +174,9 @@ def _write_stage1_files(run: Stage1Run, splits, cfg, params: Mapping[str, Any], 
 
 
 def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
-               device: str = "cpu") -> Stage1Run:
+               device: str = "cpu", label: str | None = None) -> Stage1Run:
     """Train and evaluate stage 1 and the baselines on one dataset; files go to ``out_dir/<name>/``."""
-    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
+    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir, label)
     _check_both_labels(splits)
     fit = _train_stage1(splits, use_pair, params, out, device)
     baselines = _fit_baselines(splits, use_pair, params, out)
@@ -195,7 +196,11 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
 def run_stage1_datasets(datasets, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
                         device: str = "cpu") -> dict[str, Stage1Run]:
     """`run_stage1` for every dataset, keyed by the dataset's name (a folder's name, not its path)."""
-    runs = [run_stage1(d, run_dir, out_dir, params, device) for d in datasets]
+    labels = dataset_labels(list(datasets))     # safe, unique folder names: two folders called x stay apart
+    for line in describe_renamed(list(datasets), labels):
+        print(line)
+    pairs = list(zip(datasets, labels))
+    runs = [run_stage1(d, run_dir, out_dir, params, device, label) for d, label in progress(pairs, "stage 1 datasets")]
     return {r.name: r for r in runs}
 
 

@@ -27,9 +27,10 @@ from helpers.core.env import ENV_PROFILE
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text, read_json
 from helpers.core.paths import PROJ_ROOT
+from helpers.core.progress import progress
 from helpers.core.runcard import make_config
 from helpers.data.audit import evaluate_leakage, make_dataset_card
-from helpers.data.pairs import _uses_pair, make_inputs, open_dataset
+from helpers.data.pairs import _uses_pair, dataset_labels, describe_renamed, make_inputs, open_dataset
 from helpers.data.predictions import write_prediction_file
 from helpers.data.scenes import TYPE_NAMES
 from helpers.evaluation.metrics import (evaluate_binary, evaluate_multiclass, make_evaluation_report,
@@ -421,9 +422,9 @@ def _add_types_and_ablation(run: "Stage2Run", splits, s1_model, s1_spec: dict, s
 
 
 def run_stage2(dataset: str, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
-               device: str = "cpu") -> Stage2Run:
+               device: str = "cpu", label: str | None = None) -> Stage2Run:
     """Stage 2 on one dataset: binary upgrade, type classifier (when labelled), ablation."""
-    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir)
+    splits, out, use_pair = open_dataset(dataset, run_dir, out_dir, label)
     ck_path = find_stage1_checkpoint(splits.name, run_dir, str(params["stage1_checkpoint"]))
     s1_model, ck = load_stage1_model(ck_path, splits)
     s1_spec, s1_state = ck["model_spec"], ck["model_state_dict"]
@@ -446,7 +447,11 @@ def run_stage2(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
 def run_stage2_datasets(datasets, run_dir: str | Path, out_dir: str | Path, params: Mapping[str, Any],
                         device: str = "cpu") -> dict[str, Stage2Run]:
     """`run_stage2` for every dataset, keyed by the dataset's name."""
-    runs = [run_stage2(d, run_dir, out_dir, params, device) for d in datasets]
+    labels = dataset_labels(list(datasets))     # safe, unique folder names: two folders called x stay apart
+    for line in describe_renamed(list(datasets), labels):
+        print(line)
+    pairs = list(zip(datasets, labels))
+    runs = [run_stage2(d, run_dir, out_dir, params, device, label) for d, label in progress(pairs, "stage 2 datasets")]
     return {r.name: r for r in runs}
 
 

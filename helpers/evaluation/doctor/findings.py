@@ -9,7 +9,7 @@ import numpy as np
 
 from helpers.evaluation.doctor.curve import (Curve, Divergence, LossRatio, LOW_LR_FRACTION, Measures, rounded)
 from helpers.evaluation.doctor.results import Finding
-from helpers.evaluation.doctor.rules import estimate_noise, noise_tolerance, smoothing_rows, trend_slope
+from helpers.evaluation.doctor.rules import estimate_noise, noise_tolerance, smooth, smoothing_rows, trend_slope
 
 
 # The noise is "material" when one epoch's swing is at least this share of the curve's whole range:
@@ -97,29 +97,37 @@ def _ratio_evidence(c: Curve, r: LossRatio) -> dict[str, Any]:
 
 
 def schedule_ended_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
-    """The learning rate decayed to <= 25 % of its peak while the score was still improving beyond its
-    noise: either it still improves at the end, or it froze only after the rate had fallen (and no
-    overfitting explains the stall). This merges the former ``lr_decayed_early``: same cause, same remedy."""
+    """The learning rate decayed to <= 25 % of its peak and the score still improved beyond its noise
+    after that: it still improves at the end, or froze only once the rate had run out (unless overfitting
+    explains a curve that no longer improves). This merges the former ``lr_decayed_early``: same cause
+    (too little learning rate left), same remedy (train longer or keep the rate up)."""
     lr, late, pl = m.lr, m.late, m.plateau
     if lr is None or not lr.decayed or lr.low_i is None:
         return None
-    froze = (pl is not None and pl["start"] >= lr.low_i and "overfitting" not in found)
-    if not (late.improving or froze):
+    gain_low = _gain_after(c, lr.low_i)
+    if not (late.improving or gain_low > late.tol) or ("overfitting" in found and not late.improving):
         return None
+    froze = pl is not None and not late.improving
     ev = {"lr_peak": rounded(lr.peak), "lr_final": rounded(lr.final), "final_fraction_of_peak": rounded(lr.final / lr.peak),
-          "low_lr_epoch": c.epoch_at(lr.low_i), "late_gain": rounded(late.gain), "noise": rounded(late.noise),
-          "noise_tolerance": rounded(late.tol), "best": c.best, "best_epoch": c.epoch_at(c.best_i),
-          "still_improving_at_end": late.improving, "stall_epoch": c.epoch_at(pl["start"]) if froze else None}
-    low = f"below {LOW_LR_FRACTION:.0%} of its peak {lr.peak:.2g} from epoch {c.epoch_at(lr.low_i)}"
-    if late.improving:
-        msg = (f"{c.metric} was still improving when the run ended ({_signed(c, late.gain)} over the last "
-               f"{c.window} epochs, noise tolerance {late.tol:.2g}) while the learning rate was {low}, ending at "
-               f"{lr.final:.2g}: the schedule ran out before the model did")
-        return Finding("schedule_ended", "lr", c.epoch_at(lr.low_i), ev, msg)
-    frac = lr.at_plateau_fraction
-    msg = (f"{c.metric} stopped improving at epoch {c.epoch_at(pl['start'])}, only after the learning rate "
-           f"had fallen to {100 * frac:.0f}% of its peak ({low}): the curve froze because the schedule ran out")
-    return Finding("schedule_ended", "lr", c.epoch_at(pl["start"]), ev, msg)
+          "low_lr_epoch": c.epoch_at(lr.low_i), "gain_after_low_lr": rounded(gain_low), "late_gain": rounded(late.gain),
+          "noise": rounded(late.noise), "noise_tolerance": rounded(late.tol), "best": c.best,
+          "best_epoch": c.epoch_at(c.best_i), "still_improving_at_end": late.improving,
+          "stall_epoch": c.epoch_at(pl["start"]) if froze else None}
+    low = (f"the learning rate was below {LOW_LR_FRACTION:.0%} of its peak {lr.peak:.2g} from epoch "
+           f"{c.epoch_at(lr.low_i)} (ending at {lr.final:.2g})")
+    gained = f"{c.metric} gained {_signed(c, gain_low)} after that (noise tolerance {late.tol:.2g})"
+    if froze:
+        msg = f"{low}; {gained} and froze only at epoch {c.epoch_at(pl['start'])}: the schedule ran out"
+        return Finding("schedule_ended", "lr", c.epoch_at(pl["start"]), ev, msg)
+    msg = f"{low}; {gained} and was still improving when the run ended: the schedule ran out before the model did"
+    return Finding("schedule_ended", "lr", c.epoch_at(lr.low_i), ev, msg)
+
+
+def _gain_after(c: Curve, row: int) -> float:
+    """How far the smoothed score rose (up = better) after ``row``."""
+    up = np.where(np.isfinite(c.y), c.up, np.nan)
+    ys = smooth(up, smoothing_rows(c.n))
+    return float(np.nanmax(ys[row:]) - ys[row]) if np.isfinite(ys[row:]).any() and np.isfinite(ys[row]) else 0.0
 
 
 def _signed(c: Curve, gain_up: float) -> str:

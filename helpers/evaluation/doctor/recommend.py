@@ -221,7 +221,7 @@ def _less_regularisation(a: _Advice) -> None:
 
 def _early_stopping(a: _Advice) -> None:
     es = a.diag.rules.get("early_stopping", {})
-    if es.get("verdict") == "too eager" and "schedule_ended" not in a.found:
+    if es.get("verdict") == "too eager" and not {"schedule_ended", "divergence"} & set(a.found):
         a.add("more_epochs", "C", {"epochs": int(math.ceil(a.base["epochs"] * 1.5))},
               f"early stopping too eager: {es['note']}")
     elif es.get("verdict") == "too lax":

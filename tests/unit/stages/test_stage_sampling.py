@@ -70,3 +70,10 @@ def test_tables_and_plots(tiny, gen):
         assert fig.axes
     panel = make_sampling_panel(pairs, sw, interactive=True)
     assert len(panel.children) == 2
+    sliders, (image, table) = panel.children[0].children, panel.children[1].children
+    first = image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and "139255.0000" not in table.value
+    sliders[0].value, sliders[1].value = 4.0, 2            # two quick changes: the picture is replaced each time
+    assert image.value[:8] == b"\x89PNG\r\n\x1a\n" and image.value != first
+    counts = [c for c in table.value.split("<td>")[1:]]
+    assert any(c.split("<")[0].replace(",", "").isdigit() for c in counts), "counts print as integers"
