@@ -29,11 +29,13 @@ smoke: venv
 test: venv
 	$(PY) -m pytest -q tests
 
+# Lab's root is the project (reports/ can be browsed too), opened on notebooks/; root needs --allow-root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 strip: venv
 	$(PY) -m helpers strip notebooks/*.ipynb
 
 clean-cache:
-	rm -rf .cache
+	rm -rf .cache   # built datasets and the index of cached notebook results

@@ -27,8 +27,8 @@ def divergence_finding(c: Curve, d: Divergence) -> Finding:
     ev = {**d.detail, "findings_use_epochs_up_to": c.epoch_at(d.keep - 1) if d.keep > 0 else None}
     e = c.epoch_at(d.row)
     if d.kind == "nonfinite":
-        msg = (f"{d.column} is NaN/Inf from epoch {e} on ({d.detail['nonfinite_rows']} of {c.n} rows); "
-               f"nothing after epoch {e} is judged")
+        msg = (f"{d.column} is NaN/Inf (or missing) from epoch {e} on ({d.detail['nonfinite_rows']} of {c.n} rows); "
+               f"nothing from epoch {e} on is judged")
     else:
         msg = (f"{d.column} fell to {d.detail['min_loss']:.4g} at epoch {e}, then exploded from epoch "
                f"{d.detail['exploded_epoch']} to {d.detail['end_loss']:.4g} (above its start "
@@ -40,7 +40,7 @@ def too_short_finding(c: Curve, min_epochs: int) -> Finding | None:
     if c.n >= min_epochs:
         return None
     return Finding("too_short", c.metric, c.epoch_at(c.n - 1), {"rows": c.n, "needed": min_epochs},
-                   f"only {c.n} epochs: at least {min_epochs} are needed to judge a trend")
+                   f"only {c.n} epoch{'s' if c.n != 1 else ''}: at least {min_epochs} are needed to judge a trend")
 
 
 def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:

@@ -143,7 +143,7 @@ def normalise_columns(df: pd.DataFrame, source: str = "history") -> pd.DataFrame
     n_rows = len(out)
     # Resumed runs repeat epochs: the last row of an epoch wins.
     out = out.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
-    out.attrs["duplicate_epochs"] = n_rows - len(out)
+    out.attrs["duplicate_epochs"] = int(df.attrs.get("duplicate_epochs", 0)) + n_rows - len(out)
     return out
 
 
@@ -246,7 +246,7 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
         return {}
     try:
         obj = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):   # a config we cannot read adds nothing
         return {}
     flat: dict[str, Any] = {}
 
