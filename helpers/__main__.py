@@ -8,7 +8,7 @@ import sys
 from helpers.core.errors import WorkbookError
 
 # `python -m helpers bench NAME ...` -> helpers.bench.NAME.bench_main(argv).
-BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed")}
+BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed", "rerun", "jobs")}
 
 
 def _positive_int(text: str) -> int:

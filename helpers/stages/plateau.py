@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,10 +13,12 @@ import torch
 
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
-from helpers.data.multiview import evaluate_ceiling, load_multiview_data, MultiViewData
-from helpers.evaluation.doctor import (describe_rules, diagnose_history, Diagnosis, evaluate_synthetic_set,
-                                       load_history, load_run_config, make_findings_table,
-                                       make_recommendations_table, make_synthetic_history)
+from helpers.core.paths import PROJ_ROOT
+from helpers.data.multiview import evaluate_ceiling, load_multiview_data, MultiViewData, MultiViewSplit
+from helpers.evaluation.doctor import (describe_learning_curve, describe_rules, diagnose_history,
+                                       diagnose_labelled_histories, Diagnosis, evaluate_labelled_histories,
+                                       evaluate_synthetic_set, LABELLED_KINDS, load_history, load_run_config,
+                                       make_findings_table, make_recommendations_table, make_synthetic_history)
 from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
 from helpers.training.loop import evaluate_model, train_model
@@ -24,7 +26,14 @@ from helpers.training.recipes import make_note004_train_config as make_train_con
 from helpers.training.tasks import RegressionTask
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["RUN_KEYS", "describe_followups", "describe_rules", "diagnose_histories", "diagnose_history", "evaluate_ceiling", "evaluate_synthetic_set", "find_histories", "load_multiview_data", "make_before_after_table", "make_findings_table", "make_note004_comparison", "make_recommendations_table", "make_train_config", "make_transformer3d", "plot_diagnosis", "plot_followups", "show_history_picker", "summarize_followups", "train_data_control", "train_followups", "train_transformer3d", "write_foreign_histories"]
+__all__ = ["RUN_KEYS", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
+           "diagnose_histories", "diagnose_history", "evaluate_ceiling", "evaluate_external_histories",
+           "evaluate_synthetic_set", "find_histories", "learning_curve_points", "load_multiview_data",
+           "make_before_after_table", "make_doctor_metrics", "make_findings_table", "make_learning_curve_table",
+           "make_note004_comparison", "make_recommendations_table", "make_train_config", "make_training_subset",
+           "make_transformer3d", "plot_diagnosis", "plot_followups", "plot_learning_curve", "show_history_picker",
+           "summarize_followups", "train_data_control", "train_followups", "train_learning_curve",
+           "train_transformer3d", "write_foreign_histories"]
 
 
 
@@ -56,8 +65,9 @@ class Run3D:
     seconds: float
     n_params: int
     out_dir: Path | None
-    role: str = "recommendation"     # baseline | recommendation | control
+    role: str = "recommendation"     # baseline | recommendation | control | probe
     note: str = ""
+    train_identities: int = 0        # identities in the training split this run saw
 
 
 def train_transformer3d(data: MultiViewData, params: Mapping[str, Any], name: str = "baseline",
@@ -91,7 +101,7 @@ def train_transformer3d(data: MultiViewData, params: Mapping[str, Any], name: st
     ratio = float((tail["val_loss"] / tail["train_loss"]).median())
     bi = int(hist["val_cos"].idxmax())
     return Run3D(name, p, hist, float(hist["val_cos"].max()), int(hist["epoch"][bi]), float(test["cos"]),
-                 ratio, len(hist), seconds, n_params, out, role, note)
+                 ratio, len(hist), seconds, n_params, out, role, note, int(len(np.unique(data.train.ids))))
 
 
 def make_followup_params(base: Mapping[str, Any], rec_params: Mapping[str, Any],
@@ -140,6 +150,51 @@ def train_data_control(data: MultiViewData, base: Mapping[str, Any], out_dir: st
                                num_threads, "control", f"{factor:.2g}× the training sequences, same flags")
 
 
+def make_training_subset(data: MultiViewData, fraction: float, seed: int = 0) -> MultiViewData:
+    """The same data with only ``fraction`` of the training identities (all their sequences; a seeded
+    choice), validation and test unchanged: one point of a learning curve."""
+    if not 0 < fraction <= 1:
+        raise WorkbookError(f"make_training_subset: fraction={fraction}; expected 0 < fraction <= 1")
+    ids = np.unique(data.train.ids)
+    keep = np.random.default_rng(seed).permutation(ids)[:max(1, int(round(fraction * len(ids))))]
+    m = np.isin(data.train.ids, keep)
+    t = data.train
+    sub = MultiViewSplit(t.frames[m], t.keypoints[m], t.target[m], t.ids[m])
+    return replace(data, train=sub, train_extra=None,
+                   source=data.source + f" (training subset: {len(keep)} of {len(ids)} identities)")
+
+
+def train_learning_curve(data: MultiViewData, base: Mapping[str, Any], out_dir: str | Path,
+                         fractions: Sequence[float] = (0.25, 0.5), device: str = "cpu", seed: int = 42,
+                         num_threads: int = 0) -> list[Run3D]:
+    """The learning-curve probe: the baseline's flags on ``fractions`` of the training identities, each in
+    ``out_dir/train_<fraction>/``. Evidence for or against "more data" before any follow-up runs."""
+    runs = []
+    for f in fractions:
+        name = f"train_{f:g}"
+        runs.append(train_transformer3d(make_training_subset(data, f, seed), base, name, Path(out_dir) / name,
+                                        device, seed, num_threads, "probe", f"{f:g}× the training identities"))
+    return runs
+
+
+def make_learning_curve_table(baseline: Run3D, probes: Sequence[Run3D], control: Run3D | None = None) -> pd.DataFrame:
+    """Best validation cosine by share of the training identities: the probes, the baseline (1×) and, when
+    given, the data control (measured after the diagnosis, so not part of the doctor's evidence)."""
+    rows = []
+    for r in [*probes, baseline, *([control] if control is not None else [])]:
+        rows.append({"fraction": r.train_identities / max(1, baseline.train_identities), "run": r.name,
+                     "role": "baseline" if r is baseline else r.role, "identities": r.train_identities,
+                     "best_val_cos": r.best_val_cos, "test_cos": r.test_cos, "epochs_run": r.epochs_run,
+                     "seconds": r.seconds, "used_by_doctor": r is not control})
+    return pd.DataFrame(rows).sort_values("fraction").reset_index(drop=True)
+
+
+def learning_curve_points(table: pd.DataFrame) -> dict[float, float]:
+    """{share of the training data: best validation cosine} of the runs the doctor may use."""
+    t = table[table["used_by_doctor"]]
+    return {float(f): float(s) for f, s in zip(t["fraction"], t["best_val_cos"])}
+
+
 def diagnose_runs(runs: Sequence[Run3D], ceiling: float | None) -> dict[str, Diagnosis]:
     """The curve doctor on each 3D run (its own flags as the config)."""
     return {r.name: diagnose_history(r.history, metric="val_cos", ceiling=ceiling, config=r.params)
@@ -170,7 +225,8 @@ def make_before_after_table(baseline: Run3D, followups: Sequence[Run3D], ceiling
 
 
 def summarize_followups(table: pd.DataFrame) -> dict[str, Any]:
-    """Headline numbers of the before/after table: the best follow-up and its change."""
+    """Headline numbers of the before/after table: the best follow-up and its change, the data control,
+    and which of all the changes run (recommendations and the control) helped most."""
     base = table.iloc[0]
     out = {"baseline_best_cos": float(base["best_val_cos"]), "baseline_test_cos": float(base["test_cos"]),
            "best_remedy": "none", "remedy_best_cos": None, "remedy_test_cos": None, "remedy_delta": None,
@@ -185,6 +241,14 @@ def summarize_followups(table: pd.DataFrame) -> dict[str, Any]:
                     "remedy_test_cos": float(best["test_cos"]),
                     "remedy_delta": float(best["best_val_cos"] - base["best_val_cos"]),
                     "remedy_beats_baseline": bool(best["best_val_cos"] > base["best_val_cos"])})
+    changes = table[table["role"] != "baseline"]
+    if len(changes):
+        top = changes.sort_values("best_val_cos", ascending=False).iloc[0]
+        gap = base.get("gap_to_ceiling")
+        out.update({"best_change": str(top["run"]), "best_change_role": str(top["role"]),
+                    "best_change_delta": float(top["delta_vs_baseline"]),
+                    "best_change_gap_closed": (float(top["delta_vs_baseline"] / gap)
+                                               if gap is not None and np.isfinite(gap) and gap > 0 else None)})
     return out
 
 
@@ -201,14 +265,36 @@ def describe_followups(head: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
+                        diagnosis: Diagnosis) -> str:
+    """The notebook's conclusion from the measured runs: which change helped most, by how much, next to
+    the ceiling, and where the doctor's first remedy and the data control landed."""
+    if head.get("best_change") is None:
+        return "no follow-up or control run: nothing to compare"
+    row = table.set_index("run").loc[head["best_change"]]
+    first = next((r.name for r in diagnosis.recommendations if r.name in set(table["run"])), None)
+    lines = [f"the change that helped most: {head['best_change']} ({head['best_change_role']}), val cos "
+             f"{head['best_change_delta']:+.4f} ({head['baseline_best_cos']:.4f} → {row['best_val_cos']:.4f})"
+             + (f", closing {100 * head['best_change_gap_closed']:.0f}% of the gap to the ceiling {ceiling:.4f}"
+                if head.get("best_change_gap_closed") is not None and ceiling is not None else "")]
+    if first is not None and first != head["best_change"]:
+        d = float(table.set_index("run").loc[first, "delta_vs_baseline"])
+        lines.append(f"the doctor's first runnable remedy, {first}: {d:+.4f}")
+    if head.get("control_delta") is not None and head["best_change"] != "control_more_data":
+        lines.append(f"more data (the control): {head['control_delta']:+.4f}")
+    return "; ".join(lines)
+
+
 def make_note004_comparison(diagnosis: Diagnosis, baseline: Run3D, ceiling: float | None) -> pd.DataFrame:
     """M4's observations next to what this baseline shows (the verdict is computed)."""
-    pl = diagnosis.finding("plateau")
+    pl, se = diagnosis.finding("plateau"), diagnosis.finding("schedule_ended")
     ratio = baseline.overfit_ratio
     rows = [
         {"quantity": "cosine similarity stalls at", "note_004": "0.74–0.75",
          "here": f"{pl.evidence['level']:.3f}" if pl else f"no plateau (best {baseline.best_val_cos:.3f})",
-         "verdict": ("stalls, at a different level (other data)" if pl else "does not stall")},
+         "verdict": ("stalls, at a different level (other data)" if pl else
+                     f"does not stall: still rising when the learning rate ran out (below a quarter of its peak "
+                     f"from epoch {se.evidence['low_lr_epoch']})" if se else "does not stall")},
         {"quantity": "stall begins after", "note_004": "~20 of 65 epochs",
          "here": f"epoch {pl.epoch} of {baseline.epochs_run}" if pl else "—",
          "verdict": "—" if not pl else f"{100 * (pl.epoch or 0) / max(1, baseline.epochs_run):.0f}% of the run "
@@ -238,14 +324,33 @@ def write_foreign_histories(folder: str | Path) -> dict[str, Path]:
     keras = pd.DataFrame({"epoch": over["epoch"] - 1, "acc": 1 - over["train_loss"] / 2,
                           "loss": over["train_loss"], "lr": over["lr"],
                           "val_acc": 1 - over["val_loss"] / 2, "val_loss": over["val_loss"]})
-    early = make_synthetic_history("lr_decayed_early", 60, seed=7)
+    early = make_synthetic_history("schedule_ended", 60, seed=7)
     timm = pd.DataFrame({"epoch": early["epoch"] - 1, "train_loss": early["train_loss"],
                          "eval_loss": early["val_loss"], "eval_top1": 100 * early["val_cos"],
                          "eval_top5": 100 * np.minimum(1, early["val_cos"] + 0.1), "lr": early["lr"]})
     out = {"keras_csvlogger.csv (generated overfitting curve)": folder / "keras_csvlogger.csv",
-           "timm_summary.csv (generated lr-decayed-early curve)": folder / "timm_summary.csv"}
+           "timm_summary.csv (generated schedule-ended curve)": folder / "timm_summary.csv"}
     atomic_write_text(out["keras_csvlogger.csv (generated overfitting curve)"], keras.to_csv(index=False))
-    atomic_write_text(out["timm_summary.csv (generated lr-decayed-early curve)"], timm.to_csv(index=False))
+    atomic_write_text(out["timm_summary.csv (generated schedule-ended curve)"], timm.to_csv(index=False))
+    return out
+
+
+def evaluate_external_histories(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The doctor on the hand-labelled public histories in ``folder`` (relative paths are under the
+    project root): one row per history, and precision/recall per kind with the counts behind them."""
+    folder = Path(folder)
+    folder = folder if folder.is_absolute() else PROJ_ROOT / folder
+    per_file = diagnose_labelled_histories(folder)
+    return per_file, evaluate_labelled_histories(folder, per_file)
+
+
+def make_doctor_metrics(per_kind: pd.DataFrame, per_file: pd.DataFrame) -> dict[str, Any]:
+    """doctor_precision_<kind> / doctor_recall_<kind> (None where undefined) and n_external_histories."""
+    out: dict[str, Any] = {"n_external_histories": int(len(per_file))}
+    for _, r in per_kind.iterrows():
+        if r["kind"] in LABELLED_KINDS:
+            for key in ("precision", "recall"):
+                out[f"doctor_{key}_{r['kind']}"] = None if pd.isna(r[key]) else float(r[key])
     return out
 
 
@@ -333,6 +438,11 @@ def _plot_lr_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis) -> None:
         pl = diagnosis.finding("plateau")
         if pl is not None:
             ax.axvline(pl.epoch, color="C3", ls="--", lw=1)
+        se = diagnosis.finding("schedule_ended")
+        if se is not None:
+            ax.axvline(se.evidence["low_lr_epoch"], color="C1", ls="--", lw=1,
+                       label=f"below 25% of peak from epoch {se.evidence['low_lr_epoch']}")
+            ax.legend(fontsize=7)
         wu = diagnosis.summary.get("warmup_epochs")
         if wu:
             ax.axvline(ep.iloc[min(int(wu), len(ep) - 1)], color="0.5", ls=":", lw=1, label="end of warm-up")
@@ -341,14 +451,14 @@ def _plot_lr_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis) -> None:
         ax.text(0.5, 0.5, "no learning-rate column", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
-    ax.set_title("learning rate (plateau start dashed)")
+    ax.set_title("learning rate (plateau start red, schedule running out orange)")
 
 
 def plot_diagnosis(history: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None = None,
                    ax: Sequence[Any] | None = None, title: str = ""):
     """Three panels: the judged metric (plateau start and level, ceiling, where ReduceLROnPlateau
     and EarlyStopping would act), train/val loss with their ratio, and the learning rate."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: plotting is only needed when a notebook draws
 
     h = load_history(history)
     if ax is None:
@@ -361,9 +471,33 @@ def plot_diagnosis(history: pd.DataFrame, diagnosis: Diagnosis, ceiling: float |
     return fig
 
 
+def plot_learning_curve(table: pd.DataFrame, ceiling: float | None = None, ax=None):
+    """Best validation cosine against training identities (log scale): the probes and the baseline the
+    doctor used, and the data control measured afterwards."""
+    import matplotlib.pyplot as plt  # deferred: plotting is only needed when a notebook draws
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = ax.figure
+    used = table[table["used_by_doctor"]]
+    ax.plot(used["identities"], used["best_val_cos"], "o-", color="C0", label="probes and baseline (doctor's evidence)")
+    ctrl = table[~table["used_by_doctor"]]
+    if len(ctrl):
+        ax.plot(ctrl["identities"], ctrl["best_val_cos"], "s", color="C3", label="data control (measured afterwards)")
+    if ceiling is not None and math.isfinite(ceiling):
+        ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training identities (log scale)")
+    ax.set_ylabel("best validation cosine")
+    ax.set_title("learning curve")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def plot_followups(runs: Sequence[Run3D], ceiling: float | None = None, ax=None):
     """Validation cosine of the baseline and the follow-up runs, overlaid, with the ceiling."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: plotting is only needed when a notebook draws
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -386,6 +520,7 @@ def show_history_picker(histories: Mapping[str, str | Path | pd.DataFrame], stat
     """In JupyterLab: a dropdown picking which history to diagnose (table + annotated curves).
     Under papermill (``static``) or without ipywidgets: the first history's diagnosis, displayed
     once. Returns the widget (or None)."""
+    # deferred: matplotlib and IPython are only needed inside a notebook
     import matplotlib.pyplot as plt
     from IPython.display import display
 
@@ -404,7 +539,7 @@ def show_history_picker(histories: Mapping[str, str | Path | pd.DataFrame], stat
         plt.close(fig)
 
     try:
-        import ipywidgets as widgets
+        import ipywidgets as widgets  # optional: only JupyterLab has it
     except ImportError:
         widgets = None
     if static or widgets is None:

@@ -9,7 +9,7 @@ from typing import Any
 from helpers.core import io, paths
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.workbook.params import check_plain
-from helpers.workbook.report import render_notebook_html
+from helpers.workbook.report import answer_first, render_notebook_html
 
 
 def _plain_python_translator():
@@ -121,14 +121,26 @@ def render_report(run_info: dict[str, Any], stem: str, nb_dir: Path, metrics: di
              "commit": (git.get("git_commit") or "n/a")[:10] + (" (dirty)" if git.get("git_dirty") else ""),
              "data": dataset.get("source") if isinstance(dataset, dict) else None, "error": entry.get("error")}
     try:
+        _answer_first_in_place(nb_dir / f"{stem}.ipynb")
         render_notebook_html(nb_dir / f"{stem}.ipynb", nb_dir / f"{stem}.html", facts, metrics, entry["parameters"])
         entry["html"] = f"{stem}/{stem}.html"
     except Exception as exc:  # noqa: BLE001 - a report that cannot render must not stop the run
         entry["html_error"] = f"{type(exc).__name__}: {exc}"
 
 
+def _answer_first_in_place(path: Path) -> None:
+    """The executed notebook opens with its answer too (the cell tagged ``answer`` moves up)."""
+    import nbformat  # deferred with papermill
+
+    nb = nbformat.read(str(path), as_version=4)
+    moved = answer_first(nb.cells)
+    if [id(c) for c in moved] != [id(c) for c in nb.cells]:
+        nb.cells = moved
+        io.atomic_write_text(path, nbformat.writes(nb))
+
+
 def clear_stale_outputs(nb_dir: Path) -> None:
     """Before a notebook runs again in its own folder (resume): its earlier failure record, metrics and
     report go, so they cannot pass for this run's; checkpoints stay, so training resumes from them."""
-    for name in ("failure.json", "metrics.json", "reads.json", "config.json"):
+    for name in ("failure.json", "metrics.json", "reads.json", "config.json", "answer.json"):
         (nb_dir / name).unlink(missing_ok=True)

@@ -65,6 +65,16 @@ class Context:
                            dataset=dataset, model=model, training=training, **extra)
         return io.atomic_write_json(self.path("config.json"), card)
 
+    def write_answer(self, answer: str, headline: dict[str, Any]):
+        """The notebook's answer: a few sentences computed from its results and its two or three most
+        important numbers. Written to answer.json (the run's index shows it) and displayed under
+        ``## Answer``; the report moves this cell (tagged ``answer``) to the top."""
+        from IPython.display import Markdown  # deferred: only a notebook (IPython) calls this
+
+        io.atomic_write_json(self.path("answer.json"), {"answer": answer, "headline": headline})
+        rows = "\n".join(f"- {k}: **{_fmt_headline(v)}**" for k, v in headline.items())
+        return Markdown(f"## Answer\n\n{answer}\n\n{rows}")
+
     def write_metrics(self, metrics: dict[str, Any]):
         """Write metrics.json (flattened) and return it as a one-column table for display."""
         import pandas as pd
@@ -75,6 +85,14 @@ class Context:
         io.atomic_write_json(self.path("reads.json"), paths.opened_upstream())
         return pd.DataFrame({"value": [io.jsonable(v) for v in flat.values()]},
                             index=pd.Index(list(flat), name="metric"))
+
+
+def _fmt_headline(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.4g}"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,7 +11,7 @@ from helpers.core import io, paths
 from helpers.core.errors import WorkbookError
 from helpers.core.runcard import git_facts, package_versions
 from helpers.workbook.execute import read_json_or_empty
-from helpers.workbook.report import index_html
+from helpers.workbook.report import index_html, read_answer
 
 # Notebook statuses: ran (executed now), reused (an earlier identical result), failed, interrupted, not run.
 FINISHED = ("ran", "reused", "ok")   # "ok" is what runs recorded before results were cached
@@ -30,8 +30,9 @@ def new_run_record(profile: str, run_dir: Path, started: datetime, jobs: list, t
 
 def save_record(run_dir: Path, run_info: dict[str, Any]) -> None:
     metrics = {s: read_json_or_empty(run_dir / s / "metrics.json") for s in run_info["notebooks"]}
+    answers = {s: read_answer(run_dir / s) for s in run_info["notebooks"]}
     io.atomic_write_json(run_dir / "run.json", run_info)
-    io.atomic_write_text(run_dir / "index.html", index_html(run_info, metrics))
+    io.atomic_write_text(run_dir / "index.html", index_html(run_info, metrics, answers=answers))
 
 
 def finish_record(run_dir: Path, run_info: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,26 @@ def toc_html(body: str) -> str:
     return f'<nav class="wb-toc"><details open><summary><b>Contents</b></summary><ul>{"".join(items)}</ul></details></nav>'
 
 
+def answer_first(cells: list) -> list:
+    """The cell tagged ``answer`` (it computes and shows the notebook's answer at the end of the
+    notebook) moves to just after the opening cell with the question, so the report opens with it."""
+    tagged = [i for i, c in enumerate(cells) if "answer" in c.get("metadata", {}).get("tags", [])]
+    if not tagged or not cells:
+        return cells
+    answer = cells[tagged[0]]
+    rest = [c for i, c in enumerate(cells) if i != tagged[0]]
+    return rest[:1] + [answer] + rest[1:]
+
+
+def read_answer(folder: Path) -> dict[str, Any]:
+    """``answer.json`` of a notebook's output folder ({} when it has none)."""
+    try:
+        answer = json.loads((Path(folder) / "answer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
 def render_notebook_html(ipynb: Path, html_path: Path, facts: dict[str, Any], metrics: dict[str, Any],
                          params: dict[str, Any]) -> Path:
     """Executed notebook -> self-contained HTML: code hidden, figures embedded, card and contents on top."""
@@ -87,6 +108,7 @@ def render_notebook_html(ipynb: Path, html_path: Path, facts: dict[str, Any], me
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(ipynb), as_version=4)
+    nb.cells = answer_first(nb.cells)
     # The parameter cells are replaced by the card's parameter table.
     nb.cells = [c for c in nb.cells
                 if not {"parameters", "injected-parameters"} & set(c.get("metadata", {}).get("tags", []))]
@@ -104,22 +126,32 @@ def render_notebook_html(ipynb: Path, html_path: Path, facts: dict[str, Any], me
     body = strip_remote(body)
     title = facts.get("notebook", ipynb.stem)
     body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(str(title))}</title>", body, count=1, flags=re.S)
-    insert = card_html(facts, metrics, params) + toc_html(body)
+    headline = read_answer(ipynb.parent).get("headline") or metrics
+    insert = card_html(facts, headline, params) + toc_html(body)
     m = re.search(r"<main[^>]*>", body) or re.search(r"<body[^>]*>", body)
     body = body[:m.end()] + insert + body[m.end():] if m else insert + body
     return atomic_write_text(html_path, body)
 
 
-def index_html(run: dict[str, Any], metrics: dict[str, dict[str, Any]], n_metrics: int = 6) -> str:
-    """The run's front page: one row per notebook with status, duration, headline metrics and links."""
+def _answer_cell(answer: dict[str, Any], metrics: dict[str, Any], n_metrics: int) -> str:
+    """The notebook's answer sentence and its chosen headline numbers (else its first metrics)."""
+    if answer.get("answer"):
+        shown = "".join(f"<li>{html.escape(k)}: <b>{_fmt(v)}</b></li>" for k, v in (answer.get("headline") or {}).items())
+        return f'<div class="answer">{html.escape(answer["answer"])}</div>' + (f"<ul>{shown}</ul>" if shown else "")
+    shown = "<br>".join(f"{html.escape(k)} = {_fmt(v)}" for k, v in list(metrics.items())[:n_metrics])
+    if len(metrics) > n_metrics:
+        shown += f"<br><i>… {len(metrics) - n_metrics} more in metrics.json</i>"
+    return shown
+
+
+def index_html(run: dict[str, Any], metrics: dict[str, dict[str, Any]], n_metrics: int = 6,
+               answers: dict[str, dict[str, Any]] | None = None) -> str:
+    """The run's front page: one row per notebook with status, duration, its answer and links."""
     rows = []
     for stem, nb in run["notebooks"].items():
         status = nb.get("status", "not run")
         dur = nb.get("duration_s")
-        m = metrics.get(stem, {})
-        shown = "<br>".join(f"{html.escape(k)} = {_fmt(v)}" for k, v in list(m.items())[:n_metrics])
-        if len(m) > n_metrics:
-            shown += f"<br><i>… {len(m) - n_metrics} more in metrics.json</i>"
+        shown = _answer_cell((answers or {}).get(stem, {}), metrics.get(stem, {}), n_metrics)
         links = []
         if nb.get("html"):
             links.append(f'<a href="{html.escape(nb["html"])}">report</a>')
@@ -136,12 +168,13 @@ def index_html(run: dict[str, Any], metrics: dict[str, dict[str, Any]], n_metric
 td,th{{border-bottom:1px solid #ddd;padding:6px 8px;text-align:left;vertical-align:top;font-size:.92em}}
 .ok{{color:#1a7f37;font-weight:600}}.failed{{color:#cf222e;font-weight:600}}.not-run{{color:#6e7781}}
 .running{{color:#9a6700}}.reused{{color:#1a7f37}}.ran{{color:#1a7f37;font-weight:600}}
-.interrupted{{color:#9a6700;font-weight:600}}.note{{color:#57606a;font-size:.85em}}</style></head><body>
+.interrupted{{color:#9a6700;font-weight:600}}.note{{color:#57606a;font-size:.85em}}
+.answer{{max-width:640px}}ul{{margin:4px 0;padding-left:18px}}</style></head><body>
 <h1>Workbook run {html.escape(run['run_id'])}</h1>
 <p>profile <b>{html.escape(run['profile'])}</b> · started {html.escape(run.get('started', ''))} ·
 finished {html.escape(str(run.get('finished') or '—'))} · status <b>{html.escape(run.get('status', ''))}</b> ·
 commit {html.escape(str(git.get('git_commit') or 'n/a')[:10])}{' (dirty)' if git.get('git_dirty') else ''}</p>
-<table><tr><th>notebook</th><th>status</th><th>duration</th><th>headline metrics</th><th>links</th></tr>
+<table><tr><th>notebook</th><th>status</th><th>duration</th><th>answer</th><th>links</th></tr>
 {''.join(rows)}</table>
 <p>Resolved parameters, versions and timings: <a href="run.json">run.json</a>.</p></body></html>
 """

@@ -253,7 +253,7 @@ class Measures:
 def measure_curve(c: Curve, ceiling: float | None, reduce_lr_first_cut_epoch: float | None) -> Measures:
     ceiling, implicit = _natural_ceiling(c, ceiling)
     late = _measure_late(c)
-    pl = find_plateau(c.y, c.gib, window=c.window, noise=late.noise)
+    pl = find_plateau(c.y, c.gib, window=c.window)
     ratio, swings, lr = _measure_loss_ratio(c), _measure_swings(c), _measure_lr(c, pl)
     warmup = _measure_warmup(c, lr) if lr is not None else None
     return Measures(ceiling, implicit, reduce_lr_first_cut_epoch, pl, ratio, swings, lr, warmup, late,

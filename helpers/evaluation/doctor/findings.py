@@ -97,15 +97,16 @@ def _ratio_evidence(c: Curve, r: LossRatio) -> dict[str, Any]:
 
 
 def schedule_ended_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
-    """The learning rate decayed to <= 25 % of its peak and the score still improved beyond its noise
-    after that: it still improves at the end, or froze only once the rate had run out (unless overfitting
-    explains a curve that no longer improves). This merges the former ``lr_decayed_early``: same cause
+    """The learning rate decayed to <= 25 % of its peak and the score still made new bests beyond its
+    noise after that: it still improves at the end, or froze only once the rate had run out (unless
+    overfitting explains a curve that no longer improves). This merges the former ``lr_decayed_early``: same cause
     (too little learning rate left), same remedy (train longer or keep the rate up)."""
     lr, late, pl = m.lr, m.late, m.plateau
     if lr is None or not lr.decayed or lr.low_i is None:
         return None
+    # Improving means new bests: a recovery from a dip after the rate fell is not the schedule's loss.
     gain_low = _gain_after(c, lr.low_i)
-    if not (late.improving or gain_low > late.tol) or ("overfitting" in found and not late.improving):
+    if gain_low <= late.tol or ("overfitting" in found and not late.improving):
         return None
     froze = pl is not None and not late.improving
     ev = {"lr_peak": rounded(lr.peak), "lr_final": rounded(lr.final), "final_fraction_of_peak": rounded(lr.final / lr.peak),
@@ -124,10 +125,13 @@ def schedule_ended_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> 
 
 
 def _gain_after(c: Curve, row: int) -> float:
-    """How far the smoothed score rose (up = better) after ``row``."""
+    """How far the smoothed score (up = better) rose above its best so far after ``row``: a recovery to
+    an earlier level is not an improvement."""
     up = np.where(np.isfinite(c.y), c.up, np.nan)
     ys = smooth(up, smoothing_rows(c.n))
-    return float(np.nanmax(ys[row:]) - ys[row]) if np.isfinite(ys[row:]).any() and np.isfinite(ys[row]) else 0.0
+    if not (np.isfinite(ys[row:]).any() and np.isfinite(ys[:row + 1]).any()):
+        return 0.0
+    return float(np.nanmax(ys[row:]) - np.nanmax(ys[:row + 1]))
 
 
 def _signed(c: Curve, gain_up: float) -> str:
@@ -142,7 +146,9 @@ def plateau_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding
     if pl is None or "schedule_ended" in found or "saturated_monitor" in found:
         return None
     frac = lr.at_plateau_fraction if lr is not None else None
-    if frac is not None and math.isfinite(frac) and frac <= LOW_LR_FRACTION:
+    # A stall that starts after the peak with the rate already low is the schedule's doing, not a
+    # plateau; during a warm-up the rate is low but rising, so that stall still counts.
+    if frac is not None and math.isfinite(frac) and frac <= LOW_LR_FRACTION and pl["start"] > lr.peak_i:
         return None
     ev = {"start_epoch": c.epoch_at(pl["start"]), "flagged_epoch": c.epoch_at(pl["flagged"]),
           "level": rounded(pl["level"]), "best": rounded(pl["best"]), "window_gain": rounded(pl["window_gain"]),

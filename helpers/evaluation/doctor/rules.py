@@ -119,11 +119,12 @@ def find_plateau(values: Sequence[float], greater_is_better: bool = True, window
                  noise: float | None = None) -> dict[str, Any] | None:
     """Where a curve stops improving beyond its own noise, judged by a trend test over a window.
 
-    The curve is oriented so that up is better and smoothed by a running median (`smooth`); sigma is its
-    epoch-to-epoch noise (`estimate_noise` unless given) and tol = `noise_tolerance`. Row t starts a
+    The curve is oriented so that up is better. For each
+    candidate row t, sigma is the noise of the rows from t on (`estimate_noise`; a curve is often much
+    noisier early than late) unless ``noise`` is given, and tol = `noise_tolerance`. Row t starts a
     plateau when
       (1) the least-squares trend over rows [t, t+window) gains less than tol, and
-      (2) the smoothed curve never again rises more than tol above its running best at t.
+      (2) its running mean over `window` rows never again rises more than tol above its best up to t.
     Returns None if no row qualifies (the curve is still improving); otherwise the start row, the
     row at which an online observer could flag it (start + window - 1), its level and the trend.
     """
@@ -133,13 +134,17 @@ def find_plateau(values: Sequence[float], greater_is_better: bool = True, window
     if ok.sum() < window + 2:
         return None
     idx, y = np.flatnonzero(ok), y[ok]
-    ys = smooth(y, smoothing_rows(len(y)))
-    run_best = np.maximum.accumulate(ys)
-    gain = float(run_best[-1] - ys[0])
-    sigma = estimate_noise(y) if noise is None else float(noise)
-    tol = noise_tolerance(sigma, smoothing_rows(len(y)), gain)
+    rows = smoothing_rows(len(y))
+    ys = smooth(y, rows)
+    gain = float(np.max(ys) - ys[0])
+    # (2) compares means over a window: the maximum of a long noisy tail sits well above its level, which
+    # would push the start of every plateau late by however long the tail is.
+    ym = pd.Series(y).rolling(window, center=True, min_periods=1).mean().to_numpy()
+    run_best = np.maximum.accumulate(ym)
     n, sign = len(y), (1.0 if greater_is_better else -1.0)
     for t in range(0, n - window + 1):
+        sigma = estimate_noise(y[t:]) if noise is None else float(noise)
+        tol = noise_tolerance(sigma, rows, gain)
         b, se = trend_slope(y[t:t + window])
         if b * (window - 1) >= tol or run_best[-1] - run_best[t] > tol:
             continue

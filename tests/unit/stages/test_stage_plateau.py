@@ -1,28 +1,51 @@
-"""The curve doctor (helpers.diagnose) and notebook 07's data, model and task (helpers.plateau)."""
+"""Notebook 07's stage module (helpers.stages.plateau): runs through the shared loop, the learning-curve
+probe fed to the doctor, the follow-ups and the control, the computed conclusion, the external scores."""
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from helpers.data.multiview import make_multiview_data
-from helpers.evaluation.doctor import diagnose_history, load_history, make_synthetic_history, NOTE004_BASELINE
-from helpers.stages.plateau import (diagnose_histories, make_before_after_table, make_followup_params,
-                                    plot_diagnosis, RUN_KEYS, summarize_followups, train_data_control,
-                                    train_followups, train_transformer3d, write_foreign_histories)
+from helpers.evaluation.doctor import diagnose_history, LABELLED_KINDS, load_history, make_synthetic_history, NOTE004_BASELINE
+from helpers.stages.plateau import (describe_conclusion, diagnose_histories, evaluate_external_histories,
+                                    learning_curve_points, make_before_after_table, make_doctor_metrics,
+                                    make_followup_params, make_learning_curve_table, make_note004_comparison,
+                                    make_training_subset, plot_diagnosis, plot_learning_curve, RUN_KEYS,
+                                    summarize_followups, train_data_control, train_followups, train_learning_curve,
+                                    train_transformer3d, write_foreign_histories)
 
+BASE = {"d_model": 16, "nhead": 2, "num_layers": 1, "dim_feedforward": 32, "dropout": 0.1, "mse_weight": 0.2,
+        "cosine_weight": 0.8, "lr": 3e-3, "warmup_epochs": 1, "warmup_lr": 1e-6, "epochs": 9,
+        "cosine_eta_min": 1e-5, "batch_size": 8, "weight_decay": 1e-4, "early_stopping_patience": 20,
+        "early_stopping_min_delta": 1e-4, "amp": False}
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    return make_multiview_data(n_identities=40, seqs_per_identity=1, frames=4, feat_dim=8, n_keypoints=4,
+                               seed=0, control_data_factor=1.5)
 
 
 # --------------------------------------------------------------------- other loggers, the CLI
 def test_keras_and_timm_spellings(tmp_path):
     paths = write_foreign_histories(tmp_path)
     table, diags = diagnose_histories(paths)
-    assert list(table["label"]) == ["overfitting", "lr_decayed_early"]
+    assert list(table["label"]) == ["overfitting", "schedule_ended"]
     assert list(table["metric"]) == ["val_accuracy", "val_top1"]
     keras = load_history(next(iter(paths.values())))
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"} <= set(keras.columns)
+
+
+def test_diagnose_histories_reports_unreadable_files(tmp_path):
+    (tmp_path / "bad.csv").write_text("")
+    table, diags = diagnose_histories({"bad": tmp_path / "bad.csv"})
+    assert table["label"].tolist() == ["unreadable"] and "the file is empty" in table["finding"].iloc[0]
 
 
 def test_followup_params_apply_and_round():
@@ -32,39 +55,101 @@ def test_followup_params_apply_and_round():
     assert p["epochs"] == 50 and base["d_model"] == 512
 
 
-def test_train_and_follow_up_through_the_shared_loop(tmp_path):
-    torch.set_num_threads(1)
-    data = make_multiview_data(n_identities=40, seqs_per_identity=1, frames=4, feat_dim=8, n_keypoints=4,
-                                  seed=0, control_data_factor=1.5)
-    base = {"d_model": 16, "nhead": 2, "num_layers": 1, "dim_feedforward": 32, "dropout": 0.1, "mse_weight": 0.2,
-            "cosine_weight": 0.8, "lr": 3e-3, "warmup_epochs": 1, "warmup_lr": 1e-6, "epochs": 9,
-            "cosine_eta_min": 1e-5, "batch_size": 8, "weight_decay": 1e-4, "early_stopping_patience": 20,
-            "early_stopping_min_delta": 1e-4, "amp": False}
-    run = train_transformer3d(data, base, "baseline", tmp_path / "baseline", seed=0)
+# ------------------------------------------------------------------------- the learning curve
+def test_training_subset_keeps_whole_identities_and_the_held_out_splits(data):
+    half = make_training_subset(data, 0.5, seed=3)
+    ids, all_ids = np.unique(half.train.ids), np.unique(data.train.ids)
+    assert len(ids) == round(0.5 * len(all_ids)) and set(ids) <= set(all_ids)
+    assert half.val is data.val and half.test is data.test and half.train_extra is None
+    assert np.array_equal(np.unique(make_training_subset(data, 0.5, seed=3).train.ids), ids)   # seeded
+    with pytest.raises(ValueError, match="fraction"):
+        make_training_subset(data, 1.5)
+
+
+def test_learning_curve_table_and_points():
+    run = lambda name, ids, best, role="probe": type("R", (), dict(  # noqa: E731
+        name=name, train_identities=ids, best_val_cos=best, test_cos=best - 0.01, epochs_run=5, seconds=1.0,
+        role=role))()
+    base = run("baseline", 40, 0.75, "baseline")
+    t = make_learning_curve_table(base, [run("train_0.5", 20, 0.70), run("train_0.25", 10, 0.62)],
+                                  run("control_more_data", 80, 0.78, "control"))
+    assert list(t["fraction"]) == [0.25, 0.5, 1.0, 2.0] and list(t["used_by_doctor"]) == [True, True, True, False]
+    assert learning_curve_points(t) == {0.25: 0.62, 0.5: 0.70, 1.0: 0.75}
+
+
+def test_train_probe_diagnose_follow_up_and_conclude(tmp_path, data):
+    run = train_transformer3d(data, BASE, "baseline", tmp_path / "baseline", seed=0)
     assert (tmp_path / "baseline" / "history.json").is_file() and (tmp_path / "baseline" / "config.json").is_file()
     assert run.epochs_run == 9 and -1 <= run.best_val_cos <= 1 and math.isfinite(run.overfit_ratio)
-    # warm-up from warmup_lr is linear, then cosine down to eta_min
+    assert run.train_identities == len(np.unique(data.train.ids))
     assert run.history["lr"].iloc[-1] == pytest.approx(1e-5, rel=1e-3)
-    diag = diagnose_history(run.history, metric="val_cos", ceiling=data.ceiling_cos, config=base)
-    runs = train_followups(data, base, diag, 1, tmp_path / "followups", seed=0, max_epochs=9) \
-        if diag.recommendations else []
-    control = train_data_control(data, base, tmp_path / "followups", seed=0)
+    probes = train_learning_curve(data, {**BASE, "epochs": 3}, tmp_path / "lc", (0.5,), seed=0)
+    assert [p.role for p in probes] == ["probe"] and (tmp_path / "lc" / "train_0.5" / "history.json").is_file()
+    lc = make_learning_curve_table(run, probes)
+    diag = diagnose_history(run.history, metric="val_cos", ceiling=data.ceiling_cos, config=BASE,
+                            learning_curve=learning_curve_points(lc))
+    assert diag.summary["learning_curve"]["fractions"] == [0.5, 1.0]
+    runs = train_followups(data, BASE, diag, 1, tmp_path / "followups", seed=0, max_epochs=3)
+    assert all(r.name != "more_data" for r in runs)            # not a flag change: the control measures it
+    control = train_data_control(data, {**BASE, "epochs": 3}, tmp_path / "followups", seed=0)
     table = make_before_after_table(run, runs + [control], data.ceiling_cos)
     assert list(table["role"])[0] == "baseline" and list(table["role"])[-1] == "control"
-    assert (tmp_path / "followups" / "control_more_data" / "config.json").is_file()
     head = summarize_followups(table)
     assert head["control_best_cos"] == pytest.approx(control.best_val_cos)
+    changes = table[table["role"] != "baseline"]
+    assert head["best_change_delta"] == pytest.approx(changes["delta_vs_baseline"].max())
+    text = describe_conclusion(head, table, data.ceiling_cos, diag)
+    assert text.startswith(f"the change that helped most: {head['best_change']}") and "gap to the ceiling" in text
     for r in runs:
         cfg = json.loads((tmp_path / "followups" / r.name / "config.json").read_text())
         assert cfg["role"] == "recommendation" and cfg["params"] == r.params
+
+
+def test_summary_and_conclusion_pick_the_largest_gain():
+    table = pd.DataFrame({"run": ["baseline", "longer_schedule", "loss_weights", "control_more_data"],
+                          "role": ["baseline", "recommendation", "recommendation", "control"],
+                          "best_val_cos": [0.80, 0.81, 0.8002, 0.84], "test_cos": [0.79, 0.80, 0.79, 0.83],
+                          "delta_vs_baseline": [0.0, 0.01, 0.0002, 0.04], "gap_to_ceiling": [0.12, 0.11, 0.12, 0.08]})
+    head = summarize_followups(table)
+    assert head["best_remedy"] == "longer_schedule" and head["best_change"] == "control_more_data"
+    assert head["best_change_gap_closed"] == pytest.approx(0.04 / 0.12)
+    diag = diagnose_history(make_synthetic_history("schedule_ended"))
+    text = describe_conclusion(head, table, 0.92, diag)
+    assert "control_more_data (control), val cos +0.0400 (0.8000 → 0.8400), closing 33%" in text
+    assert "the doctor's first runnable remedy, longer_schedule: +0.0100" in text
+
+
+def test_note004_comparison_says_when_the_schedule_ran_out():
+    h = make_synthetic_history("schedule_ended")
+    diag = diagnose_history(h)
+    run = type("R", (), dict(best_val_cos=float(h["val_cos"].max()), epochs_run=len(h), overfit_ratio=1.3))()
+    t = make_note004_comparison(diag, run, 0.92)
+    assert t["verdict"].iloc[0].startswith("does not stall: still rising when the learning rate ran out")
+
+
+# ------------------------------------------------------------------------- the external set
+def test_external_scores_and_their_metrics():
+    per_file, per_kind = evaluate_external_histories("tests/fixtures/histories")
+    m = make_doctor_metrics(per_kind, per_file)
+    assert m["n_external_histories"] == len(per_file) >= 20
+    for kind in LABELLED_KINDS:
+        for key in ("precision", "recall"):
+            v = m[f"doctor_{key}_{kind}"]
+            assert v is None or 0 <= v <= 1
+    assert json.dumps(m)        # no NaN: None where a rate is undefined
 
 
 def test_plots_return_figures():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    h = make_synthetic_history("plateau")
+    h = make_synthetic_history("schedule_ended")
     d = diagnose_history(h, ceiling=0.9)
     fig = plot_diagnosis(h, d, 0.9)
     assert len(fig.axes) >= 3
+    plt.close(fig)
+    t = pd.DataFrame({"identities": [10, 20, 40, 80], "best_val_cos": [0.6, 0.7, 0.75, 0.78],
+                      "used_by_doctor": [True, True, True, False]})
+    fig = plot_learning_curve(t, 0.9)
+    assert fig.axes[0].get_xscale() == "log"
     plt.close(fig)

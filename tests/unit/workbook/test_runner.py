@@ -99,3 +99,23 @@ def test_cli_check_reports_a_clear_error():
                           cwd=paths.PROJ_ROOT)
     assert proc.returncode == 2
     assert "unknown parameter 'pos_rat'" in proc.stderr and "did you mean 'pos_rate'" in proc.stderr
+
+
+def test_a_report_opens_with_its_answer_and_the_index_shows_it(workbook):
+    nb = nbformat.read(str(workbook / "notebooks" / "00_first.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("## A later section"))
+    answer = nbformat.v4.new_code_cell(
+        "import json, pathlib\n"
+        "pathlib.Path(out_dir, 'answer.json').write_text(json.dumps({'answer': 'x is three.', 'headline': {'x': x}}))\n"
+        "from IPython.display import Markdown\nMarkdown('## Answer\\n\\nx is three.')")
+    answer.metadata["tags"] = ["answer"]
+    nb.cells.append(answer)
+    nbformat.write(nb, str(workbook / "notebooks" / "00_first.ipynb"))
+    assert runner.run("smoke", only=["00"], out=workbook / "run") == 0
+    html = (workbook / "run" / "00_first" / "00_first.html").read_text()
+    body = html[html.index("</nav>"):] if "</nav>" in html else html
+    assert body.index("x is three.") < body.index("A later section")
+    executed = nbformat.read(str(workbook / "run" / "00_first" / "00_first.ipynb"), as_version=4)
+    assert "answer" in executed.cells[1].metadata.get("tags", [])
+    index = (workbook / "run" / "index.html").read_text()
+    assert "x is three." in index and "<b>3</b>" in index
