@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("name", choices=sorted(BENCHES))
     g = sub.add_parser("diagnose", help="diagnose a training history (history.json or CSV)", add_help=False)
     g.add_argument("rest", nargs=argparse.REMAINDER)
+    f = sub.add_parser("figures", help="the README's measured figures from a run folder", add_help=False)
+    f.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
     if argv[:1] == ["diagnose"]:
         return importlib.import_module("helpers.workbook.diagnose_cli").diagnose_main(argv[1:])
+    if argv[:1] == ["figures"]:
+        return importlib.import_module("helpers.workbook.figures").figures_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _command(args)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -77,7 +78,7 @@ def make_resolution_info(model, img_size: int) -> dict[str, Any]:
     (224 px); below it, its token grid shrinks (ViT-16 at 64 px: 4 x 4 = 16 tokens instead of
     14 x 14), so it is handicapped at this size. A convolutional backbone runs at any size; its
     last feature map shrinks with the input. Returns native_px, resolution_handicap (fixed-size
-    and below native), resolution (a short label) and resolution_note (one clause per member).
+    and below native), resolution (a short label) and resolution_note (one clause per member, joined by " | ").
     """
     members = list(getattr(model, "members", [model]))
     notes, native, handicap = [], [], False
@@ -104,16 +105,19 @@ def make_resolution_info(model, img_size: int) -> dict[str, Any]:
     short = (f"HANDICAPPED: fixed-size, built for {px} px, run at {img_size} px" if handicap else
              f"size-agnostic, built for {px} px, run at {img_size} px" if img_size < px else "native size")
     return {"native_px": px, "resolution_handicap": handicap, "resolution": short,
-            "resolution_note": "; ".join(notes)}
+            "resolution_note": " | ".join(notes)}
 
 
 def _evaluate_split_scores(model, task: MultiTask, x, y, prefix: str, device: str, batch: int,
                            n_boot: int, seed: int) -> dict[str, Any]:
-    """Loss, `task.metrics` and a bootstrap interval of ``combined`` over the split's images, keys prefixed."""
+    """Loss, `task.metrics` and 95% bootstrap intervals over the split's images of ``combined``
+    and of each task's normalised score (``<task>_norm_ci_low/high``), keys prefixed."""
     res = evaluate_model(model, task, (x, y), device, batch)
     pred = predict(model, task, (x,), device, batch)
-    boot = task.bootstrap_combined(pred, y, n_boot, seed) if n_boot else np.array([np.nan])
-    res["combined_ci_low"], res["combined_ci_high"] = (float(v) for v in np.quantile(boot, [0.025, 0.975]))
+    boot = task.bootstrap_scores(pred, y, n_boot, seed) if n_boot else {}
+    for name in [f"{t.name}_norm" for t in task.specs] + ["combined"]:
+        lo, hi = np.quantile(boot[name], [0.025, 0.975]) if name in boot else (np.nan, np.nan)
+        res[f"{name}_ci_low"], res[f"{name}_ci_high"] = float(lo), float(hi)
     return {f"{prefix}_{k}": v for k, v in res.items()}
 
 
@@ -371,7 +375,8 @@ def _metric_value(v):
 
 def make_metrics(table, summary: dict, seed_summary: dict | None = None,
                  tasks: Sequence[TaskSpec] = (), chance: dict | None = None) -> dict:
-    """metrics.json: per model the `_MODEL_METRICS` columns and its validation score per task;
+    """metrics.json: per model the `_MODEL_METRICS` columns, its validation score per task (raw and
+    normalised, ``<task>_norm``) and ``n_tasks_at_chance``;
     the named winners (`summarize_comparison`), the seed summary (`summarize_seeds`) and the
     validation chance level of each task's score."""
     out: dict[str, Any] = {}
@@ -379,6 +384,10 @@ def make_metrics(table, summary: dict, seed_summary: dict | None = None,
     for _, r in table.iterrows():
         row = {c: _metric_value(r.get(c)) for c in _MODEL_METRICS if c in r}
         row.update({c[4:]: _metric_value(r.get(c)) for c in scores if c in r})
+        row.update({f"{t.name}_norm": _metric_value(r.get(f"val_{t.name}_norm")) for t in tasks
+                    if f"val_{t.name}_norm" in r})
+        if "tasks_at_chance" in r:
+            row["n_tasks_at_chance"] = len([t for t in str(r["tasks_at_chance"] or "").split(", ") if t])
         if row.get("batch") is not None:
             row["batch"] = int(row["batch"])
         out[metric_key(str(r["model"]))] = row
@@ -399,7 +408,8 @@ def make_comparison_table(bench: Sequence[dict], finetune: Sequence[dict], seed_
     ``combined_mean``/``_sd``/``seed_ci_low/high``: over the seeds of a re-trained model (else the
     screening run). ``above_chance``: every interval the model has lies above 0. Only those
     models get ``combined_x_samples_per_s`` (combined_mean × benchmark training samples/s) and a
-    ``per_s_rank``; the others are not ranked.
+    ``per_s_rank``; the others are not ranked. ``tasks_at_chance``: tasks whose own normalised
+    score's interval reaches 0 although the model may be above chance overall.
     """
     import pandas as pd
 
@@ -412,13 +422,26 @@ def make_comparison_table(bench: Sequence[dict], finetune: Sequence[dict], seed_
                                                               "val_combined_ci_low": "combined_ci_low",
                                                               "val_combined_ci_high": "combined_ci_high"})
     df["combined_chance_normalised"] = df["combined"]
+    df["tasks_at_chance"] = [", ".join(t for t, *_ in _tasks_at_chance(r)) for _, r in df.iterrows()]
     df = _add_seed_columns(df, seed_table)
     first = ["model", "params_m", "val_loss", "combined", "combined_ci_low", "combined_ci_high", "n_seeds",
              "combined_mean", "combined_sd", "seed_ci_low", "seed_ci_high", "above_chance", "test_combined",
-             "train_samples_per_s", "infer_samples_per_s", "combined_x_samples_per_s", "per_s_rank", "peak_mem_mb",
-             "batch", "pretrained", "resolution"]
+             "tasks_at_chance", "train_samples_per_s", "infer_samples_per_s", "combined_x_samples_per_s",
+             "per_s_rank", "peak_mem_mb", "batch", "pretrained", "resolution"]
     cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
     return df[cols].sort_values("val_loss", kind="stable").reset_index(drop=True)
+
+
+def _tasks_at_chance(row) -> list[tuple[str, float, float, float]]:
+    """(task, normalised score, interval) of each task whose validation interval (screening run)
+    reaches 0: a model can beat chance overall while one task is still at chance."""
+    out = []
+    for col in row.index:
+        m = re.fullmatch(r"val_(.+)_norm_ci_low", str(col))
+        if m and row[col] is not None and row[col] <= 0:
+            t = m.group(1)
+            out.append((t, float(row[f"val_{t}_norm"]), float(row[col]), float(row[f"val_{t}_norm_ci_high"])))
+    return out
 
 
 def _add_seed_columns(df, seed_table):
@@ -497,6 +520,12 @@ def describe_chance(table) -> str:
         text += " At chance (the interval includes 0), so not ranked: " + ", ".join(f"{m} {cell[m]}" for m in at) + "."
     if below:
         text += " Below chance (the whole interval under 0), not ranked: " + ", ".join(f"{m} {cell[m]}" for m in below) + "."
+    weak = [(str(r["model"]), _tasks_at_chance(r)) for _, r in table.iterrows()]
+    weak = [f"{m} ({'; '.join(f'{t} {v:.3f} {_interval_text(lo_, hi_)}' for t, v, lo_, hi_ in ts)})"
+            for m, ts in weak if ts]
+    if weak:
+        text += (" Still at chance on a task (that task's normalised score and interval, screening run): "
+                 + ", ".join(weak) + ".")
     return text
 
 
@@ -507,7 +536,9 @@ def describe_per_s_ranking(table) -> str:
     text = ("Chance-normalised validation combined (mean over its seeds) × benchmark training samples/s, "
             "above-chance models only: "
             + ("; ".join(f"{i + 1}. {r['model']} {r['combined_x_samples_per_s']:.2f} ({r['combined_mean']:.3f} × "
-                         f"{r['train_samples_per_s']:.1f}/s)" for i, (_, r) in enumerate(ranked.iterrows()))
+                         f"{r['train_samples_per_s']:.1f}/s"
+                         + (f"; at chance on {r['tasks_at_chance']}" if r.get("tasks_at_chance") else "") + ")"
+                         for i, (_, r) in enumerate(ranked.iterrows()))
                if len(ranked) else "no model is above chance, so none is ranked") + ".")
     if left:
         text += " Not ranked (interval includes or lies below chance): " + ", ".join(left) + "."
@@ -538,7 +569,7 @@ def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
 def describe_resolution(results: Sequence[dict]) -> str:
     """What the chosen image size does to each backbone (one line each; handicapped ones flagged)."""
     # One line per backbone: an ensemble's note repeats its members' clauses.
-    notes = dict.fromkeys(c for r in results if r.get("resolution_note") for c in r["resolution_note"].split("; "))
+    notes = dict.fromkeys(c for r in results if r.get("resolution_note") for c in r["resolution_note"].split(" | "))
     hand = sorted({r["model"] for r in results if r.get("resolution_handicap")})
     tail = (f"\nHandicapped at this size: {', '.join(hand)}; their scores say how they do at this size, not how "
             "they would rank at their native size." if hand else "")
@@ -681,7 +712,8 @@ def _interval_bounds(t) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pareto_label(r) -> str:
-    return str(r["model"]) + (" (handicapped: fixed-size at this px)" if r.get("resolution_handicap") is True else "")
+    handicapped = r.get("resolution_handicap") is True or r.get("resolution_handicap") is np.True_
+    return str(r["model"]) + ("\n(fixed-size: handicapped at this size)" if handicapped else "")
 
 
 def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "train_samples_per_s"):
@@ -689,7 +721,7 @@ def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "trai
     (log x), marker area ~ params; the chance line at 0; hollow markers = not above chance; the
     Pareto front is joined among the above-chance models only."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.4))
     t = table.dropna(subset=[score, speed]).reset_index(drop=True)
@@ -702,8 +734,9 @@ def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "trai
     colours = np.where(front, "tab:red", "tab:blue")
     sizes = 30 + 6 * t["params_m"].fillna(1).to_numpy()
     ax.scatter(t[speed][above], y[above], s=sizes[above], c=colours[above], alpha=0.7, edgecolor="k")
-    ax.scatter(t[speed][~above], y[~above], s=sizes[~above], facecolors="none", edgecolors="k",
-               label="interval includes chance: not ranked")
+    if (~above).any():
+        ax.scatter(t[speed][~above], y[~above], s=sizes[~above], facecolors="none", edgecolors="k",
+                   label="interval includes chance: not ranked")
     for _, r in t.iterrows():
         ax.annotate(_pareto_label(r), (r[speed], r[score]), textcoords="offset points", xytext=(5, 4), fontsize=7)
     f = t[front].sort_values(speed)
@@ -712,9 +745,10 @@ def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "trai
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    span = t[speed].max() / max(t[speed].min(), 1e-12) if len(t) else 1.0
+    ax.xaxis.set_minor_formatter(plain if span < 10 else NullFormatter())   # label minor ticks within a decade only
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.margins(x=0.25, y=0.1)
+    ax.margins(x=0.3, y=0.1)
     ax.set_xlabel("training samples/s (benchmark on random inputs, full AdamW step; log scale)")
     ax.set_ylabel("validation combined, chance-normalised")
     ax.set_title("validation score (95% interval) vs training throughput; marker area ~ params", fontsize=10)

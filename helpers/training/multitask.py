@@ -109,15 +109,17 @@ class MultiTask:
         res["combined"] = float(np.mean([res[f"{t.name}_norm"] for t in self.specs]))
         return res
 
-    def bootstrap_combined(self, pred, target, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-        """`combined` on `n_boot` resamples of the rows (drawn with replacement, the same rows for
-        every task), chance recomputed on each resample: [n_boot]. Vectorised over resamples."""
+    def bootstrap_scores(self, pred, target, n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+        """Each task's normalised score (``<task>_norm``) and ``combined`` on `n_boot` resamples of
+        the rows (drawn with replacement, the same rows for every task), chance recomputed on each
+        resample: arrays [n_boot]. Vectorised over resamples."""
         pred = torch.as_tensor(pred).float()
         target = torch.as_tensor(target).float()
         n = target.shape[0]
         counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)   # [B, N]
         parts = self._scores(pred, target, torch.from_numpy(counts).double())
-        return torch.stack([parts[f"{t.name}_norm"] for t in self.specs], 1).mean(1).numpy()
+        norms = {f"{t.name}_norm": parts[f"{t.name}_norm"].numpy() for t in self.specs}
+        return {**norms, "combined": np.mean(list(norms.values()), axis=0)}
 
     def _scores(self, pred: torch.Tensor, target: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every task's score, chance and normalised score under row weights w [B, N] -> [B] each."""

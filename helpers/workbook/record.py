@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from helpers.core import io, paths
 from helpers.core.errors import WorkbookError
 from helpers.core.runcard import git_facts, package_versions
+from helpers.workbook.cache import device_kind
 from helpers.workbook.execute import read_json_or_empty
 from helpers.workbook.report import index_html, read_answer
 
@@ -22,10 +24,21 @@ def new_run_record(profile: str, run_dir: Path, started: datetime, jobs: list, t
     return {
         "run_id": run_dir.name, "profile": profile, "run_dir": str(run_dir),
         "started": started.isoformat(timespec="seconds"), "finished": None, "status": "running",
-        "threads": threads, "git": git_facts(), "packages": package_versions(), "command": sys.argv,
+        "threads": threads, "machine": machine_facts(), "git": git_facts(), "packages": package_versions(),
+        "command": sys.argv,
         "notebooks": {j.stem: {"status": "not run", "parameters": j.resolved, "overrides": j.overrides,
                                "key": j.key.key, "plan": j.describe()} for j in jobs},
     }
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the run's timings and numbers depend on: device kind, cores, memory."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        memory_gb = round(pages * size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        memory_gb = None
+    return {"device": device_kind(), "cores": os.cpu_count(), "memory_gb": memory_gb, "os": platform.platform()}
 
 
 def save_record(run_dir: Path, run_info: dict[str, Any]) -> None:

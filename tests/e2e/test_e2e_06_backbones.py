@@ -18,7 +18,7 @@ NAMES = {"resnet18", "convnext_atto", "resnet18+convnext_atto"}
 KEYS = ("params_m", "train_samples_per_s", "infer_samples_per_s", "peak_mem_mb", "val_loss", "combined",
         "combined_chance_normalised", "combined_ci_low", "combined_ci_high", "n_seeds", "combined_mean",
         "above_chance", "combined_x_samples_per_s", "test_combined", "batch", "resolution_handicap",
-        "digit_macro_f1", "ink_r2", "slant_r2")
+        "n_tasks_at_chance", "digit_macro_f1", "ink_r2", "slant_r2", "digit_norm", "ink_norm", "slant_norm")
 
 
 def key(name: str) -> str:
@@ -45,6 +45,13 @@ def test_every_backbone_has_its_numbers(metrics):
         assert metrics[f"{model}.combined"] == metrics[f"{model}.combined_chance_normalised"]
         assert metrics[f"{model}.combined_ci_low"] <= metrics[f"{model}.combined_ci_high"]
         assert metrics[f"{model}.resolution_handicap"] is False, "CNNs run at any size"
+        # combined is the mean of the chance-normalised task scores; R² is its own normalised score.
+        norms = [metrics[f"{model}.{t}_norm"] for t in ("digit", "ink", "slant")]
+        assert metrics[f"{model}.combined"] == pytest.approx(sum(norms) / 3, abs=1e-9)
+        assert metrics[f"{model}.ink_norm"] == pytest.approx(metrics[f"{model}.ink_r2"])
+        chance = metrics["chance.digit_macro_f1"]
+        assert metrics[f"{model}.digit_norm"] == pytest.approx(
+            (metrics[f"{model}.digit_macro_f1"] - chance) / (1 - chance), abs=1e-9)
 
 
 def test_ensemble_is_the_sum_of_its_members(metrics):

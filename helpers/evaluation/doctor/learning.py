@@ -52,7 +52,7 @@ def evaluate_learning_curve(learning_curve, greater_is_better: bool = True, nois
 
 def describe_learning_curve(lc: Mapping[str, Any]) -> str:
     """One sentence: the scores by share of the data and whether more data is expected to help."""
-    parts = ", ".join(f"{f:g}× → {s:.4g}" for f, s in zip(lc["fractions"], lc["scores"]))
+    parts = ", ".join(f"{f:.3g}× → {s:.4g}" for f, s in zip(lc["fractions"], lc["scores"]))
     verdict = (f"still rising with data (last step {lc['gain_last_step']:+.3g}, beyond the noise tolerance "
                f"{lc['noise_tolerance']:.2g}); doubling the data is projected to add about "
                f"{lc['projected_gain_of_doubling']:+.3g}" if lc["rises"] else

@@ -63,10 +63,12 @@ def _rows():
               "train_step_ms": 40.0, "peak_mem_mb": 1000.0, "mem_kind": "cpu_peak_rss", "batch": 8, "gmacs": None,
               "oom_batches": []}]
     common = {"pretrained": False, "native_px": 224}
+    norm = lambda v, lo, hi: {"val_digit_norm": v, "val_digit_norm_ci_low": lo, "val_digit_norm_ci_high": hi}  # noqa: E731
     ft = [_run("convnext_tiny", 0, 0.7, params_m=27.83, backbone_params_m=27.82, num_features=768, val_loss=1.0,
-               val_digit_macro_f1=0.8, resolution_handicap=False, **common),
+               val_digit_macro_f1=0.8, resolution_handicap=False, **norm(0.78, 0.7, 0.85), **common),
+          # Above chance overall, but still at chance on the digit task: flagged, though ranked.
           _run("resnet18", 0, 0.5, params_m=11.19, backbone_params_m=11.18, num_features=512, val_loss=1.5,
-               val_digit_macro_f1=0.6, resolution_handicap=False, **common),
+               val_digit_macro_f1=0.11, resolution_handicap=False, **norm(0.01, -0.02, 0.04), **common),
           # At chance: its interval includes 0, so it must not be ranked however fast it is.
           _run("vit_tiny_patch16_224", 0, 0.02, ci=(-0.03, 0.07), params_m=5.5, backbone_params_m=5.49,
                num_features=192, val_loss=3.9, val_digit_macro_f1=0.08, resolution_handicap=True, **common),
@@ -189,9 +191,12 @@ def test_comparison_ranks_per_second_only_above_chance():
     s = summarize_comparison(comp)
     assert s == {"lowest_loss": "convnext_tiny", "fastest": "vit_tiny_patch16_224", "best_combined": "convnext_tiny",
                  "best_combined_per_s": "resnet18", "n_above_chance": 2}
-    assert "vit_tiny_patch16_224 0.020 [-0.030, 0.070]" in describe_chance(comp)
+    assert list(comp["tasks_at_chance"]) == ["", "digit", ""]
+    text = describe_chance(comp)
+    assert "At chance (the interval includes 0), so not ranked: vit_tiny_patch16_224 0.020 [-0.030, 0.070]" in text
+    assert "Still at chance on a task" in text and "resnet18 (digit 0.010 [-0.020, 0.040])" in text
     ranking = describe_per_s_ranking(comp)
-    assert ranking.index("1. resnet18") < ranking.index("2. convnext_tiny")
+    assert ranking.index("1. resnet18") < ranking.index("2. convnext_tiny") and "at chance on digit" in ranking
     assert "Not ranked (interval includes or lies below chance): vit_tiny_patch16_224" in ranking
     # A seed interval that reaches 0 also keeps a model out of the ranking.
     wobbly = ft + [_run("vit_tiny_patch16_224", 1, 0.3), _run("vit_tiny_patch16_224", 2, -0.2)]
@@ -209,6 +214,8 @@ def test_metrics_keys_and_plots():
     c = m["convnext_tiny"]
     assert c["batch"] == 8 and c["combined"] == pytest.approx(0.7) == c["combined_chance_normalised"]
     assert c["n_seeds"] == 3 and c["above_chance"] is True and c["digit_macro_f1"] == pytest.approx(0.8)
+    assert c["digit_norm"] == pytest.approx(0.78) and c["n_tasks_at_chance"] == 0
+    assert m["resnet18"]["n_tasks_at_chance"] == 1
     assert m["vit_tiny_patch16_224"]["combined_x_samples_per_s"] is None
     assert m["vit_tiny_patch16_224"]["resolution_handicap"] is True
     assert m["best_model"] == "convnext_tiny" and m["best_model_seeds"] == 3 and m["chance"] == {"digit_macro_f1": 0.1}

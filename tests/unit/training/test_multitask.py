@@ -120,9 +120,10 @@ def test_bootstrap_is_reproducible_and_brackets_the_estimate():
     pred = task.predict(out)
     point = task.evaluate_predictions(pred, y)["combined"]
     assert point == pytest.approx(task.metrics(out, y)["combined"])
-    b1 = task.bootstrap_combined(pred, y, n_boot=500, seed=3)
-    b2 = task.bootstrap_combined(pred, y, n_boot=500, seed=3)
-    assert b1.shape == (500,) and np.array_equal(b1, b2)
+    boot = task.bootstrap_scores(pred, y, n_boot=500, seed=3)
+    b1, b2 = boot["combined"], task.bootstrap_scores(pred, y, n_boot=500, seed=3)["combined"]
+    assert set(boot) == {"d_norm", "r_norm", "combined"} and b1.shape == (500,) and np.array_equal(b1, b2)
+    assert np.allclose(b1, (boot["d_norm"] + boot["r_norm"]) / 2)
     lo, hi = np.quantile(b1, [0.025, 0.975])
     assert lo < point < hi and hi - lo < 0.2
     assert abs(b1.mean() - point) < 0.02
