@@ -52,7 +52,7 @@ def bench_main(argv: list[str]) -> int:
     y = (torch.rand(args.n, generator=g) > 0.5).long()
     task = BinaryTask()
     model = create_model(args.model, in_channels=1, width_mult=args.width_mult)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, patience=0, log_every=0,
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, patience=0, log_every=0, tensorboard=False,
                       checkpoint=False, seed=0)
     train_d = _move((xa, xb, y), dev)
     val = (xa[:64], xb[:64], y[:64])

@@ -4,10 +4,12 @@
 - `EarlyStopping`: the monitored column, its patience counter and the best-epoch weights.
 - `Checkpointer`: ``best_<key>.pt`` on improvement, ``last.pt`` every epoch, ``final.pt`` (rank 0).
 - `HistoryWriter`: the history rows, written to ``history.json`` every epoch (rank 0).
+- `TensorBoardWriter`: each row's numeric columns as TensorBoard scalars beside it (rank 0).
 
 Each exports its state with ``state_dict()`` under the keys ``last.pt`` has always used (``best``,
 ``best_state``, ``wait``, ``history``, ``checkpoints``) and reads it back with ``load_state_dict(ck)``,
-so a run resumed from ``last.pt`` continues exactly where it stopped.
+so a run resumed from ``last.pt`` continues exactly where it stopped. `TensorBoardWriter` keeps nothing
+in ``last.pt``: its event files are its state.
 """
 from __future__ import annotations
 
@@ -155,6 +157,44 @@ class HistoryWriter:
 
     def load_state_dict(self, ck: dict) -> None:
         self.rows = ck["history"]
+
+
+class TensorBoardWriter:
+    """Each history row's numeric columns (all but ``epoch``) as scalars, tag = column and step = epoch,
+    in TensorBoard event files in ``out`` (when ``enabled``: rank 0 with ``cfg.tensorboard``).
+
+    The event file is opened at the first row this call writes, with ``purge_step`` = that epoch: a
+    resumed run appends to the folder and TensorBoard drops what an earlier call wrote from that
+    epoch on (epochs logged after the last ``last.pt``, or a whole run the call starts afresh over),
+    so each epoch keeps one value per tag, as in history.json. Opening late also leaves no empty
+    event file when there is nothing left to train. ``close`` must be called (the loop does, in a
+    ``finally``).
+    """
+
+    def __init__(self, out: Path | None, enabled: bool) -> None:
+        self.out = out
+        self.enabled = enabled and out is not None
+        self.writer = None
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        if self.writer is None:
+            # Deferred: tensorboard is slow to import, and runs without an out_dir never need it.
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(self.out), purge_step=row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, row["epoch"])
+        # Flushed every epoch so that a researcher watching the run sees it (the default waits 2 min).
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class Checkpointer:

@@ -38,6 +38,7 @@ class TrainConfig:
     eval_batch_size: int = 0           # 0 = 4 × batch_size
     num_threads: int = 0               # torch CPU threads during training; 0 = leave as is
     log_every: int = 1                 # print a line every N epochs (rank 0); 0 = silent
+    tensorboard: bool = True           # TensorBoard scalars in out_dir beside history.json (rank 0)
     checkpoint: bool = True            # write *.pt into out_dir (history.json is always written)
     resume: bool = True                # resume from out_dir/last.pt when it matches this run
 

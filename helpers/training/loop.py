@@ -23,7 +23,7 @@ wrapped in ``DistributedDataParallel`` (checkpoints store the unwrapped module's
 
 Steps, top to bottom: `_setup`, `_resume`, then `_fit` runs `_train_one_epoch` and `_validate` per epoch
 and hands the row to the callbacks of `helpers.training.callbacks` (best values, early stopping,
-history.json, checkpoints), each of which saves its own state into ``last.pt``.
+history.json, TensorBoard scalars, checkpoints), each of which saves its own state into ``last.pt``.
 """
 from __future__ import annotations
 
@@ -43,11 +43,15 @@ from helpers.training.augment import augment_images
 from helpers.training.batching import (_as_tensors, _batch_bounds, _dist, _epoch_seed, _fingerprint,
                                        _model_signature, _move, _unwrap, make_rank_indices)
 from helpers.training.callbacks import (_greater_is_better, BestTracker, Checkpointer, EarlyStopping,
-                                        HistoryWriter)
+                                        HistoryWriter, TensorBoardWriter)
 from helpers.training.checkpoints import read_checkpoint_file
 from helpers.training.config import TrainConfig
 from helpers.training.optim import _make_optimizer, _make_scheduler
 from helpers.training.tasks import with_label_smoothing
+
+# TrainConfig fields that change what is printed or written, never a number: left out of the
+# fingerprint, so a last.pt resumes whatever their values (and one written before a field existed).
+_NOT_FINGERPRINTED = ("num_threads", "log_every", "tensorboard")
 
 
 @dataclass
@@ -130,7 +134,8 @@ def train_model(model: nn.Module, task, train: Sequence, val: Sequence, config: 
         task: implements ``loss``, ``predict``, ``metrics`` (see helpers.training.tasks).
         train, val: tuples (inputs..., target) of tensors/arrays with equal first dimension.
         config: TrainConfig (defaults when None).
-        out_dir: where history.json and checkpoints go (None = nothing written, no resume).
+        out_dir: where history.json, checkpoints and TensorBoard event files go (None = nothing
+            written, no resume); watch it with ``tensorboard --logdir <out_dir or a folder above>``.
         device: "cpu", "cuda", "auto" or a torch.device.
         on_epoch_end: called with each history row; returning True stops training.
     Returns:
@@ -197,13 +202,15 @@ class _Callbacks:
     stopping: EarlyStopping
     history: HistoryWriter
     checkpointer: Checkpointer
+    tensorboard: TensorBoardWriter
 
     @classmethod
     def create(cls, run: _Run) -> "_Callbacks":
         tracker = BestTracker()
         return cls(tracker, EarlyStopping(run.cfg, run.task, tracker, run.model),
                    HistoryWriter(run.out, run.main),
-                   Checkpointer(run.out, run.main, run.model, run.opt, run.sched, run.scaler, run.cfg))
+                   Checkpointer(run.out, run.main, run.model, run.opt, run.sched, run.scaler, run.cfg),
+                   TensorBoardWriter(run.out, run.main and run.cfg.tensorboard))
 
     def load_state_dict(self, ck: dict) -> None:
         for cb in (self.tracker, self.stopping, self.history, self.checkpointer):
@@ -236,8 +243,12 @@ class _ValStats:
 def _train(model, task, train_t, val_t, cfg, out, dev, rank, world, main, on_epoch_end) -> TrainResult:
     run = _setup(model, task, train_t, val_t, cfg, out, dev, rank, world, main)
     cbs = _Callbacks.create(run)
-    start_epoch, stopped = _resume(run, cbs)
-    stopped = _fit(run, cbs, start_epoch, stopped, on_epoch_end)
+    try:
+        start_epoch, stopped = _resume(run, cbs)
+        stopped = _fit(run, cbs, start_epoch, stopped, on_epoch_end)
+    finally:
+        # Also on an exception (e.g. from on_epoch_end): what was written stays readable.
+        cbs.tensorboard.close()
     epochs_run = len(cbs.history.rows)
     cbs.checkpointer.save_final(epochs_run, cbs.tracker.best, cbs.history.rows)
     cbs.stopping.restore_best()
@@ -260,7 +271,7 @@ def _setup(model, task, train_t, val_t, cfg, out, dev, rank, world, main) -> _Ru
     opt = _make_optimizer(model, cfg)
     sched = _make_scheduler(opt, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(dev.type) if amp[2] else None
-    fingerprint = {"config": {k: v for k, v in cfg.to_dict().items() if k not in ("num_threads", "log_every")},
+    fingerprint = {"config": {k: v for k, v in cfg.to_dict().items() if k not in _NOT_FINGERPRINTED},
                    "model": _model_signature(model), "data": _fingerprint(train_t + val_t), "world": world}
     return _Run(model=model, task=task, train_task=with_label_smoothing(task, cfg.label_smoothing), cfg=cfg,
                 dev=dev, rank=rank, world=world, main=main, out=out, n_train=n_train, train_d=train_d,
@@ -315,6 +326,8 @@ def _fit(run: _Run, cbs: _Callbacks, start_epoch: int, stopped: bool,
                 stopped = True
                 run.log(f"stopped by on_epoch_end at epoch {epoch}")
             cbs.history.write()
+            # Before last.pt: a crash in between re-logs this epoch on resume (purged), never loses it.
+            cbs.tensorboard.write(row)
             cbs.checkpointer.save_epoch(epoch, improved, cbs.tracker.best,
                                         cbs.resume_state(stopped, run.fingerprint))
             _log_epoch(run, row, val.primary, stopped)
