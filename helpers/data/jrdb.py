@@ -619,7 +619,7 @@ def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, fram
 
     sizes = dict(n_sequences=int(n_sequences), frames_per_sequence=int(frames_per_sequence),
                  people_median=float(people_median), people_mean=float(people_mean), max_people=int(max_people),
-                 seed=int(seed), version=3)  # bump when the generator or layout changes
+                 seed=int(seed), version=4)  # bump when the generator or layout changes
     tag = hashlib.sha1(json.dumps(sizes, sort_keys=True).encode()).hexdigest()[:12]
     root = paths.CACHE / "scenes" / f"jrdb_like_{tag}"
     source = ("generated JRDB-like scenes (not JRDB): " + ", ".join(f"{k}={v}" for k, v in sizes.items()

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from helpers.core.errors import WorkbookError
 from helpers.data.geometry import make_candidates, make_frame_pairs
@@ -84,12 +85,15 @@ def cap_per_frame(fid_of_pair: np.ndarray, cap: int, rng: np.random.Generator) -
 
 @dataclass
 class PairSample:
-    """Sampled pairs (i, j) into ``Scenes.people`` with y (1 = same group) and the counts per stage."""
+    """Sampled pairs (i, j) into ``Scenes.people`` with y (1 = same group), the counts per stage, and
+    ``frame_counts``: per frame uid [F] the interacting pairs at each stage (all_positives,
+    candidate_positives, positives_sampled, positives) and the negatives that reach training."""
     i: np.ndarray
     j: np.ndarray
     y: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    frame_counts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def make_pair_sample(scenes: Scenes, distance_multiplier: float = 3.0, use_wrap: bool = True,
@@ -97,8 +101,8 @@ def make_pair_sample(scenes: Scenes, distance_multiplier: float = 3.0, use_wrap:
                      max_negatives_per_frame: int = 5, stage1_balance_ratio: float = 1.0,
                      seed: int = 0) -> PairSample:
     """Candidates -> positives (all candidate same-group pairs, or group-sampled ones that are
-    candidates) -> negatives (candidates across groups, capped per frame, then trimmed to
-    ``stage1_balance_ratio`` negatives per positive)."""
+    candidates) -> negatives (candidates across groups, capped per frame) -> balanced to
+    ``stage1_balance_ratio`` negatives per positive by trimming whichever side is over (0: no balancing)."""
     if distance_multiplier <= 0 or max_negatives_per_frame < 0 or stage1_balance_ratio < 0:
         raise WorkbookError(f"distance_multiplier={distance_multiplier}, max_negatives_per_frame="
                             f"{max_negatives_per_frame}, stage1_balance_ratio={stage1_balance_ratio}: expected "
@@ -106,13 +110,11 @@ def make_pair_sample(scenes: Scenes, distance_multiplier: float = 3.0, use_wrap:
     p = scenes.people
     fid, cx, w, grp = (p["fid"].to_numpy(), p["cx"].to_numpy(), p["w"].to_numpy(), p["group"].to_numpy())
     rng = np.random.default_rng(seed)
-    n = len(p)
+    n, nf = len(p), scenes.n_frames
     ci, cj = make_candidates(fid, cx, w, distance_multiplier, use_wrap, scenes.width)
     same = grp[ci] == grp[cj]
-    per_frame = np.bincount(fid, minlength=scenes.n_frames).astype(np.int64)
-    all_pairs = int((per_frame * (per_frame - 1) // 2).sum())
-    gk = pd.Series(1, index=pd.MultiIndex.from_arrays([fid, grp])).groupby(level=[0, 1]).size().to_numpy()
-    all_pos = int((gk * (gk - 1) // 2).sum())
+    per_frame = np.bincount(fid, minlength=nf).astype(np.int64)
+    all_pos_frame = make_interacting_counts(fid, grp, nf)
     if use_group_sampling:
         si, sj = sample_group_pairs(fid, grp, cx, max_group_samples_ratio)
         keep = np.isin(si * n + sj, ci[same] * n + cj[same])  # sampled pairs the distance rule keeps
@@ -120,27 +122,68 @@ def make_pair_sample(scenes: Scenes, distance_multiplier: float = 3.0, use_wrap:
         n_sampled = len(si)
     else:
         pi, pj = ci[same], cj[same]
-        n_sampled = all_pos
+        n_sampled = int(all_pos_frame.sum())
     ni, nj = ci[~same], cj[~same]
     capped = cap_per_frame(fid[ni], max_negatives_per_frame, rng)
     ni, nj = ni[capped], nj[capped]
-    n_capped = len(ni)
-    target = int(round(stage1_balance_ratio * len(pi)))
-    if len(ni) > target:
-        pick = np.sort(rng.choice(len(ni), size=target, replace=False))
-        ni, nj = ni[pick], nj[pick]
-    i = np.r_[pi, ni]
-    j = np.r_[pj, nj]
+    n_pos_sampled, n_capped = len(pi), len(ni)
+    keep_pos, keep_neg = make_stage1_balance_picks(len(pi), len(ni), stage1_balance_ratio, rng)
+    sampled_frame = np.bincount(fid[pi], minlength=nf)
+    pi, pj, ni, nj = pi[keep_pos], pj[keep_pos], ni[keep_neg], nj[keep_neg]
+    i, j = np.r_[pi, ni], np.r_[pj, nj]
     y = np.r_[np.ones(len(pi), np.int64), np.zeros(len(ni), np.int64)]
     order = np.lexsort((j, i, fid[i]))  # frame order: reproducible and readable
-    counts = {"frames": int(scenes.n_frames), "people": int(n), "all_pairs": all_pairs, "all_positives": all_pos,
-              "candidates": int(len(ci)), "candidate_positives": int(same.sum()),
-              "candidate_negatives": int((~same).sum()), "group_sampled": int(n_sampled),
-              "positives": int(len(pi)), "negatives_capped": int(n_capped), "negatives": int(len(ni))}
+    counts = {"frames": int(nf), "people": int(n), "all_pairs": int((per_frame * (per_frame - 1) // 2).sum()),
+              "all_positives": int(all_pos_frame.sum()), "candidates": int(len(ci)),
+              "candidate_positives": int(same.sum()), "candidate_negatives": int((~same).sum()),
+              "group_sampled": int(n_sampled), "positives_sampled": int(n_pos_sampled), "positives": int(len(pi)),
+              "negatives_capped": int(n_capped), "negatives": int(len(ni))}
+    frame_counts = {"all_positives": all_pos_frame, "candidate_positives": np.bincount(fid[ci[same]], minlength=nf),
+                    "positives_sampled": sampled_frame, "positives": np.bincount(fid[pi], minlength=nf),
+                    "negatives": np.bincount(fid[ni], minlength=nf)}
     settings = dict(distance_multiplier=distance_multiplier, use_wrap=use_wrap, use_group_sampling=use_group_sampling,
                     max_group_samples_ratio=max_group_samples_ratio, max_negatives_per_frame=max_negatives_per_frame,
                     stage1_balance_ratio=stage1_balance_ratio, seed=seed)
-    return PairSample(i=i[order], j=j[order], y=y[order], counts=counts, settings=settings)
+    return PairSample(i=i[order], j=j[order], y=y[order], counts=counts, settings=settings, frame_counts=frame_counts)
+
+
+def make_stage1_balance_picks(n_pos: int, n_neg: int, ratio: float, rng: np.random.Generator
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays of the positives and negatives to keep so that negatives : positives = ``ratio``:
+    the side that is over is trimmed at random. ``ratio = 0`` keeps everything (no balancing), and
+    positives are never trimmed to nothing for want of negatives (with no negative there is no ratio)."""
+    keep_pos, keep_neg = np.arange(n_pos), np.arange(n_neg)
+    if ratio <= 0:
+        return keep_pos, keep_neg
+    target_neg = int(round(ratio * n_pos))
+    if n_neg > target_neg:
+        return keep_pos, np.sort(rng.choice(n_neg, size=target_neg, replace=False))
+    target_pos = int(round(n_neg / ratio))
+    if 0 < n_neg and target_pos < n_pos:
+        return np.sort(rng.choice(n_pos, size=target_pos, replace=False)), keep_neg
+    return keep_pos, keep_neg
+
+
+def make_interacting_counts(fid: np.ndarray, group: np.ndarray, n_frames: int) -> np.ndarray:
+    """Interacting (same-group) person pairs per frame [F]: n(n-1)/2 for every group of n in a frame."""
+    if len(fid) == 0:
+        return np.zeros(n_frames, np.int64)
+    _, first, size = np.unique(np.c_[fid, group], axis=0, return_index=True, return_counts=True)
+    return np.bincount(np.asarray(fid)[first], weights=size * (size - 1) // 2, minlength=n_frames).astype(np.int64)
+
+
+def make_inferred_counts(fid: np.ndarray, i: np.ndarray, j: np.ndarray, n_frames: int) -> np.ndarray:
+    """Interacting pairs recoverable from the kept positive pairs (i, j) per frame [F]: by transitivity
+    (A-B and B-C give A-C, M0's group inference) every two people joined through kept pairs interact,
+    so a connected set of c people yields c(c-1)/2 pairs."""
+    n = len(fid)
+    if len(i) == 0:
+        return np.zeros(n_frames, np.int64)
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    size = np.bincount(label)
+    first = np.unique(label, return_index=True)[1]          # one person per component, for its frame
+    return np.bincount(np.asarray(fid)[first], weights=size * (size - 1) // 2, minlength=n_frames).astype(np.int64)
 
 
 def _ratio(pos: int, neg: int) -> float:

@@ -26,6 +26,16 @@ _GROUP_SIZE_DRAW = _GROUP_SIZE_P * np.array([1.08, 1, 1, 1, 1])
 _TYPE_P = np.array([0.469, 0.337, 0.088, 0.077, 0.029])
 
 
+# Coverage of the interaction types (see _cover_types): every sequence holds one group of each type per
+# 5 s of its length (at least 1, at most 3); the groups added for it are pairs in view for 2-5 s.
+_QUOTA_SECONDS, _QUOTA_MAX, _QUOTA_LIFE_S = 5.0, 3, (2.0, 5.0)
+
+
+# People in view per slot (_sequence_groups): calibrated so that, with the pairs added for coverage,
+# people per frame stay near JRDB's (mean 24.9, median 20) at the default size (20 x 240 frames).
+_PEOPLE_PER_SLOT = 1.3
+
+
 @dataclass(frozen=True)
 class SceneSizes:
     n_sequences: int = 12
@@ -69,8 +79,10 @@ def make_generated_people(n_sequences: int = 12, frames_per_sequence: int = 240,
     Returns (people, groups). ``people``: one row per visible person per frame with seq, frame, track,
     group (global), type (group's class, -1 alone), box x, y, w, h (x may spill past the seam),
     occlusion, truncated, and 3D x3d, y3d, z3d, rot_z (robot frame, noisy). ``groups``: one row per group.
-    Groups live on "slots": each sequence keeps about N_s/1.39 slots occupied (N_s lognormal with the
-    JRDB median/mean), walkers pass through and are replaced, so counts vary but stay near N_s.
+    Groups live on "slots": each sequence keeps about N_s/1.3 slots occupied (N_s lognormal with the
+    JRDB median/mean), walkers pass through and are replaced, so counts vary but stay near N_s. Every
+    sequence then holds at least ``type_quota(frames_per_sequence)`` groups of each interaction type
+    (see _cover_types): more small groups than JRDB has, so that every split can score every type.
     """
     if n_sequences < 1 or frames_per_sequence < 2:
         raise WorkbookError(f"generator sizes n_sequences={n_sequences}, frames_per_sequence={frames_per_sequence}: "
@@ -102,8 +114,9 @@ def _layout_groups(rng: np.random.Generator, n_sequences: int, frames_per_sequen
     for s in range(n_sequences):
         g_rows += _sequence_groups(rng, s, len(g_rows), int(frames_per_sequence), sigma, people_median,
                                    max_people, type_p)
-    return pd.DataFrame(g_rows, columns=["group", "seq", "start", "end", "size", "atype", "flow", "hot_b", "hot_r",
-                                         "in_hot"])
+    G = pd.DataFrame(g_rows, columns=["group", "seq", "start", "end", "size", "atype", "flow", "hot_b", "hot_r",
+                                      "in_hot"])
+    return _cover_types(rng, G, int(frames_per_sequence))
 
 
 def _sequence_groups(rng: np.random.Generator, s: int, gid0: int, T: int, sigma: float, people_median: float,
@@ -111,7 +124,7 @@ def _sequence_groups(rng: np.random.Generator, s: int, gid0: int, T: int, sigma:
     """One sequence's groups: its crowd size, main walking direction and three hotspots, then slots
     whose occupants follow one another until the sequence ends."""
     n_target = float(np.clip(people_median * math.exp(sigma * rng.standard_normal()), 3, 0.8 * max_people))
-    n_slots = max(1, int(round(n_target / 1.2)))  # calibrated: ~1.2 people per slot in view
+    n_slots = max(1, int(round(n_target / _PEOPLE_PER_SLOT)))
     flow = rng.uniform(-math.pi, math.pi)  # the sequence's main walking direction (and its reverse)
     hot = np.c_[rng.uniform(-math.pi, math.pi, 3), np.exp(rng.normal(math.log(5.0), 0.35, 3))]  # [3, (bearing, range)]
     rows: list[tuple] = []
@@ -134,6 +147,44 @@ def _draw_occupant(rng: np.random.Generator, type_p: np.ndarray) -> tuple[int, i
     moving = typ in (0, 4)
     life = int(FPS * (rng.uniform(5, 14) if moving else rng.uniform(15, 90)))
     return size, typ, life
+
+
+def type_quota(frames_per_sequence: int) -> int:
+    """Groups of each interaction type every generated sequence holds at least (see _cover_types):
+    one per ``_QUOTA_SECONDS`` of sequence, at least 1 and at most ``_QUOTA_MAX``."""
+    return int(min(_QUOTA_MAX, max(1, frames_per_sequence // int(_QUOTA_SECONDS * FPS))))
+
+
+def _cover_types(rng: np.random.Generator, G: pd.DataFrame, T: int) -> pd.DataFrame:
+    """Every sequence gets at least ``type_quota(T)`` groups (2+ people, in view) of each interaction type.
+
+    At JRDB's rates a 16 s sequence holds 0.1-0.5 conversation, sitting or "other" groups, so a split
+    of a few sequences could not score the type head per class (and adding sequences would multiply
+    the pairs). Where a type falls short, pairs of people of that type join the sequence for 2-5 s
+    at one of its hotspots. Being pairs and brief, they add few person pairs: big groups (5+, mostly
+    walking or standing) still hold most pairs, so the pair shares of the types stay near JRDB's,
+    while the share of people alone falls (the slots are calibrated with them: _PEOPLE_PER_SLOT)."""
+    q = type_quota(T)
+    size, atype, seq = G["size"].to_numpy(), G["atype"].to_numpy(), G["seq"].to_numpy()
+    n_seq, n_types = int(seq.max()) + 1, len(_TYPE_P)
+    seen = np.minimum(G["end"].to_numpy(), T) - np.maximum(G["start"].to_numpy(), 0) >= min(4 * FPS, T // 2)
+    multi = seen & (size >= 2)
+    have = np.zeros((n_seq, n_types), np.int64)
+    np.add.at(have, (seq[multi], atype[multi]), 1)
+    need = np.maximum(q - have, 0).ravel()                                   # [S * K] groups to add
+    new_seq = np.repeat(np.arange(n_seq * n_types) // n_types, need)
+    new_type = np.repeat(np.tile(np.arange(n_types), n_seq), need)
+    n = len(new_seq)
+    life = np.minimum(rng.uniform(*_QUOTA_LIFE_S, n) * FPS, T).astype(np.int64)
+    start = (rng.random(n) * (T - life + 1)).astype(np.int64)
+    # Flow and hotspots are per sequence: copy them from a random group of the same sequence.
+    first = np.searchsorted(seq, np.arange(n_seq))
+    per_seq = np.diff(np.r_[first, len(seq)])
+    donor = first[new_seq] + (rng.random(n) * per_seq[new_seq]).astype(np.int64)
+    added = G.iloc[donor].assign(seq=new_seq, start=start, end=start + life, size=2, atype=new_type,
+                                 in_hot=rng.random(n) < 0.6)
+    out = pd.concat([G, added], ignore_index=True).sort_values(["seq", "start"], kind="stable")
+    return out.reset_index(drop=True).assign(group=lambda d: np.arange(len(d)))
 
 
 def _group_centres(rng: np.random.Generator, G: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

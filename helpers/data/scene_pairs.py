@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_folder, atomic_savez, atomic_write_json
@@ -17,6 +19,10 @@ from helpers.data.scenes import FPS, Scenes, TYPE_NAMES, WIDTH
 PERSON_FEATURES = ("bearing_sin", "bearing_cos", "y_bottom", "log_w", "log_h", "aspect_h_over_w", "vx_rel",
                    "vy_rel", "speed_rel", "log_range_3d", "facing_rel_sin", "facing_rel_cos", "has_3d",
                    "occlusion", "truncated")
+
+
+# Groups of each interaction type a split should hold for the type head to be scored per class.
+MIN_GROUPS_PER_CLASS = 10
 
 
 PAIR_FEATURES = ("dx_signed_rel", "dx_abs_rel", "dx_abs_px", "dy_bottom_rel", "log_h_ratio", "dvx_rel", "dv_abs_rel",
@@ -71,18 +77,22 @@ def make_pair_features(people: pd.DataFrame, i: np.ndarray, j: np.ndarray, width
 
 
 def make_sequence_split(n_sequences: int, val_fraction: float, test_fraction: float, seed: int,
-                        type_counts: np.ndarray | None = None, tries: int = 300) -> np.ndarray:
+                        type_counts: np.ndarray | None = None, tries: int = 300,
+                        group_counts: np.ndarray | None = None, min_groups: int = MIN_GROUPS_PER_CLASS) -> np.ndarray:
     """Split index (0 train, 1 val, 2 test) per sequence; no sequence is in two splits.
 
     With ``type_counts`` ([S, K] pairs of each class per sequence) it draws ``tries`` random
     assignments (deterministic for the seed) and keeps the one leaving the fewest (split, class)
-    cells empty, then the one closest to the target shares of pairs: a class missing from the
-    validation or test split cannot be evaluated."""
+    cells empty, then (with ``group_counts``, [S, C] groups of each interaction type per sequence) the
+    one with the smallest shortfall below ``min_groups`` groups per (split, type), then the one closest
+    to the target shares of pairs: a class missing from the validation or test split cannot be
+    evaluated, and one held by a few groups can only be evaluated on those few."""
     if n_sequences < 3:
         raise WorkbookError(f"{n_sequences} sequences: a split by sequence needs at least 3 (train, val, test)")
     n_test = min(max(1, int(round(test_fraction * n_sequences))), n_sequences - 2)
     n_val = min(max(1, int(round(val_fraction * n_sequences))), n_sequences - 1 - n_test)
     rng = np.random.default_rng(seed)
+    target = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
     best, best_score = None, None
     for _ in range(tries if type_counts is not None else 1):
         perm = rng.permutation(n_sequences)
@@ -92,11 +102,13 @@ def make_sequence_split(n_sequences: int, val_fraction: float, test_fraction: fl
         if type_counts is None:
             return split
         per = np.stack([type_counts[split == s].sum(0) for s in range(3)])       # [3, K]
-        present = type_counts.sum(0) > 0
-        empty = int((per[:, present] == 0).sum())
+        empty = int((per[:, type_counts.sum(0) > 0] == 0).sum())
+        short = 0
+        if group_counts is not None:
+            groups = np.stack([group_counts[split == s].sum(0) for s in range(3)])  # [3, C]
+            short = int(np.maximum(min_groups - groups[:, group_counts.sum(0) > 0], 0).sum())
         share = per.sum(1) / max(per.sum(), 1)
-        target = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
-        score = (empty, float(np.abs(share - target).sum()))
+        score = (empty, short, float(np.abs(share - target).sum()))
         if best_score is None or score < best_score:
             best, best_score = split, score
     return best
@@ -107,23 +119,55 @@ def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: fl
     """The stage-1/2 pair datasets: per split a dict of arrays (xa, xb [N, F] person cues, pair [N, G],
     y, type (0..4, -1 for negatives), seq, frame, track_a, track_b, ida, idb (global person ids
     = seq * 1e6 + track)), split by sequence, choosing among random sequence splits one that leaves
-    no class missing from a split where possible."""
+    no class missing from a split and at least ``MIN_GROUPS_PER_CLASS`` groups of each interaction
+    type in every split where possible."""
     p = scenes.people
     cues = make_person_cues(p, scenes.width, scenes.height)
     i, j = sample.i, sample.j
     seq = p["seq"].to_numpy().astype(np.int64)
     track = p["track"].to_numpy().astype(np.int64)
     typ = np.where(sample.y == 1, p["type"].to_numpy()[i], -1).astype(np.int64)
+    n_seq = len(scenes.sequences)
     # Pairs per (sequence, class), with negatives as a class of their own: [S, 6].
-    counts = np.zeros((len(scenes.sequences), len(TYPE_NAMES) + 1), np.int64)
+    counts = np.zeros((n_seq, len(TYPE_NAMES) + 1), np.int64)
     np.add.at(counts, (seq[i], typ + 1), 1)
-    split_of_seq = make_sequence_split(len(scenes.sequences), val_fraction, test_fraction, seed, counts)
+    split_of_seq = make_sequence_split(n_seq, val_fraction, test_fraction, seed, counts,
+                                       group_counts=make_type_group_counts(scenes, sample))
     split = split_of_seq[seq[i]]
     arrays = {"xa": cues[i], "xb": cues[j], "y": sample.y.astype(np.int64),
               "pair": make_pair_features(p, i, j, scenes.width), "type": typ, "seq": seq[i],
               "frame": p["frame"].to_numpy()[i].astype(np.int64), "track_a": track[i], "track_b": track[j],
               "ida": seq[i] * 1_000_000 + track[i], "idb": seq[j] * 1_000_000 + track[j]}
     return {name: {k: v[split == s] for k, v in arrays.items()} for s, name in enumerate(("train", "val", "test"))}
+
+
+def make_type_group_counts(scenes: Scenes, sample: PairSample) -> np.ndarray:
+    """Groups [S, C] of each interaction type per sequence that have at least one positive pair in the
+    sample (the independent units the stage-2 type head is scored on, rather than pairs). A group is
+    followed over time through its members' tracks (``make_track_groups``), so a group seen in many
+    frames counts once, also where group ids are per frame (JRDB-Social's pairs without cluster ids)."""
+    p = scenes.people
+    comp = make_track_groups(p)
+    pos = sample.i[sample.y == 1]
+    typ = p["type"].to_numpy()[pos].astype(np.int64)
+    seq = p["seq"].to_numpy()[pos].astype(np.int64)
+    ok = typ >= 0
+    key = np.unique(np.c_[comp[pos][ok], typ[ok], seq[ok]], axis=0)       # one row per (group, type)
+    out = np.zeros((len(scenes.sequences), len(TYPE_NAMES)), np.int64)
+    np.add.at(out, (key[:, 2], key[:, 1]), 1)
+    return out
+
+
+def make_track_groups(people: pd.DataFrame) -> np.ndarray:
+    """Per row, a group id that holds over time: people (sequence, track) who share a group in any
+    frame are joined, and the connected sets of people are the groups."""
+    ident = pd.factorize(pd.MultiIndex.from_arrays([people["seq"], people["track"]]))[0]
+    order = np.lexsort((people["group"].to_numpy(), people["fid"].to_numpy()))
+    fg = people["fid"].to_numpy()[order] * (int(people["group"].max()) + 1) + people["group"].to_numpy()[order]
+    link = np.flatnonzero(fg[1:] == fg[:-1])                 # next member of the same (frame, group): a chain
+    n = int(ident.max()) + 1 if len(ident) else 0
+    graph = coo_matrix((np.ones(len(link)), (ident[order][link], ident[order][link + 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1][ident]
 
 
 def write_pair_dataset(ds: dict[str, dict[str, np.ndarray]], folder: str | Path, meta: dict[str, Any]) -> Path:
@@ -137,11 +181,44 @@ def write_pair_dataset(ds: dict[str, dict[str, np.ndarray]], folder: str | Path,
     return folder
 
 
+def evaluate_split_leakage(ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """What a split by sequence must keep apart, checked on the written arrays: sequences and person
+    ids (ida/idb) shared between each two splits, with how many of each every split holds. ``passed``
+    is True only when nothing is shared. (In real JRDB one person could walk through two sequences
+    under two track ids: no label links them, so that cannot be checked.)"""
+    seqs = {k: np.unique(a["seq"]) for k, a in ds.items()}
+    ids = {k: np.unique(np.r_[a["ida"], a["idb"]]) for k, a in ds.items()}
+    pairs = [(a, b) for n, a in enumerate(ds) for b in list(ds)[n + 1:]]
+    shared_seq = {f"{a}-{b}": int(np.intersect1d(seqs[a], seqs[b]).size) for a, b in pairs}
+    shared_ids = {f"{a}-{b}": int(np.intersect1d(ids[a], ids[b]).size) for a, b in pairs}
+    return {"compared": "sequence indices and person ids (sequence * 1,000,000 + track) of every pair, "
+                        "between each two splits",
+            "sequences_per_split": {k: int(v.size) for k, v in seqs.items()},
+            "person_ids_per_split": {k: int(v.size) for k, v in ids.items()},
+            "sequences_shared": shared_seq, "person_ids_shared": shared_ids,
+            "passed": not any(shared_seq.values()) and not any(shared_ids.values())}
+
+
+def make_split_interacting_pairs(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]
+                                 ) -> dict[str, int]:
+    """Interacting (same-group) person pairs in each split's frames before any sampling: the
+    denominator of recall over all interacting pairs (the split's sequences as written in ``ds``)."""
+    p = scenes.people
+    seq_of_frame = np.zeros(scenes.n_frames, np.int64)
+    seq_of_frame[p["fid"].to_numpy()] = p["seq"].to_numpy()
+    per_seq = np.bincount(seq_of_frame, weights=sample.frame_counts["all_positives"],
+                          minlength=len(scenes.sequences))
+    return {k: int(per_seq[np.unique(a["seq"])].sum()) for k, a in ds.items()}
+
+
 def make_dataset_meta(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    leak = evaluate_split_leakage(ds)
     return {"name": "scene_pairs", "kind": "vector", "generated": bool(scenes.generated),
             "source": scenes.source + "; pairs sampled by notebook 01",
             "feature_names": list(PERSON_FEATURES), "pair_feature_names": list(PAIR_FEATURES),
-            "type_names": list(TYPE_NAMES), "split_method": "by_sequence", "data_leakage_prevention": True,
+            "type_names": list(TYPE_NAMES), "split_method": "by_sequence",
+            "data_leakage_prevention": leak["passed"], "leakage_check": leak,
             "ids": "ida/idb = sequence index * 1,000,000 + track id",
             "sequences_per_split": {k: sorted(scenes.sequences[s] for s in np.unique(v["seq"])) for k, v in ds.items()},
+            "all_interacting_pairs": make_split_interacting_pairs(scenes, sample, ds),
             "settings": sample.settings, "counts": sample.counts}

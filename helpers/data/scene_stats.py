@@ -40,3 +40,22 @@ def make_scene_stats_table(scenes: Scenes) -> pd.DataFrame:
     label = "generated" if scenes.generated else "this data"
     rows = [{"statistic": k, label: float(v), "JRDB reference": JRDB_REFERENCE[k]} for k, v in val.items()]
     return pd.DataFrame(rows).set_index("statistic")
+
+
+def describe_scene_stats(stats: pd.DataFrame, tolerance: float = 0.25) -> str:
+    """How far the scenes are from JRDB, computed from ``make_scene_stats_table``: how many statistics lie
+    within ``tolerance`` (relative) of JRDB's value, the furthest off, and the pair shares of the types."""
+    label = stats.columns[0]
+    val, ref = stats[label], stats["JRDB reference"]
+    rel = ((val - ref).abs() / ref.abs()).dropna()
+    off = rel[rel > tolerance].sort_values(ascending=False)
+    furthest = "; ".join(f"{k} {val[k]:.3g} vs {ref[k]:.3g}" for k in off.index[:4]) or "none"
+    types = [k for k in stats.index if k.startswith("type share: ")]
+    shares = " / ".join(f"{val[k]:.1%}" for k in types)
+    why = (" The generator gives every sequence a few groups of each interaction type (pairs in view for a few "
+           "seconds) so that every split can score every type; that moves the group-size and type statistics "
+           "away from JRDB's.") if label == "generated" else ""
+    return (f"{label.capitalize()} scenes against JRDB: {len(rel) - len(off)} of {len(rel)} statistics within "
+            f"{tolerance:.0%} of JRDB's value; furthest off: {furthest}. Pair shares of the types "
+            f"({' / '.join(k.removeprefix('type share: ') for k in types)}): {shares} vs JRDB "
+            f"{' / '.join(f'{ref[k]:.1%}' for k in types)}.{why}")

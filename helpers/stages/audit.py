@@ -6,16 +6,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.data.audit import (evaluate_leakage, make_dataset_card, make_digit_frequency, make_leakage_table,
-                                make_split_summary)
+from helpers.data.audit import (evaluate_leakage, make_dataset_card as make_pair_card, make_digit_frequency,
+                                make_leakage_table, make_split_summary)
 from helpers.data.digits import load_audit_pairs
 from helpers.data.jrdb import load_scenes
 from helpers.data.pairs import PairSet
-from helpers.data.scene_stats import make_scene_stats_table
+from helpers.data.pairs import PairSplits
+from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import select_keyframes
 
 # What notebook 00 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_balance", "describe_leakage", "evaluate_leakage", "load_audit_pairs", "load_scenes", "make_dataset_card", "make_digit_frequency", "make_leakage_table", "make_scene_stats_table", "make_split_summary", "plot_sample_pairs", "plot_split_balance", "select_keyframes"]
+__all__ = ["describe_answer", "describe_balance", "describe_leakage", "describe_scene_stats", "evaluate_leakage", "load_audit_pairs", "load_scenes", "make_dataset_card", "make_digit_frequency", "make_leakage_table", "make_scene_stats_table", "make_split_summary", "plot_sample_pairs", "plot_split_balance", "select_keyframes"]
+
+
+# scikit-learn's digits are the UCI test set: 1,797 images written by 13 people (load_digits().DESCR),
+# with no writer id, so a split by source image cannot keep writers apart.
+_DIGIT_WRITERS = 13
 
 
 
@@ -71,8 +77,68 @@ def describe_balance(summary: pd.DataFrame) -> str:
             f"across splits ({verdict}).")
 
 
-def describe_leakage(leak: dict[str, Any]) -> str:
+def describe_leakage(leak: dict[str, Any], splits: PairSplits) -> str:
+    """What the leakage check compared, with the counts, and what the split does not keep apart."""
+    scope = _leak_scope(splits, leak)
+    pairs = " / ".join(f"{v:,}" for v in scope["pairs_per_split"].values())
     dup = leak["duplicate_pairs_across_splits"]
-    dup_txt = "no exact duplicate pair across splits" if dup == 0 else \
-        f"WARNING: {dup} pairs appear in two splits with identical content"
-    return f"{leak['leak_message']}; {dup_txt}."
+    if leak.get("ids_available"):
+        srcs = " / ".join(f"{v:,}" for v in scope["sources_per_split"].values())
+        ids = (f"Compared the source ids of the {pairs} train / val / test pairs ({srcs} distinct sources) between "
+               f"each two splits: {leak['leaked_sources']} shared")
+    else:
+        ids = f"The {pairs} train / val / test pairs carry no source ids, so shared sources could not be checked"
+    return (f"{ids}; compared the pairs' content: {dup} identical pair{'s' if dup != 1 else ''} in two splits. "
+            f"Not checked: {scope['not_checked']}.")
+
+
+def _leak_scope(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any]:
+    """What the leakage check compared and on how many pairs and sources, and what it cannot see."""
+    compared = ("source ids (ida, idb) of every pair, and every pair's content (order-free hash), between each two "
+                "splits" if leak.get("ids_available") else "every pair's content (order-free hash) between each two "
+                "splits; no ids, so shared sources were not compared")
+    if splits.name == "digit_pairs":
+        unchecked = (f"writers: the split by source image keeps images apart but not writers (the 1,797 UCI digits "
+                     f"come from {_DIGIT_WRITERS} writers and carry no writer id), so test digits are new images by "
+                     "writers also seen in training")
+    else:
+        unchecked = "anything coarser than a source id (the same person, writer or scene under different ids)"
+    return {"compared": compared, "pairs_per_split": {k: len(s) for k, s in splits.items()},
+            "sources_per_split": {k: None if s.sources is None else int(len(s.sources)) for k, s in splits.items()},
+            "not_checked": unchecked}
+
+
+def make_dataset_card(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any]:
+    """The run card's dataset section (M3); its leakage check says what was compared, the counts per split
+    and shared between splits, and what the split does not keep apart. ``data_leakage_prevention`` is the
+    check's result (no source shared), not a promise."""
+    card = make_pair_card(splits, leak)
+    card["leakage_check"] = {**card["leakage_check"], **_leak_scope(splits, leak)}
+    return card
+
+
+def describe_answer(summary: pd.DataFrame, leak: dict[str, Any], splits: PairSplits, scene_stats: pd.DataFrame,
+                    tolerance: float = 0.25) -> str:
+    """The notebook's answer in a few sentences, computed from its tables."""
+    n = summary["pairs"]
+    rates = summary["positive rate"]
+    shared = leak.get("leaked_sources")
+    srcs = " / ".join(f"{len(x.sources):,}" for _, x in splits.items()) if shared is not None else ""
+    apart = (f"no source is in two splits (of {srcs} train / val / test sources)" if shared == 0 else
+             "sources could not be compared (no ids)" if shared is None else
+             f"WARNING: {shared} sources are in two splits (of {srcs} train / val / test sources)")
+    writers = (f"; but writers are not kept apart ({_DIGIT_WRITERS} writers, no writer id), so scores measure new "
+               "images of known writers" if splits.name == "digit_pairs" else "")
+    label = scene_stats.columns[0]
+    rel = ((scene_stats[label] - scene_stats["JRDB reference"]).abs() / scene_stats["JRDB reference"].abs()).dropna()
+    return (f"The later notebooks train on {int(n['train']):,} pairs, tune on {int(n['val']):,} and are scored on "
+            f"{int(n['test']):,} pairs of {splits.source.split(';')[0].split(' (')[0]}, with a positive rate of "
+            f"{_rate_range(rates)}. {apart[0].upper() + apart[1:]} and "
+            f"{leak['duplicate_pairs_across_splits']} pairs repeat across splits{writers}. The scenes notebook 01 "
+            f"samples from are {'generated' if label == 'generated' else 'loaded from JRDB'}: "
+            f"{int((rel <= tolerance).sum())} of {len(rel)} of their statistics lie within {tolerance:.0%} of JRDB's.")
+
+
+def _rate_range(rates: pd.Series) -> str:
+    lo, hi = f"{rates.min():.3f}", f"{rates.max():.3f}"
+    return f"{lo} in every split" if lo == hi else f"{lo}-{hi} across splits"

@@ -7,36 +7,72 @@ import numpy as np
 import pandas as pd
 
 from helpers.data.jrdb import load_scenes
-from helpers.data.pair_sampling import (_ratio, make_pair_sample, make_scene_pairs, PairSample, PRESET_EPOCHS,
-                                        PRESETS)
-from helpers.data.scene_pairs import make_dataset_meta, make_scene_pair_dataset, write_pair_dataset
-from helpers.data.scene_stats import make_scene_stats_table
+from helpers.data.pair_sampling import (_ratio, make_inferred_counts, make_pair_sample, make_scene_pairs, PairSample,
+                                        PRESET_EPOCHS, PRESETS)
+from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta, make_scene_pair_dataset,
+                                      make_type_group_counts, MIN_GROUPS_PER_CLASS, write_pair_dataset)
+from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_at_multiplier", "describe_ratios", "evaluate_at_multiplier", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_sweep_table", "make_sweep_wide", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
+__all__ = ["describe_answer", "describe_at_multiplier", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
 
 
 
 def make_ratio_table(sample: PairSample) -> pd.DataFrame:
-    """Positives and negatives at each stage of the pipeline, next to the method notes' claims (docs/method.md, M0)."""
-    c = sample.counts
-    rows = [("all same-frame pairs", c["all_positives"], c["all_pairs"] - c["all_positives"], ""),
-            ("distance-limited candidates", c["candidate_positives"], c["candidate_negatives"],
+    """Positives and negatives after each step of the pipeline, what the step removed and how it changed
+    the positive:negative ratio, next to the method notes' claims (docs/method.md, M0)."""
+    c, st = sample.counts, sample.settings
+    rows = [("all same-frame pairs", "every two people in a frame", c["all_positives"],
+             c["all_pairs"] - c["all_positives"], ""),
+            ("distance-limited candidates", _distance_step(c, st), c["candidate_positives"], c["candidate_negatives"],
              "70-80% fewer pairs than all"),
-            ("+ group-inference sampling" if sample.settings["use_group_sampling"] else "(no group sampling)",
-             c["positives"], c["candidate_negatives"], "ratio 10:1 before"),
-            ("+ negatives capped per frame", c["positives"], c["negatives_capped"], ""),
-            ("+ balanced (final)", c["positives"], c["negatives"], "ratio 2:1 after")]
-    df = pd.DataFrame(rows, columns=["stage", "positives", "negatives", "M0 claim"])
+            ("+ group-inference sampling" if st["use_group_sampling"] else "(no group sampling)", _group_step(c, st),
+             c["positives_sampled"], c["candidate_negatives"], "ratio 10:1 before"),
+            ("+ negatives capped per frame", f"at most {st['max_negatives_per_frame']} negatives per frame: "
+             f"-{c['candidate_negatives'] - c['negatives_capped']:,} negatives", c["positives_sampled"],
+             c["negatives_capped"], ""),
+            ("+ balanced (final)", _balance_step(c, st), c["positives"], c["negatives"], "ratio 2:1 after")]
+    df = pd.DataFrame(rows, columns=["stage", "step", "positives", "negatives", "M0 claim"])
     df["pairs"] = df["positives"] + df["negatives"]
     df["positives per negative"] = [_ratio(a, b) for a, b in zip(df["positives"], df["negatives"])]
+    before = df["positives per negative"].shift(1)
+    df["ratio change"] = [_change(b, a) for b, a in zip(before, df["positives per negative"])]
     df["negatives per positive"] = [_ratio(b, a) for a, b in zip(df["positives"], df["negatives"])]
     df["pairs removed vs all"] = 1 - df["pairs"] / max(c["all_pairs"], 1)
     df["pairs per frame"] = df["pairs"] / max(c["frames"], 1)
-    return df.set_index("stage")[["positives", "negatives", "pairs", "positives per negative",
-                                  "negatives per positive", "pairs removed vs all", "pairs per frame",
-                                  "M0 claim"]]
+    return df.set_index("stage")[["step", "positives", "negatives", "pairs", "positives per negative", "ratio change",
+                                  "negatives per positive", "pairs removed vs all", "pairs per frame", "M0 claim"]]
+
+
+def _distance_step(c: dict[str, int], st: dict[str, Any]) -> str:
+    wrap = "wrapped" if st["use_wrap"] else "no wrap"
+    return (f"distance rule (<= {st['distance_multiplier']:g} x wider box, {wrap}): "
+            f"-{c['all_pairs'] - c['candidates']:,} pairs, {c['all_positives'] - c['candidate_positives']:,} "
+            "of them interacting")
+
+
+def _group_step(c: dict[str, int], st: dict[str, Any]) -> str:
+    if not st["use_group_sampling"]:
+        return "none: every interacting candidate kept"
+    return (f"about {st['max_group_samples_ratio']:g} x n pairs per group of n: "
+            f"-{c['candidate_positives'] - c['positives_sampled']:,} positives")
+
+
+def _balance_step(c: dict[str, int], st: dict[str, Any]) -> str:
+    r = st["stage1_balance_ratio"]
+    if r <= 0:
+        return "off (stage1_balance_ratio = 0)"
+    cut_pos, cut_neg = c["positives_sampled"] - c["positives"], c["negatives_capped"] - c["negatives"]
+    cut = f"-{cut_pos:,} positives" if cut_pos else f"-{cut_neg:,} negatives" if cut_neg else "nothing to trim"
+    return f"to {r:g} negatives per positive: {cut}"
+
+
+def _change(before: float, after: float) -> str:
+    """'x0.55 (0.150 -> 0.083)': how a step changed the positives per negative."""
+    if not np.isfinite(before) or not np.isfinite(after) or before == 0:
+        return "" if not np.isfinite(before) else f"{before:.3g} -> {after:.3g}"
+    return f"x{after / before:.3g} ({before:.3g} -> {after:.3g})"
 
 
 def make_sweep_table(pairs: dict[str, np.ndarray], multipliers=None, n_frames: int | None = None,
@@ -78,6 +114,7 @@ def make_presets_table(scenes: Scenes, use_wrap: bool = True, use_group_sampling
         rows.append({"preset": name, "distance_multiplier": m, "max_negatives_per_frame": cap,
                      "epochs (note)": PRESET_EPOCHS[name], "candidate_frac_kept": c["candidates"] / max(c["all_pairs"], 1),
                      "positive_recall": c["candidate_positives"] / max(c["all_positives"], 1),
+                     "end-to-end recall": c["positives"] / max(c["all_positives"], 1),
                      "positives": c["positives"], "negatives": c["negatives"],
                      "pairs per frame": (c["positives"] + c["negatives"]) / max(c["frames"], 1),
                      "positives per negative": _ratio(c["positives"], c["negatives"])})
@@ -142,24 +179,132 @@ def describe_at_multiplier(at: dict[str, float], distance_multiplier: float) -> 
 
 
 def describe_ratios(sample: PairSample) -> str:
+    """Which step moves the positive:negative ratio, and how far, computed from the ratio table."""
+    t = make_ratio_table(sample)
+    r = t["positives per negative"].to_numpy()
+    steps = [s.lstrip("+ ") for s in t.index[1:]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = r[1:] / np.where(r[:-1] > 0, r[:-1], np.nan)
+        size = np.abs(np.log(np.where(factor > 0, factor, np.nan)))
+    big = int(np.nanargmax(size)) if np.isfinite(size).any() else 0
+    verbs = {1: "raises it to", -1: "lowers it to", 0: "keeps it at"}
+    parts = [f"{s} {verbs[int(np.sign(f - 1))]} {v:.3g}" for s, f, v in zip(steps[1:], factor[1:], r[2:])
+             if np.isfinite(f)]
     c = sample.counts
-    before = _ratio(c["candidate_positives"], c["candidate_negatives"])
-    after = _ratio(c["positives"], c["negatives"])
     removed = 1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1)
-    return (f"positives per negative: {before:.3f} among candidates (1:{1 / before if before else float('inf'):.1f}) -> "
-            f"{after:.2f} after sampling (1:{1 / after if after else float('inf'):.2f}); M0 claims 10:1 -> 2:1. "
-            f"Pairs trained on vs all same-frame pairs: {removed:.1%} fewer (claim: 70-80%)")
+    if r[1] < 1:
+        claim = (f"here candidates hold 1 positive per {1 / r[1]:.3g} negatives, so group sampling, which removes "
+                 "positives, cannot balance them" if r[1] > 0 else "here candidates hold no positive")
+    else:
+        claim = f"here candidates hold {r[1]:.3g} positives per negative and group sampling leaves {r[2]:.3g}"
+    return (f"Positives per negative: {r[0]:.3g} among all same-frame pairs, {r[1]:.3g} among candidates; "
+            f"{'; '.join(parts)}. The step that changes it most is '{steps[big]}' (x{factor[big]:.3g}). "
+            f"M0 claims 10:1 -> 2:1 from group sampling; {claim}. Pairs trained on vs all same-frame pairs: "
+            f"{removed:.1%} fewer (claim: 70-80%).")
 
 
-def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample,
-                 ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+def make_recall_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Per split and overall: interacting (same-group) pairs in the frames, how many survive each step,
+    and the end-to-end recall (interacting pairs that reach training / all interacting pairs); beside it
+    the recall counting pairs inferable by transitivity from those that reach training (M0's group inference)."""
+    p = scenes.people
+    fid = p["fid"].to_numpy()
+    seq_of_frame = np.zeros(scenes.n_frames, np.int64)
+    seq_of_frame[fid] = p["seq"].to_numpy()
+    split_of_seq = np.full(len(scenes.sequences), -1)
+    for k, a in enumerate(ds.values()):
+        split_of_seq[np.unique(a["seq"])] = k
+    split_of_frame = split_of_seq[seq_of_frame]
+    pos = sample.y == 1
+    fc = {**sample.frame_counts, "inferred": make_inferred_counts(fid, sample.i[pos], sample.j[pos], scenes.n_frames)}
+    cols = {"interacting pairs": "all_positives", "after distance rule": "candidate_positives",
+            "after group sampling": "positives_sampled", "reach training": "positives"}
+    rows = {name: {c: int(fc[k][split_of_frame == s].sum()) for c, k in cols.items()} | {
+        "_inferred": int(fc["inferred"][split_of_frame == s].sum())} for s, name in enumerate(ds)}
+    rows["all"] = {c: int(fc[k].sum()) for c, k in cols.items()} | {"_inferred": int(fc["inferred"].sum())}
+    df = pd.DataFrame.from_dict(rows, orient="index").rename_axis("split")
+    n = df["interacting pairs"].where(df["interacting pairs"] > 0)
+    df["end-to-end recall"] = df["reach training"] / n
+    df["recall incl. inferred"] = df.pop("_inferred") / n
+    return df
+
+
+def describe_recall(recall: pd.DataFrame) -> str:
+    """Where the interacting pairs go, from the recall table's overall row."""
+    a = recall.loc["all"]
+    n = max(int(a["interacting pairs"]), 1)
+    lost = {"the distance rule": a["interacting pairs"] - a["after distance rule"],
+            "group sampling": a["after distance rule"] - a["after group sampling"],
+            "balancing": a["after group sampling"] - a["reach training"]}
+    splits = ", ".join(f"{k} {v:.1%}" for k, v in recall["end-to-end recall"].drop("all").items())
+    return (f"{int(a['reach training']):,} of {n:,} interacting pairs reach training: end-to-end recall "
+            f"{a['end-to-end recall']:.1%} ({splits}). Lost to " +
+            ", ".join(f"{k} {v / n:.1%}" for k, v in lost.items()) +
+            f"; counting the pairs inferable by transitivity from those kept, {a['recall incl. inferred']:.1%}.")
+
+
+def make_type_groups_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Per split: its sequences, and the groups of each interaction type with at least one pair in it
+    (the units the stage-2 type head is scored on)."""
+    per_seq = make_type_group_counts(scenes, sample)                       # [S, C]
+    rows = {k: [len(np.unique(a["seq"])), *per_seq[np.unique(a["seq"])].sum(0)] for k, a in ds.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["sequences", *TYPE_NAMES]).rename_axis("split")
+
+
+def describe_type_coverage(groups: pd.DataFrame, min_groups: int = MIN_GROUPS_PER_CLASS) -> str:
+    """Whether every split holds enough groups of every interaction type to score the type head per class."""
+    cells = groups[list(TYPE_NAMES)].stack()
+    split, name = cells.idxmin()
+    fewest = f"fewest: {int(cells.min())}, {name} in {split}"
+    if cells.min() >= min_groups:
+        return (f"Every split holds at least {min_groups} groups of every interaction type ({fewest}), so "
+                "notebook 03 can score the type head per class.")
+    return (f"NOT in this profile: {int((cells < min_groups).sum())} of {len(cells)} (split, type) cells hold fewer "
+            f"than {min_groups} groups ({fewest}; the smallest split has {int(groups['sequences'].min())} "
+            "sequence(s)), so per-class type scores of notebook 03 rest on a handful of groups here.")
+
+
+def describe_wrap(sweep: pd.DataFrame, distance_multiplier: float) -> str:
+    """What the wrap buys at the chosen multiplier, and how the two curves of the reduction-recall
+    figure lie against each other at equal shares of pairs removed."""
+    on = sweep[sweep["wrap"]].sort_values("reduction")
+    off = sweep[~sweep["wrap"]].sort_values("reduction")
+    inside = (on["reduction"] >= off["reduction"].min()) & (on["reduction"] <= off["reduction"].max())
+    gap = np.interp(on["reduction"][inside], off["reduction"], off["positive_recall"]) - on["positive_recall"][inside]
+    at_on = on[np.isclose(on["distance_multiplier"], distance_multiplier)]
+    at_off = off[np.isclose(off["distance_multiplier"], distance_multiplier)]
+    lost = int(at_off["seam_positives_lost"].iloc[0]) if len(at_off) else 0
+    extra = float(at_on["frac_kept"].iloc[0] - at_off["frac_kept"].iloc[0]) if len(at_on) and len(at_off) else 0.0
+    most = float(np.abs(gap).max()) if len(gap) else 0.0
+    if most < 0.01:
+        where, verdict = "within 1 point of recall of the wrap-on curve", "the trade-off is the same"
+    elif gap.mean() > 0:
+        where, verdict = (f"above the wrap-on curve (by up to {most * 100:.1f} points of recall)",
+                          "per pair removed, ignoring the seam is no worse")
+    else:
+        where, verdict = (f"below the wrap-on curve (by up to {most * 100:.1f} points of recall)",
+                          "ignoring the seam also worsens the trade-off")
+    return (f"At {distance_multiplier:g}x the wrap keeps {lost:,} more interacting pairs and {extra:.1%} more of all "
+            f"pairs than a plain distance. Plotted against the share of pairs removed the wrap-off curve lies {where}: "
+            f"{verdict}; what the wrap buys is the people standing side by side across the seam (next figure).")
+
+
+def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample, ds: dict[str, dict[str, np.ndarray]],
+                 recall: pd.DataFrame, groups: pd.DataFrame) -> dict[str, Any]:
     """The flat headline numbers of notebook 01 (metrics.json)."""
     c = sample.counts
+    e2e = recall["end-to-end recall"]
     return {**{k: at[k] for k in ("candidate_frac_kept", "positive_recall", "seam_positives_lost_without_wrap",
                                   "seam_positives_lost_frac")},
             "pos_neg_ratio_before": _ratio(c["candidate_positives"], c["candidate_negatives"]),
+            "pos_neg_ratio_after_group_sampling": _ratio(c["positives_sampled"], c["candidate_negatives"]),
+            "pos_neg_ratio_after_cap": _ratio(c["positives_sampled"], c["negatives_capped"]),
             "pos_neg_ratio_after": _ratio(c["positives"], c["negatives"]),
             "pair_reduction_vs_all": 1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1),
+            "end_to_end_recall": _finite(e2e["all"]),
+            **{f"end_to_end_recall_{k}": _finite(e2e[k]) for k in ds},
+            "recall_incl_inferred": _finite(recall.loc["all", "recall incl. inferred"]),
+            "type_min_groups_per_split": int(groups[list(TYPE_NAMES)].to_numpy().min()),
             "n_pairs_train": len(ds["train"]["y"]), "n_pairs_val": len(ds["val"]["y"]),
             "n_pairs_test": len(ds["test"]["y"]),
             "interacting_share_train": float(ds["train"]["y"].mean()) if len(ds["train"]["y"]) else None,
@@ -168,15 +313,50 @@ def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample,
             "generated": bool(scenes.generated)}
 
 
+def _finite(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
 def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]], seed: int
                       ) -> dict[str, Any]:
-    """The run card's dataset section (M3): sizes, sequences (subjects) per split, split method."""
+    """The run card's dataset section (M3): sizes, sequences (subjects) per split, split method, and the
+    leakage check that ran on the written splits (sequences and person ids shared, with the counts)."""
+    leak = evaluate_split_leakage(ds)
     return {"name": "scene_pairs", "source": scenes.source, "generated": bool(scenes.generated),
             "total_samples": int(sum(len(a["y"]) for a in ds.values())),
             **{f"{k}_samples": int(len(a["y"])) for k, a in ds.items()},
             **{f"{k}_subjects": int(len(np.unique(a["seq"]))) for k, a in ds.items()},
             "subject": "sequence", "random_seed": seed, "split_method": "by_sequence",
-            "data_leakage_prevention": True, "sampling": sample.settings}
+            "data_leakage_prevention": leak["passed"], "leakage_check": leak, "sampling": sample.settings}
+
+
+def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFrame, groups: pd.DataFrame,
+                    distance_multiplier: float, min_groups: int = MIN_GROUPS_PER_CLASS) -> str:
+    """The notebook's answer in a few sentences, computed from its tables."""
+    r = make_ratio_table(sample)["positives per negative"]
+    a = recall.loc["all"]
+    cells = groups[list(TYPE_NAMES)].to_numpy()
+    cover = (f"every split holds at least {int(cells.min())} groups of every interaction type"
+             if cells.min() >= min_groups else
+             f"some splits hold fewer than {min_groups} groups of a type (fewest {int(cells.min())}), too few to "
+             "score the type head per class")
+    c = sample.counts
+    cut_pos, cut_neg = c["positives_sampled"] - c["positives"], c["negatives_capped"] - c["negatives"]
+    trimmed = ("balancing is off" if sample.settings["stage1_balance_ratio"] <= 0 else
+               f"balancing then trims {cut_pos:,} positives" if cut_pos else
+               f"balancing then trims {cut_neg:,} negatives" if cut_neg else "balancing trims nothing")
+    if sample.settings["stage1_balance_ratio"] > 0:
+        npp = f"{1 / r.iloc[4]:.3g}"
+        trimmed += (f", ending at {npp} negative{'' if npp == '1' else 's'} per positive (stage1_balance_ratio "
+                    f"{sample.settings['stage1_balance_ratio']:g})")
+    return (f"Distance-limited pairing at {distance_multiplier:g}x the wider box (with the wrap) keeps "
+            f"{at['candidate_frac_kept']:.1%} of same-frame pairs and {at['positive_recall']:.1%} of interacting "
+            f"pairs; the wrap saves {int(at['seam_positives_lost_without_wrap']):,} interacting pairs at the seam. "
+            f"The positive:negative balance comes from capping negatives per frame ({r.iloc[2]:.3g} -> {r.iloc[3]:.3g} "
+            f"positives per negative), not from group sampling ({r.iloc[1]:.3g} -> {r.iloc[2]:.3g}); {trimmed}. "
+            f"End to end, {a['end-to-end recall']:.1%} of all interacting pairs reach training "
+            f"(test split {recall.loc['test', 'end-to-end recall']:.1%}; {a['recall incl. inferred']:.1%} counting "
+            f"pairs inferable by transitivity), and {cover}.")
 
 
 def _axes(ax, figsize=(6.4, 4.2)):

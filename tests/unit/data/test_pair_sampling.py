@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from helpers.data.jrdb import load_jrdb
-from helpers.data.pair_sampling import cap_per_frame, group_sample_count, make_pair_sample, sample_group_pairs
+from helpers.data.pair_sampling import (cap_per_frame, group_sample_count, make_inferred_counts,
+                                        make_interacting_counts, make_pair_sample, make_stage1_balance_picks,
+                                        sample_group_pairs)
 from helpers.data.scenes import Scenes, WIDTH
 
 
@@ -69,3 +71,44 @@ def test_pair_sample_on_fixture(tiny):
     # The seam pair (1, 2) of seq_a is positive with wrap and lost without.
     s_off = make_pair_sample(tiny, 3.0, False, True, 1.0, 5, 1.0, seed=0)
     assert s_off.counts["candidate_positives"] == c["candidate_positives"] - 2
+
+
+# ----------------------------------------------------------------------------- balancing, per-frame counts
+@pytest.mark.parametrize("n_pos, n_neg, ratio, kept", [(10, 30, 1.0, (10, 10)), (10, 30, 0.5, (10, 5)),
+                                                        (30, 10, 1.0, (10, 10)), (30, 10, 2.0, (5, 10)),
+                                                        (30, 10, 0.0, (30, 10)), (30, 0, 1.0, (30, 0)),
+                                                        (10, 10, 1.0, (10, 10))])
+def test_balance_trims_whichever_side_is_over(n_pos, n_neg, ratio, kept):
+    keep_pos, keep_neg = make_stage1_balance_picks(n_pos, n_neg, ratio, np.random.default_rng(0))
+    assert (len(keep_pos), len(keep_neg)) == kept
+    assert len(set(keep_pos.tolist())) == len(keep_pos) and np.all(np.diff(keep_pos) > 0)
+
+
+def test_balance_ratio_reached_when_negatives_are_scarce(tiny):
+    # Cap 1 negative per frame: fewer negatives than positives, so positives are trimmed to the ratio.
+    free = make_pair_sample(tiny, 6.0, True, False, 1.0, 1, 0.0, seed=0)
+    bal = make_pair_sample(tiny, 6.0, True, False, 1.0, 1, 1.0, seed=0)
+    assert free.counts["positives"] > free.counts["negatives"], "the fixture must have more positives than negatives"
+    assert bal.counts["positives"] == bal.counts["negatives"] == free.counts["negatives"]
+    assert bal.counts["positives_sampled"] == free.counts["positives"]
+    assert int(bal.y.sum()) == bal.counts["positives"]
+
+
+def test_frame_counts_add_up(tiny):
+    s = make_pair_sample(tiny, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    fc, c = s.frame_counts, s.counts
+    assert all(len(v) == tiny.n_frames for v in fc.values())
+    for key in ("all_positives", "candidate_positives", "positives_sampled", "positives", "negatives"):
+        assert int(fc[key].sum()) == c[key], key
+    assert np.all(fc["all_positives"] >= fc["candidate_positives"])
+    assert np.all(fc["candidate_positives"] >= fc["positives_sampled"])
+
+
+def test_interacting_and_inferred_counts():
+    fid = np.array([0, 0, 0, 0, 1, 1, 1])
+    group = np.array([1, 1, 1, 2, 1, 1, 3])              # frame 0: a group of 3 and one alone; frame 1: a pair
+    assert make_interacting_counts(fid, group, 3).tolist() == [3, 1, 0]
+    # Kept pairs 0-1 and 1-2 give 0-2 by transitivity; 4-5 stays one pair.
+    assert make_inferred_counts(fid, np.array([0, 1, 4]), np.array([1, 2, 5]), 3).tolist() == [3, 1, 0]
+    assert make_inferred_counts(fid, np.array([0]), np.array([1]), 3).tolist() == [1, 0, 0]
+    assert make_inferred_counts(fid, np.zeros(0, np.int64), np.zeros(0, np.int64), 2).tolist() == [0, 0]

@@ -6,7 +6,7 @@ import pytest
 from helpers.core import paths
 from helpers.core.errors import WorkbookError
 from helpers.data.jrdb import load_scenes
-from helpers.data.scene_generator import make_generated_people
+from helpers.data.scene_generator import make_generated_people, type_quota
 
 
 
@@ -43,3 +43,22 @@ def test_generator_closure_recovers_groups():
 def test_generator_rejects_bad_sizes():
     with pytest.raises(WorkbookError, match="n_sequences"):
         make_generated_people(n_sequences=0)
+
+
+@pytest.mark.parametrize("frames, quota", [(40, 1), (150, 2), (240, 3), (1035, 3)])
+def test_type_quota_by_sequence_length(frames, quota):
+    assert type_quota(frames) == quota
+
+
+def test_every_sequence_holds_groups_of_every_type():
+    """Each sequence shows at least type_quota groups of each interaction type with two or more people
+    together in a frame, and the pairs added for it keep the crowd near JRDB's size."""
+    people, groups = make_generated_people(n_sequences=3, frames_per_sequence=150, seed=2)
+    q = type_quota(150)
+    together = people.groupby(["seq", "frame", "group"])["track"].transform("size") >= 2
+    seen = people[together & (people["type"] >= 0)].groupby(["seq", "type"])["group"].nunique()
+    assert seen.unstack(fill_value=0).reindex(columns=range(5), fill_value=0).to_numpy().min() >= q
+    assert set(groups.loc[groups["size"] >= 2, "type"]) == set(range(5))
+    per_frame = people.groupby(["seq", "frame"]).size()
+    assert 10 < per_frame.mean() < 45 and per_frame.max() <= 80
+    assert groups["group"].tolist() == list(range(len(groups))), "group ids stay the row numbers"

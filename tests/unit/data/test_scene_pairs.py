@@ -8,8 +8,9 @@ from helpers.core.errors import WorkbookError
 from helpers.data.pair_sampling import make_pair_sample
 from helpers.data.pairs import load_pair_folder
 from helpers.data.scene_generator import make_generated_people
-from helpers.data.scene_pairs import (make_dataset_meta, make_scene_pair_dataset, make_sequence_split,
-                                      PAIR_FEATURES, PERSON_FEATURES, write_pair_dataset)
+from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta, make_scene_pair_dataset,
+                                      make_sequence_split, make_track_groups, make_type_group_counts, PAIR_FEATURES,
+                                      PERSON_FEATURES, write_pair_dataset)
 from helpers.data.scenes import Scenes, WIDTH
 
 
@@ -52,3 +53,71 @@ def test_dataset_split_by_sequence_and_schema(gen, tmp_path):
 def test_split_needs_three_sequences():
     with pytest.raises(WorkbookError, match="at least 3"):
         make_sequence_split(2, 0.2, 0.2, 0)
+
+
+def test_meta_counts_all_interacting_pairs_per_split(gen):
+    s = make_pair_sample(gen, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    ds = make_scene_pair_dataset(gen, s, 0.2, 0.2, seed=0)
+    meta = make_dataset_meta(gen, s, ds)
+    n_all = meta["all_interacting_pairs"]
+    assert set(n_all) == {"train", "val", "test"} and all(type(v) is int for v in n_all.values())
+    # Every sequence with a same-group pair has sampled pairs, so the splits share out all interacting pairs.
+    assert sum(n_all.values()) == s.counts["all_positives"]
+    for k, a in ds.items():
+        assert n_all[k] >= int(a["y"].sum())
+        # Recomputed by hand from the people table: n(n-1)/2 per (frame, group) in the split's sequences.
+        p = gen.people[gen.people["seq"].isin(np.unique(a["seq"]))]
+        sizes = p.groupby(["fid", "group"]).size().to_numpy()
+        assert n_all[k] == int((sizes * (sizes - 1) // 2).sum())
+    assert {"name", "kind", "generated", "feature_names", "split_method", "sequences_per_split", "settings",
+            "counts"} <= set(meta)
+
+
+def test_leakage_check_runs_and_catches_a_shared_sequence(gen):
+    s = make_pair_sample(gen, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    ds = make_scene_pair_dataset(gen, s, 0.2, 0.2, seed=0)
+    leak = evaluate_split_leakage(ds)
+    assert leak["passed"] is True and make_dataset_meta(gen, s, ds)["data_leakage_prevention"] is True
+    assert sum(leak["sequences_shared"].values()) == 0 and sum(leak["person_ids_shared"].values()) == 0
+    assert leak["sequences_per_split"] == {k: len(np.unique(a["seq"])) for k, a in ds.items()}
+    # Plant one test pair in train: the check must see the shared sequence and the shared people.
+    bad = {k: dict(a) for k, a in ds.items()}
+    bad["train"] = {k: np.concatenate([v, ds["test"][k][:1]]) for k, v in ds["train"].items()}
+    leak = evaluate_split_leakage(bad)
+    assert leak["passed"] is False
+    assert leak["sequences_shared"]["train-test"] == 1 and leak["person_ids_shared"]["train-test"] == 2
+
+
+def test_split_prefers_enough_groups_per_type():
+    # Six sequences, one interaction type held by three of them (10 groups each): only a split that gives
+    # each of train, val and test one of those three has 10 groups everywhere.
+    types = np.ones((6, 2), np.int64)
+    groups = np.array([[10], [10], [10], [0], [0], [0]])
+    split = make_sequence_split(6, 1 / 6, 1 / 6, seed=0, type_counts=types, group_counts=groups, min_groups=10)
+    per = [int(groups[split == s].sum()) for s in range(3)]
+    assert per == [10, 10, 10], "each split gets one of the three sequences with groups"
+    # Without the group counts any split is as good, and some seed puts two of them together.
+    assert any(sorted(int(groups[make_sequence_split(6, 1 / 6, 1 / 6, seed=k, type_counts=types) == s].sum())
+                      for s in range(3)) != [10, 10, 10] for k in range(20))
+
+
+def test_track_groups_follow_a_group_over_frames():
+    import pandas as pd
+
+    # Per-frame group ids (as from JRDB-Social pairs): tracks 1-2 in frame 0, 2-3 in frame 1 -> one group.
+    people = pd.DataFrame({"seq": [0, 0, 0, 0, 0, 1, 1], "fid": [0, 0, 1, 1, 1, 2, 2], "track": [1, 2, 2, 3, 4, 1, 2],
+                           "group": [0, 0, 5, 5, 6, 9, 9]})
+    g = make_track_groups(people)
+    assert g[0] == g[1] == g[2] == g[3] and g[4] != g[0]
+    assert g[5] == g[6] and g[5] != g[0], "the same track ids in another sequence are other people"
+
+
+def test_type_group_counts_count_groups_not_pairs(gen):
+    s = make_pair_sample(gen, 6.0, True, False, 1.0, 5, 0.0, seed=0)
+    counts = make_type_group_counts(gen, s)
+    p = gen.people
+    pos = s.i[s.y == 1]
+    by_hand = p.iloc[pos].groupby(["seq", "type"])["group"].nunique()   # the generator's groups hold over time
+    for (q, t), n in by_hand.items():
+        assert counts[q, t] == n
+    assert counts.sum() == by_hand.sum() < int(s.y.sum())
