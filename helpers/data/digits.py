@@ -73,7 +73,7 @@ def make_digit_pairs(seed: int = 0, train_sources: int = 400, val_sources: int =
         raise WorkbookError(f"train_sources + val_sources = {train_sources + val_sources} leaves fewer than 20 of "
                             f"{n_img} images for the test split")
     settings = {"seed": seed, "train_sources": train_sources, "val_sources": val_sources,
-                "n_pairs": list(n_pairs), "pos_rate": pos_rate, "version": 1}
+                "n_pairs": list(n_pairs), "pos_rate": pos_rate, "version": 2}   # 2: ca/cb class arrays
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     folder = (cache or paths.CACHE / "digit_pairs") / key
     if (folder / "meta.json").exists():
@@ -97,8 +97,10 @@ def make_digit_pairs(seed: int = 0, train_sources: int = 400, val_sources: int =
         for s, (split, fname) in enumerate(SPLIT_FILES.items()):
             ids = np.flatnonzero(split_of == s)
             ida, idb, y = make_pairs(ids, labels, n_pairs[s], pos_rate, rng)
+            # ca/cb: the pair contract's class arrays (classify-then-compare baselines); digit_a/digit_b
+            # hold the same digits under the names notebook 00 reads.
             io.atomic_savez(tmp / fname, xa=images[ida][:, None], xb=images[idb][:, None], y=y, ida=ida, idb=idb,
-                            digit_a=labels[ida], digit_b=labels[idb])
+                            ca=labels[ida], cb=labels[idb], digit_a=labels[ida], digit_b=labels[idb])
         io.atomic_write_json(tmp / "meta.json", {
             "name": "digit_pairs", "generated": False,
             "source": "UCI handwritten digits shipped with scikit-learn (1,797 real 8x8 images); pairs sampled "

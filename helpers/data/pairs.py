@@ -1,6 +1,7 @@
 """The pair-NPZ contract: ``train.npz``, ``val.npz``, ``test_public.npz`` with ``xa``, ``xb``, ``y``
-(optional ``ida``/``idb`` source ids and extra per-pair arrays), read and checked with errors naming the
-file and key; the built-in datasets written earlier in a run are opened by name."""
+(optional ``ida``/``idb`` source ids, optional ``ca``/``cb`` per-image classes and extra per-pair arrays),
+read and checked with errors naming the file and key; the built-in datasets written earlier in a run are
+opened by name."""
 from __future__ import annotations
 
 import re
@@ -23,13 +24,17 @@ BUILTIN = {"digit_pairs": "00_data_audit/digit_pairs", "scene_pairs": "01_pair_s
 
 @dataclass
 class PairSet:
-    """One split. xa/xb: float32 [N, C, H, W] (images) or [N, F] (vectors); y: int64 {0, 1}."""
+    """One split. xa/xb: float32 [N, C, H, W] (images) or [N, F] (vectors); y: int64 {0, 1};
+    ca/cb: optional int64 class of each member (e.g. the digit), which the classify-then-compare
+    baselines of notebook 02 need."""
     xa: np.ndarray
     xb: np.ndarray
     y: np.ndarray
     ida: np.ndarray | None = None
     idb: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    ca: np.ndarray | None = None
+    cb: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -72,11 +77,12 @@ def load_npz_pairs(path: str | Path) -> PairSet:
     xa, xb = _check_inputs(path, xa, xb, n)
     _check_labels(path, y)
     ida, idb = _read_ids(path, arrays, n)
+    ca, cb = _read_classes(path, arrays, n, ida, idb)
     extras = {k: v for k, v in arrays.items() if v.ndim >= 1 and len(v) == n}
     if "pair" in extras:
         _refuse_complex(path, "pair", extras["pair"])
         extras["pair"] = _to_float(extras["pair"])
-    return PairSet(xa, xb, y.astype(np.int64), ida, idb, extras)
+    return PairSet(xa, xb, y.astype(np.int64), ida, idb, extras, ca, cb)
 
 
 # The first bytes of a zip archive with members, and of an empty one: every .npz starts with one of them.
@@ -176,6 +182,32 @@ def _read_ids(path: Path, arrays: dict[str, np.ndarray], n: int) -> tuple[np.nda
         if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
             raise DataError(f"{path}: key {key!r} must be integer ids of shape ({n},), got {ids.dtype} {ids.shape}")
     return ida.astype(np.int64), idb.astype(np.int64)
+
+
+def _read_classes(path: Path, arrays: dict[str, np.ndarray], n: int, ida: np.ndarray | None,
+                  idb: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Optional per-member classes (ca, cb) as int64, popped from ``arrays``; with ids, one image (id)
+    must have one class, else a classifier would be trained on contradicting labels."""
+    if ("ca" in arrays) != ("cb" in arrays):
+        raise DataError(f"{path}: has only one of 'ca'/'cb' (the class of each pair member); give both or neither")
+    if "ca" not in arrays:
+        return None, None
+    ca, cb = arrays.pop("ca"), arrays.pop("cb")
+    for key, c in (("ca", ca), ("cb", cb)):
+        if c.shape != (n,) or not (np.issubdtype(c.dtype, np.integer) or c.dtype == bool):
+            raise DataError(f"{path}: key {key!r} must hold one integer class per row, shape ({n},), "
+                            f"got {c.dtype} {c.shape}")
+    ca, cb = ca.astype(np.int64), cb.astype(np.int64)
+    if ida is not None:
+        ids, cls = np.concatenate([ida, idb]), np.concatenate([ca, cb])
+        order = np.lexsort((cls, ids))
+        ids, cls = ids[order], cls[order]
+        clash = (ids[1:] == ids[:-1]) & (cls[1:] != cls[:-1])      # the same image with two classes
+        if clash.any():
+            i = int(np.flatnonzero(clash)[0])
+            raise DataError(f"{path}: image id {int(ids[i])} has classes {int(cls[i])} and {int(cls[i + 1])} "
+                            f"in 'ca'/'cb'; expected one class per image id ({int(clash.sum())} such clashes)")
+    return ca, cb
 
 
 def _to_float(x: np.ndarray) -> np.ndarray:

@@ -13,8 +13,11 @@ from tests.e2e.conftest import read_metrics
 pytestmark = pytest.mark.e2e
 STEM = "02_stage1"
 DATASETS = ("digit_pairs", "scene_pairs")
-KEYS = ("test_acc", "test_acc_ci_low", "test_acc_ci_high", "test_f1", "val_acc", "baseline_logreg_acc",
-        "baseline_lgbm_acc", "epochs_run", "train_samples_per_s")
+KEYS = ("test_acc", "test_acc_ci_low", "test_acc_ci_high", "test_acc_ci_method", "test_f1", "val_acc",
+        "baseline_logreg_acc", "baseline_lgbm_acc", "baseline_1nn_acc", "best_baseline", "vs_best_baseline_p",
+        "epochs_run", "train_samples_per_s")
+BASELINES = {"digit_pairs": ("svm_compare", "cnn_compare", "1nn", "logreg", "lgbm"),
+             "scene_pairs": ("1nn", "logreg", "lgbm")}
 
 
 def _params(run):
@@ -22,20 +25,31 @@ def _params(run):
 
 
 @pytest.mark.parametrize("ds", DATASETS)
-def test_metrics_keys_and_intervals(smoke_run, ds):
+def test_metrics_keys_and_unit_aware_intervals(smoke_run, ds):
     m = read_metrics(smoke_run, STEM)
     for k in KEYS:
         assert f"{ds}.{k}" in m, k
     acc, lo, hi, n = m[f"{ds}.test_acc"], m[f"{ds}.test_acc_ci_low"], m[f"{ds}.test_acc_ci_high"], m[f"{ds}.n_test"]
     assert 0 <= lo <= acc <= hi <= 1
-    # a Wilson 95% interval is about ±1.96·sqrt(p(1-p)/n) wide
-    half = 1.96 * math.sqrt(max(acc * (1 - acc), 0.05) / n)
-    assert 0.5 * half < (hi - lo) / 2 < 1.6 * half
+    # pairs share images (digits) or people (scenes): the interval over the independent unit is wider than a
+    # Wilson interval that takes every pair as independent, and names its unit and method
+    wilson_half = 1.96 * math.sqrt(max(acc * (1 - acc), 0.05) / n)
+    assert (hi - lo) / 2 > (1.0 if ds == "digit_pairs" else 0.8) * wilson_half
+    assert (hi - lo) / 2 < 6 * wilson_half
+    method = m[f"{ds}.test_acc_ci_method"]
+    assert ("dyadic" in method and "source images" in method) if ds == "digit_pairs" else \
+        ("cluster bootstrap" in method and "person pairs" in method)
     assert m[f"{ds}.train_samples_per_s"] > 10
     p = _params(smoke_run)
     assert m[f"{ds}.epochs_run"] == p["epochs"]  # smoke: no early stopping
-    for k in ("baseline_logreg_acc", "baseline_lgbm_acc", "val_acc", "test_f1"):
+    for k in ("baseline_logreg_acc", "baseline_lgbm_acc", "baseline_1nn_acc", "val_acc", "test_f1",
+              "best_baseline_acc"):
         assert 0 <= m[f"{ds}.{k}"] <= 1
+    p_holm, p_raw = m[f"{ds}.vs_best_baseline_p"], m[f"{ds}.vs_best_baseline_p_unadjusted"]
+    assert 0 <= p_raw <= p_holm <= 1
+    assert m[f"{ds}.best_baseline"] in BASELINES[ds]
+    diff = m[f"{ds}.test_acc"] - m[f"{ds}.best_baseline_acc"]
+    assert m[f"{ds}.vs_best_baseline_diff"] == pytest.approx(diff, abs=1e-9)
 
 
 def test_digit_baselines_learn(smoke_run):
@@ -44,6 +58,41 @@ def test_digit_baselines_learn(smoke_run):
     assert m["digit_pairs.baseline_logreg_acc"] > 0.7
     assert m["digit_pairs.baseline_lgbm_acc"] > 0.7
     assert m["digit_pairs.test_acc"] > 0.45
+    # a digit classifier applied to both images is the strong baseline: the SVM and 1-NN reach ~0.9 even here
+    assert m["digit_pairs.baseline_svm_compare_acc"] > 0.85 and m["digit_pairs.baseline_1nn_acc"] > 0.8
+    choice = m["digit_pairs.baseline_classify_compare_choice"]
+    assert choice in ("svm_compare", "cnn_compare")
+    assert m["digit_pairs.baseline_classify_compare_acc"] == m[f"digit_pairs.baseline_{choice}_acc"]
+    assert m["digit_pairs.has_classes"] is True and m["scene_pairs.has_classes"] is False
+    assert "scene_pairs.baseline_classify_compare_acc" not in m
+
+
+def test_scene_recall_over_all_interacting_pairs(smoke_run):
+    m = read_metrics(smoke_run, STEM)
+    meta = json.loads((smoke_run / "01_pair_sampling" / "scene_pairs" / "meta.json").read_text())
+    rec, n_sampled = m["scene_pairs.test_recall_sampled"], m["scene_pairs.test_sampled_interacting_pairs"]
+    assert 0 <= m["scene_pairs.test_recall_sampled_ci_low"] <= rec <= m["scene_pairs.test_recall_sampled_ci_high"] <= 1
+    if "all_interacting_pairs" not in meta:
+        assert m["scene_pairs.test_recall_all_pairs"] is None
+        return
+    n_all = meta["all_interacting_pairs"]["test"]
+    assert m["scene_pairs.test_all_interacting_pairs"] == n_all >= n_sampled
+    # the pairs the sampling dropped are misses: recall over all pairs = sampled recall x share sampled
+    assert m["scene_pairs.test_recall_all_pairs"] == pytest.approx(rec * n_sampled / n_all, abs=1e-9)
+
+
+def test_answer_and_full_table(smoke_run):
+    folder = smoke_run / STEM
+    answer = json.loads((folder / "answer.json").read_text())
+    m = read_metrics(smoke_run, STEM)
+    assert f"{m['digit_pairs.test_acc']:.3f}" in answer["answer"] and "Holm-adjusted" in answer["answer"]
+    assert 2 <= len(answer["headline"]) <= 3
+    assert answer["headline"]["digit_pairs: stage 1 test acc"] == pytest.approx(m["digit_pairs.test_acc"], abs=1e-4)
+    table = (folder / "stage1_vs_baselines.csv").read_text()
+    assert "p (Holm)" in table and "verdict" in table
+    assert (folder / "stage1_vs_baselines.png").is_file()
+    html = (folder / f"{STEM}.html").read_text()
+    assert html.index("Answer") < html.index("What does each dataset hold?")
 
 
 @pytest.mark.parametrize("ds", DATASETS)
@@ -68,8 +117,7 @@ def test_outputs_per_dataset(smoke_run, ds):
 def test_prediction_files_match_metrics(smoke_run, ds):
     m = read_metrics(smoke_run, STEM)
     pred = smoke_run / STEM / ds / "predictions"
-    for name, key in (("stage1", "test_acc"), ("baseline_logreg", "baseline_logreg_acc"),
-                      ("baseline_lgbm", "baseline_lgbm_acc")):
+    for name, key in [("stage1", "test_acc")] + [(f"baseline_{b}", f"baseline_{b}_acc") for b in BASELINES[ds]]:
         z = np.load(pred / f"{name}.npz")
         assert z["test_prob"].dtype == np.float64 and len(z["test_prob"]) == len(z["test_y"]) == m[f"{ds}.n_test"]
         assert ((z["test_prob"] >= 0.5) == (z["test_y"] == 1)).mean() == pytest.approx(m[f"{ds}.{key}"], abs=1e-12)
@@ -101,4 +149,9 @@ def test_users_own_pair_folder_runs_through_audit_and_stage1(tmp_path):
     assert audit["leaked_sources"] is None and audit["n_train"] == 400  # no ids: the check says it cannot run
     m = json.loads((out / "02_stage1" / "metrics.json").read_text())
     assert 0.0 <= m["mypairs.test_acc"] <= 1.0 and m["mypairs.epochs_run"] == 1
-    assert (out / "02_stage1" / "mypairs" / "predictions" / "stage1.npz").is_file()
+    pred = out / "02_stage1" / "mypairs" / "predictions"
+    for name in ("stage1", "baseline_1nn", "baseline_logreg", "baseline_lgbm"):
+        assert (pred / f"{name}.npz").is_file(), name
+    assert not (pred / "baseline_svm_compare.npz").exists()          # no ca/cb: no classify-then-compare
+    assert m["mypairs.test_acc_ci_method"].startswith("row bootstrap") and m["mypairs.has_classes"] is False
+    assert "need them and did not run" in (out / "02_stage1" / "02_stage1.html").read_text()

@@ -24,6 +24,17 @@ def test_good_file_loads(tmp_path):
     assert s.sources.tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]
 
 
+def test_class_arrays_load_as_int64_and_are_optional(tmp_path):
+    s = load_npz_pairs(_write(tmp_path / "c.npz", **_good(), ida=np.arange(6), idb=np.arange(6) + 10,
+                              ca=np.array([1, 2, 3, 1, 2, 3], np.int8), cb=np.zeros(6, np.uint16)))
+    assert s.ca.dtype == np.int64 and s.ca.tolist() == [1, 2, 3, 1, 2, 3] and s.cb.tolist() == [0] * 6
+    assert "ca" not in s.extras and "cb" not in s.extras
+    # without ids the classes are taken as given (no image to check them against)
+    s = load_npz_pairs(_write(tmp_path / "n.npz", **_good(), ca=np.arange(6), cb=np.arange(6)))
+    assert s.ida is None and s.ca.tolist() == list(range(6))
+    assert load_npz_pairs(_write(tmp_path / "none.npz", **_good())).ca is None
+
+
 def test_uint8_without_ids_and_without_channel_loads(tmp_path):
     d = {k: v for k, v in _good(shape=(4, 4)).items()}
     d["xa"] = (d["xa"] * 255).astype(np.uint8)
@@ -42,6 +53,14 @@ def test_uint8_without_ids_and_without_channel_loads(tmp_path):
     (lambda d: d.update(y=np.array([0, 1, 2, 0, 1, 0])), r"labels \[2\]; expected only 0 and 1"),
     (lambda d: d.update(xa=d["xa"].reshape(6, 1, 2, 2, 4), xb=d["xb"].reshape(6, 1, 2, 2, 4)), r"rank 5"),
     (lambda d: d.update(ida=np.arange(6)), r"only one of 'ida'/'idb'"),
+    (lambda d: d.update(ca=np.arange(6)), r"only one of 'ca'/'cb'"),
+    (lambda d: d.update(ca=np.arange(6) * 0.5, cb=np.arange(6)), r"'ca' must hold one integer class per row"),
+    (lambda d: d.update(ca=np.arange(5), cb=np.arange(6)), r"'ca' must hold one integer class per row, shape \(6,\)"),
+    (lambda d: d.update(ca=np.arange(6), cb=np.arange(6).reshape(6, 1)), r"'cb' must hold one integer class"),
+    # image 3 is member a of row 0 with class 1 and member b of row 5 with class 2
+    (lambda d: d.update(ida=np.array([3, 0, 1, 2, 4, 5]), idb=np.array([6, 7, 8, 9, 10, 3]),
+                        ca=np.array([1, 0, 0, 0, 0, 0]), cb=np.array([0, 0, 0, 0, 0, 2])),
+     r"image id 3 has classes 1 and 2 in 'ca'/'cb'; expected one class per image id"),
 ])
 def test_malformed_files_name_the_file_and_problem(tmp_path, mutate, message):
     d = _good()
@@ -84,6 +103,8 @@ def test_builtin_split_shares_no_source_and_is_deterministic(tmp_path):
     # same-digit labels are right: y == (digit_a == digit_b), and a positive never pairs an image with itself
     for _, s in splits.items():
         assert np.array_equal(s.y, (s.extras["digit_a"] == s.extras["digit_b"]).astype(int))
+        # the contract's class arrays hold the same digits (what the classify-then-compare baselines read)
+        assert np.array_equal(s.ca, s.extras["digit_a"]) and np.array_equal(s.cb, s.extras["digit_b"])
         assert not np.any((s.ida == s.idb) & (s.y == 1))
         assert abs(s.y.mean() - 0.5) < 0.01
     again = load_pair_folder(make_digit_pairs(**{**kw, "cache": tmp_path / "other"}))
