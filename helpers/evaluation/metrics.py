@@ -94,7 +94,8 @@ def make_evaluation_report(title: str, results: dict[str, dict], notes: Sequence
         lines += [
             f"[{name}]  n = {r['n']}, positive rate {r['positive_rate']:.3f}",
             f"  threshold   : P(y=1) >= {r['threshold']:.2f} -> predicted positive",
-            f"  accuracy    : {r['accuracy']:.4f}  (95% CI {r['acc_ci_low']:.4f}-{r['acc_ci_high']:.4f}, Wilson)",
+            f"  accuracy    : {r['accuracy']:.4f}  (95% CI {r['acc_ci_low']:.4f}-{r['acc_ci_high']:.4f}, "
+            f"{r.get('acc_ci_method', 'Wilson')})",
             f"  F1          : {r['f1']:.4f}",
             f"  precision   : {r['precision']:.4f}",
             f"  recall      : {r['recall']:.4f}",
