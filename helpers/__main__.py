@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers {run,check,diff,strip,bench,diagnose}``."""
+"""Command line: ``python -m helpers {run,check,diff,strip,bench,diagnose,crops}``."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,8 @@ import sys
 from helpers.core.errors import WorkbookError
 
 # `python -m helpers bench NAME ...` -> helpers.bench.NAME.bench_main(argv).
-BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed", "rerun", "jobs")}
+BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed", "rerun", "jobs",
+                                                     "crops")}
 
 
 def _positive_int(text: str) -> int:
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("rest", nargs=argparse.REMAINDER)
     f = sub.add_parser("figures", help="the README's measured figures from a run folder", add_help=False)
     f.add_argument("rest", nargs=argparse.REMAINDER)
+    k = sub.add_parser("crops", help="write the person crops of a JRDB folder as PNG files", add_help=False)
+    k.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
     if argv[:1] == ["diagnose"]:
         return importlib.import_module("helpers.workbook.diagnose_cli").diagnose_main(argv[1:])
+    if argv[:1] == ["crops"]:
+        return importlib.import_module("helpers.workbook.crops_cli").crops_main(argv[1:])
     if argv[:1] == ["figures"]:
         return importlib.import_module("helpers.workbook.figures").figures_main(argv[1:])
     args = _parser().parse_args(argv)

@@ -18,7 +18,8 @@ import pandas as pd
 
 from helpers.core import paths
 from helpers.core.errors import DataError
-from helpers.core.io import atomic_write_json, atomic_write_text
+from helpers.core.io import atomic_folder, atomic_write_json, atomic_write_text
+from helpers.data.panorama import JPEG_QUALITY, RENDERER_VERSION, write_panoramas
 from helpers.data.scene_generator import make_generated_people
 from helpers.data.scenes import (_OTHER_LABELS, OCCLUSION_LEVELS, Scenes, TYPE_NAMES, type_of_label,
                                  type_of_labels, WIDTH)
@@ -298,7 +299,7 @@ _PEOPLE_COLUMNS = ["seq", "frame", "fid", "track", "x", "y", "w", "h", "cx", "y_
 
 
 def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = None,
-              source: str | None = None) -> Scenes:
+              source: str | None = None, images: bool = True) -> Scenes:
     """Read a JRDB root (``labels/labels_2d_stitched/<sequence>.json`` and the optional JRDB-Act,
     JRDB-Social and 3D files) into ``Scenes``.
 
@@ -306,6 +307,8 @@ def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = Non
     the transitive closure (per frame) of its H-interaction pairs. Malformed input raises
     ``DataError`` naming the file, frame and record index. ``generated=None`` trusts a GENERATED.json
     marker only when it lists exactly the label files present, unchanged (else a note says it was ignored).
+    Stitched images (``images/image_stitched/<sequence>/<frame>.jpg``) are listed, not opened: ``n_images``
+    labelled frames have one (0: geometry only, also with ``images=False``).
     """
     root = Path(root)
     files = _sequence_files(root)
@@ -320,9 +323,42 @@ def load_jrdb(root: str | Path, width: int = WIDTH, generated: bool | None = Non
                         f"\"box\": [x, y, w, h]}}]}}")
     people = _join_sequences(parts, width)
     counts = _count_3d(matches)
+    image_root, n_images = _count_images(root, [p.stem for p in files], people) if images else (None, 0)
     return Scenes(people=people, sequences=[p.stem for p in files], generated=bool(generated),
                   source=str(source), root=root, width=width, grouping=grouping,
-                  notes=notes + _notes_3d(matches, counts, len(people)), **counts)
+                  notes=notes + _notes_3d(matches, counts, len(people)), image_root=image_root,
+                  n_images=n_images, **counts)
+
+
+IMAGE_DIR = Path("images") / "image_stitched"
+_IMAGE_NAME = re.compile(r"([0-9]{6})\.(?:jpg|png)")
+
+
+def find_stitched_images(image_root: Path | None, sequence: str) -> dict[int, Path]:
+    """Frame number -> stitched image of one sequence (``<image_root>/<sequence>/<frame:06d>.jpg`` or
+    .png; a .jpg wins over a .png of the same frame); {} when the folder is absent."""
+    folder = Path(image_root) / sequence if image_root is not None else None
+    if folder is None or not folder.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name, reverse=True):  # .png before .jpg: jpg wins
+        m = _IMAGE_NAME.fullmatch(entry.name)
+        if m and entry.is_file():
+            found[int(m.group(1))] = Path(entry.path)
+    return found
+
+
+def _count_images(root: Path, sequences: list[str], people: pd.DataFrame) -> tuple[Path | None, int]:
+    """(the stitched-image folder or None, labelled frames that have an image): one directory listing
+    per sequence, no image is opened."""
+    image_root = root / IMAGE_DIR
+    if not image_root.is_dir():
+        return None, 0
+    frames = people[["seq", "frame"]].drop_duplicates()
+    n = 0
+    for s, f in frames.groupby("seq")["frame"]:
+        n += int(np.isin(f.to_numpy(), list(find_stitched_images(image_root, sequences[int(s)]))).sum())
+    return (image_root if n else None), n
 
 
 def _sequence_files(root: Path) -> list[Path]:
@@ -518,10 +554,15 @@ def write_jrdb_layout(people: pd.DataFrame, root: str | Path, source: str,
     for s, df in people.groupby("seq", sort=True):
         with_act = (int(s) % act_every) != act_every - 1 if act_every > 0 else True
         df = df.sort_values(["frame", "group", "track"], kind="stable")
-        written.update(_write_sequence(root, f"gen_seq_{int(s):03d}", df, with_act, rng))
+        written.update(_write_sequence(root, generated_sequence_name(int(s)), df, with_act, rng))
     atomic_write_json(root / _MARKER, {"generated": True, "source": source,  # written last
                                        "sequences": int(people["seq"].nunique()), "files": written})
     return root
+
+
+def generated_sequence_name(s: int) -> str:
+    """The name generated sequence ``s`` gets (its label files and its image folder)."""
+    return f"gen_seq_{s:03d}"
 
 
 def _dump(root: Path, rel: str, obj: Any) -> tuple[str, str]:
@@ -609,9 +650,13 @@ def _records_3d(df: pd.DataFrame, keys: np.ndarray, lab: np.ndarray) -> dict[str
 
 def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, frames_per_sequence: int = 240,
                 people_median: float = 20.0, people_mean: float = 25.0, max_people: int = 80,
-                seed: int = 0) -> Scenes:
+                seed: int = 0, render_stride: int = 0) -> Scenes:
     """JRDB scenes from ``jrdb_root``; None or "" generates JRDB-like scenes (deterministic for the
-    sizes and seed) into a cache folder under ``helpers.core.paths.CACHE`` and loads them with the same loader."""
+    sizes and seed) into a cache folder under ``helpers.core.paths.CACHE`` and loads them with the same loader.
+
+    ``render_stride`` > 0 also draws the generated scenes' stitched panoramas (labelled generated) for the
+    frames ``select_keyframes(scenes, render_stride)`` keeps, cached beside the labels; it never changes
+    the labels. It is ignored with ``jrdb_root`` (real images are read where they are)."""
 
     if jrdb_root not in (None, ""):
         root = Path(jrdb_root).expanduser()
@@ -624,6 +669,16 @@ def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, fram
     root = paths.CACHE / "scenes" / f"jrdb_like_{tag}"
     source = ("generated JRDB-like scenes (not JRDB): " + ", ".join(f"{k}={v}" for k, v in sizes.items()
                                                                    if k != "version"))
+    generator_sizes = {k: v for k, v in sizes.items() if k != "version"}
+    _ensure_generated_labels(root, generator_sizes, source)
+    if int(render_stride) > 0:
+        _ensure_panoramas(root, generator_sizes, int(render_stride))
+    # Without rendering the scenes are geometry only, even where an earlier run left panoramas in the cache.
+    return load_jrdb(root, generated=True, source=source, images=int(render_stride) > 0)
+
+
+def _ensure_generated_labels(root: Path, sizes: dict[str, Any], source: str) -> None:
+    """The generated label files under ``root``, written once (a damaged or old cache folder is rebuilt)."""
     marker = root / _MARKER
     if marker.exists():  # a cache folder missing files (e.g. partly deleted) is rebuilt
         n_files = len(list((root / "labels" / "labels_2d_stitched").glob("*.json")))
@@ -632,12 +687,34 @@ def load_scenes(jrdb_root: str | Path | None = None, n_sequences: int = 12, fram
         if written.get("sequences") != n_files or not isinstance(written.get("files"), dict):
             shutil.rmtree(root, ignore_errors=True)
     if not marker.exists():
-        people, _ = make_generated_people(**{k: v for k, v in sizes.items() if k != "version"})
+        people, _ = make_generated_people(**sizes)
         tmp = root.with_name(f"{root.name}.building-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        write_jrdb_layout(people, tmp, source=source, seed=int(seed))
+        write_jrdb_layout(people, tmp, source=source, seed=int(sizes["seed"]))
         try:
             tmp.rename(root)  # the finished folder appears in one step
         except OSError:  # another process finished it first
             shutil.rmtree(tmp, ignore_errors=True)
-    return load_jrdb(root, generated=True, source=source)
+
+
+_RENDER_MARKER = "RENDERED.json"
+
+
+def _ensure_panoramas(root: Path, sizes: dict[str, Any], stride: int) -> None:
+    """Stitched panoramas of the keyframes under ``root/images/image_stitched``, drawn once per renderer
+    version and stride (the cache key of the labels, plus these); the images folder appears in one step."""
+    marker = root / "images" / _RENDER_MARKER
+    want = {"generated": True, "renderer_version": RENDERER_VERSION, "stride": stride}
+    got = _read_marker(marker)
+    if all(got.get(k) == v for k, v in want.items()) and \
+            got.get("n_images") == sum(1 for _ in (root / IMAGE_DIR).glob("*/*.jpg")):
+        return
+    # The people are generated again (deterministic, under a second) rather than read back from the
+    # labels: the generator's per-person activity is what the drawing shows.
+    people, _ = make_generated_people(**sizes)
+    names = {int(s): generated_sequence_name(int(s)) for s in people["seq"].unique()}
+    with atomic_folder(root / "images") as tmp:
+        n = write_panoramas(people, tmp / IMAGE_DIR.name, names, stride, seed=int(sizes["seed"]))
+        atomic_write_json(tmp / _RENDER_MARKER, {**want, "n_images": n, "jpeg_quality": JPEG_QUALITY,
+                                                 "source": "generated panoramas drawn from generated labels "
+                                                           "(not JRDB images)"})

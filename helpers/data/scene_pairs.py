@@ -114,13 +114,53 @@ def make_sequence_split(n_sequences: int, val_fraction: float, test_fraction: fl
     return best
 
 
+# Fewer sequences than this cannot give train, val and test a sequence each: they are split by frame blocks.
+MIN_SEQUENCES_BY_SEQUENCE = 3
+
+
+def make_split_method(scenes: Scenes) -> str:
+    """"by_sequence" (no sequence in two splits) with 3 or more sequences, else "by_frame_block"
+    (contiguous blocks of frames within each sequence, a gap of keyframes between them)."""
+    return "by_sequence" if len(scenes.sequences) >= MIN_SEQUENCES_BY_SEQUENCE else "by_frame_block"
+
+
+def make_frame_block_split(seq: np.ndarray, frame: np.ndarray, val_fraction: float, test_fraction: float,
+                           gap: int = 1) -> np.ndarray:
+    """Split index per row [R] (0 train, 1 val, 2 test, -1 left out): each sequence's distinct frames, in
+    time order, become a train block, ``gap`` frames left out, a val block, ``gap`` left out, a test block,
+    so frames of two splits are at least gap + 1 keyframe intervals apart. A sequence too short for that
+    (fewer than 3 + 2 * gap frames) goes to train whole; if every sequence is that short, a WorkbookError."""
+    seq, frame = np.asarray(seq, np.int64), np.asarray(frame, np.int64)
+    keys = np.unique(np.c_[seq, frame], axis=0)                         # distinct (seq, frame), sorted
+    first = np.r_[True, keys[1:, 0] != keys[:-1, 0]] if len(keys) else np.zeros(0, bool)
+    start = np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))
+    rank = np.arange(len(keys)) - start                                 # frame's position in its sequence
+    n_frames = np.bincount(np.cumsum(first) - 1)[np.cumsum(first) - 1]  # frames of its sequence, per key
+    usable = n_frames - 2 * gap
+    if not (usable >= 3).any():
+        raise WorkbookError(
+            f"{len(np.unique(seq))} sequence(s) with at most {int(n_frames.max(initial=0))} frame(s): a split by "
+            f"frame blocks needs a sequence with at least {3 + 2 * gap} frames (train, {gap} left out, val, "
+            f"{gap} left out, test), and a split by sequence needs {MIN_SEQUENCES_BY_SEQUENCE} sequences")
+    n_test = np.minimum(np.maximum(1, np.round(test_fraction * usable)), usable - 2).astype(np.int64)
+    n_val = np.minimum(np.maximum(1, np.round(val_fraction * usable)), usable - 1 - n_test).astype(np.int64)
+    n_train = usable - n_val - n_test
+    split = np.select([rank < n_train, rank < n_train + gap, rank < n_train + gap + n_val,
+                       rank < n_train + 2 * gap + n_val], [0, -1, 1, -1], 2)
+    split = np.where(usable >= 3, split, 0)
+    at = np.searchsorted(keys[:, 0] * (int(frame.max(initial=0)) + 1) + keys[:, 1],
+                         seq * (int(frame.max(initial=0)) + 1) + frame)
+    return split[at]
+
+
 def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: float = 0.2,
                             test_fraction: float = 0.2, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """The stage-1/2 pair datasets: per split a dict of arrays (xa, xb [N, F] person cues, pair [N, G],
     y, type (0..4, -1 for negatives), seq, frame, track_a, track_b, ida, idb (global person ids
     = seq * 1e6 + track)), split by sequence, choosing among random sequence splits one that leaves
     no class missing from a split and at least ``MIN_GROUPS_PER_CLASS`` groups of each interaction
-    type in every split where possible."""
+    type in every split where possible. With fewer than 3 sequences (``make_split_method``) the split
+    is by frame blocks within each sequence instead, and pairs in the frames left out between blocks are dropped."""
     p = scenes.people
     cues = make_person_cues(p, scenes.width, scenes.height)
     i, j = sample.i, sample.j
@@ -128,12 +168,15 @@ def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: fl
     track = p["track"].to_numpy().astype(np.int64)
     typ = np.where(sample.y == 1, p["type"].to_numpy()[i], -1).astype(np.int64)
     n_seq = len(scenes.sequences)
-    # Pairs per (sequence, class), with negatives as a class of their own: [S, 6].
-    counts = np.zeros((n_seq, len(TYPE_NAMES) + 1), np.int64)
-    np.add.at(counts, (seq[i], typ + 1), 1)
-    split_of_seq = make_sequence_split(n_seq, val_fraction, test_fraction, seed, counts,
-                                       group_counts=make_type_group_counts(scenes, sample))
-    split = split_of_seq[seq[i]]
+    if make_split_method(scenes) == "by_sequence":
+        # Pairs per (sequence, class), with negatives as a class of their own: [S, 6].
+        counts = np.zeros((n_seq, len(TYPE_NAMES) + 1), np.int64)
+        np.add.at(counts, (seq[i], typ + 1), 1)
+        split_of_seq = make_sequence_split(n_seq, val_fraction, test_fraction, seed, counts,
+                                           group_counts=make_type_group_counts(scenes, sample))
+        split = split_of_seq[seq[i]]
+    else:
+        split = make_frame_block_split(seq, p["frame"].to_numpy(), val_fraction, test_fraction)[i]
     arrays = {"xa": cues[i], "xb": cues[j], "y": sample.y.astype(np.int64),
               "pair": make_pair_features(p, i, j, scenes.width), "type": typ, "seq": seq[i],
               "frame": p["frame"].to_numpy()[i].astype(np.int64), "track_a": track[i], "track_b": track[j],
@@ -141,14 +184,15 @@ def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: fl
     return {name: {k: v[split == s] for k, v in arrays.items()} for s, name in enumerate(("train", "val", "test"))}
 
 
-def make_type_group_counts(scenes: Scenes, sample: PairSample) -> np.ndarray:
+def make_type_group_counts(scenes: Scenes, sample: PairSample, keep: np.ndarray | None = None) -> np.ndarray:
     """Groups [S, C] of each interaction type per sequence that have at least one positive pair in the
     sample (the independent units the stage-2 type head is scored on, rather than pairs). A group is
     followed over time through its members' tracks (``make_track_groups``), so a group seen in many
-    frames counts once, also where group ids are per frame (JRDB-Social's pairs without cluster ids)."""
+    frames counts once, also where group ids are per frame (JRDB-Social's pairs without cluster ids).
+    ``keep`` [P] (optional) counts only those sampled pairs (e.g. one split's frame blocks)."""
     p = scenes.people
     comp = make_track_groups(p)
-    pos = sample.i[sample.y == 1]
+    pos = sample.i[(sample.y == 1) & (True if keep is None else np.asarray(keep, bool))]
     typ = p["type"].to_numpy()[pos].astype(np.int64)
     seq = p["seq"].to_numpy()[pos].astype(np.int64)
     ok = typ >= 0
@@ -181,11 +225,16 @@ def write_pair_dataset(ds: dict[str, dict[str, np.ndarray]], folder: str | Path,
     return folder
 
 
-def evaluate_split_leakage(ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+def evaluate_split_leakage(ds: dict[str, dict[str, np.ndarray]], split_method: str = "by_sequence"
+                           ) -> dict[str, Any]:
     """What a split by sequence must keep apart, checked on the written arrays: sequences and person
     ids (ida/idb) shared between each two splits, with how many of each every split holds. ``passed``
     is True only when nothing is shared. (In real JRDB one person could walk through two sequences
-    under two track ids: no label links them, so that cannot be checked.)"""
+    under two track ids: no label links them, so that cannot be checked.) A split by frame blocks
+    keeps frames apart, not sequences or people: there ``passed`` means no frame is in two splits, and
+    the check adds the frames shared and the smallest frame distance between two splits of a sequence."""
+    if split_method == "by_frame_block":
+        return _frame_block_leakage(ds)
     seqs = {k: np.unique(a["seq"]) for k, a in ds.items()}
     ids = {k: np.unique(np.r_[a["ida"], a["idb"]]) for k, a in ds.items()}
     pairs = [(a, b) for n, a in enumerate(ds) for b in list(ds)[n + 1:]]
@@ -199,10 +248,65 @@ def evaluate_split_leakage(ds: dict[str, dict[str, np.ndarray]]) -> dict[str, An
             "passed": not any(shared_seq.values()) and not any(shared_ids.values())}
 
 
+def _frame_block_leakage(ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The leakage check of a split by frame blocks (see evaluate_split_leakage)."""
+    base = evaluate_split_leakage(ds, "by_sequence")
+    names = list(ds)
+    pairs = [(a, b) for n, a in enumerate(names) for b in names[n + 1:]]
+    frames = {k: np.unique(a["seq"] * 10**9 + a["frame"]) for k, a in ds.items()}
+    shared = {f"{a}-{b}": int(np.intersect1d(frames[a], frames[b]).size) for a, b in pairs}
+    gaps = {f"{a}-{b}": _closest_frames(frames[a], frames[b]) for a, b in pairs}
+    return {**base, "compared": "frames (sequence, frame) of every pair between each two splits; sequences and "
+                                "person ids are shared by design (frame blocks of the same sequences)",
+            "frames_per_split": {k: int(v.size) for k, v in frames.items()}, "frames_shared": shared,
+            "closest_frames_apart": gaps, "frames_disjoint": not any(shared.values()),
+            # Subjects (people) are not kept apart, so the note-M3 sense of "no leakage" does not hold.
+            "passed": not any(shared.values()) and not any(base["person_ids_shared"].values()),
+            "not_kept_apart": "the same people (tracks) appear in several splits"}
+
+
+def _closest_frames(a: np.ndarray, b: np.ndarray) -> int | None:
+    """Smallest |frame difference| between a frame of ``a`` and one of ``b`` in the same sequence
+    (keys seq * 1e9 + frame, sorted); None when they share no sequence."""
+    if not len(a) or not len(b):
+        return None
+    at = np.clip(np.searchsorted(b, a), 1, len(b) - 1) if len(b) > 1 else np.zeros(len(a), np.int64)
+    near = np.minimum(np.abs(a - b[at]), np.abs(a - b[np.maximum(at - 1, 0)]))
+    near = near[near < 10**8]  # differences across sequences are >= 1e9 - max frame
+    return int(near.min()) if len(near) else None
+
+
+def make_split_of_frame(scenes: Scenes, ds: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """Split index (position in ``ds``) of every frame uid [F], -1 for none. When no sequence is in two
+    splits, every frame of a split's sequences; otherwise (frame blocks) the frames from a split's first
+    to its last sampled frame in each sequence, so the frames left out between blocks belong to none."""
+    p = scenes.people
+    fid, seq, frame = p["fid"].to_numpy(), p["seq"].to_numpy(), p["frame"].to_numpy()
+    seqs = [np.unique(a["seq"]) for a in ds.values()]
+    out = np.full(scenes.n_frames, -1, np.int64)
+    if sum(len(v) for v in seqs) == len(np.unique(np.concatenate(seqs))):      # no sequence in two splits
+        split_of_seq = np.full(len(scenes.sequences), -1)
+        for k, v in enumerate(seqs):
+            split_of_seq[v] = k
+        out[fid] = split_of_seq[seq]
+        return out
+    for k, a in enumerate(ds.values()):
+        for s in np.unique(a["seq"]).tolist():
+            f = a["frame"][a["seq"] == s]
+            inside = (seq == s) & (frame >= f.min()) & (frame <= f.max())
+            out[fid[inside]] = k
+    return out
+
+
 def make_split_interacting_pairs(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]
                                  ) -> dict[str, int]:
     """Interacting (same-group) person pairs in each split's frames before any sampling: the
-    denominator of recall over all interacting pairs (the split's sequences as written in ``ds``)."""
+    denominator of recall over all interacting pairs (the split's sequences as written in ``ds``; for
+    frame blocks, the frames of each block, see ``make_split_of_frame``)."""
+    if make_split_method(scenes) == "by_frame_block":
+        split_of_frame = make_split_of_frame(scenes, ds)
+        pos = sample.frame_counts["all_positives"]
+        return {k: int(pos[split_of_frame == n].sum()) for n, k in enumerate(ds)}
     p = scenes.people
     seq_of_frame = np.zeros(scenes.n_frames, np.int64)
     seq_of_frame[p["fid"].to_numpy()] = p["seq"].to_numpy()
@@ -212,11 +316,12 @@ def make_split_interacting_pairs(scenes: Scenes, sample: PairSample, ds: dict[st
 
 
 def make_dataset_meta(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
-    leak = evaluate_split_leakage(ds)
+    method = make_split_method(scenes)
+    leak = evaluate_split_leakage(ds, method)
     return {"name": "scene_pairs", "kind": "vector", "generated": bool(scenes.generated),
             "source": scenes.source + "; pairs sampled by notebook 01",
             "feature_names": list(PERSON_FEATURES), "pair_feature_names": list(PAIR_FEATURES),
-            "type_names": list(TYPE_NAMES), "split_method": "by_sequence",
+            "type_names": list(TYPE_NAMES), "split_method": method,
             "data_leakage_prevention": leak["passed"], "leakage_check": leak,
             "ids": "ida/idb = sequence index * 1,000,000 + track id",
             "sequences_per_split": {k: sorted(scenes.sequences[s] for s in np.unique(v["seq"])) for k, v in ds.items()},

@@ -112,6 +112,10 @@ class Scenes:
     n_boxes_with_3d: int = 0  # 2D boxes that got 3D cues (x3d, y3d, z3d, rot_z)
     n_3d_records: int = 0     # 3D records read (one per frame and track)
     n_3d_unmatched: int = 0   # of those, records whose (frame, track) has no 2D box
+    # Stitched images (images/image_stitched/<sequence>/<frame>.jpg): their folder when any labelled frame
+    # has one, else None, and how many labelled frames have one (0: the data are geometry only).
+    image_root: Path | None = None
+    n_images: int = 0
 
     @property
     def n_frames(self) -> int:

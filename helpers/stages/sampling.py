@@ -6,16 +6,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.data.jrdb import load_scenes
+from helpers.data.crops import load_crops
+from helpers.data.jrdb import find_stitched_images, load_scenes
 from helpers.data.pair_sampling import (_ratio, make_inferred_counts, make_pair_sample, make_scene_pairs, PairSample,
                                         PRESET_EPOCHS, PRESETS)
 from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta, make_scene_pair_dataset,
-                                      make_type_group_counts, MIN_GROUPS_PER_CLASS, write_pair_dataset)
+                                      make_split_method, make_split_of_frame, make_type_group_counts,
+                                      MIN_GROUPS_PER_CLASS, write_pair_dataset)
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_answer", "describe_at_multiplier", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
+__all__ = ["describe_answer", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_example_crops", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_split_method", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
 
 
 
@@ -207,14 +209,8 @@ def make_recall_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
     """Per split and overall: interacting (same-group) pairs in the frames, how many survive each step,
     and the end-to-end recall (interacting pairs that reach training / all interacting pairs); beside it
     the recall counting pairs inferable by transitivity from those that reach training (M0's group inference)."""
-    p = scenes.people
-    fid = p["fid"].to_numpy()
-    seq_of_frame = np.zeros(scenes.n_frames, np.int64)
-    seq_of_frame[fid] = p["seq"].to_numpy()
-    split_of_seq = np.full(len(scenes.sequences), -1)
-    for k, a in enumerate(ds.values()):
-        split_of_seq[np.unique(a["seq"])] = k
-    split_of_frame = split_of_seq[seq_of_frame]
+    fid = scenes.people["fid"].to_numpy()
+    split_of_frame = make_split_of_frame(scenes, ds)
     pos = sample.y == 1
     fc = {**sample.frame_counts, "inferred": make_inferred_counts(fid, sample.i[pos], sample.j[pos], scenes.n_frames)}
     cols = {"interacting pairs": "all_positives", "after distance rule": "candidate_positives",
@@ -246,6 +242,11 @@ def describe_recall(recall: pd.DataFrame) -> str:
 def make_type_groups_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """Per split: its sequences, and the groups of each interaction type with at least one pair in it
     (the units the stage-2 type head is scored on)."""
+    if make_split_method(scenes) == "by_frame_block":   # sequences are in every split: count per block
+        split = make_split_of_frame(scenes, ds)[scenes.people["fid"].to_numpy()[sample.i]]
+        rows = {k: [len(np.unique(a["seq"])), *make_type_group_counts(scenes, sample, split == n).sum(0)]
+                for n, (k, a) in enumerate(ds.items())}
+        return pd.DataFrame.from_dict(rows, orient="index", columns=["sequences", *TYPE_NAMES]).rename_axis("split")
     per_seq = make_type_group_counts(scenes, sample)                       # [S, C]
     rows = {k: [len(np.unique(a["seq"])), *per_seq[np.unique(a["seq"])].sum(0)] for k, a in ds.items()}
     return pd.DataFrame.from_dict(rows, orient="index", columns=["sequences", *TYPE_NAMES]).rename_axis("split")
@@ -310,7 +311,8 @@ def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample, ds: d
             "interacting_share_train": float(ds["train"]["y"].mean()) if len(ds["train"]["y"]) else None,
             "n_types_train": int(len(np.unique(ds["train"]["type"][ds["train"]["type"] >= 0]))),
             "n_frames": c["frames"], "people_per_frame": c["people"] / max(c["frames"], 1),
-            "generated": bool(scenes.generated)}
+            "generated": bool(scenes.generated), "n_images": int(scenes.n_images),
+            "split_method": make_split_method(scenes)}
 
 
 def _finite(v: float) -> float | None:
@@ -321,12 +323,14 @@ def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
                       ) -> dict[str, Any]:
     """The run card's dataset section (M3): sizes, sequences (subjects) per split, split method, and the
     leakage check that ran on the written splits (sequences and person ids shared, with the counts)."""
-    leak = evaluate_split_leakage(ds)
+    method = make_split_method(scenes)
+    leak = evaluate_split_leakage(ds, method)
     return {"name": "scene_pairs", "source": scenes.source, "generated": bool(scenes.generated),
             "total_samples": int(sum(len(a["y"]) for a in ds.values())),
             **{f"{k}_samples": int(len(a["y"])) for k, a in ds.items()},
             **{f"{k}_subjects": int(len(np.unique(a["seq"]))) for k, a in ds.items()},
-            "subject": "sequence", "random_seed": seed, "split_method": "by_sequence",
+            "subject": "sequence" if method == "by_sequence" else "frame block of a sequence",
+            "random_seed": seed, "split_method": method,
             "data_leakage_prevention": leak["passed"], "leakage_check": leak, "sampling": sample.settings}
 
 
@@ -357,6 +361,77 @@ def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFra
             f"End to end, {a['end-to-end recall']:.1%} of all interacting pairs reach training "
             f"(test split {recall.loc['test', 'end-to-end recall']:.1%}; {a['recall incl. inferred']:.1%} counting "
             f"pairs inferable by transitivity), and {cover}.")
+
+
+def describe_split(scenes: Scenes, leak: dict[str, Any]) -> str:
+    """How the pair datasets were split and what the leakage check found on the written arrays."""
+    shared = (f"sequences shared between splits: {sum(leak['sequences_shared'].values())}, person ids shared: "
+              f"{sum(leak['person_ids_shared'].values())}")
+    if make_split_method(scenes) == "by_sequence":
+        return f"split by sequence; {shared}"
+    gaps = [g for g in leak["closest_frames_apart"].values() if g is not None]
+    return (f"split by frame blocks: {len(scenes.sequences)} sequence(s) cannot give train, val and test a sequence "
+            f"each, so every sequence is cut into a train, a val and a test block with a keyframe left out between "
+            f"them; frames shared between splits: {sum(leak['frames_shared'].values())}, closest frames of two splits "
+            f"{min(gaps) if gaps else 'n/a'} frames apart; the same people appear in several splits ({shared})")
+
+
+def load_example_crops(scenes: Scenes, ds: dict[str, dict[str, np.ndarray]], size, n_pairs: int = 6
+                       ) -> dict[str, Any]:
+    """A few training pairs of one sequence as the image models see them: {"a", "b": [n, 3, H, W] uint8,
+    "titles"}: a positive of each interaction type present first, then negatives, from frames that have an
+    image (a figure should not fail on a partly downloaded folder). Empty without images."""
+    t = ds["train"]
+    with_image = np.zeros(len(t["y"]), bool)
+    for s in np.unique(t["seq"]).tolist() if scenes.n_images else []:
+        have = list(find_stitched_images(scenes.image_root, scenes.sequences[s]))
+        with_image |= (t["seq"] == s) & np.isin(t["frame"], have)
+    if not with_image.any():
+        return {"a": np.zeros((0, 3, *size), np.uint8), "b": np.zeros((0, 3, *size), np.uint8), "titles": []}
+    on_seq = np.flatnonzero(with_image & (t["seq"] == t["seq"][with_image][0]))
+    typ = t["type"][on_seq]
+    firsts = [on_seq[typ == k][0] for k in range(len(TYPE_NAMES)) if (typ == k).any()]
+    rows = np.r_[firsts, on_seq[typ < 0]][:n_pairs].astype(np.int64)
+    a = load_crops(scenes, t["seq"][rows], t["frame"][rows], t["track_a"][rows], size)
+    b = load_crops(scenes, t["seq"][rows], t["frame"][rows], t["track_b"][rows], size)
+    titles = [f"{TYPE_NAMES[k] if k >= 0 else 'not interacting'}\nframe {f:06d}, {ta} & {tb}"
+              for k, f, ta, tb in zip(t["type"][rows], t["frame"][rows], t["track_a"][rows], t["track_b"][rows])]
+    return {"a": a, "b": b, "titles": titles}
+
+
+def plot_example_crops(examples: dict[str, Any], ax=None):
+    """Each example pair as a column: person a above person b, titled with the pair's label (``ax`` is used
+    for the no-images note only: the pairs need a grid of their own)."""
+    import matplotlib.pyplot as plt
+
+    n = len(examples["titles"])
+    if n == 0:
+        fig, ax = _axes(ax, figsize=(6.4, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no stitched images: the data are geometry only (n_images = 0)", ha="center", va="center")
+        return fig
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 4.6), squeeze=False)
+    for k in range(n):
+        for r, key in enumerate(("a", "b")):
+            axes[r, k].imshow(examples[key][k].transpose(1, 2, 0))
+            axes[r, k].set_xticks([])
+            axes[r, k].set_yticks([])
+        axes[0, k].set_title(examples["titles"][k], fontsize=7)
+    axes[0, 0].set_ylabel("person a")
+    axes[1, 0].set_ylabel("person b")
+    fig.suptitle("Training pairs as the image models see them (person crops)", fontsize=10)
+    return fig
+
+
+def describe_crops(scenes: Scenes, size) -> str:
+    """Where the pictures come from and how the crops are kept."""
+    if scenes.n_images == 0:
+        return (f"No stitched images ({scenes.root}/images/image_stitched): the data are geometry only, so the "
+                "pair models see box cues, not pictures.")
+    what = ("generated panoramas drawn from the generated labels, not JRDB images" if scenes.generated
+            else "stitched panoramas")
+    return (f"{scenes.n_images:,} stitched images ({what}); person crops are {size[0]} x {size[1]} px, the box "
+            "taken across the seam where it spills over, decoded once and cached as uint8 arrays [N, 3, H, W].")
 
 
 def _axes(ax, figsize=(6.4, 4.2)):

@@ -10,7 +10,7 @@ import pytest
 from helpers.core import paths
 from helpers.core.errors import DataError, WorkbookError
 from helpers.data.jrdb import load_jrdb, load_scenes
-from helpers.data.scenes import Scenes
+from helpers.data.scenes import Scenes, select_keyframes
 
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "jrdb_tiny"
@@ -104,3 +104,37 @@ def test_bad_pair_id_in_social_file(tmp_path):
     path.write_text(json.dumps(obj))
     with pytest.raises(DataError, match=r"seq_b\.json: frame 000010: label id 'pedestrian:x'"):
         load_jrdb(root)
+
+
+# ----------------------------------------------------------------------------- stitched images
+def test_generated_scenes_get_panoramas_of_the_keyframes(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "cache")
+    sizes = dict(n_sequences=2, frames_per_sequence=9, seed=3)
+    plain = load_scenes(None, **sizes)
+    assert plain.n_images == 0 and plain.image_root is None
+    drawn = load_scenes(None, **sizes, render_stride=4)
+    assert drawn.people.equals(plain.people), "drawing adds images and never changes the labels"
+    kept = select_keyframes(drawn, 4)
+    assert drawn.n_images == kept.n_images == kept.people.groupby(["seq", "frame"]).ngroups > 0
+    assert drawn.image_root == drawn.root / "images" / "image_stitched"
+    marker = json.loads((drawn.root / "images" / "RENDERED.json").read_text())
+    assert marker["generated"] is True and marker["stride"] == 4 and marker["n_images"] == drawn.n_images
+    files = sorted(drawn.image_root.rglob("*.jpg"))
+    stamp = [p.stat().st_mtime_ns for p in files]
+    again = load_scenes(None, **sizes, render_stride=4)          # cached: nothing is drawn again
+    assert [p.stat().st_mtime_ns for p in files] == stamp and again.n_images == drawn.n_images
+    other = load_scenes(None, **sizes, render_stride=2)          # another stride: the keyframes of that one
+    assert other.n_images == select_keyframes(other, 2).people.groupby(["seq", "frame"]).ngroups
+    assert other.people.equals(plain.people)
+    assert load_scenes(None, **sizes).n_images == 0, "without rendering: geometry only, whatever the cache holds"
+
+
+def test_loader_counts_images_of_labelled_frames_only(tmp_path):
+    root = _copy(tmp_path)
+    folder = root / "images" / "image_stitched" / "seq_a"
+    folder.mkdir(parents=True)
+    for name in ("000000.jpg", "000001.png", "000099.jpg", "notes.txt", "0001.jpg"):
+        (folder / name).write_bytes(b"x")  # only listed, never opened, by the loader
+    sc = load_jrdb(root)
+    assert sc.n_images == 2 and sc.image_root == root / "images" / "image_stitched"
+    assert load_jrdb(FIXTURE).n_images == 0

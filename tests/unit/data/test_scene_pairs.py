@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers.core.errors import WorkbookError
 from helpers.data.pair_sampling import make_pair_sample
 from helpers.data.pairs import load_pair_folder
 from helpers.data.scene_generator import make_generated_people
-from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta, make_scene_pair_dataset,
-                                      make_sequence_split, make_track_groups, make_type_group_counts, PAIR_FEATURES,
-                                      PERSON_FEATURES, write_pair_dataset)
-from helpers.data.scenes import Scenes, WIDTH
+from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta, make_frame_block_split,
+                                      make_scene_pair_dataset, make_sequence_split, make_split_method,
+                                      make_track_groups, make_type_group_counts, PAIR_FEATURES, PERSON_FEATURES,
+                                      write_pair_dataset)
+from helpers.data.scenes import Scenes, select_keyframes, WIDTH
+from helpers.stages import sampling
 
 
 W = WIDTH
@@ -121,3 +124,76 @@ def test_type_group_counts_count_groups_not_pairs(gen):
     for (q, t), n in by_hand.items():
         assert counts[q, t] == n
     assert counts.sum() == by_hand.sum() < int(s.y.sum())
+
+
+# ----------------------------------------------------------------------------- small folders: frame blocks
+def _small(n_sequences: int, frames: int, stride: int = 1) -> Scenes:
+    p, _ = make_generated_people(n_sequences=n_sequences, frames_per_sequence=frames, seed=3)
+    p = p.assign(cx=np.mod(p["x"] + p["w"] / 2, W), y_bottom=p["y"] + p["h"], no_eval=False, vx=0.0, vy=0.0)
+    p = p.sort_values(["seq", "frame", "track"]).reset_index(drop=True)
+    p["fid"] = pd.factorize(pd.MultiIndex.from_arrays([p["seq"], p["frame"]]), sort=True)[0]
+    sc = Scenes(people=p, sequences=[f"s{i}" for i in range(n_sequences)], generated=True, source="generated (test)")
+    return select_keyframes(sc, stride)
+
+
+def test_frame_blocks_in_time_order_with_a_keyframe_left_out():
+    seq = np.r_[np.zeros(10, np.int64), np.ones(3, np.int64)]
+    frame = np.r_[np.arange(10) * 4, np.arange(3) * 4]               # keyframes 4 frames apart
+    split = make_frame_block_split(seq, frame, 0.2, 0.2)
+    assert split[:10].tolist() == [0, 0, 0, 0, -1, 1, 1, -1, 2, 2]
+    assert split[10:].tolist() == [0, 0, 0], "a sequence too short for three blocks goes to train whole"
+    twice = make_frame_block_split(np.repeat(seq, 2), np.repeat(frame, 2), 0.2, 0.2)   # two people per frame
+    assert twice.tolist() == np.repeat(split, 2).tolist(), "the blocks count frames, not people"
+
+
+def test_two_sequences_split_by_frame_blocks_with_the_gap(tmp_path):
+    sc = _small(2, 48, stride=2)
+    assert make_split_method(sc) == "by_frame_block" and make_split_method(_small(3, 4)) == "by_sequence"
+    s = make_pair_sample(sc, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    ds = make_scene_pair_dataset(sc, s, 0.2, 0.2, seed=0)
+    for q in (0, 1):
+        fr = {k: a["frame"][a["seq"] == q] for k, a in ds.items()}
+        assert all(len(v) for v in fr.values()), "every split holds frames of every sequence"
+        # Blocks follow in time, and at least one keyframe (2 frames apart here) is left out between two.
+        assert fr["val"].min() - fr["train"].max() >= 2 * 2 and fr["test"].min() - fr["val"].max() >= 2 * 2
+    meta = make_dataset_meta(sc, s, ds)
+    leak = meta["leakage_check"]
+    # Frames are disjoint, but the same people are in several splits: the check does not pass, and says why.
+    assert meta["split_method"] == "by_frame_block" and leak["frames_disjoint"] is True
+    assert leak["passed"] is False and meta["data_leakage_prevention"] is False
+    assert set(leak["frames_shared"].values()) == {0} and min(leak["closest_frames_apart"].values()) >= 4
+    assert sum(leak["person_ids_shared"].values()) > 0, "people are shared by design, and the check says so"
+    n_all = meta["all_interacting_pairs"]
+    assert all(n_all[k] >= int(a["y"].sum()) > 0 for k, a in ds.items())
+    assert sum(n_all.values()) < s.counts["all_positives"], "the frames left out belong to no split"
+    write_pair_dataset(ds, tmp_path / "scene_pairs", meta)
+    assert load_pair_folder(tmp_path / "scene_pairs", name="scene_pairs").meta["split_method"] == "by_frame_block"
+
+
+def test_notebook_01_reports_a_two_sequence_folder_in_full():
+    sc = _small(2, 48, stride=2)
+    s = make_pair_sample(sc, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    ds = make_scene_pair_dataset(sc, s, 0.2, 0.2, seed=0)
+    pairs = sampling.make_scene_pairs(sc)
+    at = sampling.evaluate_at_multiplier(pairs, 3.0)
+    groups = sampling.make_type_groups_table(sc, s, ds)
+    recall = sampling.make_recall_table(sc, s, ds)
+    m = sampling.make_metrics(sc, at, s, ds, recall, groups)
+    assert m["split_method"] == "by_frame_block" and m["n_images"] == 0
+    assert groups["sequences"].tolist() == [2, 2, 2] and groups.drop(columns="sequences").to_numpy().sum() > 0
+    assert recall.loc["all", "interacting pairs"] == s.counts["all_positives"]
+    assert recall.drop("all")["interacting pairs"].sum() < recall.loc["all", "interacting pairs"]
+    card = sampling.make_dataset_card(sc, s, ds, 0)
+    assert card["split_method"] == "by_frame_block" and card["data_leakage_prevention"] is False
+    said = sampling.describe_split(sc, sampling.evaluate_split_leakage(ds, "by_frame_block"))
+    assert "split by frame blocks" in said and "frames shared between splits: 0" in said
+    assert "reach training" in sampling.describe_answer(at, s, recall, groups, 3.0)
+
+
+def test_one_sequence_with_one_frame_is_a_clear_error():
+    sc = _small(1, 2)
+    sc.people = sc.people[sc.people["frame"] == sc.people["frame"].min()].reset_index(drop=True)
+    s = make_pair_sample(sc, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    with pytest.raises(WorkbookError, match=r"1 sequence\(s\) with at most 1 frame\(s\): a split by frame blocks "
+                                            r"needs a sequence with at least 5 frames .* needs 3 sequences"):
+        make_scene_pair_dataset(sc, s, 0.2, 0.2, seed=0)
