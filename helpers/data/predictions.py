@@ -13,6 +13,7 @@ import numpy as np
 from helpers.core import paths
 from helpers.core.errors import DataError, WorkbookError
 from helpers.core.io import atomic_savez
+from helpers.data.pairs import dataset_labels
 
 
 def write_prediction_file(out_dir: Path, model_name: str, val_prob, test_prob, val_y, test_y,
@@ -79,15 +80,18 @@ class BasePredictions:
 BASE_MODEL_NOTEBOOKS = ("02_stage1", "03_stage2", "04_multi_seed")
 
 
-def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[str] = ()) -> BasePredictions:
-    """Collect ``<run_dir>/<stem>/<dataset>/predictions/*.npz`` from the source notebooks.
+def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[str] = (),
+                          label: str | None = None) -> BasePredictions:
+    """Collect ``<run_dir>/<stem>/<label>/predictions/*.npz`` from the source notebooks.
 
+    label: the folder the dataset's outputs live under, as `dataset_labels` gives it for the notebooks'
+    list of datasets (default: the label of ``dataset`` on its own).
     sources: notebook stems to read (empty = those of `BASE_MODEL_NOTEBOOKS` that ran). Every file must
     hold val_prob, test_prob, val_y, test_y, and all files must agree on the labels (same split order),
     else a DataError names the file.
     """
     run_dir = Path(run_dir)
-    ds = Path(str(dataset)).name   # outputs live under the built-in name or the pair folder's name
+    ds = label or dataset_labels([str(dataset)])[0]   # the folder name 02-04 write the dataset's outputs under
     folders = {s: paths.upstream(run_dir, s) for s in (sources or BASE_MODEL_NOTEBOOKS)}
     for s in sources:
         if not folders[s].is_dir():

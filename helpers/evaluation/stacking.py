@@ -1,5 +1,7 @@
 """Stacking without leakage: out-of-fold LightGBM and logistic-regression meta-learners trained on the
-base models' validation probabilities, the leakage proof, and the comparison on test."""
+base models' validation probabilities, the leakage proof, and the comparison on test against fair
+references (the best single model and the average of the top-k models, both chosen on validation; majority
+vote; the logistic-regression meta-learner), with paired tests over the data's independent unit."""
 from __future__ import annotations
 
 import itertools
@@ -8,12 +10,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as st
 
 from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
 from helpers.data.predictions import BasePredictions
 from helpers.evaluation.baselines import make_pair_features
-from helpers.evaluation.stats import accuracy_with_ci, mcnemar_test, paired_bootstrap
+from helpers.evaluation.stats import (dyadic_variance, holm, interval, paired_test, ROWS, unit_of, unit_weights,
+                                      Unit)
 
 
 # Candidate LightGBM settings the 5-fold CV chooses from. Small trees: the meta-learner sees only
@@ -276,42 +280,63 @@ def train_sklearn_stacking(splits, seed: int = 42, n_folds: int = 5, max_train: 
     return model, model.predict_proba(Xt)[:, 1]
 
 
+# The references LightGBM stacking is tested against (paired, Holm-adjusted), in the table's order.
+BEST, TOPK, MAJORITY, LOGREG, STACK = ("best single (chosen on val)", "top-k average (k chosen on val)",
+                                       "majority vote", "logistic-regression meta", "LightGBM stacking")
+REFERENCES = (BEST, TOPK, MAJORITY, LOGREG)
+
+
 @dataclass
 class StackingResult:
     """Everything notebook 05 shows for one dataset."""
     dataset: str
     base: BasePredictions
     leakage: pd.DataFrame
-    base_table: pd.DataFrame         # per base model: val/test accuracy
+    base_table: pd.DataFrame         # per base model: val/test accuracy, ranked by validation
     meta: MetaResult
-    comparison: pd.DataFrame         # per method: test accuracy with Wilson interval
-    paired: pd.DataFrame             # stacking vs best single: McNemar and bootstrap
+    comparison: pd.DataFrame         # per method: test accuracy with its interval over the unit
+    paired: pd.DataFrame             # stacking vs each reference: paired tests over the unit, Holm-adjusted
     best_single: str
     test_pred: dict[str, np.ndarray] = field(default_factory=dict)   # method -> test P(y=1)
+    topk: pd.DataFrame = field(default_factory=pd.DataFrame)         # k -> val accuracy of the top-k average
+    error_ratio: dict[str, Any] = field(default_factory=dict)        # stacking / best single, with interval
+    unit: str = "row"
+
+    @property
+    def topk_k(self) -> int:
+        return int(self.topk.loc[self.topk["chosen"], "k"].iloc[0]) if len(self.topk) else 0
 
     def headline(self, goal_ratio: float = 0.8) -> dict[str, Any]:
         c = self.comparison.set_index("method")
-        best = c.loc["best single (chosen on val)"]
-        stack = c.loc["LightGBM stacking"]
-        p = self.paired.set_index("test")
-        ratio = stack["test_error"] / best["test_error"] if best["test_error"] > 0 else float("nan")
-        recal = c.loc["best single, recalibrated on val"]
+        p = self.paired.set_index("reference")
+        stack, recal = c.loc[STACK], c.loc["best single, recalibrated on val"]
+        r = self.error_ratio
+        verdict = goal_verdict(r["ci_low"], r["ci_high"], goal_ratio)
         out = {
             "n_base_models": self.base.n_models,
             "best_single_name": self.best_single,
-            "best_single_test_acc": float(best["test_acc"]),
+            "best_single_test_acc": float(c.loc[BEST, "test_acc"]),
             "best_single_recalibrated_test_acc": float(recal["test_acc"]),
             "mean_prob_test_acc": float(c.loc["mean of probabilities", "test_acc"]),
-            "majority_vote_test_acc": float(c.loc["majority vote", "test_acc"]),
-            "logreg_meta_test_acc": float(c.loc["logistic-regression meta", "test_acc"]),
+            "topk_average_test_acc": float(c.loc[TOPK, "test_acc"]),
+            "topk_k": self.topk_k,
+            "majority_vote_test_acc": float(c.loc[MAJORITY, "test_acc"]),
+            "logreg_meta_test_acc": float(c.loc[LOGREG, "test_acc"]),
             "stacking_test_acc": float(stack["test_acc"]),
             "stacking_ci_low": float(stack["ci_low"]),
             "stacking_ci_high": float(stack["ci_high"]),
             "stacking_oof_val_acc": float(stack["val_acc"]),
-            "stacking_vs_best_p_value": float(p.loc["McNemar exact", "p_value"]),
-            "stacking_vs_best_bootstrap_p_value": float(p.loc["paired bootstrap", "p_value"]),
-            "error_ratio": float(ratio),
-            "goal_met": bool(ratio <= goal_ratio) if np.isfinite(ratio) else False,
+            # Holm-adjusted p of the paired test over the unit (the verdict's p); the unadjusted one beside it.
+            "stacking_vs_best_p_value": float(p.loc[BEST, "p_holm"]),
+            "stacking_vs_best_bootstrap_p_value": float(p.loc[BEST, "p_value"]),
+            "stacking_vs_topk_p": float(p.loc[TOPK, "p_holm"]),
+            "stacking_vs_majority_p": float(p.loc[MAJORITY, "p_holm"]),
+            "stacking_vs_logreg_meta_p": float(p.loc[LOGREG, "p_holm"]),
+            "error_ratio": float(r["ratio"]),
+            "error_ratio_ci_low": float(r["ci_low"]),
+            "error_ratio_ci_high": float(r["ci_high"]),
+            "goal_verdict": verdict,
+            "goal_met": verdict == "met",
             "error_ratio_vs_recalibrated": float(stack["test_error"] / recal["test_error"])
             if recal["test_error"] > 0 else float("nan"),
         }
@@ -320,12 +345,45 @@ class StackingResult:
         return out
 
 
-def _acc_row(method: str, test_prob: np.ndarray, y: np.ndarray, val_acc: float, note: str) -> dict[str, Any]:
+def goal_verdict(ci_low: float, ci_high: float, goal_ratio: float) -> str:
+    """"met" when the whole interval of the error ratio lies below the goal, "missed" when it lies above,
+    else "undecided" (the point estimate alone never decides)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return "undecided"
+    return "met" if ci_high < goal_ratio else "missed" if ci_low > goal_ratio else "undecided"
 
-    correct = (np.asarray(test_prob) >= 0.5).astype(np.int64) == y
-    a = accuracy_with_ci(correct)
-    return {"method": method, "val_acc": val_acc, "test_acc": a["acc"], "ci_low": a["ci_low"],
-            "ci_high": a["ci_high"], "test_error": 1 - a["acc"], "n_test": a["n"], "how": note}
+
+def evaluate_error_ratio(err_ref: np.ndarray, err_new: np.ndarray, unit: Unit = ROWS, n_boot: int = 2000,
+                         seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """err_new.mean() / err_ref.mean() (0/1 errors on the same rows) with an interval that respects the unit:
+    for two ids per row (source images) the delta method with the dyadic cluster-robust variance of the
+    linearised ratio (a bootstrap over crossed units overstates the variance, see stats.py); otherwise a
+    bootstrap over the unit's clusters (or rows) of the ratio itself."""
+    a, b = np.asarray(err_ref, np.float64), np.asarray(err_new, np.float64)
+    ratio = float(b.mean() / a.mean()) if a.mean() > 0 else float("nan")
+    out = {"ratio": ratio, "ci_low": float("nan"), "ci_high": float("nan"), "unit": unit.name}
+    if not np.isfinite(ratio):
+        return {**out, "method": "the reference makes no error: no ratio"}
+    if len(unit.ids) == 2:
+        # Linearised ratio: (b_i - r a_i) / mean(a) has mean 0 and the ratio's variance (first order).
+        se = float(np.sqrt(dyadic_variance((b - ratio * a) / a.mean(), *unit.ids)))
+        z = float(st.norm.ppf(0.5 + confidence / 2))
+        return {**out, "ci_low": max(0.0, ratio - z * se), "ci_high": ratio + z * se,
+                "method": f"delta method, dyadic cluster-robust variance over {unit.describe(a.size)}"}
+    w = unit_weights(list(unit.ids), a.size, n_boot, seed)                     # [B, N]
+    ea, eb = w @ a, w @ b
+    ratios = eb[ea > 0] / ea[ea > 0]
+    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return {**out, "ci_low": float(lo), "ci_high": float(hi),
+            "method": f"{'cluster' if unit.ids else 'row'} bootstrap over {unit.describe(a.size)}, {n_boot:,} resamples"}
+
+
+def _acc_row(method: str, test_prob: np.ndarray, y: np.ndarray, val_acc: float, note: str,
+             unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    correct = ((np.asarray(test_prob) >= 0.5).astype(np.int64) == y).astype(np.float64)
+    a = interval(correct, unit, n_boot=n_boot, seed=seed)
+    return {"method": method, "val_acc": val_acc, "test_acc": a["mean"], "ci_low": a["ci_low"],
+            "ci_high": a["ci_high"], "test_error": 1 - a["mean"], "n_test": a["n"], "how": note}
 
 
 def _majority(prob: np.ndarray) -> np.ndarray:
@@ -343,20 +401,41 @@ def make_comparison_table(rows: list[dict[str, Any]], best_error: float) -> pd.D
     return df
 
 
+def rank_by_validation(base: BasePredictions) -> np.ndarray:
+    """Base-model column indices, best first: highest validation accuracy, then lowest validation log-loss."""
+    val_acc = ((base.val_prob >= 0.5) == base.val_y[:, None]).mean(axis=0)
+    val_ll = np.array([_logloss(base.val_prob[:, j], base.val_y) for j in range(base.n_models)])
+    return np.lexsort((val_ll, -val_acc))
+
+
 def make_base_table(base: BasePredictions, leakage: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Level 0 on its own: accuracy of every base model, and the index of the best one, picked on
-    validation only (highest val accuracy, then lowest val log-loss). Returns (table, best index)."""
+    """Level 0 on its own: accuracy of every base model, ranked on validation only (`rank_by_validation`),
+    and the index of the best one. Returns (table, best index)."""
     yv, yt = base.val_y, base.test_y
-    val_acc = ((base.val_prob >= 0.5) == yv[:, None]).mean(axis=0)
-    test_acc = ((base.test_prob >= 0.5) == yt[:, None]).mean(axis=0)
-    val_ll = np.array([_logloss(base.val_prob[:, j], yv) for j in range(base.n_models)])
-    order = np.lexsort((val_ll, -val_acc))          # highest val accuracy, then lowest val log-loss
+    order = rank_by_validation(base)
     best = int(order[0])
-    base_table = pd.DataFrame({"model": base.names, "val_acc": val_acc, "val_logloss": val_ll,
-                               "test_acc": test_acc, "trained_on": leakage["trained_on"].values,
+    base_table = pd.DataFrame({"model": base.names, "val_acc": ((base.val_prob >= 0.5) == yv[:, None]).mean(axis=0),
+                               "val_logloss": [_logloss(base.val_prob[:, j], yv) for j in range(base.n_models)],
+                               "test_acc": ((base.test_prob >= 0.5) == yt[:, None]).mean(axis=0),
+                               "trained_on": leakage["trained_on"].values,
                                "selected_on": leakage["selected_on"].values})
     base_table["chosen_as_best"] = np.arange(base.n_models) == best
-    return base_table.sort_values("val_acc", ascending=False, ignore_index=True), best
+    base_table["val_rank"] = np.argsort(order) + 1
+    return base_table.sort_values("val_rank", ignore_index=True), best
+
+
+def choose_topk(base: BasePredictions) -> pd.DataFrame:
+    """The average of the k best base models by validation, for every k: its validation accuracy and
+    log-loss, and the k chosen (highest validation accuracy, then lowest log-loss, then fewest models).
+    Chosen on validation only: the test split never enters."""
+    order = rank_by_validation(base)
+    csum = np.cumsum(base.val_prob[:, order], axis=1) / np.arange(1, base.n_models + 1)   # [N, M] top-k means
+    acc = ((csum >= 0.5) == base.val_y[:, None]).mean(axis=0)
+    ll = np.array([_logloss(csum[:, k], base.val_y) for k in range(base.n_models)])
+    table = pd.DataFrame({"k": np.arange(1, base.n_models + 1), "val_acc": acc, "val_logloss": ll,
+                          "added_model": [base.names[j] for j in order]})
+    table["chosen"] = np.arange(base.n_models) == int(np.lexsort((table["k"], ll, -acc))[0])
+    return table
 
 
 @dataclass
@@ -376,7 +455,7 @@ def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, see
     yv = base.val_y
     meta = train_lgbm_meta(base.val_prob, yv, base.names, grid, n_folds, seed, max_rounds, early_stopping_rounds)
     logreg = train_logreg_meta(base.val_prob, yv, n_folds, seed)
-    # Its out-of-fold validation accuracy, for the val column (nested CV: C is re-chosen per fold).
+    # Its out-of-fold validation accuracy, for the val column.
     logreg_oof = cross_val_predict(make_logreg_meta(n_folds, seed), base.val_prob, yv,
                                    cv=StratifiedKFold(n_folds, shuffle=True, random_state=seed),
                                    method="predict_proba")[:, 1]
@@ -389,82 +468,96 @@ def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, see
     return _MetaLearners(meta, logreg, logreg_oof, recal, recal_oof)
 
 
-def _method_predictions(base: BasePredictions, best: int, metas: _MetaLearners
+def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, metas: _MetaLearners
                         ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
     """Per method: test P(y=1), validation accuracy (out-of-fold where fitted on val), how it was made."""
     yv, meta = base.val_y, metas.lgbm
+    k = int(topk.loc[topk["chosen"], "k"].iloc[0])
+    top = rank_by_validation(base)[:k]
     preds = {
-        "best single (chosen on val)": base.test_prob[:, best],
+        BEST: base.test_prob[:, best],
         "best single, recalibrated on val": metas.recal.predict_proba(base.test_prob[:, [best]])[:, 1],
+        TOPK: base.test_prob[:, top].mean(axis=1),
         "mean of probabilities": base.test_prob.mean(axis=1),
-        "majority vote": _majority(base.test_prob),
-        "logistic-regression meta": metas.logreg.predict_proba(base.test_prob)[:, 1],
-        "LightGBM stacking": meta.predict(base.test_prob),
+        MAJORITY: _majority(base.test_prob),
+        LOGREG: metas.logreg.predict_proba(base.test_prob)[:, 1],
+        STACK: meta.predict(base.test_prob),
     }
     val_side = {
-        "best single (chosen on val)": float(((base.val_prob[:, best] >= 0.5) == yv).mean()),
+        BEST: float(((base.val_prob[:, best] >= 0.5) == yv).mean()),
         "best single, recalibrated on val": float(((metas.recal_oof >= 0.5) == yv).mean()),
+        TOPK: float(topk.loc[topk["chosen"], "val_acc"].iloc[0]),
         "mean of probabilities": float(((base.val_prob.mean(1) >= 0.5) == yv).mean()),
-        "majority vote": float(((_majority(base.val_prob) >= 0.5) == yv).mean()),
-        "logistic-regression meta": float(((metas.logreg_oof >= 0.5) == yv).mean()),
-        "LightGBM stacking": float(((meta.oof.oof >= 0.5) == yv).mean()),
+        MAJORITY: float(((_majority(base.val_prob) >= 0.5) == yv).mean()),
+        LOGREG: float(((metas.logreg_oof >= 0.5) == yv).mean()),
+        STACK: float(((meta.oof.oof >= 0.5) == yv).mean()),
     }
     how = {
-        "best single (chosen on val)": base.names[best],
+        BEST: base.names[best],
         "best single, recalibrated on val": "Platt scaling of its logit fitted on val (val_acc = out-of-fold)",
-        "mean of probabilities": f"average of {base.n_models} models, threshold 0.5",
-        "majority vote": "thresholded votes; ties -> mean probability",
-        "logistic-regression meta": "on standardised logits, fitted on val (val_acc = out-of-fold)",
-        "LightGBM stacking": f"{meta.n_rounds} rounds, {meta.params} (val_acc = out-of-fold)",
+        TOPK: f"mean probability of the {k} best models by val accuracy; k chosen on val (val_acc in-sample)",
+        "mean of probabilities": f"average of all {base.n_models} models, threshold 0.5",
+        MAJORITY: "thresholded votes of all models; ties -> mean probability",
+        LOGREG: "on standardised logits, fitted on val (val_acc = out-of-fold)",
+        STACK: f"{meta.n_rounds} rounds, {meta.params} (val_acc = out-of-fold)",
     }
     return preds, val_side, how
 
 
-def make_paired_table(best_prob: np.ndarray, stack_prob: np.ndarray, y: np.ndarray, n_boot: int,
-                      seed: int) -> pd.DataFrame:
-    """Paired tests on the same test examples: stacking vs the best single model (McNemar, bootstrap)."""
-    c_best = (best_prob >= 0.5) == y
-    c_stack = (stack_prob >= 0.5) == y
-    mc = mcnemar_test(c_best, c_stack)
-    bs = paired_bootstrap(c_best, c_stack, n_boot=n_boot, seed=seed)
-    return pd.DataFrame([
-        {"test": "McNemar exact", "stacking_minus_best": float(c_stack.mean() - c_best.mean()),
-         "ci_low": np.nan, "ci_high": np.nan, "p_value": mc["p_value"],
-         "detail": f"best right & stacking wrong: {mc['b']}, best wrong & stacking right: {mc['c']}"},
-        {"test": "paired bootstrap", "stacking_minus_best": bs["diff"], "ci_low": bs["ci_low"],
-         "ci_high": bs["ci_high"], "p_value": bs["p_value"], "detail": f"{n_boot} resamples, seed {seed}"},
-    ])
+def make_paired_table(preds: dict[str, np.ndarray], y: np.ndarray, unit: Unit = ROWS, n_boot: int = 2000,
+                      seed: int = 0, references: Sequence[str] = REFERENCES, alpha: float = 0.05) -> pd.DataFrame:
+    """LightGBM stacking against each reference on the same test examples: `paired_test` over the data's
+    independent unit (difference, 95% interval, p), Holm-adjusted over the references, and the verdict.
+    A bootstrap that saw no replicate on the other side of zero gives p < 1/n_boot: it enters Holm at
+    that bound, so the adjusted value is an upper bound. McNemar's exact p (rows as independent) is kept
+    for reference only."""
+    c_stack = ((preds[STACK] >= 0.5) == y).astype(np.float64)
+    rows = []
+    for ref in references:
+        t = paired_test(((preds[ref] >= 0.5) == y).astype(np.float64), c_stack, unit, n_boot=n_boot, seed=seed)
+        floor = t["p_floor"] if t["p_floor"] is not None else 1e-16    # the test's resolution
+        rows.append({"reference": ref, "stacking_minus_reference": t["diff"], "ci_low": t["ci_low"],
+                     "ci_high": t["ci_high"], "p_value": max(t["p_value"], floor), "p_is_bound": t["p_value"] < floor,
+                     "mcnemar_p_rows": t["mcnemar_p"], "method": t["method"]})
+    df = pd.DataFrame(rows)
+    df["p_holm"] = holm(df["p_value"].tolist())
+    df["verdict"] = [("better" if r.stacking_minus_reference > 0 else "worse") if r.p_holm < alpha
+                     else "not distinguishable" for r in df.itertuples()]
+    return df
 
 
 def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] | None = None,
                       grid: str | list[dict[str, Any]] = "small", n_folds: int = 5, seed: int = 42,
                       max_rounds: int = 500, early_stopping_rounds: int = 30, n_boot: int = 2000,
-                      splits=None, sklearn_stacking: bool = True, sklearn_max_train: int = 0) -> StackingResult:
+                      splits=None, sklearn_stacking: bool = True, sklearn_max_train: int = 0,
+                      unit: Unit | None = None) -> StackingResult:
     """The whole comparison for one dataset (notebook 05's core). Test labels are used only to score.
 
     split_keys: example keys of the dataset's splits for the leakage check (computed from `splits`
-    when omitted); the check runs first and raises `LeakageError` on any leak.
+    when omitted); the check runs first and raises `LeakageError` on any leak. unit: the test split's
+    independent unit (`helpers.evaluation.stats.unit_of(splits.test)`; rows when neither is given).
     """
     if split_keys is None:
         if splits is None:
             raise WorkbookError("evaluate_stacking needs split_keys or splits for the leakage check")
         split_keys = make_split_keys(splits)
+    unit = unit if unit is not None else (unit_of(splits.test) if splits is not None else ROWS)
     leakage = check_no_leakage(base, split_keys)
     base_table, best = make_base_table(base, leakage)
+    topk = choose_topk(base)
     metas = _fit_meta_learners(base, best, grid, n_folds, seed, max_rounds, early_stopping_rounds)
-    preds, val_side, how = _method_predictions(base, best, metas)
+    preds, val_side, how = _method_predictions(base, best, topk, metas)
     if sklearn_stacking and splits is not None:
-        _, p_sk = train_sklearn_stacking(splits, seed, n_folds, sklearn_max_train)
-        preds["sklearn StackingClassifier (classical)"] = p_sk
+        _, preds["sklearn StackingClassifier (classical)"] = train_sklearn_stacking(splits, seed, n_folds, sklearn_max_train)
         val_side["sklearn StackingClassifier (classical)"] = float("nan")
         how["sklearn StackingClassifier (classical)"] = "logreg + LightGBM on pair features, refit on train"
     yt = base.test_y
-    rows = [_acc_row(m, p, yt, val_side[m], how[m]) for m, p in preds.items()]
-    best_error = 1 - float(((base.test_prob[:, best] >= 0.5) == yt).mean())
-    comparison = make_comparison_table(rows, best_error)
-    paired = make_paired_table(preds["best single (chosen on val)"], preds["LightGBM stacking"], yt, n_boot, seed)
+    rows = [_acc_row(m, p, yt, val_side[m], how[m], unit, n_boot, seed) for m, p in preds.items()]
+    comparison = make_comparison_table(rows, 1 - float(((base.test_prob[:, best] >= 0.5) == yt).mean()))
+    paired = make_paired_table(preds, yt, unit, n_boot, seed)
+    ratio = evaluate_error_ratio((preds[BEST] >= 0.5) != yt, (preds[STACK] >= 0.5) != yt, unit, n_boot, seed)
     return StackingResult(base.dataset, base, leakage, base_table, metas.lgbm, comparison, paired,
-                          base.names[best], preds)
+                          base.names[best], preds, topk, ratio, unit.name)
 
 
 def make_error_correlation(base: BasePredictions, split: str = "val") -> pd.DataFrame:

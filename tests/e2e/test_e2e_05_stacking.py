@@ -1,4 +1,5 @@
-"""Notebook 05 in the smoke run: headline numbers recomputed from the base models' prediction files."""
+"""Notebook 05 in the smoke run: headline numbers recomputed from the base models' prediction files, the fair
+references, the paired tests and the goal verdict from the interval of the error ratio."""
 import json
 
 import numpy as np
@@ -10,18 +11,26 @@ pytestmark = pytest.mark.e2e
 STEM = "05_stacking"
 
 
+def _params(run):
+    return json.loads((run / "run.json").read_text())["notebooks"][STEM]["parameters"]
+
+
 def _base_files(run, ds):
     return sorted(f for f in run.glob(f"*/{ds}/predictions/*.npz") if not f.is_relative_to(run / STEM))
 
 
+def _logloss(p, y):
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
 def test_headline_metrics_match_the_prediction_files(smoke_run):
     m = read_metrics(smoke_run, STEM)
-    params = json.loads((smoke_run / "run.json").read_text())["notebooks"][STEM]["parameters"]
-    ds = params["datasets"][0]
+    ds = _params(smoke_run)["datasets"][0]
     files = _base_files(smoke_run, ds)
     n_members = read_metrics(smoke_run, "04_multi_seed")["n_members"]
     assert m["n_base_models"] == len(files) >= n_members
-    probs = {f"{f.parent.parent.parent.name}/{f.stem}": np.load(f) for f in files}
+    probs = {f"{f.parent.parent.parent.name}/{f.stem}": dict(np.load(f)) for f in files}
     # the best single model is the one with the highest *validation* accuracy
     val_acc = {k: ((z["val_prob"] >= 0.5) == z["val_y"]).mean() for k, z in probs.items()}
     assert val_acc[m["best_single_name"]] == pytest.approx(max(val_acc.values()))
@@ -29,22 +38,45 @@ def test_headline_metrics_match_the_prediction_files(smoke_run):
     assert m["best_single_test_acc"] == pytest.approx(((best["test_prob"] >= 0.5) == best["test_y"]).mean())
     mean_prob = np.mean([z["test_prob"] for z in probs.values()], axis=0)
     assert m["mean_prob_test_acc"] == pytest.approx(((mean_prob >= 0.5) == best["test_y"]).mean())
+    # the top-k average: the k best by validation (accuracy, then log-loss), k chosen on validation
+    names = sorted(probs, key=lambda k: (-val_acc[k], _logloss(probs[k]["val_prob"], probs[k]["val_y"])))
+    vy = best["val_y"]
+    k_acc = [((np.mean([probs[n]["val_prob"] for n in names[:k]], axis=0) >= 0.5) == vy).mean()
+             for k in range(1, len(names) + 1)]
+    assert k_acc[m["topk_k"] - 1] == pytest.approx(max(k_acc))
+    top = np.mean([probs[n]["test_prob"] for n in names[:m["topk_k"]]], axis=0)
+    assert m["topk_average_test_acc"] == pytest.approx(((top >= 0.5) == best["test_y"]).mean())
 
 
-def test_stacking_numbers_are_sane(smoke_run):
+def test_stacking_numbers_tests_and_goal_verdict(smoke_run):
     m = read_metrics(smoke_run, STEM)
+    goal = _params(smoke_run)["goal_ratio"]
     assert m["stacking_ci_low"] <= m["stacking_test_acc"] <= m["stacking_ci_high"]
-    assert 0 <= m["stacking_vs_best_p_value"] <= 1
-    assert 0.6 <= m["stacking_test_acc"] <= 1 and 0.6 <= m["logreg_meta_test_acc"] <= 1
-    # a meta-learner over these base models must not fall far below the best of them
-    assert m["stacking_test_acc"] >= m["best_single_test_acc"] - 0.05
+    assert 0.6 <= m["stacking_test_acc"] <= 1 and 0.6 <= m["logreg_meta_test_acc"] <= 1   # chance is 0.5
+    # a meta-learner over these base models must not fall far below the references
+    for ref in ("best_single_test_acc", "topk_average_test_acc", "logreg_meta_test_acc"):
+        assert m["stacking_test_acc"] >= m[ref] - 0.05, ref
+    for key in ("stacking_vs_best_p_value", "stacking_vs_topk_p", "stacking_vs_majority_p", "stacking_vs_logreg_meta_p",
+                "stacking_vs_best_bootstrap_p_value"):
+        assert 0 < m[key] <= 1, key                                      # never 0: a bootstrap zero is 1/B
+    assert m["stacking_vs_best_p_value"] >= m["stacking_vs_best_bootstrap_p_value"]   # Holm-adjusted
     ratio = (1 - m["stacking_test_acc"]) / (1 - m["best_single_test_acc"])
-    assert m["error_ratio"] == pytest.approx(ratio) and m["goal_met"] == (ratio <= 0.8)
+    assert m["error_ratio"] == pytest.approx(ratio)
+    assert m["error_ratio_ci_low"] <= ratio <= m["error_ratio_ci_high"] and m["error_ratio_ci_high"] > m["error_ratio_ci_low"]
+    verdict = ("met" if m["error_ratio_ci_high"] < goal else "missed" if m["error_ratio_ci_low"] > goal else "undecided")
+    assert m["goal_verdict"] == verdict and m["goal_met"] == (verdict == "met")
 
 
-def test_report_figures_and_run_card(smoke_run):
-    ds = json.loads((smoke_run / "run.json").read_text())["notebooks"][STEM]["parameters"]["datasets"][0]
-    for f in (f"error_correlation_{ds}.png", f"comparison_{ds}.png", f"meta_importance_{ds}.png", f"{STEM}.html"):
+def test_report_answer_figures_and_run_card(smoke_run):
+    ds = _params(smoke_run)["datasets"][0]
+    m = read_metrics(smoke_run, STEM)
+    for f in (f"error_correlation_{ds}.png", f"error_correlation_{ds}.csv", f"comparison_{ds}.png",
+              f"meta_importance_{ds}.png", f"base_models_{ds}.csv", f"leakage_{ds}.csv", f"{STEM}.html"):
         assert (smoke_run / STEM / f).is_file(), f
     card = json.loads((smoke_run / STEM / "config.json").read_text())
-    assert card["dataset"]["meta_training_split"] == "val" and card["dataset"]["data_leakage_prevention"] is True
+    leak = card["dataset"]["data_leakage_prevention"][ds]
+    assert card["dataset"]["meta_training_split"] == "val" and leak["verdict"] == "passed"
+    assert leak["base_models"] == m["n_base_models"] and leak["val_rows_seen"] == leak["test_rows_seen"] == 0
+    answer = json.loads((smoke_run / STEM / "answer.json").read_text())
+    assert m["goal_verdict"].upper() in answer["answer"] and "Holm" in answer["answer"]
+    assert "p = 0 " not in answer["answer"] and "p = 0.0 " not in answer["answer"] and 2 <= len(answer["headline"]) <= 3

@@ -44,9 +44,12 @@ def test_touching_03_reruns_03_and_what_reads_it(smoke_run, smoke_cache, tmp_pat
                        smoke_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     st = _statuses(tmp_path / "r")
-    assert {k for k, v in st.items() if v == "ran"} == {"03_stage2", "05_stacking", "07_plateau_diagnosis"}, st
+    # 04 (it reruns 03's recipe over seeds), 05 (it stacks 03's predictions) and 07 (it diagnoses 03's
+    # histories when present) read 03; nothing else does.
+    assert {k for k, v in st.items() if v == "ran"} == {"03_stage2", "04_multi_seed", "05_stacking",
+                                                        "07_plateau_diagnosis"}, st
     assert {k for k, v in st.items() if v == "reused"} == {"00_data_audit", "01_pair_sampling", "02_stage1",
-                                                           "04_multi_seed", "06_backbones"}
+                                                           "06_backbones"}
     index = (tmp_path / "r" / "index.html").read_text()
     assert "ran: its parameters changed" in index and "ran: an upstream result changed" in index
 

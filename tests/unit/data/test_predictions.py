@@ -34,7 +34,7 @@ def test_prediction_files_round_trip_and_validation(tmp_path):
 
 
 def test_prediction_file_missing_keys_is_named(tmp_path):
-    f = tmp_path / "02_x" / "d" / "predictions" / "m.npz"
+    f = tmp_path / "02_stage1" / "d" / "predictions" / "m.npz"
     f.parent.mkdir(parents=True)
     np.savez(f, val_prob=np.zeros(3), val_y=np.zeros(3))
     with pytest.raises(DataError, match=r"m\.npz.*test_prob"):

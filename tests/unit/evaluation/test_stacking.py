@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from helpers.core.errors import WorkbookError
-from helpers.data.predictions import BasePredictions
-from helpers.evaluation.stacking import (check_no_leakage, evaluate_stacking, LeakageError,
-                                         make_oof_predictions, train_lgbm_meta)
+from helpers.data.predictions import BasePredictions, load_base_predictions, write_predictions
+from helpers.evaluation.stacking import (BEST, check_no_leakage, choose_topk, evaluate_error_ratio, evaluate_stacking,
+                                         goal_verdict, LeakageError, make_oof_predictions, make_paired_table,
+                                         rank_by_validation, REFERENCES, STACK, TOPK, train_lgbm_meta)
+from helpers.evaluation.stats import ROWS, Unit
 
 
 # ------------------------------------------------------------------------------- fixtures
@@ -91,18 +93,21 @@ def test_oof_accuracy_on_pure_noise_is_chance():
 def test_stacking_beats_single_models_on_independent_errors_and_is_reproducible():
     base = _base(m=8, n=500)
     keys = _keys(n_val=500, n_test=500)
-    a = evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=300, max_rounds=200)
-    b = evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=300, max_rounds=200)
+    a = evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=1000, max_rounds=200)
+    b = evaluate_stacking(base, keys, grid="tiny", n_folds=5, seed=7, n_boot=1000, max_rounds=200)
     ha, hb = a.headline(), b.headline()
     assert ha == hb                                                            # same seed, same result
     np.testing.assert_array_equal(a.test_pred["LightGBM stacking"], b.test_pred["LightGBM stacking"])
     assert ha["n_base_models"] == 8
     assert ha["stacking_test_acc"] > ha["best_single_test_acc"] + 0.05
     assert ha["stacking_ci_low"] <= ha["stacking_test_acc"] <= ha["stacking_ci_high"]
-    assert ha["stacking_vs_best_p_value"] < 0.01 and ha["goal_met"]
+    assert ha["stacking_vs_best_p_value"] < 0.01 and ha["goal_met"] and ha["goal_verdict"] == "met"
+    assert ha["error_ratio_ci_high"] < 0.8 and ha["error_ratio_ci_low"] <= ha["error_ratio"]
     methods = set(a.comparison["method"])
-    assert {"best single (chosen on val)", "mean of probabilities", "majority vote",
-            "logistic-regression meta", "LightGBM stacking"} <= methods
+    assert {"best single (chosen on val)", "top-k average (k chosen on val)", "mean of probabilities",
+            "majority vote", "logistic-regression meta", "LightGBM stacking"} <= methods
+    assert list(a.paired["reference"]) == list(REFERENCES) and (a.paired["p_holm"] >= a.paired["p_value"]).all()
+    assert 1 <= ha["topk_k"] <= 8 and 0 < ha["stacking_vs_topk_p"] <= 1 and 0 < ha["stacking_vs_logreg_meta_p"] <= 1
     imp = a.meta.importance()
     assert abs(imp["gain_share"].sum() - 1) < 1e-9 and set(imp["model"]) == set(base.names)
 
@@ -136,3 +141,67 @@ def test_bad_meta_grid_and_labels_are_refused():
         train_lgbm_meta(base.val_prob, base.val_y, base.names, grid="huge")
     with pytest.raises(WorkbookError, match="both 0 and 1"):
         make_oof_predictions(base.val_prob, np.zeros(100, int), {}, n_folds=5)
+
+
+# --------------------------------------------------------------------- references and the goal
+def test_topk_average_is_chosen_on_validation():
+    base = _base(m=6, n=400)
+    # two useless models: the top-k average must leave them out
+    base.val_prob[:, [1, 4]] = np.random.default_rng(0).random((400, 2))
+    order = rank_by_validation(base)
+    assert set(order[-2:]) == {1, 4}
+    t = choose_topk(base)
+    assert t["chosen"].sum() == 1 and list(t["k"]) == list(range(1, 7))
+    k = int(t.loc[t["chosen"], "k"].iloc[0])
+    assert k <= 4 and t.loc[t["chosen"], "val_acc"].iloc[0] == t["val_acc"].max()
+    res = evaluate_stacking(base, _keys(n_val=400, n_test=400), grid="tiny", seed=0, n_boot=200, max_rounds=50)
+    top = order[:k]
+    np.testing.assert_allclose(res.test_pred[TOPK], base.test_prob[:, top].mean(axis=1))
+    assert res.topk_k == k and res.headline()["topk_average_test_acc"] == pytest.approx(
+        ((base.test_prob[:, top].mean(axis=1) >= 0.5) == base.test_y).mean())
+
+
+def test_goal_verdict_comes_from_the_interval():
+    assert goal_verdict(0.60, 0.79, 0.8) == "met"
+    assert goal_verdict(0.81, 0.95, 0.8) == "missed"
+    assert goal_verdict(0.64, 0.80, 0.8) == "undecided"        # the reviewer's case: the upper end touches 0.8
+    assert goal_verdict(float("nan"), 0.5, 0.8) == "undecided"
+
+
+def test_error_ratio_interval_respects_the_unit():
+    rng = np.random.default_rng(0)
+    n = 3000
+    ida, idb = rng.integers(0, 150, n), rng.integers(0, 150, n)
+    hard = rng.random(150) < 0.15                  # errors cluster on hard source images: pairs are not independent
+    p_err = 0.03 + 0.3 * (hard[ida] | hard[idb])
+    err_ref = rng.random(n) < p_err
+    err_new = err_ref & (rng.random(n) < 0.7)
+    rows = evaluate_error_ratio(err_ref, err_new, ROWS, n_boot=1000, seed=0)
+    dyad = evaluate_error_ratio(err_ref, err_new, Unit("source image", (ida, idb)))
+    assert rows["ratio"] == dyad["ratio"] == pytest.approx(err_new.mean() / err_ref.mean())
+    assert rows["ci_low"] < rows["ratio"] < rows["ci_high"] and dyad["ci_low"] < dyad["ratio"] < dyad["ci_high"]
+    assert (dyad["ci_high"] - dyad["ci_low"]) > (rows["ci_high"] - rows["ci_low"])     # wider: shared images
+    assert "dyadic" in dyad["method"] and "row bootstrap" in rows["method"]
+    clusters = evaluate_error_ratio(err_ref, err_new, Unit("person pair", (ida,)), n_boot=500)
+    assert "cluster bootstrap" in clusters["method"]
+    assert np.isnan(evaluate_error_ratio(np.zeros(10), np.zeros(10))["ratio"])
+
+
+def test_paired_table_never_reports_p_zero_and_adjusts_with_holm():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    right = y.astype(float)
+    preds = {BEST: 1 - right, TOPK: right.copy(), "majority vote": right.copy(),
+             "logistic-regression meta": np.where(rng.random(500) < 0.5, right, 1 - right), STACK: right}
+    t = make_paired_table(preds, y, ROWS, n_boot=200, seed=0).set_index("reference")
+    assert t.loc[BEST, "p_is_bound"] and t.loc[BEST, "p_value"] == pytest.approx(1 / 200)   # p < 1/B, never 0
+    assert t.loc[BEST, "verdict"] == "better" and t.loc[TOPK, "verdict"] == "not distinguishable"
+    assert (t["p_value"] > 0).all() and (t["p_holm"] >= t["p_value"]).all()
+
+
+def test_base_predictions_are_found_under_the_dataset_label(tmp_path):
+    rng = np.random.default_rng(0)
+    vy, ty = rng.integers(0, 2, 20), rng.integers(0, 2, 30)
+    write_predictions(tmp_path / "02_stage1" / "pairs-2" / "predictions" / "m.npz", rng.random(20), rng.random(30), vy, ty)
+    base = load_base_predictions(tmp_path, "/some/where/pairs", label="pairs-2")
+    assert base.dataset == "pairs-2" and base.names == ["02_stage1/m"]
