@@ -26,10 +26,10 @@ from helpers.training.recipes import make_note004_train_config as make_train_con
 from helpers.training.tasks import RegressionTask
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["RUN_KEYS", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
+__all__ = ["RUN_KEYS", "describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
            "diagnose_histories", "diagnose_history", "evaluate_ceiling", "evaluate_external_histories",
            "evaluate_synthetic_set", "find_histories", "learning_curve_points", "load_multiview_data",
-           "make_before_after_table", "make_doctor_metrics", "make_findings_table", "make_learning_curve_table",
+           "make_answer_headline", "make_before_after_table", "make_doctor_metrics", "make_findings_table", "make_learning_curve_table",
            "make_note004_comparison", "make_recommendations_table", "make_train_config", "make_training_subset",
            "make_transformer3d", "plot_diagnosis", "plot_followups", "plot_learning_curve", "show_history_picker",
            "summarize_followups", "train_data_control", "train_followups", "train_learning_curve",
@@ -283,6 +283,29 @@ def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: f
     if head.get("control_delta") is not None and head["best_change"] != "control_more_data":
         lines.append(f"more data (the control): {head['control_delta']:+.4f}")
     return "; ".join(lines)
+
+
+def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
+                    ext_scores: pd.DataFrame, n_external: int) -> str:
+    """The notebook's answer in three sentences: what the doctor reads in the baseline, which change helped
+    most when run, and how often it agrees with hand labels of public histories."""
+    pooled = ext_scores.iloc[-1]
+    first = diagnosis.findings[0]
+    return (f"The curve doctor reads the baseline as {first.kind}: {first.message}. "
+            f"Run and measured, {describe_conclusion(head, table, ceiling, diagnosis)}. "
+            f"On {n_external} public training histories labelled by hand before it ran, it agrees with the labels at "
+            f"precision {pooled['precision']:.2f} ({pooled['tp']} of {pooled['doctor_found']} calls) and recall "
+            f"{pooled['recall']:.2f} ({pooled['tp']} of {pooled['labelled']} labels), pooled over kinds.")
+
+
+def make_answer_headline(diagnosis: Diagnosis, head: Mapping[str, Any], ext_scores: pd.DataFrame) -> dict[str, Any]:
+    """The numbers the answer rests on: the first finding, the best change's gain, the pooled agreement."""
+    pooled = ext_scores.iloc[-1]
+    out: dict[str, Any] = {"first finding": diagnosis.label}
+    if head.get("best_change") is not None:
+        out[f"val cos gain of {head['best_change']}"] = float(head["best_change_delta"])
+    out["doctor precision / recall on public histories"] = f"{pooled['precision']:.2f} / {pooled['recall']:.2f}"
+    return out
 
 
 def make_note004_comparison(diagnosis: Diagnosis, baseline: Run3D, ceiling: float | None) -> pd.DataFrame:

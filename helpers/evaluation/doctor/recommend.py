@@ -98,7 +98,7 @@ def _more_data_measured(a: _Advice) -> None:
         return
     a.recs.append(Recommendation(
         "more training data (2× the training set, same settings)",
-        f"learning curve: {describe_learning_curve(lc)}", {"train_data_factor": 2.0}, "data", "more_data",
+        describe_learning_curve(lc), {"train_data_factor": 2.0}, "data", "more_data",
         "evidence"))
 
 

@@ -12,8 +12,9 @@ import torch
 
 from helpers.data.multiview import make_multiview_data
 from helpers.evaluation.doctor import diagnose_history, LABELLED_KINDS, load_history, make_synthetic_history, NOTE004_BASELINE
-from helpers.stages.plateau import (describe_conclusion, diagnose_histories, evaluate_external_histories,
-                                    learning_curve_points, make_before_after_table, make_doctor_metrics,
+from helpers.stages.plateau import (describe_answer, describe_conclusion, diagnose_histories,
+                                    evaluate_external_histories, learning_curve_points, make_answer_headline,
+                                    make_before_after_table, make_doctor_metrics,
                                     make_followup_params, make_learning_curve_table, make_note004_comparison,
                                     make_training_subset, plot_diagnosis, plot_learning_curve, RUN_KEYS,
                                     summarize_followups, train_data_control, train_followups, train_learning_curve,
@@ -117,6 +118,23 @@ def test_summary_and_conclusion_pick_the_largest_gain():
     text = describe_conclusion(head, table, 0.92, diag)
     assert "control_more_data (control), val cos +0.0400 (0.8000 → 0.8400), closing 33%" in text
     assert "the doctor's first runnable remedy, longer_schedule: +0.0100" in text
+
+
+def test_answer_and_headline_come_from_the_results():
+    table = pd.DataFrame({"run": ["baseline", "longer_schedule", "control_more_data"],
+                          "role": ["baseline", "recommendation", "control"], "best_val_cos": [0.80, 0.81, 0.84],
+                          "test_cos": [0.79, 0.80, 0.83], "delta_vs_baseline": [0.0, 0.01, 0.04],
+                          "gap_to_ceiling": [0.12, 0.11, 0.08]})
+    head = summarize_followups(table)
+    diag = diagnose_history(make_synthetic_history("schedule_ended"))
+    scores = pd.DataFrame([{"kind": "all kinds", "labelled": 10, "doctor_found": 8, "tp": 6, "fp": 2, "fn": 4,
+                            "precision": 0.75, "recall": 0.6}])
+    text = describe_answer(diag, head, table, 0.92, scores, 27)
+    assert text.startswith("The curve doctor reads the baseline as schedule_ended: ")
+    assert "control_more_data (control), val cos +0.0400" in text and "precision 0.75 (6 of 8 calls)" in text
+    h = make_answer_headline(diag, head, scores)
+    assert h == {"first finding": "schedule_ended", "val cos gain of control_more_data": 0.04,
+                 "doctor precision / recall on public histories": "0.75 / 0.60"}
 
 
 def test_note004_comparison_says_when_the_schedule_ran_out():
