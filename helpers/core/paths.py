@@ -59,8 +59,10 @@ def inside(root: str | Path, path: str | Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
-# Earlier notebooks whose outputs this process opened (written to reads.json by the notebook context).
+# Earlier notebooks whose outputs this process opened (written to reads.json by the notebook context),
+# and the fallback folders already announced (said once per folder, not on every read).
 _OPENED: set[str] = set()
+_ANNOUNCED: set[Path] = set()
 
 
 def upstream(run_dir: str | Path, stem: str) -> Path:
@@ -79,7 +81,8 @@ def upstream(run_dir: str | Path, stem: str) -> Path:
     latest = REPORTS / "latest" / stem
     if latest.is_dir():
         real = latest.resolve()
-        if stem not in _OPENED:
+        if real not in _ANNOUNCED:
+            _ANNOUNCED.add(real)
             print(f"{stem} has not run in {folder.parent}: reading its outputs from the latest completed "
                   f"run, {real.parent}")
         _OPENED.add(stem)

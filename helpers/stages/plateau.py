@@ -11,14 +11,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from helpers.core import paths
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
 from helpers.core.paths import PROJ_ROOT
+from helpers.core.progress import progress
 from helpers.data.multiview import evaluate_ceiling, load_multiview_data, MultiViewData, MultiViewSplit
 from helpers.evaluation.doctor import (describe_learning_curve, describe_rules, diagnose_history,
                                        diagnose_labelled_histories, Diagnosis, evaluate_labelled_histories,
                                        evaluate_synthetic_set, LABELLED_KINDS, load_history, load_run_config,
-                                       make_findings_table, make_recommendations_table, make_synthetic_history)
+                                       make_findings_table, make_recommendations_table,
+                                       make_synthetic_history)
 from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
 from helpers.training.loop import evaluate_model, train_model
@@ -125,7 +128,7 @@ def train_followups(data: MultiViewData, base: Mapping[str, Any], diagnosis: Dia
     """Run the top ``n`` recommendations that change a model/training flag, each in
     ``out_dir/<name>/`` with its config.json and history.json."""
     runs = []
-    for rec in diagnosis.recommendations:
+    for rec in progress(diagnosis.recommendations, "follow-up runs"):
         if len(runs) >= n:
             break
         changes = {k: v for k, v in rec.params.items() if k in base}
@@ -377,14 +380,18 @@ def make_doctor_metrics(per_kind: pd.DataFrame, per_file: pd.DataFrame) -> dict[
     return out
 
 
-def find_histories(run_dir: str | Path, stems: Sequence[str] = ("02", "03", "04")) -> dict[str, Path]:
-    """history.json files under the run folder's notebooks whose stem starts with one of ``stems``;
-    keys are paths relative to the run folder."""
-    run_dir = Path(run_dir)
+HISTORY_NOTEBOOKS = ("02_stage1", "03_stage2", "04_multi_seed")
+
+
+def find_histories(run_dir: str | Path, stems: Sequence[str] = HISTORY_NOTEBOOKS) -> dict[str, Path]:
+    """history.json files of the notebooks ``stems`` in this run (in JupyterLab, of the latest completed
+    run when they have not run interactively; the line printed then says which run); keys are
+    ``<stem>/<path inside its folder>``."""
     out: dict[str, Path] = {}
-    for nb in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name[:2] in stems) if run_dir.is_dir() else []:
-        for h in sorted(nb.rglob("history.json")):
-            out[str(h.relative_to(run_dir))] = h
+    for stem in stems:
+        folder = paths.upstream(run_dir, stem)
+        for h in sorted(folder.rglob("history.json")) if folder.is_dir() else []:
+            out[f"{stem}/{h.relative_to(folder)}"] = h
     return out
 
 
@@ -556,7 +563,8 @@ def show_history_picker(histories: Mapping[str, str | Path | pd.DataFrame], stat
     def render(key: str) -> None:
         d = diagnose_history(load_history(histories[key]), ceiling=ceilings.get(key),
                              config=load_run_config(histories[key]) if not isinstance(histories[key], pd.DataFrame) else None)
-        display(make_findings_table(d)[["kind", "epoch", "finding"]])
+        with pd.option_context("display.max_colwidth", None):   # a finding is a sentence: never cut it
+            display(make_findings_table(d)[["kind", "epoch", "finding"]])
         fig = plot_diagnosis(histories[key], d, ceilings.get(key), title=key)
         display(fig)
         plt.close(fig)
@@ -578,8 +586,6 @@ def show_history_picker(histories: Mapping[str, str | Path | pd.DataFrame], stat
             render(change["new"])
 
     pick.observe(on_change, names="value")
-    box = widgets.VBox([pick, out])
-    display(box)
     with out:
         render(keys[0])
-    return box
+    return widgets.VBox([pick, out])   # shown once, as the cell's value

@@ -171,3 +171,22 @@ def test_plots_return_figures():
     fig = plot_learning_curve(t, 0.9)
     assert fig.axes[0].get_xscale() == "log"
     plt.close(fig)
+
+
+def test_histories_of_02_to_04_and_the_lab_fallback_to_the_latest_run(tmp_path, monkeypatch, capsys):
+    import json as _json
+
+    from helpers.core import paths as _paths
+    from helpers.stages.plateau import find_histories
+
+    monkeypatch.setattr(_paths, "REPORTS", tmp_path / "reports")
+    run = tmp_path / "reports" / "r1"
+    (run / "02_stage1" / "digit_pairs").mkdir(parents=True)
+    (run / "02_stage1" / "digit_pairs" / "history.json").write_text(_json.dumps([{"epoch": 1, "val_loss": 1.0}]))
+    assert list(find_histories(run)) == ["02_stage1/digit_pairs/history.json"]
+    (tmp_path / "reports" / "latest").symlink_to("r1")
+    interactive = tmp_path / "reports" / "interactive"
+    interactive.mkdir()
+    found = find_histories(interactive)           # 07 alone in JupyterLab: 02 never ran interactively
+    assert list(found) == ["02_stage1/digit_pairs/history.json"] and found[list(found)[0]].is_file()
+    assert "reading its outputs from the latest completed run" in capsys.readouterr().out
