@@ -1,7 +1,10 @@
 """``python -m helpers bench crops``: training on cached person crops (memory-mapped uint8, gathered by
 batch indices) next to the bare forward + backward + step on the same crops already in memory as float
 tensors (goal: ratio >= 0.9), with the one-off costs beside them: drawing the generated panoramas and
-building the crop cache (what the first epoch pays once)."""
+building the crop cache (what the first epoch pays once).
+
+``python -m helpers bench crops --kinds`` instead times stage 1's input kinds (geometry, appearance, both)
+side by side on a profile's scene data (`helpers.bench.scenes`)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.bench import scenes as scene_kinds
 from helpers.data.crops import load_crop_bank
 from helpers.data.jrdb import generated_sequence_name, IMAGE_DIR, load_jrdb, write_jrdb_layout
 from helpers.data.pair_sampling import make_pair_sample
@@ -80,7 +84,9 @@ def _setup(args: argparse.Namespace, tmp: Path) -> tuple[object, dict[str, float
 
 
 def bench_main(argv: list[str]) -> int:
-    """Print the one-off costs and the two training speeds side by side."""
+    """Print the one-off costs and the two training speeds side by side (``--kinds``: the input kinds)."""
+    if "--kinds" in argv:
+        return scene_kinds.bench_main([a for a in argv if a != "--kinds"])
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_crops_") as d:

@@ -6,7 +6,13 @@ right edge continues at x = 0). Crops are stored as uint8 arrays **[N, 3, H, W]*
 models take them), one memory-mapped ``crops.npy`` per sequence under ``helpers.core.paths.CACHE/crops``,
 keyed by the sequence's label file, the boxes cropped, the image files' identity (path, size, mtime) and
 the crop size; a changed image or label file gives a new key and so a rebuilt cache. Building decodes
-each image once and crops all its people in one vectorised gather."""
+each image once and crops all its people in one vectorised gather.
+
+The last section builds what a scene pair model takes, by input kind (``INPUT_KINDS``), for any split:
+the scenes notebook 01 sampled from, loaded again from its meta.json (``load_pair_scenes``), every
+same-frame candidate pair of chosen sequences (``make_candidate_split``), the crops of the pairs' people
+in one uint8 array with two row vectors per split (``make_pair_crops``), and the inputs of one kind
+(``make_scene_inputs``). Notebooks 02 and 03 share them."""
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +28,10 @@ from PIL import Image
 from helpers.core import paths
 from helpers.core.errors import DataError, WorkbookError
 from helpers.core.io import atomic_folder, atomic_path, atomic_write_json
-from helpers.data.jrdb import find_stitched_images, IMAGE_DIR
-from helpers.data.scenes import Scenes
+from helpers.data.geometry import make_candidates
+from helpers.data.jrdb import find_stitched_images, IMAGE_DIR, load_jrdb, load_scenes
+from helpers.data.scene_pairs import make_frames_digest, make_pair_features, make_person_cues
+from helpers.data.scenes import Scenes, select_keyframes
 
 
 # Bump when the cropping changes: caches of another version are not read.
@@ -286,3 +294,134 @@ def write_crop_pngs(scenes: Scenes, out_dir: str | Path, sequences: Iterable[int
                 Image.fromarray(np.ascontiguousarray(part.crops[k].transpose(1, 2, 0))).save(tmp, format="PNG")
             n += 1
     return n
+
+
+# ------------------------------------------------------------------------- scene pair inputs by kind
+# geometry: person cue vectors (xa, xb) and pair geometry (pair); appearance: the two people's crops (as
+# rows of a crop array); both: the crops and the pair geometry.
+INPUT_KINDS = ("geometry", "appearance", "both")
+
+
+def load_pair_scenes(source: Any, images: bool = True, where: str = "meta.json") -> Scenes:
+    """The keyframe scenes a scene pair folder was sampled from, loaded again from its meta.json
+    ``scene_source`` (`helpers.data.scene_pairs.make_scene_source`): generated scenes from their
+    generator settings (panoramas drawn again when the cache lost them or holds another stride), a JRDB
+    folder from its root; then the same keyframes, checked against the recorded frames and people.
+    ``images=False`` (or none recorded) loads them geometry only (``n_images == 0``)."""
+    if not isinstance(source, dict) or not isinstance(source.get("keyframe_stride"), int):
+        raise DataError(f"{where}: no 'scene_source' with a 'keyframe_stride' (folders written before notebook 01 "
+                        "recorded where its scenes come from): run notebook 01 again to reload its scenes")
+    stride = int(source["keyframe_stride"])
+    with_images = bool(images) and int(source.get("n_images") or 0) > 0
+    if source.get("generator"):
+        scenes = load_scenes(None, **source["generator"], render_stride=stride if with_images else 0)
+    else:
+        root = Path(str(source.get("root") or ""))
+        if not source.get("root") or not root.is_dir():
+            raise DataError(f"{where}: scene_source.root = {source.get('root')!r} is not a folder; the JRDB labels "
+                            "notebook 01 read are needed to rebuild the scenes")
+        scenes = load_jrdb(root, images=with_images)
+    scenes = select_keyframes(scenes, stride)
+    got = {"frames": scenes.n_frames, "people": len(scenes.people), "frames_digest": make_frames_digest(scenes.people)}
+    bad = {k: (source.get(k), v) for k, v in got.items() if source.get(k) != v}
+    if bad:
+        raise DataError(f"{where}: the scenes loaded again from {scenes.root} differ from those notebook 01 sampled "
+                        f"({', '.join(f'{k} {a!r} then, {b!r} now' for k, (a, b) in bad.items())}): the labels or "
+                        "the generator changed since; run notebook 01 again")
+    return scenes
+
+
+def _field(split: Any, key: str) -> np.ndarray:
+    """An array of a split given as a dict of arrays or a `helpers.data.pairs.PairSet` (extras)."""
+    if isinstance(split, dict):
+        return np.asarray(split[key])
+    value = getattr(split, key, None)
+    return np.asarray(value if value is not None else split.extras[key])
+
+
+def make_person_rows(scenes: Scenes, seq: np.ndarray, frame: np.ndarray, track: np.ndarray) -> np.ndarray:
+    """Row of ``scenes.people`` for each (seq, frame, track); a DataError names the first one missing."""
+    p = scenes.people
+    at = pd.MultiIndex.from_frame(p[["seq", "frame", "track"]]).get_indexer(
+        pd.MultiIndex.from_arrays([np.asarray(seq), np.asarray(frame), np.asarray(track)]))
+    if (at < 0).any():
+        k = int(np.flatnonzero(at < 0)[0])
+        raise DataError(f"sequence {int(np.asarray(seq)[k])}, frame {int(np.asarray(frame)[k])}: no person with track "
+                        f"{int(np.asarray(track)[k])} in the scenes at {scenes.root}")
+    return at
+
+
+def check_scene_split(scenes: Scenes, split: Any, name: str = "split", atol: float = 1e-4) -> int:
+    """Raise a DataError unless every pair of ``split`` names people of ``scenes`` whose cue vectors are the
+    split's ``xa`` / ``xb`` (the scenes are those the pairs were sampled from); returns the pairs checked."""
+    cues = make_person_cues(scenes.people, scenes.width, scenes.height)
+    seq, frame = _field(split, "seq"), _field(split, "frame")
+    for side, track, x in (("a", "track_a", "xa"), ("b", "track_b", "xb")):
+        got = cues[make_person_rows(scenes, seq, frame, _field(split, track))]
+        want = _field(split, x).reshape(len(got), -1)
+        if got.shape != want.shape or not np.allclose(got, want, atol=atol, rtol=1e-4):
+            raise DataError(f"{name}: the cue vectors of person {side} differ from those of the scenes at {scenes.root} "
+                            "(not the scenes these pairs were sampled from): run notebook 01 again")
+    return len(seq)
+
+
+def make_candidate_split(scenes: Scenes, sequences: Iterable[int], distance_multiplier: float,
+                         use_wrap: bool = True) -> dict[str, np.ndarray]:
+    """Every same-frame candidate pair (the distance rule of notebook 01, no sampling) of the frames of
+    ``sequences`` (indices), in frame order, with the arrays of a scene pair split: xa, xb (cues), pair,
+    y (same group), type (-1 for negatives), seq, frame, track_a, track_b, ida, idb."""
+    p = scenes.people
+    sel = np.flatnonzero(p["seq"].isin(list(sequences)).to_numpy())
+    q = p.iloc[sel]
+    ci, cj = make_candidates(q["fid"].to_numpy(), q["cx"].to_numpy(), q["w"].to_numpy(), float(distance_multiplier),
+                             bool(use_wrap), scenes.width)
+    i, j = sel[ci], sel[cj]
+    fid = p["fid"].to_numpy()
+    order = np.lexsort((j, i, fid[i]))
+    i, j = i[order], j[order]
+    cues = make_person_cues(p, scenes.width, scenes.height)
+    seq, track, grp = (p[c].to_numpy().astype(np.int64) for c in ("seq", "track", "group"))
+    y = (grp[i] == grp[j]).astype(np.int64)
+    return {"xa": cues[i], "xb": cues[j], "pair": make_pair_features(p, i, j, scenes.width), "y": y,
+            "type": np.where(y == 1, p["type"].to_numpy()[i], -1).astype(np.int64), "seq": seq[i],
+            "frame": p["frame"].to_numpy()[i].astype(np.int64), "track_a": track[i], "track_b": track[j],
+            "ida": seq[i] * 1_000_000 + track[i], "idb": seq[j] * 1_000_000 + track[j]}
+
+
+@dataclass
+class PairCrops:
+    """The crops of every person in some splits' pairs: ``crops`` [U, 3, H, W] uint8 in memory (each
+    person of a frame once) and, per split, the rows (a, b) [N] of its pairs' two people in it."""
+    crops: np.ndarray
+    rows: dict[str, tuple[np.ndarray, np.ndarray]]
+    n_decoded: int          # images decoded to build the crop cache for this call (0: all cached)
+    cache_folders: list[str]
+
+
+def make_pair_crops(scenes: Scenes, splits: dict[str, Any], size: Iterable[int] = DEFAULT_CROP_SIZE,
+                    cache_dir: str | Path | None = None) -> PairCrops:
+    """Crops of the two people of every pair of ``splits`` (name -> split with seq, frame, track_a,
+    track_b): each sequence's crop cache is built once (or read), the people the pairs name are gathered
+    into one in-memory uint8 array, and each split gets two row vectors into it, so a model gathers a
+    batch by index (no per-sample Python)."""
+    seqs = np.unique(np.concatenate([_field(s, "seq") for s in splits.values()])).tolist()
+    bank = load_crop_bank(scenes, size, seqs, cache_dir)
+    rows = {k: (bank.index(_field(s, "seq"), _field(s, "frame"), _field(s, "track_a")),
+                bank.index(_field(s, "seq"), _field(s, "frame"), _field(s, "track_b"))) for k, s in splits.items()}
+    used = np.unique(np.concatenate([np.r_[a, b] for a, b in rows.values()]))
+    return PairCrops(crops=bank.take_numpy(used),
+                     rows={k: (np.searchsorted(used, a), np.searchsorted(used, b)) for k, (a, b) in rows.items()},
+                     n_decoded=bank.n_decoded, cache_folders=[str(p.folder) for p in bank.parts.values()])
+
+
+def make_scene_inputs(kind: str, split: Any, rows: tuple[np.ndarray, np.ndarray] | None = None) -> tuple:
+    """The model inputs of one split for an input kind: geometry (xa, xb, pair); appearance (rows a, rows b);
+    both (rows a, rows b, pair), the rows from `make_pair_crops` (``PairCrops.rows[split name]``)."""
+    if kind not in INPUT_KINDS:
+        raise WorkbookError(f"input kind {kind!r}: expected one of {'|'.join(INPUT_KINDS)}")
+    if kind == "geometry":
+        return (_field(split, "xa"), _field(split, "xb"), _field(split, "pair"))
+    if rows is None:
+        raise WorkbookError(f"input kind {kind!r} needs the crop rows of the split (make_pair_crops)")
+    ra, rb = (np.asarray(r, dtype=np.int64) for r in rows)
+    return (ra, rb) if kind == "appearance" else (ra, rb, _field(split, "pair"))

@@ -1,7 +1,9 @@
 """The stage-1/2 scene pair datasets: per-person cue vectors, pair geometry, labels, split by sequence."""
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +317,34 @@ def make_split_interacting_pairs(scenes: Scenes, sample: PairSample, ds: dict[st
     return {k: int(per_seq[np.unique(a["seq"])].sum()) for k, a in ds.items()}
 
 
+# The generator's settings as `helpers.data.jrdb.load_scenes` writes them into a generated source line.
+_GENERATOR_KEYS = {"n_sequences": int, "frames_per_sequence": int, "people_median": float, "people_mean": float,
+                   "max_people": int, "seed": int}
+
+
+def make_frames_digest(people: pd.DataFrame) -> str:
+    """A digest of the distinct (sequence index, frame) keys of a people table, in order."""
+    keys = people[["seq", "frame"]].drop_duplicates().to_numpy(np.int64)
+    return hashlib.sha256(np.ascontiguousarray(keys).tobytes()).hexdigest()[:16]
+
+
+def make_scene_source(scenes: Scenes) -> dict[str, Any]:
+    """What a later notebook needs to load the same scenes again (`helpers.data.crops.load_pair_scenes`):
+    the label folder, the generator's settings for generated scenes, the keyframe stride (the common step
+    between the kept frames of a sequence; one kept frame per sequence keeps only the first), whether
+    stitched images were found, and the counts and frame digest the reloaded scenes are checked against."""
+    p = scenes.people
+    f = p[["seq", "frame"]].drop_duplicates()
+    steps = np.diff(f["frame"].to_numpy(np.int64))[np.diff(f["seq"].to_numpy(np.int64)) == 0]
+    stride = int(np.gcd.reduce(steps[steps > 0])) if (steps > 0).any() else int(p["frame"].max(initial=0)) + 1
+    found = dict(re.findall(r"\b(" + "|".join(_GENERATOR_KEYS) + r")=([-+0-9.eE]+)", scenes.source))
+    generator = ({k: t(float(found[k])) for k, t in _GENERATOR_KEYS.items()}
+                 if scenes.generated and set(found) == set(_GENERATOR_KEYS) else None)
+    return {"root": str(scenes.root) if scenes.root is not None else None, "generated": bool(scenes.generated),
+            "generator": generator, "keyframe_stride": stride, "n_images": int(scenes.n_images),
+            "frames": int(scenes.n_frames), "people": int(len(p)), "frames_digest": make_frames_digest(p)}
+
+
 def make_dataset_meta(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     method = make_split_method(scenes)
     leak = evaluate_split_leakage(ds, method)
@@ -326,4 +356,4 @@ def make_dataset_meta(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
             "ids": "ida/idb = sequence index * 1,000,000 + track id",
             "sequences_per_split": {k: sorted(scenes.sequences[s] for s in np.unique(v["seq"])) for k, v in ds.items()},
             "all_interacting_pairs": make_split_interacting_pairs(scenes, sample, ds),
-            "settings": sample.settings, "counts": sample.counts}
+            "settings": sample.settings, "counts": sample.counts, "scene_source": make_scene_source(scenes)}

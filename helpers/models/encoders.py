@@ -1,5 +1,5 @@
-"""Encoders that embed one input: a small-image residual CNN (optionally with a feature pyramid) and
-an MLP for feature vectors."""
+"""Encoders that embed one input: a small-image residual CNN (optionally with a feature pyramid), an MLP
+for feature vectors, and a timm backbone with a projection (weights from a local file only)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,26 +10,30 @@ from torch import nn
 
 from helpers.core.errors import WorkbookError
 from helpers.models.layers import BasicBlock, BottleneckBlock
+from helpers.models.multitask import _create_timm_backbone
 
 
 class ResNetEncoder(nn.Module):
     """Small-image residual CNN: 3×3 stem (no pooling, inputs are 8–64 px), stages of blocks with
     widths base·width_mult·2^i (stride 2 from the second stage), global average pooling, linear
     projection to ``feat_dim``. ``fpn=True`` adds a top-down feature pyramid over the stage outputs
-    and pools every level (multi-scale)."""
+    and pools every level (multi-scale). ``stem_stride`` 2 halves the stem's output in each direction
+    (4x fewer positions in every stage: for larger inputs such as 64 x 32 person crops on a CPU)."""
 
     def __init__(self, in_channels: int = 1, layers: Sequence[int] = (2, 2, 2), width_mult: float = 1.0,
                  base_width: int = 64, bottleneck: bool = False, attention: str = "none",
-                 feat_dim: int = 256, fpn: bool = False):
+                 feat_dim: int = 256, fpn: bool = False, stem_stride: int = 1):
         super().__init__()
         layers = [int(v) for v in layers]
         if not layers or min(layers) < 1:
             raise WorkbookError(f"layers={layers}; expected a non-empty list of block counts >= 1 (e.g. 2,2,2)")
         if width_mult <= 0:
             raise WorkbookError(f"width_mult={width_mult}; expected > 0")
+        if stem_stride not in (1, 2):
+            raise WorkbookError(f"stem_stride={stem_stride}; expected 1 or 2")
         widths = [max(8, int(round(base_width * width_mult * 2 ** i))) for i in range(len(layers))]
         block = BottleneckBlock if bottleneck else BasicBlock
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, int(stem_stride), 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         stages, cin = [], widths[0]
         for i, (n, w) in enumerate(zip(layers, widths)):
@@ -84,3 +88,21 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:            # (B, F) -> (B, feat_dim)
         return self.net(x.flatten(1))
+
+
+class TimmEncoder(nn.Module):
+    """A timm backbone (pooled features, weights only from a local file; random without one) with a
+    linear projection to ``feat_dim``: the crop encoder of `helpers.models.pair`'s ``siamese_crops``
+    when a backbone name is given."""
+
+    def __init__(self, name: str, weights_file: str = "", feat_dim: int = 128):
+        super().__init__()
+        self.backbone = _create_timm_backbone(name, weights_file or None, None)
+        n = int(getattr(self.backbone, "num_features", 0))
+        if n < 1:
+            raise WorkbookError(f"timm backbone {name!r} reports no num_features; pick a classification backbone")
+        self.proj = nn.Sequential(nn.Linear(n, feat_dim), nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True))
+        self.out_dim = feat_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:            # (B, 3, H, W) -> (B, feat_dim)
+        return self.proj(self.backbone(x))

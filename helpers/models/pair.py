@@ -1,5 +1,8 @@
 """Pair models: a shared (siamese) encoder on both inputs, a fusion of the two embeddings, optional
-pair-level features, a binary or K-class head. Registered by name in `helpers.models.registry`."""
+pair-level features, a binary or K-class head. Registered by name in `helpers.models.registry`.
+
+``siamese_crops`` takes the two people of a scene pair as rows of a bank of person crops (uint8, attached
+with ``set_crops``), so a batch is two index vectors and the crops are gathered on the device."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers.core.errors import WorkbookError
-from helpers.models.encoders import MLPEncoder, ResNetEncoder
+from helpers.models.encoders import MLPEncoder, ResNetEncoder, TimmEncoder
 from helpers.models.fusion import _fusion, AdaptiveFusion, FUSION_BRANCHES
 from helpers.models.registry import register_model
 
@@ -58,6 +61,63 @@ class SiamesePairModel(nn.Module):
         if isinstance(self.fusion, AdaptiveFusion):
             return dict(zip(FUSION_BRANCHES, self.fusion.weights().detach().cpu().tolist()))
         return None
+
+
+# Crops are normalised with the ImageNet statistics: what a pretrained timm backbone expects, and harmless
+# for an encoder trained from scratch (its first BatchNorm rescales anyway).
+CROP_MEAN = (0.485, 0.456, 0.406)
+CROP_STD = (0.229, 0.224, 0.225)
+
+
+class CropPairModel(SiamesePairModel):
+    """A siamese pair model on person crops given by index: ``model(ia, ib)`` or ``model(ia, ib, pair)``
+    with ``ia``, ``ib`` [B] int64 rows of the crop bank attached by ``set_crops(crops)`` ([U, 3, H, W]
+    uint8). The distinct crops of a batch are gathered, scaled to [0, 1], normalised and encoded once
+    each (a person in several pairs of a batch costs one encoder pass), with a random horizontal flip per
+    crop in training (``flip``; drawn from torch's RNG, which the training loop seeds per epoch).
+
+    The bank is a non-persistent buffer: it moves with ``.to(device)`` and is never in a checkpoint (a
+    checkpoint holds the weights; the crops come from the crop cache), and DistributedDataParallel leaves
+    it alone (every rank attaches the same bank; nothing to broadcast)."""
+
+    def __init__(self, encoder: nn.Module, fusion: str = "adaptive", num_classes: int = 1, dropout: float = 0.2,
+                 pair_dim: int = 0, crop_size: Sequence[int] = (), flip: bool = True):
+        super().__init__(encoder, fusion, num_classes, dropout, pair_dim)
+        self.crop_size = tuple(int(v) for v in crop_size)
+        self.flip = bool(flip)
+        self.register_buffer("crops", torch.zeros((0, 3, *(self.crop_size or (1, 1))), dtype=torch.uint8),
+                             persistent=False)
+        self.register_buffer("mean", torch.tensor(CROP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CROP_STD).view(1, 3, 1, 1), persistent=False)
+        self._ddp_params_and_buffers_to_ignore = ["crops"]     # read by DistributedDataParallel
+
+    def set_crops(self, crops) -> "CropPairModel":
+        """Attach the crop bank [U, 3, H, W] uint8 (numpy or tensor) on the model's device; returns the model."""
+        t = torch.as_tensor(crops)
+        if t.dtype != torch.uint8 or t.dim() != 4 or t.shape[1] != 3:
+            raise WorkbookError(f"crops: {t.dtype} {tuple(t.shape)}; expected uint8 [N, 3, H, W] (a crop bank)")
+        if self.crop_size and tuple(t.shape[2:]) != self.crop_size:
+            raise WorkbookError(f"crops are {tuple(t.shape[2:])} (H, W); this model was built for crop_size "
+                                f"{list(self.crop_size)}")
+        self.crops = t.to(self.mean.device)
+        return self
+
+    def embed(self, ia: torch.Tensor, ib: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.crops)
+        if n == 0:
+            raise WorkbookError("siamese_crops: no crops attached; call model.set_crops(bank) before training")
+        if ia.is_floating_point() or ib.is_floating_point():
+            raise WorkbookError("siamese_crops takes crop rows (integer index vectors), not images")
+        idx = torch.cat([ia, ib]).long()
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise WorkbookError(f"crop rows {int(idx.min())}..{int(idx.max())}: the bank holds rows 0..{n - 1}")
+        uniq, inv = torch.unique(idx, return_inverse=True)
+        x = self.crops.index_select(0, uniq).float().div_(255.0)
+        if self.training and self.flip:
+            flip = torch.rand(len(x), device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        e = self.encoder((x - self.mean) / self.std).index_select(0, inv)
+        return e[: ia.shape[0]], e[ia.shape[0]:]
 
 
 class SingleInputModel(nn.Module):
@@ -123,6 +183,22 @@ def _siamese_mlp(in_features: int = 16, hidden: Sequence[int] = (128, 128), feat
     """Feature-vector pairs [B, F] (+ optional pair features [B, G]): MLP encoder, fusion, head."""
     return SiamesePairModel(MLPEncoder(in_features, hidden, feat_dim, dropout), fusion, num_classes,
                             dropout, pair_dim)
+
+
+@register_model("siamese_crops")
+def _siamese_crops(crop_size: Sequence[int] = (64, 32), backbone: str = "", weights_file: str = "",
+                   layers: Sequence[int] = (1, 1, 1), width_mult: float = 0.25, base_width: int = 64,
+                   attention: str = "none", feat_dim: int = 64, fusion: str = "adaptive", num_classes: int = 1,
+                   dropout: float = 0.2, pair_dim: int = 0, flip: bool = True, stem_stride: int = 1) -> nn.Module:
+    """Person-crop pairs by index (see `CropPairModel`): the small residual CNN of ``siamese_resnet`` on
+    [3, H, W] crops, or the timm ``backbone`` (weights from the local ``weights_file`` only), with
+    ``pair_dim`` > 0 fusing pair-geometry features [B, pair_dim] after the crop embeddings; ``stem_stride``
+    2 makes the CNN's stem strided (a quarter of the positions: 64 x 32 crops at the cost of 32 x 16)."""
+    if backbone:
+        enc: nn.Module = TimmEncoder(backbone, weights_file, feat_dim)
+    else:
+        enc = ResNetEncoder(3, layers, width_mult, base_width, False, attention, feat_dim, False, stem_stride)
+    return CropPairModel(enc, fusion, num_classes, dropout, pair_dim, crop_size, flip)
 
 
 @register_model("resnet")

@@ -9,12 +9,22 @@ logistic regression and LightGBM on pair features); compare stage 1 with each ba
 by a paired test over the data's independent unit (`unit_of`), Holm-adjusted across the baselines; write
 ``evaluation_report.txt``, ``config.json`` and one prediction file per model (notebook 05 stacks them,
 notebook 03 compares with them). Scene pairs also get recall over all interacting pairs of the test
-frames when notebook 01's meta.json counts them (``all_interacting_pairs``)."""
+frames when notebook 01's meta.json counts them (``all_interacting_pairs``).
+
+Scene pairs (JRDB as M0 uses it) also train stage 1 on each input kind of ``scene_inputs``
+(`helpers.data.crops.INPUT_KINDS`): ``geometry`` is the stage-1 model above (cue vectors and pair
+geometry, MLP encoder); ``appearance`` a siamese CNN on the two people's crops (``siamese_crops``);
+``both`` the crops fused with the pair geometry. The scenes are loaded again from the folder's meta.json
+(``scene_source``) and checked against the pair files; crops come from the crop cache. The kinds are
+compared on the test split by paired tests over person pairs (Holm-adjusted, with the tuned LightGBM
+baseline in the same family), the best kind is chosen on validation, and its probabilities for every
+same-frame candidate pair of the validation and test frames form groups, scored with PAR's group F1 and
+JRDB-Act's AP (``<out>/scene_pairs/groups/``)."""
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,12 +38,15 @@ from helpers.core.io import atomic_write_json, atomic_write_text
 from helpers.core.progress import progress
 from helpers.core.runcard import make_config
 from helpers.data.audit import evaluate_leakage, make_dataset_card
+from helpers.data.crops import (check_scene_split, INPUT_KINDS, load_pair_scenes, make_candidate_split,
+                                make_pair_crops, make_scene_inputs, PairCrops)
 from helpers.data.pairs import _uses_pair, dataset_labels, describe_renamed, make_inputs, open_dataset
 from helpers.data.predictions import write_prediction_file
 from helpers.evaluation.baselines import (BaselineResult, CNNSettings, make_class_images, make_pair_features,
                                           pick_on_val, train_1nn_compare_baseline, train_1nn_pair_baseline,
                                           train_cnn_compare_baseline, train_lgbm_baseline, train_logreg_baseline,
                                           train_svm_compare_baseline)
+from helpers.evaluation.groups import evaluate_groups, make_pair_scores, SIZE_CLASSES
 from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
 from helpers.evaluation.plots import (plot_confusion_matrix, plot_fusion_weights,
                                       plot_probability_distributions, plot_training_curves)
@@ -44,8 +57,9 @@ from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask
 
 # What notebook 02 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_answer", "describe_recall", "describe_summary", "make_baseline_card", "make_data_table",
-           "make_display_table", "make_metrics", "make_recall_table", "make_summary_table", "plot_comparison",
+__all__ = ["describe_answer", "describe_groups", "describe_kinds", "describe_recall", "describe_summary",
+           "make_baseline_card", "make_data_table", "make_display_table", "make_groups_table", "make_kinds_card",
+           "make_kinds_table", "make_metrics", "make_recall_table", "make_summary_table", "plot_comparison",
            "plot_fusion", "plot_fusion_weights", "plot_test_errors", "plot_training", "run_stage1_datasets"]
 
 
@@ -69,6 +83,57 @@ BASELINE_DEFAULTS = {"svm_c_grid": [1.0, 10.0, 100.0], "svm_gamma_grid": [0.25, 
                      "cnn_epochs": 60, "cnn_layers": [2, 2], "cnn_width_mult": 0.5,
                      "logreg_c_grid": [0.001, 0.01, 0.1, 1.0, 10.0], "lgbm_leaves_grid": [7, 31, 63],
                      "lgbm_lr_grid": [0.03, 0.1], "lgbm_estimators": 400}
+
+
+# Scene settings a caller may leave out (the notebook declares them all; these are its defaults).
+SCENE_DEFAULTS = {"scene_inputs": list(INPUT_KINDS), "crop_size": [64, 32], "crop_epochs": 4, "crop_layers": [1, 1, 1],
+                  "crop_width_mult": 0.125, "crop_stem_stride": 2, "crop_backbone": "", "crop_backbone_weights": ""}
+
+KIND_LABELS = {"geometry": "geometry: person cues + pair geometry (MLP)",
+               "appearance": "appearance: the two people's crops (siamese CNN)",
+               "both": "both: crops + pair geometry"}
+
+# SPDP-Net (ECCV 2024) on real JRDB: group detection at IoU 0.5, and its ablation's single cues. On
+# generated scenes these are context, never a target: the data differ.
+SPDP_NET = {"group_iou50": 56.4, "distance_over_time_only": 55.8, "appearance_only": 37.6}
+
+
+@dataclass
+class KindRun:
+    """Stage 1 trained on one input kind of the scene pairs (the geometry kind is the main stage-1 run)."""
+    kind: str
+    model_spec: dict
+    n_params: int
+    history: list[dict]
+    epochs_run: int
+    fit_s: float
+    val_prob: np.ndarray
+    test_prob: np.ndarray
+    eval_val: dict
+    eval_test: dict
+    test_ci: dict                   # unit-aware interval of test correctness
+    out_dir: Path
+    model: Any = field(default=None, repr=False)   # the trained model (best validation epoch)
+
+    @property
+    def train_samples_per_s(self) -> float:
+        return train_samples_per_s(self.history)
+
+
+@dataclass
+class SceneKinds:
+    """What notebook 02 shows for scene pairs beyond stage 1: the input kinds side by side, their paired
+    comparisons, the kind chosen on validation, and the groups formed from its probabilities."""
+    requested: list[str]
+    kinds: dict[str, KindRun]
+    notes: list[str]                # why a kind or the groups did not run, where the scenes came from
+    comparisons: dict[str, dict] = field(default_factory=dict)  # "b - a" -> {"a", "b", "test", "p_holm", "verdict"}
+    best_kind: str = "geometry"
+    groups: dict | None = None      # evaluate_groups' result with the candidate pairs it used
+    n_images: int = 0
+    crop_size: list[int] | None = None
+    crops: dict = field(default_factory=dict)   # n_crops, n_decoded, seconds (building or reading the cache)
+    seconds: dict = field(default_factory=dict)  # wall time of each step beyond the stage-1 run
 
 
 @dataclass
@@ -104,6 +169,7 @@ class Stage1Run:
     comparisons: dict[str, dict] = field(default_factory=dict)  # baseline -> {"ci", "test", "p_holm", "verdict"}
     best_baseline: str = ""         # chosen on validation accuracy
     recall: dict | None = None      # scene data: recall on sampled and on all interacting test pairs
+    scene: SceneKinds | None = None  # scene data: the input kinds and the groups
 
     @property
     def train_samples_per_s(self) -> float:
@@ -316,6 +382,206 @@ def _recalls(splits, stage1_prob: np.ndarray, baselines: Mapping[str, dict], bes
     return out
 
 
+# ------------------------------------------------------------------ scene pairs: input kinds and groups
+def _scene_setting(params: Mapping[str, Any], key: str) -> Any:
+    return params.get(key, SCENE_DEFAULTS[key])
+
+
+def make_crop_model_spec(params: Mapping[str, Any], kind: str, pair_dim: int = 0) -> dict:
+    """The stage-1 crop model of an input kind: ``siamese_crops`` on ``crop_size`` crops (the small
+    residual CNN, or ``crop_backbone`` from timm with its local weights), fusing ``pair_dim`` pair-geometry
+    features for ``both``; a horizontal flip per crop in training when ``augment``."""
+    if kind not in ("appearance", "both"):
+        raise WorkbookError(f"input kind {kind!r}: a crop model is built for appearance or both")
+    kw: dict[str, Any] = {"crop_size": list(_scene_setting(params, "crop_size")), "feat_dim": int(params["feat_dim"]),
+                          "fusion": "adaptive", "pair_dim": int(pair_dim) if kind == "both" else 0,
+                          "flip": bool(params.get("augment", True))}
+    if _scene_setting(params, "crop_backbone"):
+        kw.update(backbone=str(_scene_setting(params, "crop_backbone")),
+                  weights_file=str(_scene_setting(params, "crop_backbone_weights")))
+    else:
+        kw.update(layers=list(_scene_setting(params, "crop_layers")),
+                  width_mult=float(_scene_setting(params, "crop_width_mult")),
+                  stem_stride=int(_scene_setting(params, "crop_stem_stride")))
+    return {"name": "siamese_crops", "kwargs": kw}
+
+
+def make_crop_train_config(params: Mapping[str, Any]):
+    """The crop models' TrainConfig: notebook 02's settings with ``crop_epochs`` (their flip is in the model)."""
+    return make_train_config(params, "vector", epochs=int(_scene_setting(params, "crop_epochs")))
+
+
+def _geometry_kind(fit: dict, out: Path, test_ci: dict) -> KindRun:
+    res = fit["result"]
+    return KindRun("geometry", fit["spec"], count_parameters(fit["model"]), res.history, res.epochs_run, fit["fit_s"],
+                   fit["val_prob"], fit["test_prob"], fit["eval_val"], fit["eval_test"], test_ci, out, fit["model"])
+
+
+def train_crop_kind(kind: str, splits, crops: PairCrops, params: Mapping[str, Any], out: Path,
+                    device: str) -> KindRun:
+    """Train stage 1 on one crop kind (``<out>/<kind>/``: checkpoints, history.json) and score val and test
+    with its best validation epoch; writes ``predictions/stage1_<kind>.npz`` for notebook 05."""
+    tr, va, te = splits.train, splits.val, splits.test
+    thr = float(params["threshold"])
+    spec = make_crop_model_spec(params, kind, int(tr.extras["pair"].shape[1]))
+    torch.manual_seed(int(params["seed"]))
+    model = create_model(spec["name"], **spec["kwargs"]).set_crops(crops.crops)
+    task = BinaryTask(loss_name="bce", threshold=thr)
+    inputs = {k: make_scene_inputs(kind, s, crops.rows[k]) for k, s in splits.items()}
+    t0 = time.perf_counter()
+    res = train_model(model, task, (*inputs["train"], tr.y), (*inputs["val"], va.y), make_crop_train_config(params),
+                      out_dir=out / kind, device=device)
+    fit_s = time.perf_counter() - t0
+    val_prob = predict(model, task, inputs["val"], device=device).astype(np.float64)
+    test_prob = predict(model, task, inputs["test"], device=device).astype(np.float64)
+    write_prediction_file(out, f"stage1_{kind}", val_prob, test_prob, va.y, te.y)
+    ev_val, ev_test = evaluate_binary(va.y, val_prob, thr), evaluate_binary(te.y, test_prob, thr)
+    test_ci = interval(_correct(test_prob, te.y, thr), unit_of(te))
+    val_ci = interval(_correct(val_prob, va.y, thr), unit_of(va))
+    return KindRun(kind, spec, count_parameters(model), res.history, res.epochs_run, fit_s, val_prob, test_prob,
+                   _with_ci(ev_val, val_ci), _with_ci(ev_test, test_ci), test_ci, out / kind, model)
+
+
+def evaluate_kinds(kinds: Mapping[str, KindRun], y_test: np.ndarray, baselines: Mapping[str, dict], thr: float,
+                   unit: Unit, against: str = "lgbm") -> dict[str, dict]:
+    """Paired tests on the test split over ``unit``: each later kind minus each earlier one (appearance -
+    geometry, both - geometry, both - appearance) and every kind minus the ``against`` baseline, all
+    Holm-adjusted as one family; verdict words from those tests."""
+    correct = {k: _correct(r.test_prob, y_test, thr) for k, r in kinds.items()}
+    names = list(kinds)
+    pairs = [(names[j], names[i]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    if against in baselines:
+        correct[against] = _correct(baselines[against]["test_prob"], y_test, thr)
+        pairs += [(k, against) for k in names]
+    rows: dict[str, dict] = {}
+    for b, a in pairs:
+        test = paired_test(correct[a], correct[b], unit)
+        if test["p_value"] == 0 and test.get("p_floor") is None:
+            test["p_floor"] = 1e-300
+        rows[f"{b} - {a}"] = {"a": a, "b": b, "test": test}
+    for r, p in zip(rows.values(), holm([r["test"]["p_value"] for r in rows.values()])):
+        r["p_holm"] = p
+        r["verdict"] = verdict({**r["test"], "p_holm": p, "method": f"Holm-adjusted over {len(rows)} comparisons"},
+                               better=f"{r['b']} better", worse=f"{r['b']} worse", alpha=ALPHA, p_key="p_holm")
+    return rows
+
+
+def _best_kind(kinds: Mapping[str, KindRun]) -> str:
+    """The kind with the best validation accuracy (the first of equals, in INPUT_KINDS order)."""
+    return max(kinds, key=lambda k: (kinds[k].eval_val["accuracy"], -INPUT_KINDS.index(k)))
+
+
+def _requested_kinds(params: Mapping[str, Any]) -> list[str]:
+    kinds = list(_scene_setting(params, "scene_inputs"))
+    bad = [k for k in kinds if k not in INPUT_KINDS]
+    if bad:
+        raise WorkbookError(f"scene_inputs = {kinds}: {bad} not among {'|'.join(INPUT_KINDS)}")
+    return [k for k in INPUT_KINDS if k in kinds or k == "geometry"]
+
+
+def _candidate_splits(splits, scenes, notes: list[str]) -> dict[str, dict] | None:
+    """Every same-frame candidate pair of the validation and test frames, or None (with a note) where the
+    groups cannot be formed from them."""
+    settings = splits.meta.get("settings") or {}
+    if splits.meta.get("split_method") != "by_sequence":
+        notes.append("groups not formed: the split is by frame blocks, so validation and test share sequences, and "
+                     "the group scoring takes whole sequences")
+        return None
+    if "distance_multiplier" not in settings:
+        notes.append("groups not formed: meta.json has no sampling 'settings' (the distance rule that makes the "
+                     "candidate pairs)")
+        return None
+    return {f"candidates_{k}": make_candidate_split(scenes, np.unique(s.extras["seq"]).tolist(),
+                                                    float(settings["distance_multiplier"]),
+                                                    bool(settings.get("use_wrap", True)))
+            for k, s in (("val", splits.val), ("test", splits.test))}
+
+
+def _small_group_ids(scenes):
+    """The scenes with group ids renumbered 0..k-1 within each frame. Both protocols score groups per frame,
+    so nothing changes but the ids; JRDB-Act's assignment matrix is as wide as the largest id in a
+    keyframe, and the loader's global ids (sequences grouped by H-interaction pairs, without cluster_IDs)
+    would make it tens of thousands wide (gigabytes, minutes). Sequences with cluster_IDs keep those."""
+    p = scenes.people
+    local = p.groupby(["seq", "frame"], sort=False)["group"].rank(method="dense").to_numpy(np.int64) - 1
+    return replace(scenes, people=p.assign(group=local))
+
+
+def evaluate_scene_groups(scenes, candidates: Mapping[str, dict], kind: KindRun, crops: PairCrops | None,
+                          thr: float, out: Path, device: str) -> dict:
+    """Groups from ``kind``'s probabilities for every candidate pair of the validation and test frames
+    (thresholds and method chosen on validation), scored with PAR and JRDB-Act; writes
+    ``<out>/groups/det_group.txt`` and ``gt_group.txt``. Adds the pair metrics on all candidate test pairs."""
+    task = BinaryTask(threshold=thr)
+    prob = {}
+    for k, c in candidates.items():
+        rows = crops.rows[k] if crops is not None and kind.kind != "geometry" else None
+        prob[k] = predict(kind.model, task, make_scene_inputs(kind.kind, c, rows), device=device,
+                          batch_size=2048).astype(np.float64)
+    val, test = candidates["candidates_val"], candidates["candidates_test"]
+    res = evaluate_groups(_small_group_ids(scenes), make_pair_scores(val, prob["candidates_val"]),
+                          make_pair_scores(test, prob["candidates_test"]), folder=out)
+    best = res["table"].set_index("method").loc[res["best"]]
+    pair_eval = evaluate_binary(test["y"], prob["candidates_test"], thr)
+    return {**res, "kind": kind.kind, "row": best.to_dict(), "n_candidates": {k: len(c["y"]) for k, c in candidates.items()},
+            "n_frames": {k: int(len(np.unique(c["seq"] * 10**7 + c["frame"]))) for k, c in candidates.items()},
+            "candidate_pairs_test": pair_eval}
+
+
+def run_scene_kinds(splits, out: Path, params: Mapping[str, Any], fit: dict, baselines: Mapping[str, dict],
+                    test_ci: dict, device: str) -> SceneKinds:
+    """The scene pairs' input kinds side by side and the groups of the kind chosen on validation.
+    Geometry is the stage-1 run; appearance and both need the scenes' stitched images (``n_images`` > 0)
+    and meta.json's ``scene_source``; without them only geometry runs and the notes say why."""
+    requested = _requested_kinds(params)
+    thr = float(params["threshold"])
+    sk = SceneKinds(requested=requested, kinds={"geometry": _geometry_kind(fit, out, test_ci)}, notes=[])
+    source = splits.meta.get("scene_source")
+    wants_crops = any(k != "geometry" for k in requested)
+    if source is None:
+        sk.notes.append("meta.json does not record the scenes these pairs come from ('scene_source', written by "
+                        "notebook 01): only geometry ran, and no groups were formed")
+        return _finish_kinds(sk, splits, baselines, thr)
+    t0 = time.perf_counter()
+    scenes = load_pair_scenes(source, images=wants_crops, where=f"dataset {splits.name!r}, meta.json")
+    for name, s in splits.items():
+        check_scene_split(scenes, s, name)
+    sk.seconds["scenes"] = time.perf_counter() - t0
+    sk.n_images = int(scenes.n_images)
+    sk.notes.append(f"scenes loaded again from {scenes.root} ({'generated' if scenes.generated else 'real'}; "
+                    f"keyframe stride {source['keyframe_stride']}; {scenes.n_frames:,} frames, {scenes.n_images:,} "
+                    "stitched images) and checked: every pair's cue vectors match the pair files")
+    candidates = _candidate_splits(splits, scenes, sk.notes)
+    crops = None
+    if wants_crops and scenes.n_images == 0:
+        sk.notes.append("no stitched images in these scenes (n_images = 0: labels only, e.g. a JRDB folder without "
+                        "images/image_stitched): appearance and both need person crops, so only geometry ran")
+    elif wants_crops:
+        sk.crop_size = list(_scene_setting(params, "crop_size"))
+        t0 = time.perf_counter()
+        crops = make_pair_crops(scenes, {**dict(splits.items()), **(candidates or {})}, sk.crop_size)
+        sk.crops = {"n_crops": int(len(crops.crops)), "n_decoded": crops.n_decoded,
+                    "seconds": time.perf_counter() - t0, "mb": crops.crops.nbytes / 2**20}
+        sk.seconds["crops"] = sk.crops["seconds"]
+        for kind in requested:
+            if kind != "geometry":
+                t0 = time.perf_counter()
+                sk.kinds[kind] = train_crop_kind(kind, splits, crops, params, out, device)
+                sk.seconds[kind] = time.perf_counter() - t0
+    _finish_kinds(sk, splits, baselines, thr)
+    if candidates is not None:
+        t0 = time.perf_counter()
+        sk.groups = evaluate_scene_groups(scenes, candidates, sk.kinds[sk.best_kind], crops, thr, out, device)
+        sk.seconds["groups"] = time.perf_counter() - t0
+    return sk
+
+
+def _finish_kinds(sk: SceneKinds, splits, baselines: Mapping[str, dict], thr: float) -> SceneKinds:
+    sk.comparisons = evaluate_kinds(sk.kinds, splits.test.y, baselines, thr, unit_of(splits.test))
+    sk.best_kind = _best_kind(sk.kinds)
+    return sk
+
+
 def _with_ci(ev: dict, ci: dict) -> dict:
     """An `evaluate_binary` result whose accuracy interval is the unit-aware one."""
     return {**ev, "acc_ci_low": ci["ci_low"], "acc_ci_high": ci["ci_high"], "acc_ci_method": ci["method"]}
@@ -331,6 +597,18 @@ def _report_notes(run: Stage1Run, cfg) -> list[str]:
     notes += [f"  {k}: {c['test']['diff']:+.4f} (95% CI {c['test']['ci_low']:+.4f} to {c['test']['ci_high']:+.4f}); "
               f"{c['verdict']}" for k, c in run.comparisons.items()]
     notes.append(f"best baseline on validation: {run.best_baseline}")
+    if run.scene is not None:
+        sk = run.scene
+        notes.append("scene input kinds on test (unit-aware 95% CI; verdicts Holm-adjusted over "
+                     f"{len(sk.comparisons)} comparisons; chosen on val: {sk.best_kind}):")
+        notes += [f"  {k}: accuracy {kr.eval_test['accuracy']:.4f} (95% CI {kr.test_ci['ci_low']:.4f} to "
+                  f"{kr.test_ci['ci_high']:.4f}), val {kr.eval_val['accuracy']:.4f}" for k, kr in sk.kinds.items()]
+        notes += [f"  {name}: {c['test']['diff']:+.4f}; {c['verdict']}" for name, c in sk.comparisons.items()]
+        if sk.groups is not None:
+            r = sk.groups["row"]
+            notes.append(f"groups ({sk.groups['kind']}, {sk.groups['best']}, threshold {r['threshold']:.2f} from val): "
+                         f"PAR F1 {r['par_f1']:.4f}, JRDB-Act AP {r['act_ap']:.4f}; files in groups/")
+        notes += [f"note: {n}" for n in sk.notes]
     return notes + run.data_notes
 
 
@@ -399,6 +677,8 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     run.comparisons = evaluate_against_baselines(splits.test.y, fit["test_prob"], baselines, thr, unit)
     run.best_baseline = best_on_val(baselines, splits.val.y, thr)
     run.recall = _recalls(splits, fit["test_prob"], baselines, run.best_baseline, thr, unit)
+    if _is_scene(splits) and splits.kind == "vector" and _uses_pair(splits):
+        run.scene = run_scene_kinds(splits, out, params, fit, baselines, test_ci, device)
     _write_stage1_files(run, splits, fit["cfg"], params, device)
     return run
 
@@ -526,10 +806,49 @@ def _baseline_metrics(r: Stage1Run) -> dict[str, Any]:
     return out
 
 
+def _kind_metrics(kr: KindRun) -> dict[str, Any]:
+    t = kr.eval_test
+    return {"test_acc": t["accuracy"], "test_acc_ci_low": kr.test_ci["ci_low"], "test_acc_ci_high": kr.test_ci["ci_high"],
+            "test_f1": t["f1"], "test_auc": t["roc_auc"], "val_acc": kr.eval_val["accuracy"], "epochs_run": kr.epochs_run,
+            "train_samples_per_s": kr.train_samples_per_s, "fit_s": kr.fit_s, "n_params": kr.n_params}
+
+
+GROUP_KEYS = {"group_f1": "par_f1", "group_precision": "par_precision", "group_recall": "par_recall",
+              "group_ap": "act_ap", **{f"group_ap_size_{c}": f"act_ap_size_{c}" for c in SIZE_CLASSES},
+              "group_map_size": "act_map_size", "group_threshold": "threshold", "group_n_keyframes": "act_n_keyframes",
+              "group_n_people": "act_n_people"}
+
+
+def _scene_metrics(sk: SceneKinds) -> dict[str, Any]:
+    """The kinds (``<kind>.test_acc`` ...), their paired differences, and the groups (PAR F1, JRDB-Act AP
+    and AP per true group size); group keys are None where no groups were formed."""
+    out: dict[str, Any] = {k: _kind_metrics(kr) for k, kr in sk.kinds.items()}
+    for c in sk.comparisons.values():
+        key = f"{c['b']}_minus_{c['a']}"
+        # Holm-adjusted; a bootstrap p below its floor (1 / resamples) is written as the floor, never 0
+        p = float(max(c["p_holm"], c["test"].get("p_floor") or 0.0))
+        if c["a"] == "lgbm":
+            out[c["b"]].update(minus_lgbm=c["test"]["diff"], minus_lgbm_p=p)
+        else:
+            out.update({key: c["test"]["diff"], f"{key}_ci_low": c["test"]["ci_low"],
+                        f"{key}_ci_high": c["test"]["ci_high"], f"{key}_p": p})
+    out.update(kinds_trained=",".join(sk.kinds), best_kind=sk.best_kind, n_images=sk.n_images,
+               scene_kinds_s=float(sum(sk.seconds.values())))
+    g = sk.groups
+    out.update({k: (g["row"][v] if g is not None else None) for k, v in GROUP_KEYS.items()})
+    out.update(group_method=g["best"] if g else None, group_kind=g["kind"] if g else None,
+               group_candidate_pairs_test=g["n_candidates"]["candidates_test"] if g else None,
+               group_candidate_pairs_val=g["n_candidates"]["candidates_val"] if g else None)
+    return out
+
+
 def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
     """metrics.json content, one block per dataset (flattened to ``<dataset>.<key>``). Accuracy
     intervals and p-values respect the test split's independent unit; ``vs_best_baseline_p`` is the
-    Holm-adjusted p of stage 1 against the baseline with the best validation accuracy."""
+    Holm-adjusted p of stage 1 against the baseline with the best validation accuracy. Scene pairs add
+    ``<kind>.test_acc`` ... per input kind trained, ``both_minus_geometry`` (and the other kind
+    differences, Holm-adjusted ``_p``), ``best_kind``, and ``group_f1`` (PAR), ``group_ap`` (JRDB-Act task 2),
+    ``group_ap_size_1`` ... ``group_ap_size_5plus`` (task 3)."""
     out = {}
     for r in runs.values():  # keyed by the dataset name (a folder's name, not its path)
         out[r.name] = {
@@ -542,6 +861,7 @@ def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
             "epochs_run": r.epochs_run, "train_samples_per_s": r.train_samples_per_s, "fit_s": r.fit_s,
             "n_train": r.sizes["train"], "n_test": r.sizes["test"], "n_params": r.n_params,
             "generated": r.generated, "has_classes": r.has_classes, **_recall_metrics(r),
+            **(_scene_metrics(r.scene) if r.scene is not None else {}),
         }
     return out
 
@@ -632,6 +952,165 @@ def describe_recall(runs: Mapping[str, Stage1Run]) -> str:
     return "\n".join(lines) or "No dataset here is scene data: recall over all interacting pairs does not apply."
 
 
+def _scene_runs(runs: Mapping[str, Stage1Run]) -> dict[str, Stage1Run]:
+    return {n: r for n, r in runs.items() if r.scene is not None}
+
+
+def _span(lo: float, hi: float, fmt: str = ".4f") -> str:
+    return f"{lo:{fmt}} to {hi:{fmt}}"
+
+
+def make_kinds_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
+    """Scene pairs: the input kinds side by side on the test split: accuracy with its interval over person
+    pairs, minus geometry and minus the tuned LightGBM baseline with the paired interval and verdict
+    (Holm-adjusted over all of them), validation accuracy (the choice), training throughput. Empty
+    when no dataset is scene data."""
+    rows = []
+    for name, run in _scene_runs(runs).items():
+        sk = run.scene
+        for k, kr in sk.kinds.items():
+            row = {"dataset": name, "input kind": KIND_LABELS[k], "test acc": kr.eval_test["accuracy"],
+                   "95% CI": _span(kr.test_ci["ci_low"], kr.test_ci["ci_high"]), "val acc": kr.eval_val["accuracy"],
+                   "chosen on val": "yes" if k == sk.best_kind else "", "test ROC-AUC": kr.eval_test["roc_auc"]}
+            for other, col in (("geometry", "minus geometry"), ("lgbm", "minus LightGBM")):
+                c = sk.comparisons.get(f"{k} - {other}")
+                row[col] = (f"{c['test']['diff']:+.4f} ({_span(c['test']['ci_low'], c['test']['ci_high'], '+.4f')}); "
+                            f"{c['verdict'].split('; ')[0]})" if c else "")
+            row.update({"train samples/s": kr.train_samples_per_s, "epochs": kr.epochs_run, "parameters": kr.n_params,
+                        "fit s": kr.fit_s})
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "input kind"]) if rows else pd.DataFrame()
+
+
+def _kind_verdict(sk: SceneKinds, b: str, a: str) -> str:
+    c = sk.comparisons[f"{b} - {a}"]
+    t = c["test"]
+    return f"{t['diff']:+.3f} (95% CI {t['ci_low']:+.3f} to {t['ci_high']:+.3f}), {c['verdict'].split('; ')[0]})"
+
+
+def _appearance_sentence(sk: SceneKinds) -> str:
+    """Whether appearance helps, in plain words, from the paired tests."""
+    out = []
+    if "both" in sk.kinds:
+        c = sk.comparisons["both - geometry"]
+        helps = c["p_holm"] < ALPHA and c["test"]["diff"] > 0
+        out.append(("Adding appearance to geometry HELPS: both minus geometry " if helps else
+                    "Appearance does NOT help on top of geometry: both minus geometry ") + _kind_verdict(sk, "both", "geometry") + ".")
+    if "appearance" in sk.kinds:
+        c = sk.comparisons["appearance - geometry"]
+        word = ("is better than" if c["test"]["diff"] > 0 else "is worse than") if c["p_holm"] < ALPHA else \
+            "is not distinguishable from"
+        out.append(f"Appearance alone {word} geometry: {_kind_verdict(sk, 'appearance', 'geometry')}.")
+    return " ".join(out)
+
+
+def describe_kinds(runs: Mapping[str, Stage1Run]) -> str:
+    """What the kinds comparison says (from the paired tests), why a kind did not run, and where the
+    scenes came from; the published ablation as context only."""
+    lines = []
+    for name, run in _scene_runs(runs).items():
+        sk = run.scene
+        accs = ", ".join(f"{k} {kr.eval_test['accuracy']:.4f} (95% CI {kr.test_ci['ci_low']:.4f} to "
+                         f"{kr.test_ci['ci_high']:.4f})" for k, kr in sk.kinds.items())
+        lines.append(f"{name}: test accuracy {accs}; intervals over {run.test_ci['n_units']:,} person pairs. "
+                     f"Chosen on validation: {sk.best_kind}.")
+        if len(sk.kinds) > 1:
+            lines.append(_appearance_sentence(sk))
+        if "lgbm" in run.baselines:
+            vs = "; ".join(f"{k} {_kind_verdict(sk, k, 'lgbm')}" for k in sk.kinds)
+            lines.append(f"Each kind minus the tuned LightGBM baseline ({run.baselines['lgbm']['test']['accuracy']:.4f}): {vs}.")
+        if len(sk.kinds) > 1:
+            lines.append("Training throughput (median samples/s over epochs): " + ", ".join(
+                f"{k} {kr.train_samples_per_s:,.0f}" for k, kr in sk.kinds.items()) + (
+                f"; the crops ({sk.crops['n_crops']:,} people at {sk.crop_size[0]} x {sk.crop_size[1]} px, "
+                f"{sk.crops['mb']:.0f} MB uint8 in memory) took {sk.crops['seconds']:.1f} s to "
+                f"{'build (' + format(sk.crops['n_decoded'], ',') + ' images decoded)' if sk.crops['n_decoded'] else 'read from the crop cache'}."
+                if sk.crops else "."))
+        if sk.seconds:
+            lines.append("Wall time beyond the stage-1 run: " + ", ".join(f"{k} {v:.1f} s" for k, v in sk.seconds.items())
+                         + f" (total {sum(sk.seconds.values()):.1f} s).")
+        if set(sk.requested) - set(sk.kinds):
+            lines.append(f"Requested but not run: {', '.join(k for k in sk.requested if k not in sk.kinds)}.")
+        lines += [f"Note: {n}." for n in sk.notes]
+        lines.append("The union crop of a pair (JRDB-Social's third view) is not used: each model sees the two "
+                     "people's own crops.")
+    if not lines:
+        return "No dataset here is scene data: the input kinds do not apply."
+    lines.append(f"Verdicts come from paired tests over person pairs on the test split, Holm-adjusted across the kind "
+                 f"differences and the comparisons with LightGBM, at alpha {ALPHA:g}. For context only: SPDP-Net's "
+                 f"ablation (ECCV 2024) on real JRDB found a distance-over-time cue alone at "
+                 f"{SPDP_NET['distance_over_time_only']} group detection (IoU 0.5) against appearance alone at "
+                 f"{SPDP_NET['appearance_only']}; these scenes are generated, so the figures are not comparable.")
+    return "\n".join(lines)
+
+
+def make_groups_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
+    """Scene pairs: groups from the chosen kind's probabilities over all candidate pairs of the test frames,
+    per grouping method (threshold chosen on validation): PAR precision/recall/F1, JRDB-Act AP (task 2) and
+    AP per true group size (task 3). Empty without groups."""
+    rows = []
+    for name, run in _scene_runs(runs).items():
+        g = run.scene.groups
+        if g is None:
+            continue
+        for _, r in g["table"].iterrows():
+            rows.append({"dataset": name, "grouping": r["method"], "from kind": g["kind"],
+                         "chosen on val": "yes" if r["method"] == g["best"] else "",
+                         "threshold (val)": r["threshold"], "val F1": r["val_f1"],
+                         "PAR precision": r["par_precision"], "PAR recall": r["par_recall"], "PAR F1": r["par_f1"],
+                         "AP (task 2)": r["act_ap"],
+                         **{f"AP size {c.replace('plus', '+')}": r[f"act_ap_size_{c}"] for c in SIZE_CLASSES},
+                         "keyframes": r["act_n_keyframes"], "people": r["act_n_people"]})
+    return pd.DataFrame(rows).set_index(["dataset", "grouping"]) if rows else pd.DataFrame()
+
+
+def describe_groups(runs: Mapping[str, Stage1Run]) -> str:
+    """The group figures next to the pair figures, with how they were made and what they can be compared to."""
+    lines = []
+    for name, run in _scene_runs(runs).items():
+        sk, g = run.scene, run.scene.groups
+        if g is None:
+            why = [n for n in sk.notes if "group" in n or "scene" in n]
+            lines.append(f"{name}: no groups formed ({'; '.join(why) or 'see the notes above'}).")
+            continue
+        r, cp = g["row"], g["candidate_pairs_test"]
+        sizes = ", ".join(f"{c.replace('plus', '+')}: {r[f'act_ap_size_{c}']:.3f}" if np.isfinite(r[f"act_ap_size_{c}"])
+                          else f"{c.replace('plus', '+')}: none" for c in SIZE_CLASSES)
+        lines.append(
+            f"{name}: groups from the {g['kind']} model's probabilities for all {g['n_candidates']['candidates_test']:,} "
+            f"candidate pairs of the {g['n_frames']['candidates_test']:,} test frames (every same-frame pair within "
+            f"the distance rule, not only the sampled ones; {g['n_candidates']['candidates_val']:,} on validation, "
+            f"where the method and threshold were chosen): {g['best']} at threshold {r['threshold']:.2f}. PAR group "
+            f"F1 {r['par_f1']:.3f} (precision {r['par_precision']:.3f}, recall {r['par_recall']:.3f}); JRDB-Act AP "
+            f"{r['act_ap']:.3f} over {int(r['act_n_people']):,} people in {int(r['act_n_keyframes'])} keyframes "
+            f"(frames 15, 30, 45, ... only, as the toolkit scores), AP per true group size {sizes}. On the same "
+            f"candidate pairs the pair model scores accuracy {cp['accuracy']:.3f}, recall {cp['recall']:.3f}, "
+            f"F1 {cp['f1']:.3f}.")
+        lines.append(f"Groups here are formed on ground-truth boxes, so the AP is the share of people whose group is "
+                     f"recovered. Published anchor, context only: SPDP-Net (ECCV 2024) reaches {SPDP_NET['group_iou50']} "
+                     f"group detection at IoU 0.5 on real JRDB (its ablation: distance over time alone "
+                     f"{SPDP_NET['distance_over_time_only']}, appearance alone {SPDP_NET['appearance_only']}); these "
+                     "scenes are generated, so the numbers are not comparable.")
+    return "\n".join(lines) or "No dataset here is scene data: groups do not apply."
+
+
+def make_kinds_card(run: Stage1Run) -> dict[str, Any]:
+    """The run card's record of the scene input kinds (models, crops, the choice, the groups' settings)."""
+    sk = run.scene
+    if sk is None:
+        return {}
+    return {"requested": sk.requested, "trained": list(sk.kinds), "best_kind_on_val": sk.best_kind,
+            "models": {k: kr.model_spec for k, kr in sk.kinds.items()}, "crop_size": sk.crop_size,
+            "crops": sk.crops, "n_images": sk.n_images, "notes": sk.notes, "union_crop": "not used",
+            "seconds": sk.seconds,
+            "statistics": {"unit": "person pair", "alpha": ALPHA,
+                           "multiple_comparisons": f"Holm over {len(sk.comparisons)} comparisons"},
+            "groups": None if sk.groups is None else {
+                "kind": sk.groups["kind"], "method": sk.groups["best"], "threshold": sk.groups["row"]["threshold"],
+                "chosen_on": "val PAR F1", "candidate_pairs": sk.groups["n_candidates"],
+                "files": {k: str(v) for k, v in sk.groups["files"].items()}}}
+
+
 def _answer_sentence(run: Stage1Run) -> str:
     t, b = run.eval_test, run.best_baseline
     c = run.comparisons[b]
@@ -641,6 +1120,29 @@ def _answer_sentence(run: Stage1Run) -> str:
             f"the best baseline chosen on validation, {_label(b)}: {c['test']['diff']:+.3f} (95% CI "
             f"{c['test']['ci_low']:+.3f} to {c['test']['ci_high']:+.3f}), {c['verdict'].split('; ')[0]}, "
             f"Holm-adjusted over {len(run.comparisons)} baselines).")
+
+
+def _scene_answer(run: Stage1Run) -> str:
+    """One or two sentences: the input kinds side by side (and whether appearance helps), then the groups."""
+    sk = run.scene
+    if sk is None:
+        return ""
+    if len(sk.kinds) == 1:
+        text = f"On {run.name} only the geometry input ran ({sk.notes[-1] if sk.notes else 'no other kind requested'})."
+    else:
+        accs = ", ".join(f"{k} {kr.eval_test['accuracy']:.3f}" for k, kr in sk.kinds.items())
+        text = f"Input kinds on {run.name} (test accuracy): {accs}; chosen on validation: {sk.best_kind}."
+        if "both" in sk.kinds:
+            c = sk.comparisons["both - geometry"]
+            helps = c["p_holm"] < ALPHA and c["test"]["diff"] > 0
+            text += (f" {'Adding appearance helps' if helps else 'Appearance does not help'} on top of geometry: both "
+                     f"minus geometry {c['test']['diff']:+.3f}, {c['verdict'].split('; ')[0]}, Holm-adjusted).")
+    g = sk.groups
+    if g is not None:
+        text += (f" Groups from the {g['kind']} model over all candidate pairs of the test frames: PAR group F1 "
+                 f"{g['row']['par_f1']:.3f}, JRDB-Act AP {g['row']['act_ap']:.3f} (generated scenes; SPDP-Net's "
+                 f"{SPDP_NET['group_iou50']} is on real JRDB, not comparable).")
+    return text
 
 
 def _answer_caveat(runs: Mapping[str, Stage1Run]) -> str:
@@ -659,8 +1161,10 @@ def _answer_caveat(runs: Mapping[str, Stage1Run]) -> str:
 
 
 def describe_answer(runs: Mapping[str, Stage1Run]) -> tuple[str, dict[str, Any]]:
-    """The notebook's answer (a sentence per dataset and one caveat) and its two or three headline numbers."""
-    text = " ".join(s for s in [*(_answer_sentence(r) for r in runs.values()), _answer_caveat(runs)] if s)
+    """The notebook's answer (a sentence per dataset, the scene input kinds and groups, one caveat) and its two
+    or three headline numbers."""
+    text = " ".join(s for s in [*(_answer_sentence(r) for r in runs.values()), *(_scene_answer(r) for r in runs.values()),
+                                _answer_caveat(runs)] if s)
     headline: dict[str, Any] = {}
     for i, r in enumerate(list(runs.values())[:2]):
         if i == 0:

@@ -155,3 +155,53 @@ def test_users_own_pair_folder_runs_through_audit_and_stage1(tmp_path):
     assert not (pred / "baseline_svm_compare.npz").exists()          # no ca/cb: no classify-then-compare
     assert m["mypairs.test_acc_ci_method"].startswith("row bootstrap") and m["mypairs.has_classes"] is False
     assert "need them and did not run" in (out / "02_stage1" / "02_stage1.html").read_text()
+
+
+KINDS = ("geometry", "appearance", "both")
+
+
+def test_scene_input_kinds_side_by_side(smoke_run):
+    """Geometry, appearance and both trained on the same scene split, each with its interval over person pairs,
+    compared by paired tests; the chosen kind is the best on validation; prediction files for notebook 05."""
+    m = read_metrics(smoke_run, STEM)
+    p = _params(smoke_run)
+    assert m["scene_pairs.kinds_trained"] == ",".join(KINDS) and m["scene_pairs.n_images"] > 0
+    assert m["scene_pairs.geometry.test_acc"] == m["scene_pairs.test_acc"]      # geometry is the stage-1 model
+    for kind in KINDS:
+        acc = m[f"scene_pairs.{kind}.test_acc"]
+        assert 0 <= m[f"scene_pairs.{kind}.test_acc_ci_low"] <= acc <= m[f"scene_pairs.{kind}.test_acc_ci_high"] <= 1
+        assert 0 <= m[f"scene_pairs.{kind}.minus_lgbm_p"] <= 1 and m[f"scene_pairs.{kind}.train_samples_per_s"] > 10
+    for kind in ("appearance", "both"):
+        assert m[f"scene_pairs.{kind}.epochs_run"] == p["crop_epochs"]          # smoke: no early stopping
+        z = np.load(smoke_run / STEM / "scene_pairs" / "predictions" / f"stage1_{kind}.npz")
+        assert ((z["test_prob"] >= 0.5) == (z["test_y"] == 1)).mean() == pytest.approx(
+            m[f"scene_pairs.{kind}.test_acc"], abs=1e-12)
+        hist = json.loads((smoke_run / STEM / "scene_pairs" / kind / "history.json").read_text())
+        assert len(hist) == p["crop_epochs"]
+    assert m["scene_pairs.both_minus_geometry"] == pytest.approx(
+        m["scene_pairs.both.test_acc"] - m["scene_pairs.geometry.test_acc"], abs=1e-9)
+    val = {k: m[f"scene_pairs.{k}.val_acc"] for k in KINDS}
+    assert val[m["scene_pairs.best_kind"]] == max(val.values())
+    table = (smoke_run / STEM / "scene_kinds.csv").read_text()
+    assert "minus geometry" in table and "minus LightGBM" in table
+
+
+def test_groups_from_all_candidate_pairs_scored_officially(smoke_run):
+    m = read_metrics(smoke_run, STEM)
+    assert m["scene_pairs.group_kind"] == m["scene_pairs.best_kind"]
+    assert m["scene_pairs.group_method"] in ("components", "agglomerative")
+    for k in ("group_f1", "group_precision", "group_recall", "group_ap", "group_threshold"):
+        assert 0 <= m[f"scene_pairs.{k}"] <= 1, k
+    for c in ("1", "2", "3", "4", "5plus"):
+        v = m[f"scene_pairs.group_ap_size_{c}"]
+        assert v is None or 0 <= v <= 1, c
+    # every candidate pair of the test frames, not only the sampled ones
+    assert m["scene_pairs.group_candidate_pairs_test"] > m["scene_pairs.n_test"]
+    groups = smoke_run / STEM / "scene_pairs" / "groups"
+    det, gt = (groups / "det_group.txt").read_text().splitlines(), (groups / "gt_group.txt").read_text().splitlines()
+    assert det and len(det) == len(gt) == m["scene_pairs.group_n_people"]
+    assert all(len(line.split(" ")) == 9 for line in det + gt)
+    answer = json.loads((smoke_run / STEM / "answer.json").read_text())["answer"]
+    assert "Input kinds" in answer and f"PAR group F1 {m['scene_pairs.group_f1']:.3f}" in answer
+    html = (smoke_run / STEM / f"{STEM}.html").read_text()
+    assert "Does appearance help?" in html and "56.4" in html and "not comparable" in html

@@ -29,6 +29,9 @@ OTHER_CASES = {
                        lambda: (torch.rand(2, 3, 32, 32),), (2, 11)),
 }
 
+# Pair models on person crops given by index (they need a crop bank attached first).
+CROP_CASES = {"siamese_crops": dict(crop_size=(16, 8), layers=(1, 1), width_mult=0.125, feat_dim=8)}
+
 torch.set_num_threads(1)
 
 def _inputs(kind, b=3):
@@ -40,7 +43,7 @@ def _inputs(kind, b=3):
 
 
 def test_every_registered_model_has_a_case():
-    assert set(CASES) | set(OTHER_CASES) == set(list_models()) == set(MODELS)
+    assert set(CASES) | set(OTHER_CASES) | set(CROP_CASES) == set(list_models()) == set(MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(OTHER_CASES))
@@ -117,3 +120,72 @@ def test_a_name_registered_twice_is_an_error():
 
     with pytest.raises(WorkbookError, match="already registered"):
         register_model("siamese_resnet")(lambda **kw: None)
+
+
+def _crop_bank(n=6, size=(16, 8)):
+    return torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("pair_dim", [0, 4])
+def test_crop_pairs_by_index_train_and_encode_each_person_once(pair_dim):
+    torch.manual_seed(0)
+    model = create_model("siamese_crops", pair_dim=pair_dim, **CROP_CASES["siamese_crops"]).set_crops(_crop_bank())
+    ia, ib = torch.tensor([0, 1, 2, 0]), torch.tensor([3, 3, 4, 5])
+    extra = (torch.randn(4, pair_dim),) if pair_dim else ()
+    seen = []
+    model.encoder.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    out = model(ia, ib, *extra)
+    assert out.shape == (4,) and seen == [6], "six distinct people: six crops encoded, not eight"
+    out.pow(2).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():   # deterministic in eval (no flip), and the same person pair gives the same output
+        a, b = model(ia, ib, *extra), model(ia, ib, *extra)
+    torch.testing.assert_close(a, b)
+
+
+def test_crop_bank_is_neither_in_the_checkpoint_nor_synced_by_ddp_and_moves_with_the_model():
+    model = create_model("siamese_crops", **CROP_CASES["siamese_crops"]).set_crops(_crop_bank())
+    assert "crops" not in model.state_dict() and model._ddp_params_and_buffers_to_ignore == ["crops"]
+    again = create_model_from_spec(model.spec)
+    again.load_state_dict(model.state_dict())                       # weights only; the bank is attached anew
+    with pytest.raises(WorkbookError, match="no crops attached"):
+        again(torch.tensor([0]), torch.tensor([1]))
+    assert again.set_crops(_crop_bank()).crops.dtype == torch.uint8
+    assert model.to("cpu").crops.device.type == "cpu"
+
+
+def test_crop_model_refuses_wrong_banks_and_inputs():
+    model = create_model("siamese_crops", **CROP_CASES["siamese_crops"])
+    with pytest.raises(WorkbookError, match="crop_size"):
+        model.set_crops(_crop_bank(size=(32, 16)))
+    with pytest.raises(WorkbookError, match="uint8"):
+        model.set_crops(torch.rand(4, 3, 16, 8))
+    model.set_crops(_crop_bank(n=3))
+    with pytest.raises(WorkbookError, match="rows 0..2"):
+        model(torch.tensor([0]), torch.tensor([3]))
+    with pytest.raises(WorkbookError, match="index vectors"):
+        model(torch.rand(2, 3, 16, 8), torch.rand(2, 3, 16, 8))
+
+
+def test_crop_model_with_a_timm_backbone_loads_a_local_weight_file(tmp_path):
+    import timm
+
+    weights = tmp_path / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), weights)
+    model = create_model("siamese_crops", crop_size=(32, 16), backbone="test_resnet", weights_file=str(weights),
+                         feat_dim=8, pair_dim=2)
+    ref = torch.load(weights, weights_only=True)
+    key = next(iter(ref))
+    torch.testing.assert_close(model.encoder.backbone.state_dict()[key], ref[key])
+    model.set_crops(_crop_bank(n=4, size=(32, 16)))
+    assert model(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.randn(2, 2)).shape == (2,)
+
+
+def test_strided_stem_quarters_the_positions():
+    from helpers.models.encoders import ResNetEncoder
+
+    enc = ResNetEncoder(3, (1,), width_mult=0.125, feat_dim=8, stem_stride=2)
+    assert enc.stem(torch.rand(1, 3, 64, 32)).shape[-2:] == (32, 16)
+    with pytest.raises(WorkbookError, match="stem_stride"):
+        ResNetEncoder(3, (1,), stem_stride=3)

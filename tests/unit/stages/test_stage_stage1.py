@@ -5,11 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.core.errors import DataError
+from helpers.core import paths
+from helpers.core.errors import DataError, WorkbookError
+from helpers.data.crops import (check_scene_split, load_pair_scenes, make_candidate_split, make_pair_crops,
+                                make_scene_inputs)
+from helpers.data.geometry import make_candidates
+from helpers.data.jrdb import load_scenes
+from helpers.data.pair_sampling import make_pair_sample
+from helpers.data.pairs import load_pair_folder
+from helpers.data.scene_pairs import make_dataset_meta, make_scene_pair_dataset, write_pair_dataset
+from helpers.data.scenes import select_keyframes
+from helpers.evaluation.groups import SIZE_CLASSES
 from helpers.evaluation.stats import ROWS, Unit, holm
-from helpers.stages.stage1 import (describe_answer, describe_recall, describe_run, evaluate_against_baselines,
-                                   evaluate_scene_recall, make_display_table, make_metrics, make_recall_table,
-                                   make_summary_table, run_stage1, run_stage1_datasets)
+from helpers.stages.stage1 import (describe_answer, describe_groups, describe_kinds, describe_recall, describe_run,
+                                   evaluate_against_baselines, evaluate_scene_recall, make_display_table,
+                                   make_groups_table, make_kinds_card, make_kinds_table, make_metrics,
+                                   make_recall_table, make_summary_table, run_stage1, run_stage1_datasets)
 
 
 torch.set_num_threads(1)
@@ -118,7 +129,8 @@ def test_classes_run_every_baseline_and_compare_by_source_image(tmp_path):
     assert m["vs_best_baseline_p"] >= m["vs_best_baseline_p_unadjusted"]
     assert m["test_acc_ci_method"] == run.test_ci["method"] and m["test_acc_unit"] == "source image"
     report = (tmp_path / "out" / "cls" / "evaluation_report.txt").read_text()
-    assert "Wilson" not in report and "by source image" in report and "Holm" in report
+    # the report names each interval's method (over source images), never a Wilson interval over pairs
+    assert "Wilson" not in report and "interval over 22 source images" in report and "Holm" in report
 
 
 def test_comparisons_holm_adjust_and_take_their_words_from_the_paired_test():
@@ -154,6 +166,11 @@ def test_scene_recall_counts_dropped_pairs_as_misses(tmp_path):
 
 def test_scene_recall_without_the_count_says_it_cannot_be_computed(tmp_path):
     run = run_stage1(str(_scene_folder(tmp_path / "scn")), tmp_path, tmp_path / "out", PARAMS)
+    # a scene folder whose meta.json does not say where its scenes are: only geometry, no groups, and why
+    assert list(run.scene.kinds) == ["geometry"] and run.scene.groups is None
+    assert "does not record the scenes" in describe_kinds({run.name: run})
+    m = make_metrics({run.name: run})["scn"]
+    assert m["geometry"]["test_acc"] == m["test_acc"] and m["group_f1"] is None and "appearance" not in m
     r = run.recall["stage 1 model"]
     assert r["n_all"] is None and r["all"] is None
     assert "cannot be computed" in describe_recall({run.name: run})
@@ -195,3 +212,144 @@ def test_answer_tables_and_two_folders_with_the_same_name(tmp_path, capsys):
     assert full.shape[0] == 1 + 3 + 1 + 5 and {"p (Holm)", "val acc", "test ROC-AUC"} <= set(full.columns)
     shown = make_display_table(full)
     assert shown.shape[0] == full.shape[0] and "verdict (paired test, Holm)" in shown.columns
+
+
+# ------------------------------------------------------------------ scene pairs with images (notebook 01's way)
+SCENE_PARAMS = dict(PARAMS, crop_size=[16, 8], crop_epochs=1, crop_layers=[1], crop_width_mult=0.125,
+                    crop_stem_stride=1, crop_backbone="", crop_backbone_weights="",
+                    scene_inputs=["geometry", "appearance", "both"])
+
+
+@pytest.fixture(scope="module")
+def scene_images(tmp_path_factory):
+    """Generated scenes with their panoramas (4 sequences, 31 frames, every 3rd kept: keyframes 15 and 30 are
+    among them) sampled and written by notebook 01's functions, under a private cache."""
+    tmp = tmp_path_factory.mktemp("scenes")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(paths, "CACHE", tmp / "cache")
+    sc = select_keyframes(load_scenes(None, n_sequences=4, frames_per_sequence=31, seed=3, render_stride=3), 3)
+    sample = make_pair_sample(sc, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    ds = make_scene_pair_dataset(sc, sample, 0.25, 0.25, seed=0)
+    folder = write_pair_dataset(ds, tmp / "scene_pairs", make_dataset_meta(sc, sample, ds))
+    yield folder, sc
+    mp.undo()
+
+
+def _copy_with_meta(folder, dst, **changes):
+    import shutil
+
+    shutil.copytree(folder, dst)
+    meta = json.loads((dst / "meta.json").read_text())
+    meta["scene_source"].update(changes)
+    (dst / "meta.json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_meta_records_the_scenes_and_they_load_again_exactly(scene_images):
+    folder, sc = scene_images
+    src = json.loads((folder / "meta.json").read_text())["scene_source"]
+    assert src["keyframe_stride"] == 3 and src["generator"]["n_sequences"] == 4 and src["n_images"] == sc.n_images > 0
+    again = load_pair_scenes(src)
+    assert again.people[["seq", "frame", "track"]].equals(sc.people[["seq", "frame", "track"]])
+    splits = load_pair_folder(folder)
+    assert check_scene_split(again, splits.test, "test") == len(splits.test)
+    assert load_pair_scenes(src, images=False).n_images == 0
+    with pytest.raises(DataError, match="differ from those notebook 01 sampled"):
+        load_pair_scenes({**src, "frames_digest": "0" * 16})
+    with pytest.raises(DataError, match="scene_source"):
+        load_pair_scenes(None)
+    moved = splits.test
+    moved.extras["track_b"] = moved.extras["track_a"].copy()          # person b is now person a: cues differ
+    with pytest.raises(DataError, match="cue vectors of person b"):
+        check_scene_split(again, moved, "test")
+
+
+def test_candidate_split_holds_every_same_frame_candidate_and_the_sampled_pairs(scene_images):
+    folder, sc = scene_images
+    splits = load_pair_folder(folder)
+    seqs = np.unique(splits.test.extras["seq"]).tolist()
+    cand = make_candidate_split(sc, seqs, 3.0, True)
+    p = sc.people[sc.people["seq"].isin(seqs)]
+    i, _ = make_candidates(p["fid"].to_numpy(), p["cx"].to_numpy(), p["w"].to_numpy(), 3.0, True, sc.width)
+    assert len(cand["y"]) == len(i) > len(splits.test)
+    key = lambda s, f, a, b: set(zip(s.tolist(), f.tolist(), np.minimum(a, b).tolist(), np.maximum(a, b).tolist()))
+    sampled = key(splits.test.extras["seq"], splits.test.extras["frame"], splits.test.extras["track_a"],
+                  splits.test.extras["track_b"])
+    assert sampled <= key(cand["seq"], cand["frame"], cand["track_a"], cand["track_b"])
+    assert check_scene_split(sc, cand, "candidates") == len(cand["y"])      # the same cues and pair features
+    crops = make_pair_crops(sc, {"test": splits.test, "cand": cand}, (16, 8))
+    ra, rb = crops.rows["cand"]
+    assert crops.crops.dtype == np.uint8 and crops.crops.shape[1:] == (3, 16, 8)
+    assert len(crops.crops) == len(np.unique(np.r_[ra, rb, *crops.rows["test"]]))  # each person once
+    assert [a.shape for a in make_scene_inputs("both", cand, crops.rows["cand"])] == \
+        [(len(ra),), (len(ra),), cand["pair"].shape]
+    assert len(make_scene_inputs("geometry", splits.test)) == 3
+    with pytest.raises(WorkbookError, match="crop rows"):
+        make_scene_inputs("appearance", cand)
+
+
+def test_scene_kinds_side_by_side_then_groups_from_all_candidate_pairs(scene_images, tmp_path):
+    folder, sc = scene_images
+    run = run_stage1(str(folder), tmp_path, tmp_path / "out", SCENE_PARAMS)
+    sk = run.scene
+    assert list(sk.kinds) == ["geometry", "appearance", "both"] and sk.n_images == sc.n_images
+    out = tmp_path / "out" / folder.name
+    for kind in ("appearance", "both"):
+        assert (out / kind / "best_accuracy.pt").is_file() and (out / kind / "history.json").is_file()
+        z = np.load(out / "predictions" / f"stage1_{kind}.npz")
+        assert np.array_equal(z["test_prob"], sk.kinds[kind].test_prob)
+        assert sk.kinds[kind].model_spec["name"] == "siamese_crops"
+    assert sk.kinds["both"].model_spec["kwargs"]["pair_dim"] == 13 and sk.kinds["appearance"].model_spec["kwargs"]["pair_dim"] == 0
+    # kinds against each other and against LightGBM: one Holm family, verdicts from the paired tests
+    assert set(sk.comparisons) == {"appearance - geometry", "both - geometry", "both - appearance",
+                                   "geometry - lgbm", "appearance - lgbm", "both - lgbm"}
+    assert [c["p_holm"] for c in sk.comparisons.values()] == holm([c["test"]["p_value"] for c in sk.comparisons.values()])
+    acc = {k: kr.eval_test["accuracy"] for k, kr in sk.kinds.items()}
+    assert sk.comparisons["both - geometry"]["test"]["diff"] == pytest.approx(acc["both"] - acc["geometry"])
+    assert sk.kinds[sk.best_kind].eval_val["accuracy"] == max(kr.eval_val["accuracy"] for kr in sk.kinds.values())
+    # groups from the chosen kind over every candidate pair of the val and test frames, official files written
+    g = sk.groups
+    assert g["kind"] == sk.best_kind and g["n_candidates"]["candidates_test"] > len(run.test_y)
+    det = (out / "groups" / "det_group.txt").read_text().splitlines()
+    assert det and len(det) == len((out / "groups" / "gt_group.txt").read_text().splitlines())
+    assert all(len(line.split(" ")) == 9 for line in det)
+    m = make_metrics({run.name: run})[run.name]
+    for kind in sk.kinds:
+        assert m[kind]["test_acc"] == acc[kind] and m[kind]["test_acc_ci_low"] <= acc[kind] <= m[kind]["test_acc_ci_high"]
+    assert m["geometry"]["test_acc"] == m["test_acc"] and m["best_kind"] == sk.best_kind
+    assert 0 <= m["group_f1"] <= 1 and 0 <= m["group_ap"] <= 1 and m["group_method"] == g["best"]
+    for c in SIZE_CLASSES:
+        assert f"group_ap_size_{c}" in m
+    assert m["both_minus_geometry"] == sk.comparisons["both - geometry"]["test"]["diff"]
+    assert 0 < m["both_minus_geometry_p"] <= 1 and 0 < m["appearance"]["minus_lgbm_p"] <= 1   # never p = 0
+    # what the notebook shows
+    assert make_kinds_table({run.name: run}).shape[0] == 3 and make_groups_table({run.name: run}).shape[0] == 2
+    text = describe_kinds({run.name: run})
+    assert ("Appearance does NOT help" in text) or ("Adding appearance to geometry HELPS" in text)
+    assert "not comparable" in text and "union crop" in text
+    assert f"{m['group_f1']:.3f}" in describe_groups({run.name: run}) and "56.4" in describe_groups({run.name: run})
+    answer, _ = describe_answer({run.name: run})
+    assert "Input kinds" in answer and f"PAR group F1 {m['group_f1']:.3f}" in answer
+    card = make_kinds_card(run)
+    assert card["trained"] == list(sk.kinds) and card["groups"]["method"] == g["best"]
+    assert "scene input kinds" in (out / "evaluation_report.txt").read_text()
+
+
+def test_scene_data_without_images_runs_geometry_only_and_still_groups(scene_images, tmp_path):
+    folder, _ = scene_images
+    plain = _copy_with_meta(folder, tmp_path / "no_images", n_images=0)
+    run = run_stage1(str(plain), tmp_path, tmp_path / "out", SCENE_PARAMS)
+    assert list(run.scene.kinds) == ["geometry"] and run.scene.n_images == 0
+    assert "n_images = 0" in describe_kinds({run.name: run}) and "Requested but not run: appearance, both" in \
+        describe_kinds({run.name: run})
+    assert run.scene.groups is not None and run.scene.groups["kind"] == "geometry"
+    assert (tmp_path / "out" / "no_images" / "groups" / "det_group.txt").is_file()
+    assert not (tmp_path / "out" / "no_images" / "appearance").exists()
+    text, _ = describe_answer({run.name: run})
+    assert "only the geometry input ran" in text
+
+
+def test_scene_inputs_are_checked(scene_images, tmp_path):
+    folder, _ = scene_images
+    with pytest.raises(WorkbookError, match="scene_inputs"):
+        run_stage1(str(folder), tmp_path, tmp_path / "out", dict(SCENE_PARAMS, scene_inputs=["pixels"]))
