@@ -1,4 +1,4 @@
-"""``python -m helpers bench crops --kinds``: stage 1's input kinds on the scene data of a profile (default:
+"""``python -m helpers bench scenes`` (also ``bench crops --kinds``): stage 1's input kinds on the scene data of a profile (default:
 the default profile's generated scenes), one line each, side by side: training samples/s per epoch of
 geometry (cue vectors + pair geometry, MLP), appearance (the two people's crops, siamese CNN) and both
 (crops + pair geometry), with the models notebook 02 builds from that profile's parameters, and what the
