@@ -26,7 +26,7 @@ from helpers.training.loop import evaluate_model, predict, train_model, train_sa
 from helpers.training.multitask import metric_key, MultiTask, task_score_names
 
 # What notebook 06 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["TrainConfig", "describe_chance", "describe_per_s_ranking", "describe_redundancy", "describe_resolution", "describe_seeds", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "evaluate_task_redundancy", "load_default_or_user_table", "load_table_tensors", "make_bench_table", "make_chance_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_seed_table", "make_subject_split", "make_task_specs", "plot_finetune_curves", "plot_memory", "plot_pareto", "plot_seed_scores", "pretrained_note", "retrain_top_models", "summarize_comparison", "summarize_seeds", "train_backbones"]
+__all__ = ["REFERENCE_STEP", "TrainConfig", "WORKBOOK_STEP", "describe_answer", "describe_chance", "describe_per_s_ranking", "describe_redundancy", "describe_resolution", "describe_seeds", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "evaluate_task_redundancy", "load_default_or_user_table", "load_table_tensors", "make_answer_headline", "make_bench_table", "make_chance_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_seed_table", "make_subject_split", "make_task_specs", "plot_finetune_curves", "plot_memory", "plot_pareto", "plot_seed_scores", "pretrained_note", "retrain_top_models", "summarize_comparison", "summarize_seeds", "train_backbones"]
 
 
 
@@ -210,9 +210,10 @@ def make_chance_table(results: Sequence[dict], tasks: Sequence[TaskSpec]):
     import pandas as pd
 
     r = results[0]
+    how = {"regression": "R² as is"}
     return pd.DataFrame([{"task": t.name, "kind": t.kind, "score": s, "val_chance": r.get(f"val_{t.name}_chance"),
                           "test_chance": r.get(f"test_{t.name}_chance"),
-                          "normalised": "R² as is" if t.kind == "regression" else "(score − chance) / (1 − chance)"}
+                          "normalised": how.get(t.kind, "(score − chance) / (1 − chance)")}
                          for t, s in zip(tasks, task_score_names(tasks))])
 
 
@@ -456,7 +457,11 @@ def _add_seed_columns(df, seed_table):
                        seed_ci_high=np.nan)
     seed_ok = (df["n_seeds"].fillna(1) < 2) | (df["seed_ci_low"] > 0)
     df["above_chance"] = (df["combined_ci_low"] > 0) & seed_ok
-    df["combined_x_samples_per_s"] = (df["combined_mean"] * df["train_samples_per_s"]).where(df["above_chance"])
+    # Ranked per second only when above chance overall AND on every task: a model that cannot do the
+    # digit task (say) is not "second best per second" because its regressions carry its combined score.
+    every_task = np.array([not _tasks_at_chance(r) for _, r in df.iterrows()], dtype=bool)
+    df["combined_x_samples_per_s"] = (df["combined_mean"] * df["train_samples_per_s"]).where(
+        df["above_chance"] & every_task)
     df["per_s_rank"] = df["combined_x_samples_per_s"].rank(ascending=False, method="min")
     return df
 
@@ -519,7 +524,8 @@ def describe_chance(table) -> str:
     if at:
         text += " At chance (the interval includes 0), so not ranked: " + ", ".join(f"{m} {cell[m]}" for m in at) + "."
     if below:
-        text += " Below chance (the whole interval under 0), not ranked: " + ", ".join(f"{m} {cell[m]}" for m in below) + "."
+        text += (" Below chance (the whole interval under 0), not ranked: "
+                 + ", ".join(f"{m} {cell[m]}" for m in below) + ".")
     weak = [(str(r["model"]), _tasks_at_chance(r)) for _, r in table.iterrows()]
     weak = [f"{m} ({'; '.join(f'{t} {v:.3f} {_interval_text(lo_, hi_)}' for t, v, lo_, hi_ in ts)})"
             for m, ts in weak if ts]
@@ -531,17 +537,20 @@ def describe_chance(table) -> str:
 
 def describe_per_s_ranking(table) -> str:
     """The score-per-second ranking among the above-chance models, and who is left out and why."""
-    ranked = table[_above(table)].sort_values("combined_x_samples_per_s", ascending=False)
+    rankable = table["combined_x_samples_per_s"].notna()
+    ranked = table[rankable].sort_values("combined_x_samples_per_s", ascending=False)
     left = [str(m) for m, a in zip(table["model"], _above(table)) if not a]
+    on_task = [f"{r['model']} ({r['tasks_at_chance']})" for (_, r), above in zip(table.iterrows(), _above(table))
+               if above and r.get("tasks_at_chance")]
     text = ("Chance-normalised validation combined (mean over its seeds) × benchmark training samples/s, "
-            "above-chance models only: "
+            "models above chance overall and on every task only: "
             + ("; ".join(f"{i + 1}. {r['model']} {r['combined_x_samples_per_s']:.2f} ({r['combined_mean']:.3f} × "
-                         f"{r['train_samples_per_s']:.1f}/s"
-                         + (f"; at chance on {r['tasks_at_chance']}" if r.get("tasks_at_chance") else "") + ")"
-                         for i, (_, r) in enumerate(ranked.iterrows()))
-               if len(ranked) else "no model is above chance, so none is ranked") + ".")
+                         f"{r['train_samples_per_s']:.1f}/s)" for i, (_, r) in enumerate(ranked.iterrows()))
+               if len(ranked) else "no model qualifies, so none is ranked") + ".")
     if left:
         text += " Not ranked (interval includes or lies below chance): " + ", ".join(left) + "."
+    if on_task:
+        text += " Not ranked (at chance on a task): " + ", ".join(on_task) + "."
     return text
 
 
@@ -564,6 +573,49 @@ def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
                  f"{_interval_text(summary['best_minus_runner_up_ci_low'], summary['best_minus_runner_up_ci_high'])}"
                  f": {verdict}.")
     return text
+
+
+def describe_answer(seed_summary: dict, table) -> str:
+    """The notebook's answer in a few computed sentences: the best backbone over seeds and whether
+    it is separated from the runner-up, the best per second among above-chance models, the models
+    at chance on a task, and those handicapped by the image size."""
+    s = seed_summary
+    if s.get("best_model"):
+        text = (f"Best backbone by mean validation combined (chance-normalised) over {s['best_model_seeds']} seeds: "
+                f"{s['best_model']}, {s['best_model_mean']:.3f} ± {s['best_model_sd']:.3f}, 95% interval "
+                f"{_interval_text(s['best_model_ci_low'], s['best_model_ci_high'])}")
+        if s.get("runner_up"):
+            text += (f"; {'ahead of' if s['best_model_separated'] else 'not separated from'} {s['runner_up']} "
+                     f"(difference {s['best_minus_runner_up']:+.3f}, "
+                     f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])})")
+        text += "."
+    else:
+        text = "No model was trained over several seeds, so no best backbone is claimed."
+    ranked = table[table["combined_x_samples_per_s"].notna()].sort_values("combined_x_samples_per_s",
+                                                                            ascending=False)
+    text += (f" Most score per second of training among the {len(ranked)} model(s) above chance overall and on "
+             f"every task: {ranked['model'].iloc[0]}." if len(ranked) else
+             " No model is above chance overall and on every task, so none is ranked per second.")
+    weak = [f"{r['model']} ({r['tasks_at_chance']})" for _, r in table.iterrows() if r.get("tasks_at_chance")]
+    if weak:
+        text += " At chance on a task: " + ", ".join(weak) + "."
+    hand = [str(r["model"]) for _, r in table.iterrows() if r.get("resolution_handicap") is True
+            or r.get("resolution_handicap") is np.True_]
+    if hand:
+        text += f" Handicapped by the image size (fixed-size, below their native size): {', '.join(hand)}."
+    return text
+
+
+def make_answer_headline(seed_summary: dict, best: dict) -> dict[str, Any]:
+    """The answer's headline numbers: the best backbone over seeds, its mean and interval, the best per second."""
+    s = seed_summary
+    out: dict[str, Any] = {"best backbone (over seeds)": s.get("best_model")}
+    if s.get("best_model"):
+        out["its mean validation combined (chance-normalised)"] = round(s["best_model_mean"], 4)
+        out["95% interval over seeds"] = (f"{s['best_model_ci_low']:.3f} to {s['best_model_ci_high']:.3f}"
+                                          f" ({s['best_model_seeds']} seeds)")
+    out["best per second (above chance only)"] = best.get("best_combined_per_s")
+    return out
 
 
 def describe_resolution(results: Sequence[dict]) -> str:
@@ -711,15 +763,33 @@ def _interval_bounds(t) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _pareto_label(r) -> str:
-    handicapped = r.get("resolution_handicap") is True or r.get("resolution_handicap") is np.True_
-    return str(r["model"]) + ("\n(fixed-size: handicapped at this size)" if handicapped else "")
+def _handicapped(table) -> np.ndarray:
+    """Boolean per row: a fixed-size backbone run below its native size (see `make_resolution_info`)."""
+    if "resolution_handicap" not in table:
+        return np.zeros(len(table), bool)
+    return np.array([v is True or v is np.True_ for v in table["resolution_handicap"]], bool)
+
+
+def _scatter_models(ax, t, x: str, y: np.ndarray, above: np.ndarray, front: np.ndarray) -> None:
+    """Filled markers above chance (red on the Pareto front), hollow ones not; diamonds = handicapped."""
+    sizes = 30 + 6 * t["params_m"].fillna(1).to_numpy()
+    colours = np.where(front, "tab:red", "tab:blue")
+    hand = _handicapped(t)
+    for i in range(len(t)):
+        style = dict(c=colours[i], alpha=0.7) if above[i] else dict(facecolors="none")
+        ax.scatter(t[x][i], y[i], s=sizes[i], marker="D" if hand[i] else "o", edgecolors="k", **style)
+    # Legend entries for the marker meanings, drawn empty so the legend does not repeat per model.
+    if hand.any():
+        ax.scatter([], [], marker="D", facecolors="none", edgecolors="k", label="fixed-size, handicapped at this size")
+    if (~above).any():
+        ax.scatter([], [], marker="o", facecolors="none", edgecolors="k", label="interval includes chance: not ranked")
 
 
 def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "train_samples_per_s"):
     """Validation score (chance-normalised, with its interval) vs benchmark training throughput
-    (log x), marker area ~ params; the chance line at 0; hollow markers = not above chance; the
-    Pareto front is joined among the above-chance models only."""
+    (log x), marker area ~ params; the chance line at 0; hollow markers = not above chance;
+    diamonds = fixed-size backbones handicapped at this size; the Pareto front is joined among the
+    above-chance models only."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -731,14 +801,12 @@ def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "trai
     lo, hi = _interval_bounds(t)
     y = t[score].to_numpy(float)
     ax.errorbar(t[speed], y, yerr=[y - lo, hi - y], fmt="none", ecolor="grey", elinewidth=1, capsize=3)
-    colours = np.where(front, "tab:red", "tab:blue")
-    sizes = 30 + 6 * t["params_m"].fillna(1).to_numpy()
-    ax.scatter(t[speed][above], y[above], s=sizes[above], c=colours[above], alpha=0.7, edgecolor="k")
-    if (~above).any():
-        ax.scatter(t[speed][~above], y[~above], s=sizes[~above], facecolors="none", edgecolors="k",
-                   label="interval includes chance: not ranked")
-    for _, r in t.iterrows():
-        ax.annotate(_pareto_label(r), (r[speed], r[score]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    _scatter_models(ax, t, speed, y, above, front)
+    lx = np.log(t[speed].to_numpy(float))
+    for i in range(len(t)):   # a name goes below its point when a close neighbour (in x) scores higher
+        below = ((np.abs(lx - lx[i]) < np.log(1.7)) & (y > y[i])).any()
+        ax.annotate(str(t["model"][i]), (t[speed][i], y[i]), textcoords="offset points",
+                    xytext=(6, -12 if below else 5), fontsize=7)
     f = t[front].sort_values(speed)
     ax.plot(f[speed], f[score], "--", color="tab:red", lw=1, label="Pareto front (above chance only)")
     ax.axhline(0.0, color="k", lw=1, ls=":", label="chance (0 after normalising)")

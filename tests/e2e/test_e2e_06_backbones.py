@@ -104,7 +104,7 @@ def test_top_two_are_retrained_over_two_seeds(metrics):
 def test_outputs_and_run_card(smoke_run):
     out = smoke_run / STEM
     for f in ("pareto.png", "peak_memory.png", "training_curves.png", "seed_scores.png", "config.json",
-              "metrics.json"):
+              "metrics.json", "answer.json"):
         assert (out / f).is_file(), f
     card = json.loads((out / "config.json").read_text())
     ds = card["dataset"]
@@ -113,3 +113,5 @@ def test_outputs_and_run_card(smoke_run):
     assert ds["train_samples_used"] == 160
     assert card["benchmark"]["train_step"] == "forward + loss + backward + AdamW step"
     assert "chance" in card["scoring"]["combined"]
+    answer = json.loads((out / "answer.json").read_text())
+    assert answer["answer"].startswith("Best backbone") and answer["headline"]["best backbone (over seeds)"]

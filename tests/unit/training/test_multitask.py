@@ -76,7 +76,8 @@ def test_information_free_predictors_score_at_or_below_zero():
     const = torch.zeros(n, 6)
     const[:, 0], const[:, 4], const[:, 5] = 10.0, 10.0, float(y[:, 2].mean())   # one class, "positive", the mean
     m = task.metrics(const, y)
-    assert m["d_norm"] < 0 and m["p_norm"] == pytest.approx(0.0, abs=1e-9) and m["r_norm"] == pytest.approx(0.0, abs=1e-9)
+    assert m["d_norm"] < 0
+    assert m["p_norm"] == pytest.approx(0.0, abs=1e-9) and m["r_norm"] == pytest.approx(0.0, abs=1e-9)
     shuffled = []
     for s in range(30):   # shuffled labels: no information, so about 0 on average
         perm = y[torch.from_numpy(np.random.default_rng(s).permutation(n))]
@@ -115,7 +116,8 @@ def test_bootstrap_is_reproducible_and_brackets_the_estimate():
     y[::7, 0] = float("nan")                  # missing labels are skipped in every resample
     out = torch.zeros(n, 4)
     good = torch.rand(n) < 0.7               # right 70% of the time
-    out[torch.arange(n), torch.where(good, torch.nan_to_num(y[:, 0]).long(), (torch.nan_to_num(y[:, 0]).long() + 1) % 3)] = 5.0
+    label = torch.nan_to_num(y[:, 0]).long()
+    out[torch.arange(n), torch.where(good, label, (label + 1) % 3)] = 5.0
     out[:, 3] = y[:, 1] + 0.5 * torch.randn(n)
     pred = task.predict(out)
     point = task.evaluate_predictions(pred, y)["combined"]
