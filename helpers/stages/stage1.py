@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from helpers.core.env import ENV_PROFILE
-from helpers.core.errors import DataError, WorkbookError
+from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
 from helpers.core.progress import progress
 from helpers.core.runcard import make_config
@@ -48,6 +48,7 @@ from helpers.evaluation.baselines import (BaselineResult, CNNSettings, make_clas
                                           train_svm_compare_baseline)
 from helpers.evaluation.groups import evaluate_groups, make_pair_scores, SIZE_CLASSES
 from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
+from helpers.evaluation.recall import evaluate_scene_recall, is_scene
 from helpers.evaluation.plots import (plot_confusion_matrix, plot_fusion_weights,
                                       plot_probability_distributions, plot_training_curves)
 from helpers.evaluation.stats import Unit, format_p, holm, interval, paired_test, unit_of, verdict
@@ -334,47 +335,9 @@ def best_on_val(baselines: Mapping[str, dict], y_val: np.ndarray, thr: float, na
     return names[pick_on_val([baselines[n] for n in names], y_val, thr)] if names else ""
 
 
-def _is_scene(splits) -> bool:
-    return "all_interacting_pairs" in splits.meta or splits.meta.get("split_method") == "by_sequence"
-
-
-def _all_interacting_test(splits, n_sampled: int) -> int | None:
-    """meta.json's count of interacting pairs in the test frames before sampling (notebook 01), checked."""
-    counts = splits.meta.get("all_interacting_pairs")
-    if counts is None:
-        return None
-    n = counts.get("test") if isinstance(counts, dict) else None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise DataError(f"dataset {splits.name!r}: meta.json 'all_interacting_pairs' = {counts!r}; expected "
-                        "{\"train\": n, \"val\": n, \"test\": n} with whole counts >= 0")
-    if n < n_sampled:
-        raise DataError(f"dataset {splits.name!r}: meta.json 'all_interacting_pairs.test' = {n} is below the "
-                        f"{n_sampled} interacting pairs sampled into test_public.npz; expected the count "
-                        "before sampling")
-    return n
-
-
-def evaluate_scene_recall(splits, prob: np.ndarray, thr: float, unit: Unit) -> dict | None:
-    """Recall of interacting test pairs: over the sampled pairs (unit-aware interval), and over all
-    interacting pairs of the test frames when meta.json counts them, the pairs the sampling dropped
-    counted as misses. That recall is the sampled one times the share sampled, a fixed number for the
-    test frames, so its interval is the sampled interval scaled by it. None for data that is not scenes."""
-    if not _is_scene(splits):
-        return None
-    pos = splits.test.y == 1
-    hit = (np.asarray(prob)[pos] >= thr).astype(np.float64)
-    sampled = interval(hit, Unit(unit.name, tuple(np.asarray(a)[pos] for a in unit.ids)))
-    n_all = _all_interacting_test(splits, int(pos.sum()))
-    out = {"n_sampled": int(pos.sum()), "sampled": sampled, "n_all": n_all, "all": None, "share_sampled": None}
-    if n_all:
-        share = pos.sum() / n_all
-        out.update(share_sampled=float(share), all={k: sampled[k] * share for k in ("mean", "ci_low", "ci_high")})
-    return out
-
-
 def _recalls(splits, stage1_prob: np.ndarray, baselines: Mapping[str, dict], best: str, thr: float,
              unit: Unit) -> dict | None:
-    if not _is_scene(splits):
+    if not is_scene(splits):
         return None
     out = {"stage 1 model": evaluate_scene_recall(splits, stage1_prob, thr, unit)}
     if best:
@@ -677,7 +640,7 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     run.comparisons = evaluate_against_baselines(splits.test.y, fit["test_prob"], baselines, thr, unit)
     run.best_baseline = best_on_val(baselines, splits.val.y, thr)
     run.recall = _recalls(splits, fit["test_prob"], baselines, run.best_baseline, thr, unit)
-    if _is_scene(splits) and splits.kind == "vector" and _uses_pair(splits):
+    if is_scene(splits) and splits.kind == "vector" and _uses_pair(splits):
         run.scene = run_scene_kinds(splits, out, params, fit, baselines, test_ci, device)
     _write_stage1_files(run, splits, fit["cfg"], params, device)
     return run
@@ -1040,7 +1003,7 @@ def describe_kinds(runs: Mapping[str, Stage1Run]) -> str:
                  f"differences and the comparisons with LightGBM, at alpha {ALPHA:g}. For context only: SPDP-Net's "
                  f"ablation (ECCV 2024) on real JRDB found a distance-over-time cue alone at "
                  f"{SPDP_NET['distance_over_time_only']} group detection (IoU 0.5) against appearance alone at "
-                 f"{SPDP_NET['appearance_only']}; these scenes are generated, so the figures are not comparable.")
+                 f"{SPDP_NET['appearance_only']}; " + _anchor_note(all(r.generated for r in _scene_runs(runs).values())) + ".")
     return "\n".join(lines)
 
 
@@ -1062,6 +1025,16 @@ def make_groups_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
                          **{f"AP size {c.replace('plus', '+')}": r[f"act_ap_size_{c}"] for c in SIZE_CLASSES},
                          "keyframes": r["act_n_keyframes"], "people": r["act_n_people"]})
     return pd.DataFrame(rows).set_index(["dataset", "grouping"]) if rows else pd.DataFrame()
+
+
+def _anchor_note(generated: bool) -> str:
+    """How this run's scene figures relate to the published JRDB ones: never comparable on generated scenes;
+    on a user's JRDB copy, only on the same protocol (official split, detected boxes)."""
+    if generated:
+        return "these scenes are generated, so the figures are not comparable"
+    return ("this is the user's JRDB data, but the figures are comparable only on the same protocol: the official "
+            "test split and the toolkit run on detected boxes (groups here are formed on ground-truth boxes of this "
+            "folder's test split)")
 
 
 def describe_groups(runs: Mapping[str, Stage1Run]) -> str:
@@ -1089,8 +1062,8 @@ def describe_groups(runs: Mapping[str, Stage1Run]) -> str:
         lines.append(f"Groups here are formed on ground-truth boxes, so the AP is the share of people whose group is "
                      f"recovered. Published anchor, context only: SPDP-Net (ECCV 2024) reaches {SPDP_NET['group_iou50']} "
                      f"group detection at IoU 0.5 on real JRDB (its ablation: distance over time alone "
-                     f"{SPDP_NET['distance_over_time_only']}, appearance alone {SPDP_NET['appearance_only']}); these "
-                     "scenes are generated, so the numbers are not comparable.")
+                     f"{SPDP_NET['distance_over_time_only']}, appearance alone {SPDP_NET['appearance_only']}); "
+                     + _anchor_note(run.generated) + ".")
     return "\n".join(lines) or "No dataset here is scene data: groups do not apply."
 
 
@@ -1140,8 +1113,9 @@ def _scene_answer(run: Stage1Run) -> str:
     g = sk.groups
     if g is not None:
         text += (f" Groups from the {g['kind']} model over all candidate pairs of the test frames: PAR group F1 "
-                 f"{g['row']['par_f1']:.3f}, JRDB-Act AP {g['row']['act_ap']:.3f} (generated scenes; SPDP-Net's "
-                 f"{SPDP_NET['group_iou50']} is on real JRDB, not comparable).")
+                 f"{g['row']['par_f1']:.3f}, JRDB-Act AP {g['row']['act_ap']:.3f} (" + ("generated scenes; " if run.generated
+                 else "ground-truth boxes of this folder's test split; ") + f"SPDP-Net's {SPDP_NET['group_iou50']} is "
+                 "on JRDB's official test split, not comparable).")
     return text
 
 

@@ -16,9 +16,10 @@ from helpers.data.pairs import load_pair_folder
 from helpers.data.scene_pairs import make_dataset_meta, make_scene_pair_dataset, write_pair_dataset
 from helpers.data.scenes import select_keyframes
 from helpers.evaluation.groups import SIZE_CLASSES
+from helpers.evaluation.recall import evaluate_scene_recall
 from helpers.evaluation.stats import ROWS, Unit, holm
 from helpers.stages.stage1 import (describe_answer, describe_groups, describe_kinds, describe_recall, describe_run,
-                                   evaluate_against_baselines, evaluate_scene_recall, make_display_table,
+                                   evaluate_against_baselines, make_display_table,
                                    make_groups_table, make_kinds_card, make_kinds_table, make_metrics,
                                    make_recall_table, make_summary_table, run_stage1, run_stage1_datasets)
 
