@@ -1,21 +1,33 @@
 """Stacking without leakage: out-of-fold LightGBM and logistic-regression meta-learners trained on the
 base models' validation probabilities, the leakage proof, and the comparison on test against fair
 references (the best single model and the average of the top-k models, both chosen on validation; majority
-vote; the logistic-regression meta-learner), with paired tests over the data's independent unit."""
+vote; the logistic-regression meta-learner), with paired tests over the data's independent unit. For the
+distillation of notebook 05: the teacher's out-of-sample soft targets, the student's paired tests and the
+share of the ensemble's gain it keeps, and the ensemble's inference rebuilt (every base model and the
+meta-learner) and timed."""
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats as st
 
 from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
+from helpers.data.pairs import _uses_pair, make_inputs
 from helpers.data.predictions import BasePredictions
-from helpers.evaluation.baselines import make_pair_features
+from helpers.evaluation.baselines import (_pair_rows, _svm_scores, CNNSettings, compare_probs, make_class_images,
+                                          make_pair_features, nearest_rows)
+from helpers.models.registry import create_model
+from helpers.training.checkpoints import read_checkpoint_file
+from helpers.training.loop import predict
+from helpers.training.tasks import BinaryTask, MulticlassTask
 from helpers.evaluation.stats import (dyadic_variance, holm, interval, paired_test, ROWS, unit_of, unit_weights,
                                       Unit)
 
@@ -572,3 +584,254 @@ def make_error_correlation(base: BasePredictions, split: str = "val") -> pd.Data
         corr = np.corrcoef(err, rowvar=False)
     corr = np.atleast_2d(corr)
     return pd.DataFrame(corr, index=base.names, columns=base.names)
+
+
+# ------------------------------------------------------------------------------ distillation
+def make_teacher_targets(result: StackingResult) -> np.ndarray:
+    """The stacked ensemble's out-of-sample probabilities on the validation pairs, the teacher's soft targets.
+
+    Level 0: no base model trained on a validation pair (checked by `check_no_leakage`). Level 1: each value is
+    the out-of-fold prediction of the chosen LightGBM meta-learner fitted on the other folds (`MetaResult.oof`),
+    never on the row itself. Training pairs get none: every base model trained on them, so their probabilities
+    there are in-sample (overconfident) and the meta-learner, fitted on validation probabilities, would turn
+    them into targets that repeat the labels."""
+    oof = np.asarray(result.meta.oof.oof, dtype=np.float64)
+    if oof.shape != result.base.val_y.shape or not np.isfinite(oof).all():
+        raise WorkbookError("make_teacher_targets: the meta-learner's out-of-fold predictions do not cover every "
+                            "validation row")
+    return oof
+
+
+def make_student_paired_table(student_prob: np.ndarray, references: dict[str, np.ndarray], y: np.ndarray,
+                              unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """The student against each reference on the same test rows: `paired_test` over the data's independent unit
+    (student minus reference, its 95% interval, p), Holm-adjusted over the references, and the verdict. A
+    bootstrap p of 0 enters Holm at its bound 1/n_boot (``p_is_bound``)."""
+    y = np.asarray(y)
+    cs = ((np.asarray(student_prob) >= 0.5) == y).astype(np.float64)
+    rows = []
+    for ref, prob in references.items():
+        t = paired_test(((np.asarray(prob) >= 0.5) == y).astype(np.float64), cs, unit, n_boot=n_boot, seed=seed)
+        floor = t["p_floor"] if t["p_floor"] is not None else 1e-16
+        rows.append({"reference": ref, "reference_test_acc": float(((np.asarray(prob) >= 0.5) == y).mean()),
+                     "student_minus_reference": t["diff"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+                     "p_value": max(t["p_value"], floor), "p_is_bound": t["p_value"] < floor,
+                     "mcnemar_p_rows": t["mcnemar_p"], "method": t["method"]})
+    df = pd.DataFrame(rows)
+    df["p_holm"] = holm(df["p_value"].tolist()) if len(df) else []
+    df["verdict"] = [("better" if r.student_minus_reference > 0 else "worse") if r.p_holm < alpha
+                     else "not distinguishable" for r in df.itertuples()]
+    return df
+
+
+def evaluate_gain_kept(correct_best: np.ndarray, correct_teacher: np.ndarray, correct_student: np.ndarray,
+                       unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Share of the teacher's gain over the best single model that the student keeps:
+    (acc_student − acc_best) / (acc_teacher − acc_best), on the same rows, with an interval over the unit
+    (delta method with the dyadic variance for two ids per row, else a cluster or row bootstrap of the ratio).
+    Undefined (NaN) when the teacher does not beat the best single model; an interval whose denominator's
+    own interval reaches 0 is unbounded, and ``denominator_p`` says so."""
+    b, t, s = (np.asarray(x, np.float64) for x in (correct_best, correct_teacher, correct_student))
+    num, den = s - b, t - b
+    out: dict[str, Any] = {"kept": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                           "teacher_gain": float(den.mean()), "student_gain": float(num.mean()), "unit": unit.name,
+                           "denominator_p": paired_test(b, t, unit, n_boot=n_boot, seed=seed)["p_value"]}
+    if den.mean() <= 0:
+        return {**out, "method": "the teacher does not beat the best single model: no gain to keep"}
+    r = float(num.mean() / den.mean())
+    out["kept"] = r
+    z = float(st.norm.ppf(0.5 + confidence / 2))
+    if len(unit.ids) == 2:
+        se = float(np.sqrt(dyadic_variance((num - r * den) / den.mean(), *unit.ids)))
+        return {**out, "ci_low": r - z * se, "ci_high": r + z * se,
+                "method": f"delta method, dyadic cluster-robust variance over {unit.describe(b.size)}"}
+    w = unit_weights(list(unit.ids), b.size, n_boot, seed)
+    wn, wd = w @ num, w @ den
+    ratios = wn[wd > 0] / wd[wd > 0]
+    if ratios.size < 0.9 * n_boot:      # the resampled denominator is often not positive: no useful interval
+        return {**out, "method": f"{'cluster' if unit.ids else 'row'} bootstrap: the teacher's gain is not "
+                                 "positive in many resamples, so the share has no finite interval"}
+    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return {**out, "ci_low": float(lo), "ci_high": float(hi),
+            "method": f"{'cluster' if unit.ids else 'row'} bootstrap over {unit.describe(b.size)}, {n_boot:,} resamples"}
+
+
+# -------------------------------------------------------------------- inference cost of the ensemble
+@dataclass
+class BasePredictor:
+    """One base model rebuilt for timing its inference on the test split.
+
+    ``predict()`` computes its test P(y=1) from the raw test inputs (features included); ``how`` says what was
+    rebuilt: the kept weights (checkpoint), a refit with the recorded setting, or the recorded architecture
+    with fresh weights (inference time does not depend on the weight values, but its predictions then differ
+    from the file's, and ``agreement`` shows it)."""
+    name: str
+    kind: str                       # "checkpoint" | "refit" | "architecture only" | "not rebuilt"
+    how: str
+    predict: Any = None             # () -> np.ndarray [N_test]
+    agreement: float = float("nan")  # share of test rows whose 0.5-thresholded prediction equals the file's
+
+
+def measure_seconds(fn, repeats: int = 3) -> tuple[float, Any]:
+    """The fastest wall time of ``fn()`` over ``repeats`` calls after one untimed warm-up call (the least
+    disturbed by other processes, as ``timeit`` advises), and its last output."""
+    out = fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times)), out
+
+
+def measure_ensemble_inference(predictors: Sequence[BasePredictor], meta: MetaResult, n_rows: int,
+                               repeats: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    """Time every base model's test-split inference and the meta-learner's on their outputs.
+
+    Returns one row per step (base models in ``predictors`` order, then the meta-learner): seconds (the fastest
+    of ``repeats``), samples/s, what was timed; and the ensemble's test P(y=1) from this very pipeline."""
+    rows, cols = [], []
+    for p in predictors:
+        if p.predict is None:
+            rows.append({"step": p.name, "kind": p.kind, "seconds": float("nan"), "how": p.how,
+                         "agreement_with_file": float("nan")})
+            cols.append(np.full(n_rows, np.nan))
+            continue
+        sec, prob = measure_seconds(p.predict, repeats)
+        cols.append(np.asarray(prob, np.float64).reshape(-1))
+        rows.append({"step": p.name, "kind": p.kind, "seconds": sec, "how": p.how, "agreement_with_file": p.agreement})
+    X = np.stack(cols, axis=1)
+    sec, prob = measure_seconds(lambda: meta.predict(X), repeats)
+    rows.append({"step": "LightGBM meta-learner", "kind": "meta", "seconds": sec,
+                 "how": f"{meta.n_rounds} rounds on the {X.shape[1]} base probabilities", "agreement_with_file": np.nan})
+    df = pd.DataFrame(rows)
+    df["samples_per_s"] = n_rows / df["seconds"]
+    df["share_of_time"] = df["seconds"] / df["seconds"].sum()
+    return df, np.asarray(prob)
+
+
+def make_checkpoint_predictor(name: str, path: str | Path, splits, device: str = "cpu", batch_size: int = 512,
+                              fresh: bool = False, changes: dict[str, Any] | None = None) -> BasePredictor:
+    """A pair model rebuilt from a checkpoint written by `train_model` (or a member's ``model.pt``): its
+    ``model_spec``, and its weights unless ``fresh`` (then only the architecture, with ``changes`` to its
+    kwargs: the weights were not kept)."""
+    ck = read_checkpoint_file(path)
+    spec = ck.get("model_spec")
+    if not isinstance(spec, dict) or "name" not in spec:
+        return BasePredictor(name, "not rebuilt", f"{path} holds no model_spec")
+    model = create_model(spec["name"], **{**(spec.get("kwargs") or {}), **((changes or {}) if fresh else {})})
+    if not fresh:
+        model.load_state_dict(ck["model_state_dict"])
+    model.eval()
+    inputs = make_inputs(splits.test, _uses_pair(splits))
+    task = BinaryTask()
+    torch_inputs = tuple(torch.as_tensor(np.ascontiguousarray(a)) for a in inputs)
+
+    def run() -> np.ndarray:
+        return predict(model, task, torch_inputs, device=device, batch_size=batch_size)
+
+    where = Path(path)
+    how = (f"{spec['name']} from {where.parent.name}/{where.name}" if not fresh else
+           f"{spec['name']} as recorded in {where.parent.name}/{where.name}"
+           + (f" with {changes}" if changes else "") + ", fresh weights (the trained ones are not kept)")
+    return BasePredictor(name, "architecture only" if fresh else "checkpoint", how, run)
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+
+
+def make_baseline_predictor(name: str, info: dict[str, Any], splits, seed: int = 42, threads: int = 1,
+                            device: str = "cpu") -> BasePredictor:
+    """A classical baseline of notebook 02 (``baselines.py``) refitted on the training split with the setting 02
+    recorded in its run card (chosen there on validation; nothing is chosen again), for timing its inference:
+    SVM / CNN classify-then-compare, 1-NN, logistic regression and LightGBM on pair features. The CNN's trained
+    weights are not kept by 02, so it is timed with its recorded architecture and fresh weights."""
+    from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn is slow to import
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    tr, te = splits.train, splits.test
+    use_pair = _uses_pair(splits)
+    vector = splits.kind == "vector"
+    kind = name.rsplit("/", 1)[-1].removeprefix("baseline_")     # "<stem>/baseline_<kind>" or "baseline_<kind>"
+    if kind in ("svm_compare", "cnn_compare") or (kind == "1nn" and str(info.get("mode", "")).startswith("class")):
+        if tr.ca is None or tr.cb is None:
+            return BasePredictor(name, "not rebuilt", "the pair files have no classes (ca/cb)")
+        img = make_class_images(tr.xa, tr.xb, tr.ca, tr.cb, tr.ida, tr.idb)
+        classes = np.unique(img.c)
+    if kind == "svm_compare":
+        from sklearn.svm import SVC  # deferred: scikit-learn is slow to import
+
+        svc = SVC(C=float(info["C"]), gamma=float(info["gamma"]), decision_function_shape="ovr")
+        clf = (make_pipeline(StandardScaler(), svc) if vector else svc).fit(_flat(img.x), img.c)
+        temp = float(info["temperature"])
+
+        def run() -> np.ndarray:
+            return compare_probs(_svm_scores(clf, te.xa), _svm_scores(clf, te.xb), temp)
+        return BasePredictor(name, "refit", f"RBF-SVM C={info['C']:g}, gamma={info['gamma']:.3g} refitted on the "
+                                            f"{len(img.x)} training images, T={temp:.3g}", run)
+    if kind == "cnn_compare":
+        torch.manual_seed(seed)
+        model = create_model("resnet", in_channels=int(img.x.shape[1]), layers=list(info["layers"]),
+                             width_mult=float(info["width_mult"]), feat_dim=CNNSettings().feat_dim,
+                             num_classes=len(classes)).eval()
+        task = MulticlassTask(len(classes))
+        temp = float(info["temperature"])
+        xa, xb = (torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (te.xa, te.xb))
+
+        def run() -> np.ndarray:
+            la = np.log(np.clip(predict(model, task, (xa,), device=device), 1e-12, None))
+            lb = np.log(np.clip(predict(model, task, (xb,), device=device), 1e-12, None))
+            return compare_probs(la, lb, temp)
+        return BasePredictor(name, "architecture only", f"ResNet {list(info['layers'])} ×{info['width_mult']:g} "
+                                                        "class CNN as recorded, fresh weights (02 keeps no weights)", run)
+    if kind == "1nn":
+        if str(info.get("mode", "")).startswith("class"):
+            ref = _flat(img.x)
+            mu, sd = ref.mean(0), np.where(ref.std(0) > 0, ref.std(0), 1.0)
+            scale = bool(info.get("standardized"))
+            ref_s = (ref - mu) / sd if scale else ref
+
+            def run() -> np.ndarray:
+                qa, qb = _flat(te.xa), _flat(te.xb)
+                if scale:
+                    qa, qb = (qa - mu) / sd, (qb - mu) / sd
+                return (img.c[nearest_rows(qa, ref_s)] == img.c[nearest_rows(qb, ref_s)]).astype(np.float64)
+            return BasePredictor(name, "refit", f"class of the nearest of {len(ref)} training images", run)
+        fwd, rev = _pair_rows(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
+        ref, y_ref = np.concatenate([fwd, rev]), np.concatenate([tr.y, tr.y])
+        mu, sd = ref.mean(0), np.where(ref.std(0) > 0, ref.std(0), 1.0)
+        scale = bool(info.get("standardized"))
+        ref_s = (ref - mu) / sd if scale else ref
+
+        def run() -> np.ndarray:
+            q = _pair_rows(te.xa, te.xb, te.extras.get("pair") if use_pair else None)[0]
+            return y_ref[nearest_rows((q - mu) / sd if scale else q, ref_s)].astype(np.float64)
+        return BasePredictor(name, "refit", f"label of the nearest of {len(fwd)} training pairs", run)
+    if kind in ("logreg", "lgbm"):
+        x_tr = make_pair_features(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
+        if kind == "logreg":
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=float(info["C"]), max_iter=2000,
+                                                                     random_state=seed)).fit(x_tr, tr.y)
+            how = f"logistic regression C={info['C']:g} refitted on the training pair features"
+        else:
+            import lightgbm as lgb  # deferred: only this baseline needs LightGBM
+
+            clf = lgb.LGBMClassifier(n_estimators=int(info["best_iteration"]), learning_rate=float(info["learning_rate"]),
+                                     num_leaves=int(info["num_leaves"]), subsample=0.8, subsample_freq=1,
+                                     colsample_bytree=0.8, random_state=seed, n_jobs=threads, verbose=-1).fit(x_tr, tr.y)
+            how = (f"LightGBM {info['best_iteration']} rounds, {info['num_leaves']} leaves refitted on the training "
+                   "pair features")
+
+        def run() -> np.ndarray:
+            return clf.predict_proba(make_pair_features(te.xa, te.xb, te.extras.get("pair") if use_pair else None))[:, 1]
+        return BasePredictor(name, "refit", how, run)
+    return BasePredictor(name, "not rebuilt", f"no rebuild rule for baseline {kind!r}")
+
+
+def check_agreement(p: BasePredictor, file_prob: np.ndarray) -> BasePredictor:
+    """Set ``p.agreement``: the share of test rows whose thresholded prediction equals the prediction file's."""
+    if p.predict is not None:
+        p.agreement = float(((np.asarray(p.predict()) >= 0.5) == (np.asarray(file_prob) >= 0.5)).mean())
+    return p

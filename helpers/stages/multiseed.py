@@ -5,13 +5,19 @@ A member takes its recipe from the notebook that reports it (`load_recipe`): the
 config stored in that notebook's scored checkpoint (widths, fusion, CBAM/SE, augmentation, epochs, learning
 rate), its loss from its run card, and for stage 2 the stage-1 weights 03 started from. Only the seed
 changes. Every member early-stops on pairs whose images it never trained on (the validation split, or a
-holdout of training source images), writes its folder (``config.json``, ``history.json``, ``metrics.json``,
-``predictions.npz``) and a prediction file for notebook 05. The spread is the seed standard deviation with a
-chi-square interval, set against the standard error of one model's accuracy; architectures are compared by
-a test that counts both the seed variance and the test split's own (with its independent unit)."""
+holdout of training source images), writes its folder (``config.json``, ``history.json`` and TensorBoard event
+files, ``metrics.json``, ``predictions.npz``, ``model.pt`` with the kept weights) and a prediction file for
+notebook 05. The spread is the seed standard deviation with a chi-square interval, set against the standard
+error of one model's accuracy; architectures are compared by a test that counts both the seed variance and the
+test split's own (with its independent unit).
+
+The search (M1's hyper-parameter search): an Optuna study over one recipe's learning rate, weight decay and
+width (`helpers.training.search`: TPE, a pruner fed by the loop's per-epoch validation accuracy, trials in
+worker processes sharing a SQLite file or a database), whose best configuration is re-run over the recipe's
+grid seeds and compared with the hand-set recipe per seed on the same test pairs, then across seeds
+(`evaluate_tuning_gain`), next to the seed sd."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -29,7 +35,7 @@ from scipy import stats as st
 from helpers.core import paths
 from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
-from helpers.core.io import atomic_savez, atomic_write_json, read_json
+from helpers.core.io import atomic_savez, atomic_torch_save, atomic_write_json, read_json
 from helpers.core.paths import unique_slugs
 from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs
 from helpers.data.predictions import write_predictions
@@ -39,15 +45,19 @@ from helpers.models.registry import create_model, list_models
 from helpers.training.checkpoints import read_checkpoint_file
 from helpers.training.config import TrainConfig
 from helpers.training.loop import predict, train_model
+from helpers.training.search import (evaluate_importance, load_recipe, make_data_fingerprint, make_trial_spec,
+                                     RECIPE_STEMS, run_study, StudyResult, width_value)
 from helpers.training.tasks import BinaryTask
 from helpers.training.workers import resolve_workers, run_in_workers, WorkerOutcome
 
 # What notebook 04 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["dataset_labels", "describe_answer", "describe_comparison", "describe_failures", "describe_spread",
-           "load_member_histories", "load_recipes", "make_answer_headline", "make_arch_summary", "make_claims_table",
-           "make_comparison_table", "make_comparison_view", "make_grid", "make_headline", "make_leakage_summary",
-           "make_metrics_view", "make_plan_table", "make_summary_view", "make_test_unit", "plot_member_curves",
-           "plot_seed_strip", "resolve_workers", "train_members"]
+__all__ = ["dataset_labels", "describe_answer", "describe_comparison", "describe_failures", "describe_search",
+           "describe_spread", "describe_tuning", "evaluate_tuning_gain", "handset_val_acc", "load_member_histories",
+           "load_recipes", "make_answer_headline", "make_arch_summary", "make_claims_table", "make_comparison_table",
+           "make_comparison_view", "make_grid", "make_headline", "make_importance_table", "make_leakage_summary",
+           "make_metrics_view", "make_plan_table", "make_search_card", "make_search_spec", "make_summary_view",
+           "make_test_unit", "make_trials_view", "make_tuned_grid", "make_tuned_strip", "make_tuning_view",
+           "plot_member_curves", "plot_search", "plot_seed_strip", "resolve_workers", "run_search", "train_members"]
 
 
 # M1 stage 3, validation accuracy per (family, seed), on the note's own 28x28 pair data.
@@ -57,10 +67,7 @@ NOTE_001_CLAIMS: dict[tuple[str, int], float] = {
     ("fusion", 42): 0.8538, ("fusion", 123): 0.8436, ("fusion", 456): 0.8439,
 }
 
-# The notebooks whose models 04 can retrain (their scored checkpoint holds the model spec and TrainConfig).
-RECIPE_STEMS = ("02_stage1", "03_stage2")
 EARLY_STOP_SPLITS = ("val", "source_holdout")
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 # Two single-seed runs of one recipe differ by up to z * sqrt(2) * sd from the seed alone (95%).
 _TWO_RUNS = float(st.norm.ppf(0.975) * math.sqrt(2))
 
@@ -94,48 +101,6 @@ class MemberSpec:
 
 
 # ----------------------------------------------------------------------------------- recipes
-def _read_card(path: Path) -> dict[str, Any]:
-    return read_json(path) if path.is_file() else {}
-
-
-def _scored_checkpoint(folder: Path) -> Path:
-    """The weights a notebook scored: ``best_<monitor>.pt`` per the dataset's run card (accuracy by default)."""
-    monitor = str(_read_card(folder / "config.json").get("training", {}).get("monitor", "accuracy"))
-    return folder / f"best_{monitor.removeprefix('val_')}.pt"
-
-
-def _stage1_start(run_dir: str | Path, label: str) -> Path:
-    """The stage-1 checkpoint notebook 03 started from (its run card), else 02's scored one in this run."""
-    recorded = _read_card(paths.upstream(run_dir, "03_stage2") / "config.json").get("stage1_checkpoints", {})
-    if isinstance(recorded, dict) and recorded.get(label) and Path(recorded[label]).is_file():
-        return Path(recorded[label])
-    return _scored_checkpoint(paths.upstream(run_dir, "02_stage1") / label)
-
-
-def load_recipe(run_dir: str | Path, stem: str, label: str) -> dict[str, Any]:
-    """How notebook ``stem`` trained the model it reports on dataset ``label`` in this run: the model spec and
-    TrainConfig of its scored checkpoint, the loss from its run card, and (03) the stage-1 start."""
-    folder = paths.upstream(run_dir, stem) / label
-    ckpt = _scored_checkpoint(folder)
-    if not ckpt.is_file():
-        raise WorkbookError(f"recipe {stem!r} for dataset {label!r}: no checkpoint {ckpt}. Notebook 04 retrains the "
-                            f"models {stem} reports: run it first in this run folder "
-                            f"(`python -m helpers run --only {stem[:2]} 04`)")
-    ck = read_checkpoint_file(ckpt)
-    spec, cfg = ck.get("model_spec"), ck.get("config")
-    if not isinstance(spec, dict) or "name" not in spec or not isinstance(cfg, dict):
-        raise WorkbookError(f"{ckpt}: no model_spec/config; expected a checkpoint written by train_model")
-    training = _read_card(folder / "config.json").get("training", {})
-    focal = str(training.get("loss_function", "")).lower().startswith("focal")
-    start = _stage1_start(run_dir, label) if stem == "03_stage2" else None
-    if start is not None and not start.is_file():
-        raise WorkbookError(f"recipe {stem!r} for dataset {label!r} starts from stage 1, but {start} does not exist")
-    return {"stem": stem, "model": spec["name"], "kwargs": dict(spec.get("kwargs") or {}),
-            "train": {k: v for k, v in cfg.items() if k in _TRAIN_FIELDS}, "loss": "focal" if focal else "bce",
-            "focal_alpha": float(training.get("focal_alpha", -1.0)), "focal_gamma": float(training.get("focal_gamma", 2.0)),
-            "checkpoint": str(ckpt), "start": str(start or "")}
-
-
 def load_recipes(run_dir: str | Path, label: str, architectures: dict[str, dict] | None) -> dict[str, dict]:
     """`load_recipe` of every notebook the architectures name (``{"recipe": "02_stage1"}``), by stem."""
     stems = sorted({e["recipe"] for e in (architectures or {}).values() if isinstance(e, dict) and e.get("recipe")})
@@ -456,6 +421,11 @@ def train_member(spec: MemberSpec | dict) -> dict[str, Any]:
     fit_data = (*[a[rows.fit] for a in make_inputs(tr, use_pair)], tr.y[rows.fit])
     result = train_model(model, task, train=fit_data, val=rows.stop_data, config=cfg, out_dir=out, device=spec.device)
     val_prob, test_prob = _write_member_predictions(spec, out, model, task, splits, rows)
+    # The kept weights (one file, not the loop's five checkpoints): notebook 05 times the ensemble's inference
+    # with the very models it stacks.
+    atomic_torch_save({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       "model_spec": getattr(model, "spec", None), "config": result.config,
+                       "epoch": result.best.get("monitor", {}).get("epoch")}, out / "model.pt")
     metrics = _member_metrics(spec, model_name, model, result, val_prob, test_prob, splits, rows, leakage, t0, cpu0)
     atomic_write_json(out / "metrics.json", metrics)
     _write_member_card(spec, out, model_name, kwargs, model, result, splits, rows, transfer, leakage)
@@ -481,7 +451,7 @@ def train_members(specs: Sequence[MemberSpec], workers: int = 0, timeout_s: floa
 
     # Stale results of an earlier run must not pass for this run's.
     for s in specs:
-        for f in ("metrics.json", "failed.json", "predictions.npz"):
+        for f in ("metrics.json", "failed.json", "predictions.npz", "model.pt"):
             (Path(s.out_dir) / f).unlink(missing_ok=True)
         Path(s.predictions_path).unlink(missing_ok=True)
     outcomes = run_in_workers(train_member, [asdict(s) for s in specs], n_workers, threads, timeout_s, report)
@@ -631,7 +601,7 @@ def make_comparison_view(comparison: pd.DataFrame) -> pd.DataFrame:
 def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
     """metrics.json as shown: p-values as text (never a rounded 0); the file keeps the numbers."""
     out = table.astype(object)
-    for key in out.index[out.index.str.endswith("p_vs_baseline")]:
+    for key in out.index[out.index.str.endswith(("p_vs_baseline", "tuned_vs_handset_p"))]:
         v = out.loc[key, "value"]
         out.loc[key, "value"] = _fmt_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
     return out
@@ -675,9 +645,11 @@ def describe_spread(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def describe_answer(summary: pd.DataFrame, comparison: pd.DataFrame, label: str) -> str:
-    """The notebook's answer in two to four sentences: the seed sd of each architecture with its interval,
-    one model's SE, what a single-seed difference is worth, and the architecture comparison's verdict."""
+def describe_answer(summary: pd.DataFrame, comparison: pd.DataFrame, label: str, tuning: dict[str, Any] | None = None,
+                    search: StudyResult | None = None, arch: str = "") -> str:
+    """The notebook's answer in two to five sentences: the seed sd of each architecture with its interval,
+    one model's SE, what a single-seed difference is worth, the architecture comparison's verdict and, with a
+    search, what tuning bought next to the seed sd."""
     ok = summary[summary["n_ok"] > 0]
     if ok.empty:
         return f"On {label} no member finished, so the seed spread could not be measured."
@@ -692,27 +664,45 @@ def describe_answer(summary: pd.DataFrame, comparison: pd.DataFrame, label: str)
     for r in comparison.itertuples():
         text += (f" {r.arch} vs {r.baseline}: {r.diff:+.4f} (95% interval {r.ci_low:+.4f} to {r.ci_high:+.4f}, "
                  f"counting seed and test-split noise), {r.verdict}.")
+    if tuning is not None and search is not None and tuning["n_seeds"] and best_is_handset(search):
+        text += (f" Tuning {arch or 'the recipe'} bought nothing: the best of {search.n_trials} Optuna trials over "
+                 f"learning rate, weight decay and width (chosen on validation) is the hand-set recipe itself (trial "
+                 f"{search.best_trial}), so its re-run over the {tuning['n_seeds']} seeds repeats the hand-set members.")
+    elif tuning is not None and search is not None and tuning["n_seeds"]:
+        sd = tuning["handset_sd"]
+        text += (f" Tuning {arch or 'the recipe'} ({search.n_trials} Optuna trials over learning rate, weight decay and "
+                 f"width, chosen on validation) and re-running the best configuration over the same "
+                 f"{tuning['n_seeds']} seeds changes test accuracy by {tuning['diff']:+.4f} (95% interval "
+                 f"{tuning['ci_low']:+.4f} to {tuning['ci_high']:+.4f}), {tuning['verdict']}")
+        text += (f" — {abs(tuning['diff']) / sd:.1f}× the hand-set recipe's seed sd of {sd:.4f}." if np.isfinite(sd) and sd > 0
+                 else ".")
     return text
 
 
-def make_answer_headline(summary: pd.DataFrame, comparison: pd.DataFrame) -> dict[str, float]:
-    """The two or three numbers the answer rests on."""
+def make_answer_headline(summary: pd.DataFrame, comparison: pd.DataFrame,
+                         tuning: dict[str, Any] | None = None, arch: str = "") -> dict[str, float]:
+    """The two or three numbers the answer rests on (with a search: the seed sd, the architecture difference
+    and what tuning bought)."""
     ok = summary[summary["n_ok"] > 1]
     out: dict[str, float] = {}
     if len(ok):
         r = ok.loc[ok["std_test_acc"].idxmax()]
-        out[f"largest seed sd ({r['arch']})"] = float(r["std_test_acc"])
-    if len(summary):
-        out["one model's SE over the unit"] = float(summary["unit_se"].mean())
+        out[f"largest seed sd ({r['arch']})"] = round(float(r["std_test_acc"]), 4)
+    if len(summary) and not (tuning and tuning["n_seeds"]):
+        out["one model's SE over the unit"] = round(float(summary["unit_se"].mean()), 4)
     if len(comparison):
         r = comparison.iloc[0]
-        out[f"{r['arch']} − {r['baseline']}"] = float(r["diff"])
+        out[f"{r['arch']} − {r['baseline']}"] = round(float(r["diff"]), 4)
+    if tuning and tuning["n_seeds"]:
+        out[f"{arch}_tuned − {arch} (test)"] = round(float(tuning["diff"]), 4)
     return out
 
 
-def make_headline(members: pd.DataFrame, summary: pd.DataFrame, comparison: pd.DataFrame | None = None) -> dict[str, Any]:
+def make_headline(members: pd.DataFrame, summary: pd.DataFrame, comparison: pd.DataFrame | None = None,
+                  search: StudyResult | None = None, tuning: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metrics.json block of one dataset: counts, per-architecture mean / sd with its interval, one
-    model's SE (binomial and over the unit), and each architecture's difference to the baseline."""
+    model's SE (binomial and over the unit), each architecture's difference to the baseline, and with a
+    search its numbers (`make_search_headline`)."""
     out: dict[str, Any] = {"n_members": int(len(members)), "n_failed": int((members["status"] != "ok").sum())}
     for _, r in summary.iterrows():
         out[r["arch"]] = {k: r[k] for k in ("mean_test_acc", "std_test_acc", "min_test_acc", "max_test_acc",
@@ -730,6 +720,8 @@ def make_headline(members: pd.DataFrame, summary: pd.DataFrame, comparison: pd.D
         out["unit_se"] = float(ok["unit_se"].astype(float).mean())
     if comparison is not None and len(comparison):
         out["baseline_arch"] = str(comparison["baseline"].iloc[0])
+    if search is not None and tuning is not None:
+        out.update(make_search_headline(search, tuning))
     return out
 
 
@@ -838,5 +830,370 @@ def plot_member_curves(histories: dict[str, list[dict]], members: pd.DataFrame,
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{m} (training pairs)" if m.startswith("train") else f"{m} ({where})", fontsize=9)
     axes[-1].legend(handles=[plt.Line2D([], [], color=colour[a], label=a) for a in archs], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -------------------------------------------------------------------------- the search (M1)
+def make_search_spec(arch: str, grid: dict[str, Sequence[int]], architectures: dict[str, dict] | None,
+                     recipes: dict[str, dict], dataset: str, label: str, run_dir: str | Path, out_dir: str | Path,
+                     n_trials: int, space: dict[str, Any] | None = None, seed: int = 42, device: str = "cpu",
+                     pruner: str = "median", max_epochs: int = 0, max_train: int = 0) -> dict[str, Any]:
+    """The trial spec (`helpers.training.search.make_trial_spec`) of a study over the recipe of grid architecture
+    ``arch``: its model, kwargs, TrainConfig and loss as its members train them (``max_epochs`` and ``max_train``
+    as the members), trials in ``out_dir/<label>/search/trials/``. TPE's random start-up (and the median
+    pruner's) is a quarter of the budget, between 2 and 10 trials."""
+    if arch not in grid:
+        raise WorkbookError(f"search_arch = {arch!r} is not an architecture of the grid ({', '.join(grid)})")
+    fields = _resolve_arch(arch, (architectures or {}).get(arch, {}), recipes, {})
+    if not fields["recipe"]:
+        raise WorkbookError(f"search_arch = {arch!r}: the search tunes a recipe of 02/03; give the architecture "
+                            "a 'recipe' entry")
+    train = dict(fields["train"])
+    if max_epochs:
+        train["epochs"] = min(int(train.get("epochs", max_epochs)), max_epochs)
+    recipe = {"stem": fields["recipe"], "model": fields["model"], "kwargs": fields["model_kwargs"], "train": train,
+              "loss": fields["loss"], "focal_alpha": fields["focal_alpha"], "focal_gamma": fields["focal_gamma"],
+              "start": fields["start_checkpoint"]}
+    splits = load_pair_dataset(dataset, run_dir, label=label)
+    return make_trial_spec(recipe, dataset, label, run_dir, Path(out_dir) / label / "search" / "trials", space,
+                           seed, device, pruner, n_startup_trials=min(10, max(2, int(n_trials) // 4)),
+                           data_fingerprint=make_data_fingerprint(splits), max_train=max_train)
+
+
+def run_search(spec: dict[str, Any], n_trials: int, out_dir: str | Path, arch: str, storage: str = "",
+               resume: str = "", workers: int = 0, verbose: bool = True) -> StudyResult:
+    """Run (or continue) the study of ``spec`` until it holds ``n_trials`` finished trials, in worker processes.
+
+    The study lives in ``out_dir/<label>/search/study.db`` (SQLite; kept, so a later run continues it with
+    ``resume``) unless ``storage`` names a database server shared by several machines; the trials table is
+    written beside it as ``trials.csv`` either way."""
+    folder = Path(out_dir) / spec["label"] / "search"
+    if resume and not Path(resume).expanduser().is_absolute():
+        resume = str(paths.PROJ_ROOT / resume)          # a path relative to the project, like reports/<run>/...
+    result = run_study(spec, storage or folder / "study.db", f"{spec['label']}_{unique_slugs([arch])[0]}", n_trials,
+                       workers, resume_from=resume, verbose=verbose)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "study.json", {"study": result.name, "storage": result.storage, "path": result.path,
+                                              "spec": result.spec, "best_params": result.best_params,
+                                              "best_value": result.best_value, "best_trial": result.best_trial,
+                                              "n_trials": result.n_trials, "resumed_from": result.resumed_from,
+                                              "join": make_join_command(result)})
+    result.trials.to_csv(folder / "trials.csv", index=False)
+    return result
+
+
+def make_join_command(result: StudyResult) -> str:
+    """The command another machine runs to add trials to this study (docs in helpers/training/search.py)."""
+    return (f"python -m helpers.training.search --storage {result.storage} --study {result.name} --n-trials 20 "
+            f"--run-dir <the run folder on that machine> --out <a folder for its trials>")
+
+
+def make_importance_table(result: StudyResult, seed: int = 0) -> pd.DataFrame:
+    """Parameter importances (fANOVA over the completed trials) of the study; empty with fewer than three."""
+    import optuna  # deferred: optuna is slow to import; only the search section needs it
+
+    study = optuna.load_study(study_name=result.name, storage=result.storage)
+    return evaluate_importance(study, seed)
+
+
+def make_trials_view(result: StudyResult, n: int = 10) -> pd.DataFrame:
+    """The best ``n`` completed trials (validation accuracy, the parameters and what the width means)."""
+    t = result.trials
+    cols = ["number", "value", "lr", "weight_decay", "width", "width_value", "epochs_run", "seconds", "handset",
+            "worker"]
+    return (t[t["state"] == "COMPLETE"].sort_values(["value", "number"], ascending=[False, True])[cols].head(n)
+            .rename(columns={"value": "val_acc", "width": "width ×"}).set_index("number"))
+
+
+def make_handset_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's own (hand-set) values of the searched parameters."""
+    return {"lr": float(spec["train"].get("lr", float("nan"))),
+            "weight_decay": float(spec["train"].get("weight_decay", float("nan"))), "width": 1.0,
+            "width_value": width_value(spec["kwargs"])}
+
+
+def make_tuned_grid(result: StudyResult, arch: str, grid: dict[str, Sequence[int]], dataset: str,
+                    run_dir: str | Path, out_dir: str | Path, architectures: dict[str, dict] | None,
+                    recipes: dict[str, dict], label: str, **common: Any) -> list[MemberSpec]:
+    """Members ``<arch>_tuned_s<seed>``: the searched recipe at the study's best learning rate, weight decay and
+    width, trained with the seeds ``arch`` has in the grid (everything else as the grid's members)."""
+    entry = dict((architectures or {}).get(arch, {}))
+    best = result.best_kwargs
+    entry.update({k: best[k] for k in ("width_mult", "hidden") if k in best})
+    train = {**common.pop("train", {}), "lr": float(result.best_params["lr"]),
+             "weight_decay": float(result.best_params["weight_decay"])}
+    tuned = f"{arch}_tuned"
+    return make_grid({tuned: list(grid[arch])}, dataset, run_dir, out_dir, {tuned: entry}, label=label,
+                     recipes=recipes, train=train, **common)
+
+
+def evaluate_tuning_gain(members: pd.DataFrame, tuned: pd.DataFrame, arch: str, unit, n_boot: int = 2000,
+                         seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """The tuned recipe minus the hand-set one, on the same test rows.
+
+    Per seed (the same seed for both): `paired_test` of the two members' per-pair correctness over the data's
+    independent unit. Across seeds: the mean of the per-seed differences, with a standard error adding the
+    seed noise (the per-seed differences' variance / n) and the test split's (`paired_test` of the
+    seed-averaged per-pair correctness, over the unit); normal interval and p. Next to it, the seed sd of
+    each recipe. Returns ``per_seed`` (a table) and the summary numbers.
+    """
+    hand = members[(members["arch"] == arch) & (members["status"] == "ok")].set_index("seed")
+    tun = tuned[tuned["status"] == "ok"].set_index("seed")
+    seeds = [s for s in hand.index if s in tun.index]
+    rows, ca, cb = [], [], []
+    for s in seeds:
+        a, b = _correct_of(hand.loc[s, "folder"]), _correct_of(tun.loc[s, "folder"])
+        t = paired_test(a, b, unit, n_boot=n_boot, seed=seed)
+        rows.append({"seed": int(s), "handset_test_acc": float(a.mean()), "tuned_test_acc": float(b.mean()),
+                     "diff": t["diff"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"],
+                     "handset_val_acc": float(hand.loc[s, "val_acc"]), "tuned_val_acc": float(tun.loc[s, "val_acc"])})
+        ca.append(a)
+        cb.append(b)
+    per_seed = pd.DataFrame(rows, columns=["seed", "handset_test_acc", "tuned_test_acc", "diff", "ci_low", "ci_high",
+                                           "p_value", "handset_val_acc", "tuned_val_acc"])
+    out: dict[str, Any] = {"per_seed": per_seed, "n_seeds": len(seeds), "unit": getattr(unit, "name", "row")}
+    nan = float("nan")
+    out.update(diff=nan, ci_low=nan, ci_high=nan, p_value=nan, se_seed=nan, se_test=nan, verdict="no paired seeds",
+               handset_sd=nan, tuned_sd=nan, handset_mean=nan, tuned_mean=nan)
+    if not seeds:
+        return out
+    z = float(st.norm.ppf(0.975))
+    t = paired_test(np.mean(ca, 0), np.mean(cb, 0), unit, n_boot=n_boot, seed=seed)
+    se_test = (t["ci_high"] - t["ci_low"]) / (2 * z)
+    d = per_seed["diff"].to_numpy()
+    se_seed = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else nan
+    se = math.sqrt(se_test ** 2 + (se_seed ** 2 if np.isfinite(se_seed) else 0.0))
+    diff = float(d.mean())
+    p = float(2 * st.norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else nan)
+    if len(d) < 2:
+        p = nan      # one seed: no seed variance, so no test across seeds
+    acc_a, acc_b = per_seed["handset_test_acc"], per_seed["tuned_test_acc"]
+    out.update(diff=diff, ci_low=diff - z * se, ci_high=diff + z * se, p_value=p, se_seed=se_seed, se_test=se_test,
+               handset_mean=float(acc_a.mean()), tuned_mean=float(acc_b.mean()),
+               handset_sd=float(acc_a.std(ddof=1)) if len(d) > 1 else nan,
+               tuned_sd=float(acc_b.std(ddof=1)) if len(d) > 1 else nan,
+               verdict=_verdict(diff, p, alpha).replace("better", "tuned better").replace("worse", "tuned worse"))
+    return out
+
+
+def make_tuned_strip(members: pd.DataFrame, tuned: pd.DataFrame, arch: str) -> pd.DataFrame:
+    """The hand-set members of ``arch`` and the tuned ones in one table, for `plot_seed_strip`."""
+    return pd.concat([members[members["arch"] == arch], tuned], ignore_index=True)
+
+
+def _correct_of(folder: str | Path) -> np.ndarray:
+    with np.load(Path(folder) / "predictions.npz") as z:
+        return ((z["test_prob"] >= 0.5) == z["test_y"]).astype(np.float64)
+
+
+def make_tuning_view(gain: dict[str, Any]) -> pd.DataFrame:
+    """Per seed and across seeds: hand-set and tuned test accuracy, the paired difference, its interval and p."""
+    df = gain["per_seed"].copy()
+    df["p"] = [_fmt_p(p) for p in df["p_value"]]
+    across = {"seed": "across seeds", "handset_test_acc": gain["handset_mean"], "tuned_test_acc": gain["tuned_mean"],
+              "diff": gain["diff"], "ci_low": gain["ci_low"], "ci_high": gain["ci_high"], "p_value": gain["p_value"],
+              "p": _fmt_p(gain["p_value"]) if np.isfinite(gain["p_value"]) else "n/a (one seed)",
+              "handset_val_acc": df["handset_val_acc"].mean(), "tuned_val_acc": df["tuned_val_acc"].mean()}
+    df = pd.concat([df.astype({"seed": object}), pd.DataFrame([across])], ignore_index=True)
+    return df.drop(columns=["p_value"]).set_index("seed")
+
+
+def handset_val_acc(members: pd.DataFrame, arch: str, seed: int) -> float:
+    """Validation accuracy of the hand-set recipe's member trained with the search's seed (NaN when none)."""
+    r = members[(members["arch"] == arch) & (members["seed"] == seed) & (members["status"] == "ok")]
+    return float(r["val_acc"].iloc[0]) if len(r) else float("nan")
+
+
+def make_search_card(result: StudyResult) -> dict[str, Any]:
+    """The run card's record of a study: where it lives, how to continue or join it, sampler, pruner, space,
+    budget and outcome, and the best configuration."""
+    spec = result.spec
+    return {"study": result.name, "storage": result.storage, "study_file": result.path or None,
+            "resumed_from": result.resumed_from or None, "join_from_another_machine": make_join_command(result),
+            "sampler": f"TPE (Optuna), seeded {spec['seed']} + 1000 × worker, {spec['n_startup_trials']} random start-up trials",
+            "pruner": spec["pruner"], "objective": "best validation accuracy of the recipe trained on the training "
+            "split (the test split is never read)", "space": spec["space"], "recipe": spec["recipe"],
+            "trial_seed": spec["seed"], "budget": result.n_budget, "n_trials": result.n_trials,
+            "n_complete": result.n_complete, "n_pruned": result.n_pruned, "n_failed": result.n_failed,
+            "workers": result.workers, "threads_per_worker": result.threads, "seconds": round(result.seconds, 1),
+            "best_trial": result.best_trial, "best_value": result.best_value, "best_params": result.best_params,
+            "best_kwargs": result.best_kwargs, "trials_dir": spec["trials_dir"]}
+
+
+def describe_search(result: StudyResult, members: pd.DataFrame | None = None, arch: str = "") -> str:
+    """The study in a few sentences: trials (complete, pruned, failed), workers, time, the best configuration
+    next to the hand-set one, and why the best validation accuracy is optimistic."""
+    handset = make_handset_config(result.spec)
+    handset_val = handset_val_acc(members, arch, result.spec["seed"]) if members is not None else None
+    t = result.trials
+    enq = t[t["handset"].fillna(False).astype(bool) & (t["state"] == "COMPLETE")] if "handset" in t else t.iloc[:0]
+    pr = {"median": "the median rule", "halving": "successive halving", "none": "no pruner"}[result.spec["pruner"]]
+    bp = result.best_params
+    text = (f"Study {result.name!r}: {result.n_trials} finished trials ({result.n_complete} completed, "
+            f"{result.n_pruned} pruned by {pr} on the per-epoch validation accuracy"
+            + (f", {result.n_failed} failed" if result.n_failed else "")
+            + (f"; {result.n_before} of them continued from {result.resumed_from}" if result.n_before else "")
+            + f"), run on {max(result.workers, 1)} worker process(es) in {result.seconds:.0f} s. "
+            f"Best: trial {result.best_trial}, validation accuracy {result.best_value:.4f} at lr {bp['lr']:.2e}, "
+            f"weight decay {bp['weight_decay']:.2e}, width ×{bp['width']:g} ({width_value(result.best_kwargs)}); "
+            f"the hand-set recipe uses lr {handset['lr']:.2e}, weight decay {handset['weight_decay']:.2e}, width "
+            f"{handset['width_value']}")
+    if len(enq):
+        text += f" (trial {int(enq['number'].iloc[0])}, enqueued: validation accuracy {float(enq['value'].iloc[0]):.4f})"
+    elif handset_val is not None and np.isfinite(handset_val):
+        text += f" (validation accuracy {handset_val:.4f} with the search's seed)"
+    return text + (". The best validation accuracy is the maximum over the trials on the split they were chosen "
+                   "on, so it flatters the winner; the re-run over the grid's seeds, scored on the untouched test "
+                   "split, is the fair measure.")
+
+
+def best_is_handset(result: StudyResult) -> bool:
+    """Whether the study's best trial is the enqueued hand-set recipe (then the tuned re-run repeats it)."""
+    t = result.trials
+    if "handset" not in t or not len(t):
+        return False
+    best = t[t["number"] == result.best_trial]
+    return bool(len(best) and best["handset"].fillna(False).astype(bool).iloc[0])
+
+
+def describe_tuning(gain: dict[str, Any], arch: str, result: StudyResult | None = None) -> str:
+    """Tuned minus hand-set, across seeds with its interval, set against the seed sd."""
+    if not gain["n_seeds"]:
+        return f"No seed finished for both {arch} and {arch}_tuned: no comparison."
+    if result is not None and best_is_handset(result):
+        return (f"The study's best configuration is the hand-set recipe itself (trial {result.best_trial}): "
+                f"{arch}_tuned repeats {arch} with the same seeds, so the difference is {gain['diff']:+.4f} by "
+                f"construction and tuning bought nothing over the hand-set values in {result.n_trials} trials.")
+    sd = gain["handset_sd"]
+    ratio = abs(gain["diff"]) / sd if np.isfinite(sd) and sd > 0 else float("nan")
+    text = (f"{arch}_tuned − {arch} over {gain['n_seeds']} seed(s), on the same test pairs: {gain['diff']:+.4f} "
+            f"(95% interval {gain['ci_low']:+.4f} to {gain['ci_high']:+.4f}, counting seed noise and the test "
+            f"split's over {gain['unit']}s), {gain['verdict']}. Test accuracy {gain['handset_mean']:.4f} → "
+            f"{gain['tuned_mean']:.4f}; ")
+    if np.isfinite(sd):
+        text += (f"the seed sd is {sd:.4f} hand-set and {gain['tuned_sd']:.4f} tuned, so the gain is "
+                 f"{ratio:.1f}× the hand-set recipe's seed sd.")
+    else:
+        text += "one seed: no seed sd to compare with."
+    return text
+
+
+def make_search_headline(result: StudyResult, gain: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json keys of the search and the tuned re-run."""
+    bp = result.best_params
+    sd = gain["handset_sd"]
+    return {"search_n_trials": result.n_trials, "search_n_complete": result.n_complete,
+            "search_n_pruned": result.n_pruned, "search_n_failed": result.n_failed,
+            "search_best_val_acc": result.best_value, "search_best_trial": result.best_trial,
+            "search_best_lr": float(bp["lr"]), "search_best_weight_decay": float(bp["weight_decay"]),
+            "search_best_width": float(bp["width"]), "search_seconds": result.seconds,
+            "search_workers": result.workers, "tuned_n_seeds": gain["n_seeds"],
+            "tuned_mean_test_acc": gain["tuned_mean"], "handset_mean_test_acc": gain["handset_mean"],
+            "tuned_vs_handset_diff": gain["diff"], "tuned_vs_handset_ci_low": gain["ci_low"],
+            "tuned_vs_handset_ci_high": gain["ci_high"], "tuned_vs_handset_p": gain["p_value"],
+            "tuned_vs_handset_se_seed": gain["se_seed"], "tuned_vs_handset_se_test": gain["se_test"],
+            "handset_seed_sd": sd, "tuned_seed_sd": gain["tuned_sd"],
+            "tuned_gain_over_seed_sd": abs(gain["diff"]) / sd if np.isfinite(sd) and sd > 0 else float("nan")}
+
+
+def plot_optimization_history(trials: pd.DataFrame, reference: float | None = None, ax=None):
+    """Validation accuracy of every trial in trial order (pruned trials at the last value they reported), the
+    best so far as a step line, and the hand-set recipe's value as a dashed line when given."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.6))
+    t = trials.sort_values("number")
+    done, pruned = t[t["state"] == "COMPLETE"], t[t["state"] == "PRUNED"]
+    ax.scatter(done["number"], done["value"], s=22, color="tab:blue", label="completed", zorder=3)
+    if len(pruned):
+        ax.scatter(pruned["number"], pruned["last_value"], s=22, marker="x", color="tab:gray",
+                   label="pruned (last reported)", zorder=3)
+    hand = t[t["handset"].fillna(False).astype(bool)] if "handset" in t else t.iloc[:0]
+    if len(hand):
+        ax.scatter(hand["number"], hand["value"].fillna(hand["last_value"]), s=90, marker="*", color="tab:orange",
+                   label="hand-set recipe (enqueued)", zorder=4)
+    if len(done):
+        best = done.set_index("number")["value"].reindex(t["number"]).ffill().cummax()
+        ax.step(best.index, best.to_numpy(), where="post", color="tab:red", lw=1.5, label="best so far")
+    if reference is not None and np.isfinite(reference):
+        ax.axhline(reference, ls="--", color="black", lw=1, label="hand-set member, same seed")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title("Optimisation history", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax.figure
+
+
+def plot_param_importances(importance: pd.DataFrame, ax=None):
+    """Horizontal bars: each searched parameter's importance (fANOVA share, completed trials)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 2.4))
+    if importance.empty:
+        ax.text(0.5, 0.5, "fewer than three completed trials:\nno importance", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8)
+    else:
+        df = importance.sort_values("importance")
+        ax.barh(df["parameter"], df["importance"], color="tab:blue")
+        for y, v in enumerate(df["importance"]):
+            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
+        ax.set_xlim(0, max(1.0, float(df["importance"].max()) * 1.15))
+    ax.set_xlabel("importance (fANOVA share of the variance)")
+    ax.set_title("Parameter importance", fontsize=10)
+    return ax.figure
+
+
+def plot_trial_curves(curves: pd.DataFrame, ax=None):
+    """Each trial's validation accuracy per epoch, as reported to the pruner: completed trials in blue, pruned
+    ones in grey ending where they were stopped."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    for (_, state), g in curves.groupby(["number", "state"]):
+        c = "tab:gray" if state == "PRUNED" else "tab:blue"
+        ax.plot(g["epoch"], g["value"], color=c, alpha=0.55 if state == "PRUNED" else 0.8, lw=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("Trials per epoch (grey: pruned)", fontsize=10)
+    return ax.figure
+
+
+def plot_lr_slice(trials: pd.DataFrame, ax=None):
+    """Validation accuracy of the completed trials against the learning rate (log axis), coloured by width."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    done = trials[trials["state"] == "COMPLETE"]
+    lw = np.log10(done["weight_decay"].astype(float))
+    size = 12 + 60 * (lw - lw.min()) / max(float(lw.max() - lw.min()), 1e-12)     # larger = more weight decay
+    for i, (w, g) in enumerate(done.groupby("width")):
+        ax.scatter(g["lr"], g["value"], s=size[g.index], color=f"C{i}", label=f"width ×{w:g}", alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (marker size: weight decay, log)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title("Completed trials by learning rate", fontsize=10)
+    if len(done):
+        ax.legend(fontsize=7)
+    return ax.figure
+
+
+def plot_search(result: StudyResult, importance: pd.DataFrame, reference: float | None = None, label: str = ""):
+    """The study on one figure: optimisation history, parameter importance, per-epoch curves, lr slice."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    plot_optimization_history(result.trials, reference, axes[0, 0])
+    plot_param_importances(importance, axes[0, 1])
+    plot_trial_curves(result.curves, axes[1, 0])
+    plot_lr_slice(result.trials, axes[1, 1])
+    fig.suptitle((f"{label}: " if label else "") + f"study {result.name}, {result.n_trials} trials "
+                 f"({result.n_pruned} pruned)", fontsize=11)
     fig.tight_layout()
     return fig

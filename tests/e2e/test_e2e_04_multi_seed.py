@@ -1,9 +1,12 @@
 """Notebook 04 in the smoke run: members retrain the models 02/03 report (their recipes), every member's
-folder and prediction file, the seed spread with its interval, and the comparison."""
+folder and prediction file, the seed spread with its interval, and the comparison; the Optuna study (its
+file, trials from every worker, each trial's history and TensorBoard files) and the tuned re-run against
+the hand-set recipe."""
 import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -114,3 +117,56 @@ def test_comparison_answer_figures_and_run_card(smoke_run):
     leak = card["dataset"]["data_leakage_prevention"][ds]
     assert leak["verdict"] == "passed" and leak["members_checked"] == m["n_members"]
     assert not any(leak["shared_totals"].values())
+
+
+def test_every_member_leaves_tensorboard_files_and_its_weights(smoke_run):
+    p = _params(smoke_run)
+    for folders in _member_dirs(smoke_run, p).values():
+        for folder in folders:
+            assert list(folder.glob("events.out.tfevents.*")) and (folder / "model.pt").is_file(), folder
+
+
+def test_search_study_trials_and_the_tuned_rerun(smoke_run):
+    m, p = read_metrics(smoke_run, STEM), _params(smoke_run)
+    if not p["search_trials"]:
+        pytest.skip("search_trials = 0 in this profile")
+    ds, arch = p["datasets"][0], p["search_arch"]
+    folder = smoke_run / STEM / ds / "search"
+    for f in ("study.db", "trials.csv", "study.json"):
+        assert (folder / f).is_file(), f                               # kept: the search can be continued
+    trials = pd.read_csv(folder / "trials.csv")
+    assert m["search_n_trials"] == p["search_trials"] == (trials["state"].isin(["COMPLETE", "PRUNED"])).sum()
+    assert m["search_n_complete"] + m["search_n_pruned"] == m["search_n_trials"]
+    assert trials["worker"].nunique() == m["search_workers"] >= 1     # every worker process ran trials
+    done = trials[trials["state"] == "COMPLETE"]
+    assert m["search_best_val_acc"] == pytest.approx(done["value"].max())
+    assert trials.loc[trials["number"] == 0, "handset"].item()          # the study starts from the hand-set recipe
+    assert m["search_best_val_acc"] >= trials.loc[trials["number"] == 0, "value"].item()
+    lo, hi = p["search_lr"]
+    assert trials["lr"].between(lo, hi).all() and set(trials["width"]) <= set(p["search_widths"])
+    for r in trials.itertuples():                                     # each trial: history and TensorBoard files
+        t = folder / "trials" / f"trial_{r.number:04d}"
+        assert (t / "history.json").is_file() and list(t.glob("events.out.tfevents.*")), t
+        assert len(json.loads((t / "history.json").read_text())) == r.epochs_run
+    # the best configuration re-run over the searched architecture's seeds, scored on the same test pairs
+    seeds = p["grid"][arch]
+    tuned = [smoke_run / STEM / ds / "members" / f"{arch}_tuned_s{s}" for s in seeds]
+    hand = [smoke_run / STEM / ds / "members" / f"{arch}_s{s}" for s in seeds]
+    assert m["tuned_n_seeds"] == len(seeds)
+    for t in tuned:
+        card = json.loads((t / "config.json").read_text())
+        assert card["training"]["lr"] == pytest.approx(m["search_best_lr"])
+        assert card["training"]["weight_decay"] == pytest.approx(m["search_best_weight_decay"])
+        assert list(t.glob("events.out.tfevents.*")) and (smoke_run / STEM / ds / "predictions" / f"{t.name}.npz").is_file()
+    diffs = [_metrics(t)["test_acc"] - _metrics(h)["test_acc"] for t, h in zip(tuned, hand)]
+    assert m["tuned_vs_handset_diff"] == pytest.approx(np.mean(diffs))
+    assert m["tuned_vs_handset_ci_low"] <= m["tuned_vs_handset_diff"] <= m["tuned_vs_handset_ci_high"]
+    assert m["handset_seed_sd"] == pytest.approx(np.std([_metrics(h)["test_acc"] for h in hand], ddof=1))
+    if len(seeds) > 1:
+        assert 0 < m["tuned_vs_handset_p"] <= 1
+    for f in (f"search_{ds}.png", f"tuned_strip_{ds}.png"):
+        assert (smoke_run / STEM / f).is_file(), f
+    card = json.loads((smoke_run / STEM / "config.json").read_text())["search"][ds]
+    assert card["study_file"] == str((folder / "study.db").resolve()) and "--study" in card["join_from_another_machine"]
+    assert card["n_trials"] == m["search_n_trials"] and len(card["tuned_members"]) == len(seeds)
+    assert "Tuning" in json.loads((smoke_run / STEM / "answer.json").read_text())["answer"]

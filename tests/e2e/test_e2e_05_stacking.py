@@ -1,5 +1,7 @@
 """Notebook 05 in the smoke run: headline numbers recomputed from the base models' prediction files, the fair
-references, the paired tests and the goal verdict from the interval of the error ratio."""
+references, the paired tests and the goal verdict from the interval of the error ratio; the distilled
+student (teacher targets on validation pairs only, its folder and TensorBoard files, its paired tests and the
+share of the gain it keeps) and the ensemble's inference timed against the student's."""
 import json
 
 import numpy as np
@@ -80,3 +82,48 @@ def test_report_answer_figures_and_run_card(smoke_run):
     answer = json.loads((smoke_run / STEM / "answer.json").read_text())
     assert m["goal_verdict"].upper() in answer["answer"] and "Holm" in answer["answer"]
     assert "p = 0 " not in answer["answer"] and "p = 0.0 " not in answer["answer"] and 2 <= len(answer["headline"]) <= 3
+
+
+def test_distilled_student_against_the_teacher_and_the_inference_cost(smoke_run):
+    m, p = read_metrics(smoke_run, STEM), _params(smoke_run)
+    if not p["distill"]:
+        pytest.skip("distill = False in this profile")
+    ds = p["datasets"][0]
+    folder = smoke_run / STEM / ds / "students"
+    val_y = np.load(smoke_run / "00_data_audit" / "digit_pairs" / "val.npz")["y"]
+    with np.load(folder / "soft_targets.npz") as z:                   # teacher targets: validation pairs only
+        soft = z["val_teacher_prob"]
+    assert soft.shape == val_y.shape and ((soft >= 0) & (soft <= 1)).all()
+    acc = {}
+    for name in ("distilled", "undistilled"):
+        f = folder / name
+        for g in ("history.json", "model.pt", "predictions.npz", "config.json", "metrics.json"):
+            assert (f / g).is_file(), f / g
+        assert list(f.glob("events.out.tfevents.*"))                  # TensorBoard beside history.json
+        card = json.loads((f / "config.json").read_text())
+        assert card["dataset"]["data_leakage_prevention"]["verdict"].startswith("passed")
+        assert card["model"]["recipe"] == "03_stage2" and card["model"]["pretrained"]
+        with np.load(f / "predictions.npz") as z:
+            acc[name] = ((z["test_prob"] >= 0.5) == z["test_y"]).mean()
+            assert set(z["stop_rows"]).isdisjoint(z["fit_val_rows"])
+        assert card["task"]["soft_weight"] == (p["distill_soft_weight"] if name == "distilled" else 0.0)
+    assert m["student_test_acc"] == pytest.approx(acc["distilled"]) and m["undistilled_test_acc"] == pytest.approx(acc["undistilled"])
+    assert m["teacher_test_acc"] == pytest.approx(m["stacking_test_acc"])
+    assert m["student_vs_undistilled_diff"] == pytest.approx(acc["distilled"] - acc["undistilled"])
+    for k in ("student_vs_teacher_p", "student_vs_best_single_p", "student_vs_undistilled_p"):
+        assert 0 < m[k] <= 1, k
+    gain = m["stacking_test_acc"] - m["best_single_test_acc"]
+    if gain > 0:
+        assert m["gain_kept"] == pytest.approx((m["student_test_acc"] - m["best_single_test_acc"]) / gain)
+    else:
+        assert m["gain_kept"] is None                                  # nothing to keep: reported as missing
+    assert m["student_samples_per_s"] > 0 and m["ensemble_samples_per_s"] > 0
+    assert m["student_speedup"] == pytest.approx(m["student_samples_per_s"] / m["ensemble_samples_per_s"])
+    assert m["ensemble_models_timed"] == m["n_base_models"]              # every base model was rebuilt and timed
+    steps = (smoke_run / STEM / f"inference_steps_{ds}.csv").read_text().splitlines()
+    assert len(steps) == 1 + m["n_base_models"] + 1                      # header, base models, the meta-learner
+    assert (smoke_run / STEM / f"distillation_{ds}.png").is_file()
+    card = json.loads((smoke_run / STEM / "config.json").read_text())["distillation"][ds]
+    assert "out-of-fold" in card["teacher"] and card["inference"]["base_models"] == m["n_base_models"]
+    answer = json.loads((smoke_run / STEM / "answer.json").read_text())["answer"]
+    assert "student" in answer and "faster" in answer

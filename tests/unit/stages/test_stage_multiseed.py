@@ -14,12 +14,14 @@ from helpers.data.predictions import load_base_predictions
 from helpers.evaluation.stacking import check_no_leakage, make_split_keys
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
-from helpers.stages.multiseed import (_Rows, _split_rows, describe_answer, describe_comparison, describe_failures,
-                                      describe_spread, evaluate_member_leakage, load_recipes, make_answer_headline,
-                                      make_arch_summary, make_claims_table, make_comparison_table,
-                                      make_comparison_view, make_grid, make_metrics_view,
-                                      make_headline, make_leakage_summary, make_plan_table, make_source_holdout,
-                                      make_summary_view, MemberSpec, plot_member_curves, plot_seed_strip,
+from helpers.stages.multiseed import (best_is_handset, _Rows, _split_rows, describe_answer, describe_comparison, describe_failures,
+                                      describe_search, describe_spread, describe_tuning, evaluate_member_leakage,
+                                      evaluate_tuning_gain, load_recipes, make_answer_headline, make_arch_summary,
+                                      make_claims_table, make_comparison_table, make_comparison_view, make_grid,
+                                      make_headline, make_importance_table, make_leakage_summary, make_metrics_view,
+                                      make_plan_table, make_search_card, make_search_spec, make_source_holdout,
+                                      make_summary_view, make_trials_view, make_tuned_grid, make_tuning_view,
+                                      MemberSpec, plot_member_curves, plot_search, plot_seed_strip, run_search,
                                       sd_interval, train_member, train_members)
 from helpers.training.config import TrainConfig
 
@@ -273,8 +275,11 @@ def test_members_train_in_workers_write_their_folders_and_survive_a_crash(tmp_pa
     table = train_members(specs, workers=2, verbose=False)
     assert table["status"].tolist() == ["ok", "failed"]
     ok = run / "04_multi_seed" / "pairs" / "members" / "r_s1"
-    for f in ("config.json", "history.json", "metrics.json", "predictions.npz"):
+    for f in ("config.json", "history.json", "metrics.json", "predictions.npz", "model.pt"):
         assert (ok / f).is_file(), f
+    assert list(ok.glob("events.out.tfevents.*"))                      # TensorBoard beside history.json
+    kept = torch.load(ok / "model.pt", weights_only=True)
+    assert kept["model_spec"]["name"] == "siamese_resnet" and "model_state_dict" in kept
     metrics = json.loads((ok / "metrics.json").read_text())
     assert metrics["test_ci_low"] <= metrics["test_acc"] <= metrics["test_ci_high"] and metrics["n_test"] == 40
     assert metrics["unit"] == "source image" and metrics["early_stop_split"] == "val"
@@ -328,3 +333,125 @@ def test_a_member_on_vector_pairs_with_pair_features_runs_inline(tmp_path):
     assert card["model"]["kwargs"] == {"in_features": 6, "fusion": "concat", "pair_dim": 3}
     with np.load(tmp_path / "out" / "scenes" / "predictions" / "r_s3.npz") as z:
         assert z["train_keys"].shape == (64,)
+
+
+# ------------------------------------------------------------------------------- the search
+def _study_result(spec, values=(0.7, 0.8, 0.75, 0.6), states=("COMPLETE", "COMPLETE", "PRUNED", "COMPLETE")):
+    from helpers.training.search import StudyResult
+
+    trials = pd.DataFrame({"number": range(len(values)), "state": list(states), "value": [
+        v if s == "COMPLETE" else None for v, s in zip(values, states)],
+        "lr": [1e-3, 3e-3, 1e-4, 5e-3], "weight_decay": [1e-4, 2e-5, 1e-3, 1e-5], "width": [1.0, 2.0, 0.5, 1.0],
+        "width_value": [0.125, 0.25, 0.0625, 0.125], "epochs_run": [2, 2, 1, 2], "pruned_at": [None, None, 1, None],
+        "seconds": [1.0] * 4, "last_value": list(values), "handset": [True, False, False, False],
+        "worker": ["h:1", "h:2", "h:1", "h:2"], "folder": [""] * 4})
+    curves = pd.DataFrame({"number": [0, 0, 1, 1, 2, 3, 3], "state": ["COMPLETE"] * 4 + ["PRUNED"] + ["COMPLETE"] * 2,
+                           "epoch": [1, 2, 1, 2, 1, 1, 2], "value": [0.6, 0.7, 0.7, 0.8, 0.75, 0.5, 0.6]})
+    return StudyResult("pairs_stage1", "sqlite:////x/study.db", "/x/study.db", spec, trials, curves,
+                       {"lr": 3e-3, "weight_decay": 2e-5, "width": 2.0}, 0.8, 1, 0, 4, 2, 1)
+
+
+def test_search_spec_follows_the_recipe_and_the_tuned_members_take_the_best_configuration(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs"
+    data.mkdir()
+    _tiny_pairs(data, rng)
+    run, _ = _fake_run(tmp_path)
+    arch = {"stage1": {"recipe": "02_stage1"}, "stage2": {"recipe": "03_stage2"}}
+    recipes = load_recipes(run, "pairs", arch)
+    grid = {"stage1": [1, 2], "stage2": [1]}
+    spec = make_search_spec("stage1", grid, arch, recipes, str(data), "pairs", run, run / "04", n_trials=12,
+                            space={"width": [0.5, 2.0]}, seed=7, max_epochs=1)
+    assert spec["model"] == "stage1_fusion_cbam" and spec["kwargs"]["width_mult"] == 0.125 and spec["loss"] == "bce"
+    assert spec["train"]["epochs"] == 1 and spec["train"]["lr"] == 3e-3 and spec["seed"] == 7
+    assert spec["space"] == {"lr": [1e-4, 1e-2], "weight_decay": [1e-5, 1e-3], "width": [0.5, 2.0]}
+    assert spec["n_startup_trials"] == 3 and spec["trials_dir"].endswith("04/pairs/search/trials") and spec["data"]
+    with pytest.raises(WorkbookError, match="not an architecture of the grid"):
+        make_search_spec("nope", grid, arch, recipes, str(data), "pairs", run, run / "04", 4)
+    res = _study_result(spec)
+    tuned = make_tuned_grid(res, "stage1", grid, str(data), run, run / "04", arch, recipes, "pairs",
+                            early_stop_split="val", train={"epochs": 1})
+    assert [s.name for s in tuned] == ["stage1_tuned_s1", "stage1_tuned_s2"] and tuned[0].arch == "stage1_tuned"
+    assert tuned[0].model_kwargs["width_mult"] == 0.25 and tuned[0].train["lr"] == 3e-3
+    assert tuned[0].train["weight_decay"] == 2e-5 and tuned[0].train["epochs"] == 1 and tuned[0].recipe == "02_stage1"
+    assert tuned[0].predictions_path.endswith("04/pairs/predictions/stage1_tuned_s1.npz")
+    card = make_search_card(res)
+    assert card["best_params"]["width"] == 2.0 and "--study pairs_stage1" in card["join_from_another_machine"]
+    view = make_trials_view(res)
+    assert list(view.index) == [1, 0, 3] and view.iloc[0]["val_acc"] == 0.8      # completed trials, best first
+
+
+def test_a_real_search_runs_in_a_worker_and_writes_its_study_file(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs"
+    data.mkdir()
+    _tiny_pairs(data, rng)
+    run, _ = _fake_run(tmp_path)
+    arch = {"stage1": {"recipe": "02_stage1"}}
+    spec = make_search_spec("stage1", {"stage1": [1]}, arch, load_recipes(run, "pairs", arch), str(data), "pairs",
+                            run, run / "04", n_trials=2, max_epochs=1)
+    res = run_search(spec, 2, run / "04", "stage1", workers=1, verbose=False)
+    folder = run / "04" / "pairs" / "search"
+    assert (folder / "study.db").is_file() and (folder / "trials.csv").is_file() and res.n_trials == 2
+    assert json.loads((folder / "study.json").read_text())["best_trial"] == res.best_trial
+    assert len(list((folder / "trials").glob("trial_*/events.out.tfevents.*"))) == 2
+    imp = make_importance_table(res)
+    assert imp.empty                                  # fewer than three completed trials: no importance
+
+
+def test_tuning_gain_is_paired_per_seed_then_combined_across_seeds(tmp_path):
+    m = _members_on_disk(tmp_path, {"s1": [0.80, 0.82, 0.81], "s1_tuned": [0.86, 0.87, 0.88]})
+    hand, tuned = m[m["arch"] == "s1"], m[m["arch"] == "s1_tuned"]
+    g = evaluate_tuning_gain(m, tuned, "s1", ROWS, n_boot=300)
+    per = g["per_seed"]
+    assert per["seed"].tolist() == [0, 1, 2] and per["diff"].tolist() == pytest.approx([0.06, 0.05, 0.07], abs=1e-9)
+    assert g["diff"] == pytest.approx(0.06, abs=1e-9) and g["ci_low"] < 0.06 < g["ci_high"]
+    assert g["se_seed"] == pytest.approx(np.std([0.06, 0.05, 0.07], ddof=1) / np.sqrt(3), rel=1e-6)
+    assert g["ci_high"] - g["ci_low"] == pytest.approx(2 * 1.959964 * np.hypot(g["se_seed"], g["se_test"]), rel=1e-4)
+    assert g["handset_sd"] == pytest.approx(0.01) and g["verdict"].startswith("tuned better")
+    text = describe_tuning(g, "s1")
+    assert "s1_tuned − s1 over 3 seed(s)" in text and "seed sd" in text and "× the hand-set" in text
+    view = make_tuning_view(g)
+    assert view.index[-1] == "across seeds" and view.loc["across seeds", "diff"] == pytest.approx(0.06, abs=1e-9)
+    # no paired seed: nothing to test; one seed: no seed variance, so no p across seeds
+    assert evaluate_tuning_gain(m, tuned.assign(seed=tuned["seed"] + 10), "s1", ROWS)["n_seeds"] == 0
+    one = evaluate_tuning_gain(m, tuned[tuned["seed"] == 0], "s1", ROWS)
+    assert one["n_seeds"] == 1 and np.isnan(one["p_value"]) and one["verdict"].startswith("not testable")
+    head = make_headline(hand, make_arch_summary(hand), search=_study_result({"pruner": "median", "kwargs": {
+        "width_mult": 0.125}, "train": {"lr": 1e-3, "weight_decay": 5e-4}, "seed": 42}), tuning=g)
+    assert head["tuned_vs_handset_diff"] == pytest.approx(0.06, abs=1e-9) and head["search_n_trials"] == 4
+    assert head["search_n_pruned"] == 1 and head["search_best_val_acc"] == 0.8
+    shown = make_metrics_view(pd.DataFrame({"value": [1e-30]}, index=["tuned_vs_handset_p"]))
+    assert shown.loc["tuned_vs_handset_p", "value"] == "p < 1e-16"
+    s = make_arch_summary(hand)
+    ans = describe_answer(s, make_comparison_table(hand, ROWS), "tiny", g, _study_result({}), "s1")
+    assert "Tuning s1 (4 Optuna trials" in ans and "seed sd" in ans
+    assert len(make_answer_headline(s, make_comparison_table(hand, ROWS), g, "s1")) <= 3
+    # The study's best is the enqueued hand-set trial: the re-run repeats it, and the text says so.
+    from dataclasses import replace
+
+    handset_best = replace(_study_result({}), best_trial=0)
+    assert best_is_handset(handset_best) and not best_is_handset(_study_result({}))
+    assert "hand-set recipe itself (trial 0)" in describe_tuning(g, "s1", handset_best)
+    ans = describe_answer(s, make_comparison_table(hand, ROWS), "tiny", g, handset_best, "s1")
+    assert "Tuning s1 bought nothing" in ans and "× the hand-set" not in ans
+
+
+def test_search_figure_and_description():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    spec = {"pruner": "median", "kwargs": {"width_mult": 0.125}, "train": {"lr": 1e-3, "weight_decay": 5e-4}, "seed": 1}
+    res = _study_result(spec)
+    fig = plot_search(res, pd.DataFrame({"parameter": ["lr", "width", "weight_decay"], "importance": [0.6, 0.3, 0.1]}),
+                      reference=0.72, label="tiny")
+    assert len(fig.axes) == 4 and "tiny" in fig._suptitle.get_text()
+    assert "Optimisation history" in fig.axes[0].get_title() and "importance" in fig.axes[1].get_title().lower()
+    fig = plot_search(res, pd.DataFrame(columns=["parameter", "importance"]))
+    assert "no importance" in fig.axes[1].texts[0].get_text()
+    members = pd.DataFrame({"arch": ["stage1"], "seed": [1], "status": ["ok"], "val_acc": [0.72]})
+    text = describe_search(res, members, "stage1")
+    assert "4 finished trials (3 completed, 1 pruned by the median rule" in text and "flatters" in text
+    assert "trial 0, enqueued: validation accuracy 0.7000" in text and "width ×2" in text
+    res.trials["handset"] = False
+    assert "validation accuracy 0.7200 with the search's seed" in describe_search(res, members, "stage1")
