@@ -303,17 +303,19 @@ def mean_sd_interval(values: Sequence[float], confidence: float = 0.95) -> dict[
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """mean(a) - mean(b) with a Welch t-interval (unequal variances); NaN with fewer than 2 values each."""
+    """mean(a) - mean(b) with a Welch t-interval and two-sided p (unequal variances; the unit is the training
+    run, one per seed); NaN with fewer than 2 values each."""
     x, y = np.asarray(a, float), np.asarray(b, float)
     if len(x) < 2 or len(y) < 2:
         return {"diff": float(x.mean() - y.mean()) if len(x) and len(y) else float("nan"),
-                "ci_low": float("nan"), "ci_high": float("nan")}
+                "ci_low": float("nan"), "ci_high": float("nan"), "p": float("nan")}
     va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1)) if se > 0 else len(x) + len(y) - 2
     half = float(_st.t.ppf(0.5 + confidence / 2, df) * se)
     d = float(x.mean() - y.mean())
-    return {"diff": d, "ci_low": d - half, "ci_high": d + half}
+    p = float(2 * _st.t.sf(abs(d) / se, df)) if se > 0 else float(d == 0)
+    return {"diff": d, "ci_low": d - half, "ci_high": d + half, "p": p}
 
 
 def make_seed_table(results: Sequence[dict]):
@@ -352,7 +354,7 @@ def summarize_seeds(seed_table, results: Sequence[dict]) -> dict[str, Any]:
         out.update({"runner_up": str(second["model"]), "runner_up_mean": float(second["val_combined_mean"]),
                     "runner_up_sd": float(second["val_combined_sd"]),
                     "best_minus_runner_up": d["diff"], "best_minus_runner_up_ci_low": d["ci_low"],
-                    "best_minus_runner_up_ci_high": d["ci_high"],
+                    "best_minus_runner_up_ci_high": d["ci_high"], "best_minus_runner_up_p": d["p"],
                     "best_model_separated": bool(d["ci_low"] > 0)})
     return out
 
@@ -554,6 +556,10 @@ def describe_per_s_ranking(table) -> str:
     return text
 
 
+def _p_text(p: float | None) -> str:
+    return "p not computable" if p is None or not math.isfinite(p) else f"p = {p:.2g}"
+
+
 def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
     """The ranking statement from the seed runs: the best model's mean ± sd and interval, and
     whether it is separated from the runner-up."""
@@ -567,11 +573,11 @@ def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
     if summary.get("runner_up"):
         r = summary["runner_up"]
         verdict = (f"{b} is ahead at {n} seeds" if summary["best_model_separated"] else
-                   f"the interval includes 0: {b} and {r} are not separated at {n} seeds")
+                   f"{b} and {r} are not separated at {n} seeds")
         text += (f" Runner-up {r}: {summary['runner_up_mean']:.3f} ± {summary['runner_up_sd']:.3f}. Difference "
                  f"{summary['best_minus_runner_up']:+.3f}, 95% Welch interval "
                  f"{_interval_text(summary['best_minus_runner_up_ci_low'], summary['best_minus_runner_up_ci_high'])}"
-                 f": {verdict}.")
+                 f" (Welch t-test over seeds, {_p_text(summary.get('best_minus_runner_up_p'))}): {verdict}.")
     return text
 
 
@@ -587,7 +593,8 @@ def describe_answer(seed_summary: dict, table) -> str:
         if s.get("runner_up"):
             text += (f"; {'ahead of' if s['best_model_separated'] else 'not separated from'} {s['runner_up']} "
                      f"(difference {s['best_minus_runner_up']:+.3f}, "
-                     f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])})")
+                     f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])}, Welch "
+                     f"t-test over seeds, {_p_text(s.get('best_minus_runner_up_p'))})")
         text += "."
     else:
         text = "No model was trained over several seeds, so no best backbone is claimed."

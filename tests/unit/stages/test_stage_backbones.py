@@ -153,6 +153,9 @@ def test_seed_statistics_and_the_ranking_statement():
     assert math.isnan(mean_sd_interval([1.0])["ci_low"])
     d = welch_interval([0.70, 0.66, 0.68], [0.50, 0.52, 0.54])
     assert d["diff"] == pytest.approx(0.16) and 0 < d["ci_low"] < 0.16 < d["ci_high"]
+    from scipy import stats
+
+    assert d["p"] == pytest.approx(stats.ttest_ind([0.70, 0.66, 0.68], [0.50, 0.52, 0.54], equal_var=False).pvalue)
     _, ft = _rows()
     seeds = make_seed_table(ft)
     assert list(seeds["model"][:2]) == ["convnext_tiny", "resnet18"] and list(seeds["n_seeds"]) == [3, 3, 1]
@@ -162,6 +165,7 @@ def test_seed_statistics_and_the_ranking_statement():
     assert s["best_model_ci_low"] < 0.68 < s["best_model_ci_high"] and s["best_model_separated"] is True
     text = describe_seeds(s, n_val=270, epochs=3)
     assert "convnext_tiny: 0.680 ± 0.020" in text and "ahead at 3 seeds" in text and "270 validation" in text
+    assert f"Welch t-test over seeds, p = {s['best_minus_runner_up_p']:.2g}" in text and s["best_minus_runner_up_p"] < 0.05
     close = ft[:3] + [_run("convnext_tiny", 1, 0.50), _run("resnet18", 1, 0.6)]
     s2 = summarize_seeds(make_seed_table(close), close)
     assert s2["best_model_separated"] is False
