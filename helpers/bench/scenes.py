@@ -31,7 +31,7 @@ KINDS = ("geometry", "appearance", "both")
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m helpers bench crops --kinds",
+    ap = argparse.ArgumentParser(prog="python -m helpers bench scenes",
                                  description="Training samples/s per epoch of stage 1 on geometry, appearance and "
                                              "both, side by side, on a profile's scene data.")
     ap.add_argument("--profile", default="default", help="params/<profile>/ of notebooks 01 and 02")
