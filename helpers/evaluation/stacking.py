@@ -747,87 +747,111 @@ def make_baseline_predictor(name: str, info: dict[str, Any], splits, seed: int =
     recorded in its run card (chosen there on validation; nothing is chosen again), for timing its inference:
     SVM / CNN classify-then-compare, 1-NN, logistic regression and LightGBM on pair features. The CNN's trained
     weights are not kept by 02, so it is timed with its recorded architecture and fresh weights."""
+    kind = name.rsplit("/", 1)[-1].removeprefix("baseline_")     # "<stem>/baseline_<kind>" or "baseline_<kind>"
+    by_class = kind in ("svm_compare", "cnn_compare") or (kind == "1nn" and str(info.get("mode", "")).startswith("class"))
+    if by_class:
+        tr = splits.train
+        if tr.ca is None or tr.cb is None:
+            return BasePredictor(name, "not rebuilt", "the pair files have no classes (ca/cb)")
+        img = make_class_images(tr.xa, tr.xb, tr.ca, tr.cb, tr.ida, tr.idb)
+        build = {"svm_compare": _svm_compare_predictor, "cnn_compare": _cnn_compare_predictor,
+                 "1nn": _class_1nn_predictor}[kind]
+        return build(name, info, splits, img, seed=seed, device=device)
+    if kind == "1nn":
+        return _pair_1nn_predictor(name, info, splits)
+    if kind in ("logreg", "lgbm"):
+        return _tabular_predictor(name, kind, info, splits, seed, threads)
+    return BasePredictor(name, "not rebuilt", f"no rebuild rule for baseline {kind!r}")
+
+
+def _svm_compare_predictor(name: str, info: dict[str, Any], splits, img, **_) -> BasePredictor:
+    from sklearn.pipeline import make_pipeline  # deferred: scikit-learn is slow to import
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    te = splits.test
+    svc = SVC(C=float(info["C"]), gamma=float(info["gamma"]), decision_function_shape="ovr")
+    clf = (make_pipeline(StandardScaler(), svc) if splits.kind == "vector" else svc).fit(_flat(img.x), img.c)
+    temp = float(info["temperature"])
+
+    def run() -> np.ndarray:
+        return compare_probs(_svm_scores(clf, te.xa), _svm_scores(clf, te.xb), temp)
+    return BasePredictor(name, "refit", f"RBF-SVM C={info['C']:g}, gamma={info['gamma']:.3g} refitted on the "
+                                        f"{len(img.x)} training images, T={temp:.3g}", run)
+
+
+def _cnn_compare_predictor(name: str, info: dict[str, Any], splits, img, seed: int = 42,
+                           device: str = "cpu") -> BasePredictor:
+    te, classes = splits.test, np.unique(img.c)
+    torch.manual_seed(seed)
+    model = create_model("resnet", in_channels=int(img.x.shape[1]), layers=list(info["layers"]),
+                         width_mult=float(info["width_mult"]), feat_dim=CNNSettings().feat_dim,
+                         num_classes=len(classes)).eval()
+    task = MulticlassTask(len(classes))
+    temp = float(info["temperature"])
+    xa, xb = (torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (te.xa, te.xb))
+
+    def run() -> np.ndarray:
+        la = np.log(np.clip(predict(model, task, (xa,), device=device), 1e-12, None))
+        lb = np.log(np.clip(predict(model, task, (xb,), device=device), 1e-12, None))
+        return compare_probs(la, lb, temp)
+    return BasePredictor(name, "architecture only", f"ResNet {list(info['layers'])} ×{info['width_mult']:g} "
+                                                    "class CNN as recorded, fresh weights (02 keeps no weights)", run)
+
+
+def _standardizer(ref: np.ndarray, scale: bool):
+    """(reference rows as searched, a function putting query rows on the same scale)."""
+    mu, sd = ref.mean(0), np.where(ref.std(0) > 0, ref.std(0), 1.0)
+    return ((ref - mu) / sd, lambda q: (q - mu) / sd) if scale else (ref, lambda q: q)
+
+
+def _class_1nn_predictor(name: str, info: dict[str, Any], splits, img, **_) -> BasePredictor:
+    te = splits.test
+    ref, on_scale = _standardizer(_flat(img.x), bool(info.get("standardized")))
+
+    def run() -> np.ndarray:
+        qa, qb = on_scale(_flat(te.xa)), on_scale(_flat(te.xb))
+        return (img.c[nearest_rows(qa, ref)] == img.c[nearest_rows(qb, ref)]).astype(np.float64)
+    return BasePredictor(name, "refit", f"class of the nearest of {len(ref)} training images", run)
+
+
+def _pair_1nn_predictor(name: str, info: dict[str, Any], splits) -> BasePredictor:
+    tr, te, use_pair = splits.train, splits.test, _uses_pair(splits)
+    fwd, rev = _pair_rows(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
+    y_ref = np.concatenate([tr.y, tr.y])
+    ref, on_scale = _standardizer(np.concatenate([fwd, rev]), bool(info.get("standardized")))
+
+    def run() -> np.ndarray:
+        q = _pair_rows(te.xa, te.xb, te.extras.get("pair") if use_pair else None)[0]
+        return y_ref[nearest_rows(on_scale(q), ref)].astype(np.float64)
+    return BasePredictor(name, "refit", f"label of the nearest of {len(fwd)} training pairs", run)
+
+
+def _tabular_predictor(name: str, kind: str, info: dict[str, Any], splits, seed: int,
+                       threads: int) -> BasePredictor:
+    """Logistic regression or LightGBM on the pair features, refitted with 02's recorded setting."""
     from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn is slow to import
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    tr, te = splits.train, splits.test
-    use_pair = _uses_pair(splits)
-    vector = splits.kind == "vector"
-    kind = name.rsplit("/", 1)[-1].removeprefix("baseline_")     # "<stem>/baseline_<kind>" or "baseline_<kind>"
-    if kind in ("svm_compare", "cnn_compare") or (kind == "1nn" and str(info.get("mode", "")).startswith("class")):
-        if tr.ca is None or tr.cb is None:
-            return BasePredictor(name, "not rebuilt", "the pair files have no classes (ca/cb)")
-        img = make_class_images(tr.xa, tr.xb, tr.ca, tr.cb, tr.ida, tr.idb)
-        classes = np.unique(img.c)
-    if kind == "svm_compare":
-        from sklearn.svm import SVC  # deferred: scikit-learn is slow to import
+    tr, te, use_pair = splits.train, splits.test, _uses_pair(splits)
+    x_tr = make_pair_features(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
+    if kind == "logreg":
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=float(info["C"]), max_iter=2000,
+                                                                 random_state=seed)).fit(x_tr, tr.y)
+        how = f"logistic regression C={info['C']:g} refitted on the training pair features"
+    else:
+        import lightgbm as lgb  # deferred: only this baseline needs LightGBM
 
-        svc = SVC(C=float(info["C"]), gamma=float(info["gamma"]), decision_function_shape="ovr")
-        clf = (make_pipeline(StandardScaler(), svc) if vector else svc).fit(_flat(img.x), img.c)
-        temp = float(info["temperature"])
+        clf = lgb.LGBMClassifier(n_estimators=int(info["best_iteration"]), learning_rate=float(info["learning_rate"]),
+                                 num_leaves=int(info["num_leaves"]), subsample=0.8, subsample_freq=1,
+                                 colsample_bytree=0.8, random_state=seed, n_jobs=threads, verbose=-1).fit(x_tr, tr.y)
+        how = (f"LightGBM {info['best_iteration']} rounds, {info['num_leaves']} leaves refitted on the training "
+               "pair features")
 
-        def run() -> np.ndarray:
-            return compare_probs(_svm_scores(clf, te.xa), _svm_scores(clf, te.xb), temp)
-        return BasePredictor(name, "refit", f"RBF-SVM C={info['C']:g}, gamma={info['gamma']:.3g} refitted on the "
-                                            f"{len(img.x)} training images, T={temp:.3g}", run)
-    if kind == "cnn_compare":
-        torch.manual_seed(seed)
-        model = create_model("resnet", in_channels=int(img.x.shape[1]), layers=list(info["layers"]),
-                             width_mult=float(info["width_mult"]), feat_dim=CNNSettings().feat_dim,
-                             num_classes=len(classes)).eval()
-        task = MulticlassTask(len(classes))
-        temp = float(info["temperature"])
-        xa, xb = (torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (te.xa, te.xb))
-
-        def run() -> np.ndarray:
-            la = np.log(np.clip(predict(model, task, (xa,), device=device), 1e-12, None))
-            lb = np.log(np.clip(predict(model, task, (xb,), device=device), 1e-12, None))
-            return compare_probs(la, lb, temp)
-        return BasePredictor(name, "architecture only", f"ResNet {list(info['layers'])} ×{info['width_mult']:g} "
-                                                        "class CNN as recorded, fresh weights (02 keeps no weights)", run)
-    if kind == "1nn":
-        if str(info.get("mode", "")).startswith("class"):
-            ref = _flat(img.x)
-            mu, sd = ref.mean(0), np.where(ref.std(0) > 0, ref.std(0), 1.0)
-            scale = bool(info.get("standardized"))
-            ref_s = (ref - mu) / sd if scale else ref
-
-            def run() -> np.ndarray:
-                qa, qb = _flat(te.xa), _flat(te.xb)
-                if scale:
-                    qa, qb = (qa - mu) / sd, (qb - mu) / sd
-                return (img.c[nearest_rows(qa, ref_s)] == img.c[nearest_rows(qb, ref_s)]).astype(np.float64)
-            return BasePredictor(name, "refit", f"class of the nearest of {len(ref)} training images", run)
-        fwd, rev = _pair_rows(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
-        ref, y_ref = np.concatenate([fwd, rev]), np.concatenate([tr.y, tr.y])
-        mu, sd = ref.mean(0), np.where(ref.std(0) > 0, ref.std(0), 1.0)
-        scale = bool(info.get("standardized"))
-        ref_s = (ref - mu) / sd if scale else ref
-
-        def run() -> np.ndarray:
-            q = _pair_rows(te.xa, te.xb, te.extras.get("pair") if use_pair else None)[0]
-            return y_ref[nearest_rows((q - mu) / sd if scale else q, ref_s)].astype(np.float64)
-        return BasePredictor(name, "refit", f"label of the nearest of {len(fwd)} training pairs", run)
-    if kind in ("logreg", "lgbm"):
-        x_tr = make_pair_features(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
-        if kind == "logreg":
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=float(info["C"]), max_iter=2000,
-                                                                     random_state=seed)).fit(x_tr, tr.y)
-            how = f"logistic regression C={info['C']:g} refitted on the training pair features"
-        else:
-            import lightgbm as lgb  # deferred: only this baseline needs LightGBM
-
-            clf = lgb.LGBMClassifier(n_estimators=int(info["best_iteration"]), learning_rate=float(info["learning_rate"]),
-                                     num_leaves=int(info["num_leaves"]), subsample=0.8, subsample_freq=1,
-                                     colsample_bytree=0.8, random_state=seed, n_jobs=threads, verbose=-1).fit(x_tr, tr.y)
-            how = (f"LightGBM {info['best_iteration']} rounds, {info['num_leaves']} leaves refitted on the training "
-                   "pair features")
-
-        def run() -> np.ndarray:
-            return clf.predict_proba(make_pair_features(te.xa, te.xb, te.extras.get("pair") if use_pair else None))[:, 1]
-        return BasePredictor(name, "refit", how, run)
-    return BasePredictor(name, "not rebuilt", f"no rebuild rule for baseline {kind!r}")
+    def run() -> np.ndarray:
+        return clf.predict_proba(make_pair_features(te.xa, te.xb, te.extras.get("pair") if use_pair else None))[:, 1]
+    return BasePredictor(name, "refit", how, run)
 
 
 def check_agreement(p: BasePredictor, file_prob: np.ndarray) -> BasePredictor:
