@@ -4,7 +4,7 @@ Each file holds val/test probabilities and labels, the splits the model trained 
 on, and optionally the content keys of its training examples for the exact leakage check."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -63,6 +63,7 @@ class BasePredictions:
     trained_on: list[list[str] | None]   # None = the file does not say
     selected_on: list[str | None]
     train_keys: list[np.ndarray | None]
+    duplicates: dict[str, str] = field(default_factory=dict)   # dropped model -> the identical one kept
 
     @property
     def n_models(self) -> int:
@@ -73,7 +74,25 @@ class BasePredictions:
         return BasePredictions(self.dataset, [self.names[i] for i in keep], [self.files[i] for i in keep],
                                self.val_prob[:, keep], self.test_prob[:, keep], self.val_y, self.test_y,
                                [self.trained_on[i] for i in keep], [self.selected_on[i] for i in keep],
-                               [self.train_keys[i] for i in keep])
+                               [self.train_keys[i] for i in keep], dict(self.duplicates))
+
+
+def drop_identical(bp: BasePredictions) -> BasePredictions:
+    """Keep one of each group of models whose validation and test probabilities are bit-identical (e.g. 04's
+    tuned members when the search's best configuration is the hand-set one): stacked, averaged or voted,
+    a copy would count the same model twice."""
+    seen: dict[bytes, int] = {}
+    keep, dropped = [], {}
+    for i in range(bp.n_models):
+        key = bp.val_prob[:, i].tobytes() + bp.test_prob[:, i].tobytes()
+        if key in seen:
+            dropped[bp.names[i]] = bp.names[seen[key]]
+        else:
+            seen[key] = i
+            keep.append(i)
+    out = bp.subset(keep) if dropped else bp
+    out.duplicates = {**bp.duplicates, **dropped}
+    return out
 
 
 # The notebooks whose prediction files notebook 05 stacks by default.
@@ -88,7 +107,7 @@ def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[s
     list of datasets (default: the label of ``dataset`` on its own).
     sources: notebook stems to read (empty = those of `BASE_MODEL_NOTEBOOKS` that ran). Every file must
     hold val_prob, test_prob, val_y, test_y, and all files must agree on the labels (same split order),
-    else a DataError names the file.
+    else a DataError names the file. Bit-identical models are kept once (`drop_identical`).
     """
     run_dir = Path(run_dir)
     ds = label or dataset_labels([str(dataset)])[0]   # the folder name 02-04 write the dataset's outputs under
@@ -132,5 +151,5 @@ def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[s
         tr_on.append([str(s) for s in d["trained_on"].reshape(-1)] if "trained_on" in d else None)
         sel_on.append(str(d["selected_on"]) if "selected_on" in d else None)
         keys.append(d["train_keys"].astype(np.uint64) if "train_keys" in d else None)
-    return BasePredictions(ds, names, files, np.stack(vp, 1), np.stack(tp, 1), val_y, test_y,
-                           tr_on, sel_on, keys)
+    return drop_identical(BasePredictions(ds, names, files, np.stack(vp, 1), np.stack(tp, 1), val_y, test_y,
+                                          tr_on, sel_on, keys))

@@ -7,7 +7,7 @@ import re
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ __all__ = ["REFERENCE_STEP", "TrainConfig", "WORKBOOK_STEP", "describe_answer", 
 
 
 
-# Reference figures (methods.md): timm results CSVs (params M with the 1000-class head, GMACs at
+# Reference figures (docs/method.md, M2): timm results CSVs (params M with the 1000-class head, GMACs at
 # 224 px, ImageNet-1k top-1) and a 2-core CPU's fwd+bwd throughput (batch 8, fp32, img/s).
 TIMM_REFERENCE = {
     "convnext_tiny": (28.59, 4.47, 82.07), "convnext_small": (50.22, 8.71, 83.14),
@@ -318,6 +318,22 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
     return {"diff": d, "ci_low": d - half, "ci_high": d + half, "p": p}
 
 
+def paired_seed_interval(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 0.95) -> dict[str, Any]:
+    """mean(a - b) over the seeds both models ran, with a paired t-interval and two-sided p (the unit is the
+    seed: the same seed gives both models the same data order and split); Welch's unpaired interval when
+    fewer than two seeds are shared. ``method`` says which."""
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return {**welch_interval(list(a.values()), list(b.values()), confidence), "n": len(common),
+                "method": "Welch t-test over seeds (unpaired: fewer than two shared seeds)"}
+    d = np.array([a[k] - b[k] for k in common], dtype=float)
+    st = mean_sd_interval(d, confidence)
+    se = st["sd"] / math.sqrt(len(d))
+    p = float(2 * _st.t.sf(abs(st["mean"]) / se, len(d) - 1)) if se > 0 else float(st["mean"] == 0)
+    return {"diff": st["mean"], "ci_low": st["ci_low"], "ci_high": st["ci_high"], "p": p, "n": len(d),
+            "method": f"paired t-test over {len(d)} shared seeds"}
+
+
 def make_seed_table(results: Sequence[dict]):
     """Per model over its seeds: n_seeds, the seeds, validation combined (chance-normalised) mean,
     sd and 95% t-interval, the test combined mean; highest mean first."""
@@ -336,7 +352,7 @@ def make_seed_table(results: Sequence[dict]):
 
 def summarize_seeds(seed_table, results: Sequence[dict]) -> dict[str, Any]:
     """The best re-trained model by mean validation combined over its seeds, its spread and
-    interval, and its difference to the runner-up with a Welch interval (``best_model_separated``:
+    interval, and its difference to the runner-up on the test split, paired by seed (``best_model_separated``:
     that interval excludes 0)."""
     multi = seed_table[seed_table["n_seeds"] >= 2].reset_index(drop=True)
     if multi.empty:
@@ -349,12 +365,15 @@ def summarize_seeds(seed_table, results: Sequence[dict]) -> dict[str, Any]:
            "best_model_test_mean": float(best["test_combined_mean"])}
     if len(multi) > 1:
         second = multi.iloc[1]
-        vals = lambda n: [r["val_combined"] for r in results if r["model"] == n]   # noqa: E731
-        d = welch_interval(vals(best["model"]), vals(second["model"]))
+        # Chosen on validation; compared on the untouched test split, paired by seed.
+        on_test = lambda n: {r["seed"]: r["test_combined"] for r in results if r["model"] == n}   # noqa: E731
+        d = paired_seed_interval(on_test(best["model"]), on_test(second["model"]))
         out.update({"runner_up": str(second["model"]), "runner_up_mean": float(second["val_combined_mean"]),
                     "runner_up_sd": float(second["val_combined_sd"]),
                     "best_minus_runner_up": d["diff"], "best_minus_runner_up_ci_low": d["ci_low"],
                     "best_minus_runner_up_ci_high": d["ci_high"], "best_minus_runner_up_p": d["p"],
+                    "best_minus_runner_up_test": d["method"],
+                    "runner_up_test_mean": float(second["test_combined_mean"]),
                     "best_model_separated": bool(d["ci_low"] > 0)})
     return out
 
@@ -574,10 +593,12 @@ def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
         r = summary["runner_up"]
         verdict = (f"{b} is ahead at {n} seeds" if summary["best_model_separated"] else
                    f"{b} and {r} are not separated at {n} seeds")
-        text += (f" Runner-up {r}: {summary['runner_up_mean']:.3f} ± {summary['runner_up_sd']:.3f}. Difference "
-                 f"{summary['best_minus_runner_up']:+.3f}, 95% Welch interval "
+        text += (f" Runner-up {r}: {summary['runner_up_mean']:.3f} ± {summary['runner_up_sd']:.3f}. On the test "
+                 f"split ({summary['best_model_test_mean']:.3f} vs {summary['runner_up_test_mean']:.3f}) the difference is "
+                 f"{summary['best_minus_runner_up']:+.3f}, 95% interval "
                  f"{_interval_text(summary['best_minus_runner_up_ci_low'], summary['best_minus_runner_up_ci_high'])}"
-                 f" (Welch t-test over seeds, {_p_text(summary.get('best_minus_runner_up_p'))}): {verdict}.")
+                 f" ({summary['best_minus_runner_up_test']}, {_p_text(summary.get('best_minus_runner_up_p'))}): "
+                 f"{verdict}.")
     return text
 
 
@@ -592,9 +613,9 @@ def describe_answer(seed_summary: dict, table) -> str:
                 f"{_interval_text(s['best_model_ci_low'], s['best_model_ci_high'])}")
         if s.get("runner_up"):
             text += (f"; {'ahead of' if s['best_model_separated'] else 'not separated from'} {s['runner_up']} "
-                     f"(difference {s['best_minus_runner_up']:+.3f}, "
-                     f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])}, Welch "
-                     f"t-test over seeds, {_p_text(s.get('best_minus_runner_up_p'))})")
+                     f"(test difference {s['best_minus_runner_up']:+.3f}, "
+                     f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])}, "
+                     f"{s['best_minus_runner_up_test']}, {_p_text(s.get('best_minus_runner_up_p'))})")
         text += "."
     else:
         text = "No model was trained over several seeds, so no best backbone is claimed."
@@ -666,7 +687,7 @@ def _cpu_speed_row(name: str, r, img_size: int) -> dict | None:
             "while measuring" if pd.notna(r.get("load_avg_1m")) else "")
     return {"model": name, "what": f"train img/s on CPU at {img_size} px (measured: {WORKBOOK_STEP}; "
                                    f"claimed: {REFERENCE_STEP})",
-            "source": "methods.md (2-core, batch 8)", "claimed": ref, "measured": meas,
+            "source": "docs/method.md, M2 (2-core CPU, batch 8, fwd+bwd)", "claimed": ref, "measured": meas,
             "verdict": f"ratio {meas / ref:.2f}x of unlike steps (full training step / forward + backward "
                        f"only; batch {int(r['batch'])}, {_int_or(r.get('threads'), '?')} thread(s){load})"}
 
@@ -714,7 +735,7 @@ def make_claims_table(table, img_size: int, device: str, tasks: Sequence[TaskSpe
     """Reference figures next to what this run measured, with a verdict computed here.
 
     Rows: parameter count vs timm's results CSV; on CPU, training throughput vs the 2-core
-    reference (methods.md, batch 8 fp32), which times forward + backward only while this
+    reference (docs/method.md, M2: batch 8 fp32), which times forward + backward only while this
     workbook times `WORKBOOK_STEP`, so the ratio is labelled as one of unlike steps; on CUDA,
     M2's GPU memory on a 12 GB card; M2's Large-vs-Base and Swin-vs-ConvNeXt expectations.
     A model with no reference gets a row saying so.
@@ -789,20 +810,22 @@ def _scatter_models(ax, t, x: str, y: np.ndarray, above: np.ndarray, front: np.n
     if hand.any():
         ax.scatter([], [], marker="D", facecolors="none", edgecolors="k", label="fixed-size, handicapped at this size")
     if (~above).any():
-        ax.scatter([], [], marker="o", facecolors="none", edgecolors="k", label="interval includes chance: not ranked")
+        ax.scatter([], [], marker="o", facecolors="none", edgecolors="k", label="at chance overall or on a task: not ranked")
 
 
 def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "train_samples_per_s"):
     """Validation score (chance-normalised, with its interval) vs benchmark training throughput
     (log x), marker area ~ params; the chance line at 0; hollow markers = not above chance;
     diamonds = fixed-size backbones handicapped at this size; the Pareto front is joined among the
-    above-chance models only."""
+    models above chance overall and on every task only."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.4))
     t = table.dropna(subset=[score, speed]).reset_index(drop=True)
     above = t["above_chance"].fillna(False).to_numpy(bool) if "above_chance" in t else np.ones(len(t), bool)
+    # The front, like the per-second ranking, takes only models above chance overall AND on every task.
+    above = above & np.array([not _tasks_at_chance(r) for _, r in t.iterrows()], dtype=bool)
     front = np.zeros(len(t), bool)
     front[above] = pareto_front(t[score][above], t[speed][above])
     lo, hi = _interval_bounds(t)
@@ -815,7 +838,7 @@ def plot_pareto(table, ax=None, score: str = "combined_mean", speed: str = "trai
         ax.annotate(str(t["model"][i]), (t[speed][i], y[i]), textcoords="offset points",
                     xytext=(6, -12 if below else 5), fontsize=7)
     f = t[front].sort_values(speed)
-    ax.plot(f[speed], f[score], "--", color="tab:red", lw=1, label="Pareto front (above chance only)")
+    ax.plot(f[speed], f[score], "--", color="tab:red", lw=1, label="Pareto front (above chance on every task only)")
     ax.axhline(0.0, color="k", lw=1, ls=":", label="chance (0 after normalising)")
     ax.set_xscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")

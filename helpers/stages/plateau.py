@@ -260,11 +260,12 @@ def describe_followups(head: Mapping[str, Any]) -> str:
     f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     d = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
     lines = [f"best follow-up: {head['best_remedy']} (val cos {f(head['remedy_best_cos'])}, "
-             f"{d(head['remedy_delta'])} vs baseline {f(head['baseline_best_cos'])}); "
-             f"beats the baseline: {head['remedy_beats_baseline']}"]
+             f"{d(head['remedy_delta'])} vs baseline {f(head['baseline_best_cos'])}); one run per arm on the "
+             "validation split, so the difference is a single measurement, not a tested one"]
     if head.get("control_best_cos") is not None:
         lines.append(f"control with more training data: val cos {f(head['control_best_cos'])} "
-                     f"({d(head['control_delta'])} vs baseline)")
+                     f"({d(head['control_delta'])} vs baseline; the same epochs over more sequences, so also more "
+                     "optimiser steps: data and compute are not separated)")
     return "\n".join(lines)
 
 
@@ -285,7 +286,7 @@ def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: f
         lines.append(f"the doctor's first runnable remedy, {first}: {d:+.4f}")
     if head.get("control_delta") is not None and head["best_change"] != "control_more_data":
         lines.append(f"more data (the control): {head['control_delta']:+.4f}")
-    return "; ".join(lines)
+    return "; ".join(lines) + " (one run per arm, no seeds: differences are single measurements)"
 
 
 def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,

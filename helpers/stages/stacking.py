@@ -44,6 +44,7 @@ from helpers.training.workers import resolve_workers, run_in_workers
 
 # What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["check_no_leakage", "dataset_labels", "describe_answer", "describe_distillation", "describe_diversity",
+           "describe_duplicates",
            "describe_goal", "describe_leakage", "describe_paired", "describe_speed", "describe_topk",
            "evaluate_distillation", "evaluate_stacking", "load_base_predictions", "load_pair_dataset",
            "load_seed_sd", "make_answer_headline", "make_base_predictors", "make_claims_table",
@@ -256,6 +257,15 @@ def _distill_sentence(d: "DistillResult", speed: "SpeedResult | None") -> str:
         text += (f", at {speed.student_samples_per_s:,.0f} test pairs/s against the whole ensemble's "
                  f"{speed.ensemble_samples_per_s:,.0f} ({speed.speedup:.1f}× faster)")
     return text + "."
+
+
+def describe_duplicates(base) -> str:
+    """Which prediction files were bit-identical to another and so stacked once ("" when none)."""
+    if not base.duplicates:
+        return ""
+    pairs = "; ".join(f"{d} = {k}" for d, k in base.duplicates.items())
+    return (f" {len(base.duplicates)} prediction file(s) were bit-identical to another and are stacked once, so "
+            f"no model counts twice in the ensembles or the references ({pairs}).")
 
 
 def make_answer_headline(result: StackingResult, goal_ratio: float = 0.8, distill: "DistillResult | None" = None,

@@ -504,22 +504,12 @@ def run_study(spec: dict[str, Any], storage: str | Path, study_name: str, n_tria
     n_workers, n_threads = resolve_workers(remaining, workers, spec["device"])
     outcomes: list[dict[str, Any]] = []
     if remaining:
-        tasks = [{"storage": url, "study": study_name, "n_trials": k, "total": int(n_trials), "worker": i,
-                  "run_dir": spec["run_dir"], "trials_dir": spec["trials_dir"], "device": spec["device"]}
-                 for i, k in enumerate(_share(remaining, n_workers))]
         if verbose:
             print(f"study {study_name!r}: {n_before} finished trial(s) stored, running {remaining} more on "
-                  f"{len(tasks)} worker process(es) × {n_threads} torch thread(s); storage {url}", flush=True)
-
-        def report(o: WorkerOutcome) -> None:
-            if verbose:
-                msg = f"{len(o.value['trials'])} trials" if o.ok else "FAILED: " + o.error.strip().splitlines()[0]
-                print(f"  worker {o.index}: {o.seconds:6.1f} s  {msg}", flush=True)
-
-        results = run_in_workers(run_trials, tasks, len(tasks), n_threads, timeout_s, report)
-        outcomes = [{"index": o.index, "ok": o.ok, "seconds": round(o.seconds, 2),
-                     **(o.value if o.ok else {"error": o.error.strip().splitlines()[0][:300] if o.error else ""})}
-                    for o in results]
+                  f"{n_workers} worker process(es) × {n_threads} torch thread(s); storage {url}", flush=True)
+        base = {"storage": url, "study": study_name, "total": int(n_trials), "run_dir": spec["run_dir"],
+                "trials_dir": spec["trials_dir"], "device": spec["device"]}
+        outcomes = _run_workers(study, base, remaining, n_workers, n_threads, timeout_s, verbose)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     trials = make_trials_table(study)
     done = trials[trials["state"] == "COMPLETE"]
@@ -528,8 +518,31 @@ def run_study(spec: dict[str, Any], storage: str | Path, study_name: str, n_tria
                             f"{trials['state'].value_counts().to_dict()}); see the trial folders under {spec['trials_dir']}")
     best = study.best_trial
     return StudyResult(study_name, url, path, spec, trials, make_curves_table(study), dict(best.params),
-                       float(best.value), int(best.number), n_before, int(n_trials), len(outcomes) or 0, n_threads,
+                       float(best.value), int(best.number), n_before, int(n_trials), n_workers if outcomes else 0, n_threads,
                        outcomes, time.perf_counter() - t0, str(resume_from or ""))
+
+
+def _run_workers(study, base: dict[str, Any], remaining: int, n_workers: int, n_threads: int,
+                 timeout_s: float | None, verbose: bool) -> list[dict[str, Any]]:
+    """Run ``remaining`` trials in worker processes. An enqueued trial (the hand-set recipe) runs first, alone:
+    two processes popping the same waiting trial from SQLite at once can both run it, and the second one's
+    result is then refused ("Cannot tell a COMPLETE trial"), which stops that worker."""
+    import optuna  # deferred: slow to import
+
+    def report(o: WorkerOutcome) -> None:
+        if verbose:
+            msg = f"{len(o.value['trials'])} trials" if o.ok else "FAILED: " + o.error.strip().splitlines()[0]
+            print(f"  worker {o.index}: {o.seconds:6.1f} s  {msg}", flush=True)
+
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    first = min(waiting, remaining) if n_workers > 1 else 0
+    rounds = [[{**base, "n_trials": first, "worker": 0}]] if first else []
+    rounds.append([{**base, "n_trials": k, "worker": i} for i, k in enumerate(_share(remaining - first, n_workers))])
+    results = [o for tasks in rounds if tasks
+               for o in run_in_workers(run_trials, tasks, len(tasks), n_threads, timeout_s, report)]
+    return [{"index": o.index, "ok": o.ok, "seconds": round(o.seconds, 2),
+             **(o.value if o.ok else {"error": o.error.strip().splitlines()[0][:300] if o.error else ""})}
+            for o in results]
 
 
 def load_study_result(storage: str | Path, study_name: str) -> pd.DataFrame:

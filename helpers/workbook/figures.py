@@ -19,6 +19,7 @@ from helpers.workbook.report import read_answer
 
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 REFERENCE = "docs/reference-run"
+DOCTOR_STEM = "07_plateau_diagnosis"
 
 
 def _fmt(v: Any) -> str:
@@ -45,6 +46,22 @@ def _row(stem: str, entry: dict[str, Any], folder: Path) -> str:
     return f"| {stem} | {text} | {headline} | {took} |"
 
 
+def _doctor_table(run_dir: Path) -> list[str]:
+    """Notebook 07's precision and recall per finding kind on the hand-labelled public histories."""
+    try:
+        m = io.read_json(run_dir / DOCTOR_STEM / "metrics.json")
+    except (OSError, ValueError):
+        return []
+    kinds = [k.removeprefix("doctor_recall_") for k in m if k.startswith("doctor_recall_")]
+    if not kinds:
+        return []
+    cell = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    rows = [f"| {k} | {cell(m.get('doctor_precision_' + k))} | {cell(m.get('doctor_recall_' + k))} |" for k in kinds]
+    return ["", f"The curve doctor (07) on {m.get('n_external_histories', '?')} public training histories labelled by "
+            "hand before it ran (— : the doctor never made that call):", "",
+            "| finding | precision | recall |", "|---|---|---|", *rows]
+
+
 def make_figures(run_dir: str | Path) -> str:
     """The Markdown of the "Measured figures" section for one run folder."""
     run_dir = Path(run_dir)
@@ -53,7 +70,7 @@ def make_figures(run_dir: str | Path) -> str:
     total = sum(e.get("duration_s") or 0 for e in record["notebooks"].values())
     return "\n".join([_header(record), "",
                       "| notebook | answer (as the report opens) | headline | time |", "|---|---|---|---|",
-                      *rows, "", f"Notebooks' own time in all: {total:.0f} s."]) + "\n"
+                      *rows, "", f"Notebooks' own time in all: {total:.0f} s.", *_doctor_table(run_dir)]) + "\n"
 
 
 def save_reference(run_dir: Path, dest: Path) -> None:

@@ -39,3 +39,17 @@ def test_prediction_file_missing_keys_is_named(tmp_path):
     np.savez(f, val_prob=np.zeros(3), val_y=np.zeros(3))
     with pytest.raises(DataError, match=r"m\.npz.*test_prob"):
         load_base_predictions(tmp_path, "d")
+
+
+def test_bit_identical_models_are_stacked_once(tmp_path):
+    rng = np.random.default_rng(1)
+    vy, ty = rng.integers(0, 2, 20), rng.integers(0, 2, 30)
+    v, t = rng.random(20), rng.random(30)
+    folder = tmp_path / "04_multi_seed" / "digit_pairs" / "predictions"
+    for name, (vp, tp) in {"a_s1": (v, t), "a_tuned_s1": (v, t), "b_s1": (v, t + 1e-9 * (t < 0.99))}.items():
+        write_predictions(folder / f"{name}.npz", vp, tp, vy, ty)
+    base = load_base_predictions(tmp_path, "digit_pairs")
+    # a copy is dropped (named with the one kept); a model differing in one test row is not a copy
+    assert base.names == ["04_multi_seed/a_s1", "04_multi_seed/b_s1"]
+    assert base.duplicates == {"04_multi_seed/a_tuned_s1": "04_multi_seed/a_s1"}
+    assert base.val_prob.shape == (20, 2) and len(base.files) == len(base.trained_on) == 2

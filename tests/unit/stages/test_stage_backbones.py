@@ -20,7 +20,8 @@ from helpers.stages.backbones import (choose_lrs, describe_answer, describe_chan
                                       make_lr_groups, make_answer_headline, make_metrics, make_resolution_info,
                                       make_seed_table, mean_sd_interval, pareto_front, pick_top_models, plot_memory,
                                       plot_pareto, plot_seed_scores, pretrained_note, retrain_top_models,
-                                      summarize_comparison, summarize_seeds, train_backbone, welch_interval)
+                                      paired_seed_interval, summarize_comparison, summarize_seeds, train_backbone,
+                                      welch_interval)
 from helpers.training.config import TrainConfig
 from helpers.training.multitask import metric_key
 
@@ -165,7 +166,12 @@ def test_seed_statistics_and_the_ranking_statement():
     assert s["best_model_ci_low"] < 0.68 < s["best_model_ci_high"] and s["best_model_separated"] is True
     text = describe_seeds(s, n_val=270, epochs=3)
     assert "convnext_tiny: 0.680 ± 0.020" in text and "ahead at 3 seeds" in text and "270 validation" in text
-    assert f"Welch t-test over seeds, p = {s['best_minus_runner_up_p']:.2g}" in text and s["best_minus_runner_up_p"] < 0.05
+    # chosen on validation, compared on test paired by seed: the same as scipy's paired t-test
+    assert s["best_minus_runner_up_p"] == pytest.approx(stats.ttest_rel([0.7, 0.66, 0.68], [0.5, 0.52, 0.54]).pvalue)
+    assert f"paired t-test over 3 shared seeds, p = {s['best_minus_runner_up_p']:.2g}" in text
+    assert "On the test split (0.680 vs 0.520)" in text
+    one = paired_seed_interval({0: 0.7, 1: 0.6}, {5: 0.5, 6: 0.52})
+    assert one["method"].startswith("Welch") and one["n"] == 0
     close = ft[:3] + [_run("convnext_tiny", 1, 0.50), _run("resnet18", 1, 0.6)]
     s2 = summarize_seeds(make_seed_table(close), close)
     assert s2["best_model_separated"] is False

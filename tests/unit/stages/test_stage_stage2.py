@@ -227,3 +227,15 @@ def test_type_head_lgbm_and_majority_on_a_tiny_fixture(tmp_path):
     assert set(types["lgbm"]["grid"].columns) >= {"num_leaves", "min_child_samples", "val_macro_f1"}
     over = stage2.run_types(splits, model, _tiny_params(type_balance="oversample"), tmp_path / "t2", "cpu")
     assert over["head"]["class_weights"] is None and over["head"]["train_rows"] > len(td.y["train"])
+
+
+def test_amp_probe_warms_up_then_alternates_and_compares_medians():
+    splits = _tiny_splits()
+    model, spec = _tiny_stage1(splits)
+    params = _tiny_params(amp_probe_pairs=64)
+    probe = stage2.measure_amp_speed(splits, stage2.make_stage2_model_spec(spec, params), model.state_dict(), params,
+                                     "cpu")
+    assert probe["repeats"] == 3 and len(probe["fp32_runs"]) == len(probe["amp_runs"]) == 3
+    assert probe["fp32"] == np.median(probe["fp32_runs"]) and probe["amp"] == np.median(probe["amp_runs"])
+    assert probe["speedup"] == probe["amp"] / probe["fp32"] and probe["pairs"] == 64
+    assert list(stage2.AMP_ORDER).count(True) == list(stage2.AMP_ORDER).count(False) == 3

@@ -51,7 +51,10 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     assert (tmp_path / "search" / "study.db").is_file() and res.storage.startswith("sqlite:///")
     t = res.trials
     assert len(t) == 6 and res.n_trials == 6 and set(t["state"]) <= {"COMPLETE", "PRUNED"}
-    assert t["worker"].nunique() == 2                      # both worker processes ran trials of the one study
+    # The enqueued hand-set trial runs first in a process of its own (two processes popping one waiting trial
+    # from SQLite at once would both run it); then both parallel worker processes ran trials of the one study.
+    assert t["worker"].nunique() == 3 and (t["worker"] == t.set_index("number").loc[0, "worker"]).sum() == 1
+    assert t[t["number"] > 0]["worker"].nunique() == 2 and res.workers == 2
     assert {o["worker"] for o in res.worker_outcomes} == set(t["worker"])
     assert sorted(sum((o["trials"] for o in res.worker_outcomes), [])) == list(range(6))
     for r in t.itertuples():                               # each trial leaves its history and TensorBoard files

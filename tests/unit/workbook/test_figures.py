@@ -67,3 +67,15 @@ def test_update_readme_needs_its_markers(tmp_path):
     readme.write_text(f"a\n{figures.START}\nold\n{figures.END}\nb\n")
     figures.update_readme("new\n", readme)
     assert readme.read_text() == f"a\n{figures.START}\nnew\n{figures.END}\nb\n"
+
+
+def test_doctor_precision_and_recall_per_finding_come_from_07s_metrics(tmp_path):
+    run = _fake_run(tmp_path)
+    assert "curve doctor" not in figures.make_figures(run)          # no 07 in the run: no doctor table
+    (run / figures.DOCTOR_STEM).mkdir()
+    (run / figures.DOCTOR_STEM / "metrics.json").write_text(json.dumps(
+        {"n_external_histories": 27, "doctor_precision_plateau": 0.6667, "doctor_recall_plateau": 0.857,
+         "doctor_precision_underfitting": None, "doctor_recall_underfitting": 0.0}))
+    text = figures.make_figures(run)
+    assert "on 27 public training histories" in text
+    assert "| plateau | 0.67 | 0.86 |" in text and "| underfitting | — | 0.00 |" in text
