@@ -10,6 +10,7 @@ default 2), so the same command gives the same numbers on any machine with the s
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -187,7 +188,20 @@ def _kernel_env(profile: str, threads: int) -> dict[str, str]:
     return {ENV_PROFILE: profile, ENV_THREADS: str(threads), **{v: str(threads) for v in _THREAD_VARS}}
 
 
+def describe_oversubscription(n_jobs: int, threads: int, cores: int) -> str:
+    """A warning when parallel notebooks ask for more threads than the machine has ("" otherwise): they then
+    compete for the cores, and the run can take longer than with --jobs 1 (the numbers stay the same)."""
+    if n_jobs <= 1 or n_jobs * threads <= cores:
+        return ""
+    return (f"note: --jobs {n_jobs} x {threads} threads per kernel asks for {n_jobs * threads} threads on {cores} "
+            f"core(s): the notebooks will compete for them and the run may take longer than with --jobs 1 "
+            f"(results do not change); --jobs pays when cores >= jobs x threads")
+
+
 def _execute_run(run_dir: Path, run_info: dict[str, Any], jobs: list[Job], n_jobs: int, threads: int) -> int:
+    warning = describe_oversubscription(n_jobs, threads, os.cpu_count() or 1)
+    if warning:
+        print(warning, file=sys.stderr)
     runner = _Runner(run_dir, run_info, jobs, n_jobs)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:

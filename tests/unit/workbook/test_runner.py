@@ -119,3 +119,11 @@ def test_a_report_opens_with_its_answer_and_the_index_shows_it(workbook):
     assert "answer" in executed.cells[1].metadata.get("tags", [])
     index = (workbook / "run" / "index.html").read_text()
     assert "x is three." in index and "<b>3</b>" in index
+
+
+def test_parallel_notebooks_that_ask_for_more_threads_than_cores_get_a_warning():
+    from helpers.workbook.runner import describe_oversubscription
+
+    assert describe_oversubscription(1, 2, 2) == "" and describe_oversubscription(2, 1, 2) == ""
+    text = describe_oversubscription(2, 2, 2)
+    assert "asks for 4 threads on 2 core(s)" in text and "results do not change" in text
