@@ -90,8 +90,8 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz, never unpickling anything. numpy's own messages for these cases suggest
-    allow_pickle=True, which would let a file run code, so they are replaced by what was found."""
+    """All arrays of an .npz, never unpickling anything. numpy's own messages for these cases advise enabling
+    pickles, which would let a file run code, so they are replaced by what was found."""
     with open(path, "rb") as fh:
         head = fh.read(6)
     if head[:4] not in _ZIP_MAGIC:

@@ -278,11 +278,15 @@ def pretrained_note(names: Sequence[str], pretrained_files: dict | None) -> str:
 
 
 def make_dataset_card(table: TaskTable, split: np.ndarray, data: TableTensors, seed: int) -> dict:
-    """Dataset section of config.json (M3): samples and subjects per split, split method."""
+    """Dataset section of config.json (M3): samples and subjects per split, split method, and the result of
+    the leakage check that ran (`evaluate_split`: subjects found in more than one split)."""
     df = table.frame.assign(split=split)
+    shared = int(evaluate_split(table, split)["subjects_in_other_splits"].sum())
+    leakage = {"check": "subject ids of each split against the other two splits", "shared_subject_entries": shared,
+               "verdict": "no subject in two splits" if shared == 0 else f"{shared} subject entries shared: LEAK"}
     card = {"source": table.source, "table": str(table.path), "generated": table.generated,
             "total_samples": int(len(df)), "total_subjects": int(df["subject"].nunique()),
-            "split_method": "by_subject_id", "data_leakage_prevention": True, "random_seed": seed,
+            "split_method": "by_subject_id", "data_leakage_prevention": leakage, "random_seed": seed,
             "tasks": [asdict(t) for t in table.tasks]}
     for name in ("train", "val", "test"):
         part = df[df.split == name]

@@ -20,7 +20,7 @@ def read_checkpoint_file(path: str | Path) -> dict:
         raise WorkbookError(f"checkpoint {path}: file not found (expected a .pt written by train_model)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - torch's own message suggests weights_only=False: never repeat that
+    except Exception:  # noqa: BLE001 - torch's own message advises turning the weights-only guard off: never repeat that
         raise WorkbookError(f"checkpoint {path}: cannot be read as a weights-only checkpoint: it is not a torch "
                             "file, or it holds objects other than tensors and plain types. The workbook never "
                             "unpickles other objects, because that can run code; write checkpoints with "

@@ -47,3 +47,18 @@ def smoke_run(tmp_path_factory, smoke_cache) -> Path:
 
 def read_metrics(run: Path, stem: str) -> dict:
     return json.loads((run / stem / "metrics.json").read_text())
+
+
+def check_recall_over_all_pairs(run: Path, m: dict, prefix: str = "scene_pairs") -> None:
+    """The all-pairs recall of 02 and 03: the sampled recall times the share of interacting test pairs
+    notebook 01 sampled (the dropped ones are misses), or None when meta.json does not count them."""
+    import pytest
+
+    meta = json.loads((run / "01_pair_sampling" / "scene_pairs" / "meta.json").read_text())
+    rec, n_sampled = m[f"{prefix}.test_recall_sampled"], m[f"{prefix}.test_sampled_interacting_pairs"]
+    if "all_interacting_pairs" not in meta:
+        assert m[f"{prefix}.test_recall_all_pairs"] is None
+        return
+    n_all = meta["all_interacting_pairs"]["test"]
+    assert m[f"{prefix}.test_all_interacting_pairs"] == n_all >= n_sampled
+    assert m[f"{prefix}.test_recall_all_pairs"] == pytest.approx(rec * n_sampled / n_all, abs=1e-9)

@@ -15,7 +15,7 @@ from helpers.core.taskspec import make_task_specs
 from helpers.data.tables import DEFAULT_TASKS, load_table_tensors, load_task_table, make_subject_split
 from helpers.models.multitask import make_multitask_model
 from helpers.stages import backbones as bb
-from helpers.stages.backbones import (choose_lrs, describe_answer, describe_chance, describe_per_s_ranking,
+from helpers.stages.backbones import (make_dataset_card, choose_lrs, describe_answer, describe_chance, describe_per_s_ranking,
                                       describe_resolution, describe_seeds, make_claims_table, make_comparison_table,
                                       make_lr_groups, make_answer_headline, make_metrics, make_resolution_info,
                                       make_seed_table, mean_sd_interval, pareto_front, pick_top_models, plot_memory,
@@ -130,6 +130,15 @@ def test_train_backbone_through_the_shared_loop(tmp_path):
             "test_combined", "test_combined_ci_low"} <= set(r)
     assert r["resolution_handicap"] is False and "convolutional" in r["resolution_note"]
     assert (tmp_path / "run" / "history.json").is_file()
+    # the run card's leakage field is the result of the subject check, and a planted leak shows in it
+    card = make_dataset_card(t, split, data, seed=0)["data_leakage_prevention"]
+    assert card["shared_subject_entries"] == 0 and card["verdict"] == "no subject in two splits"
+    subjects = t.frame["subject"].to_numpy()
+    rows = np.flatnonzero(subjects == pd.Series(subjects).value_counts().index[0])   # a subject with 2+ images
+    assert len(rows) >= 2
+    leaky = split.copy()
+    leaky[rows[0]] = next(s for s in ("train", "val", "test") if s != split[rows[0]])
+    assert make_dataset_card(t, leaky, data, seed=0)["data_leakage_prevention"]["verdict"].endswith("LEAK")
 
 
 def test_resolution_info_flags_fixed_size_transformers_below_their_size():
