@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers.evaluation.doctor.formats import percent_from_name
 from helpers.evaluation.doctor.history import metric_direction
-from helpers.evaluation.doctor.rules import (estimate_noise, find_plateau, noise_tolerance, smooth,
-                                             smoothing_rows, trend_slope)
+from helpers.evaluation.doctor.rules import (estimate_noise, expanding_noise, find_plateau, noise_tolerance,
+                                             smooth, smoothing_rows, trend_slope)
 
 
 # Scores with a natural best (1, or 100 for percentages) when no ceiling is given.
@@ -53,6 +54,7 @@ class Curve:
     n: int                          # rows
     window: int                     # rows of the trend tests
     best_i: int | None              # row of the best finite value of the metric
+    percent: bool | None = None     # the format says the score is a percentage (timm's top-1)
 
     def epoch_at(self, i: int | None) -> float | None:
         """The epoch number of row ``i`` (an int when it is whole)."""
@@ -73,8 +75,10 @@ class Curve:
     def head(self, k: int) -> "Curve":
         """The first ``k`` rows (the rows before a divergence)."""
         cut = lambda a: None if a is None else a[:k]  # noqa: E731
-        return _make_curve(self.metric, self.gib, self.epochs[:k], self.y[:k], cut(self.train_loss),
-                           cut(self.val_loss), cut(self.lr), self.window)
+        out = _make_curve(self.metric, self.gib, self.epochs[:k], self.y[:k], cut(self.train_loss),
+                          cut(self.val_loss), cut(self.lr), self.window)
+        out.percent = self.percent
+        return out
 
 
 def _make_curve(metric: str, gib: bool, epochs: np.ndarray, y: np.ndarray, train_loss, val_loss, lr,
@@ -89,15 +93,17 @@ def _make_curve(metric: str, gib: bool, epochs: np.ndarray, y: np.ndarray, train
 def prepare_curve(df: pd.DataFrame, metric: str, window: int) -> Curve:
     """The arrays of a normalised history; the trend window shrinks to a third of a short history."""
     col = lambda name: df[name].to_numpy(dtype=float) if name in df else None  # noqa: E731
-    return _make_curve(metric, metric_direction(metric), df["epoch"].to_numpy(dtype=float),
-                       df[metric].to_numpy(dtype=float), col("train_loss"), col("val_loss"), col("lr"), window)
+    c = _make_curve(metric, metric_direction(metric), df["epoch"].to_numpy(dtype=float),
+                    df[metric].to_numpy(dtype=float), col("train_loss"), col("val_loss"), col("lr"), window)
+    c.percent = True if metric in df.attrs.get("percent_columns", ()) or percent_from_name(metric) else None
+    return c
 
 
 # ------------------------------------------------------------------------------------- divergence
 @dataclass
 class Divergence:
     """Where a run diverged: ``row`` is the first row no finding may use (the rows kept are [0, keep))."""
-    kind: str                       # "nonfinite" | "explosion"
+    kind: str                       # "nonfinite" | "explosion" | "returned" | "collapse"
     column: str
     row: int                        # the first bad row (nonfinite) or where the loss started to climb
     keep: int
@@ -105,8 +111,9 @@ class Divergence:
 
 
 def find_divergence(c: Curve) -> Divergence | None:
-    """The earliest of: a non-finite loss or metric, or a loss explosion."""
-    found = [d for d in (_first_nonfinite(c), _explosion(c)) if d is not None]
+    """The earliest of: a non-finite loss or metric, a loss explosion or return to its starting level, a
+    score collapsing back to its starting level (chance)."""
+    found = [d for d in (_first_nonfinite(c), _explosion(c), _collapse(c)) if d is not None]
     return min(found, key=lambda d: d.keep) if found else None
 
 
@@ -145,26 +152,81 @@ def _losses_finite_at(c: Curve, i: int) -> bool:
     return bool(losses) and all(np.isfinite(a[i]) for a in losses)
 
 
+# A training loss "returned to its start" when it climbed back this share of the way from its lowest value to
+# its first one (cross-entropy back at ln(classes): the model predicts chance again).
+RETURN_SHARE = 0.8
+
+
 def _explosion(c: Curve) -> Divergence | None:
     """The training loss (else the validation loss) climbs above its first value, twice its lowest value
-    so far and that lowest value plus ten times its noise so far, and is still there at the end."""
+    so far and that lowest value plus ten times its noise so far -- or the training loss climbs back
+    `RETURN_SHARE` of the way to its starting level after a real fall -- and is still there at the end.
+    Linear in rows: running minima and an expanding noise estimate, no loop over rows."""
     col, arr = ("train_loss", c.train_loss) if c.train_loss is not None else ("val_loss", c.val_loss)
     if arr is None or np.isfinite(arr).sum() < 4:
         return None
     a = np.where(np.isfinite(arr), arr, np.nan)
-    first = a[np.isfinite(a)][0]
-    for j in range(3, len(a)):
-        if not np.isfinite(a[:j]).any():
-            continue
-        low = float(np.nanmin(a[:j]))
-        lim = max(first, 2.0 * low, low + 10.0 * estimate_noise(a[:j]))
-        if np.isfinite(a[j]) and a[j] > lim and tail_median(a[j:], 3) > lim:
-            start = int(np.nanargmin(a[:j]))
-            return Divergence("explosion", col, start, start + 1,
-                              {"min_loss": rounded(low), "min_epoch": c.epoch_at(start),
-                               "exploded_epoch": c.epoch_at(j), "end_loss": rounded(tail_median(a, 3)),
-                               "first_loss": rounded(first)})
-    return None
+    fin = np.isfinite(a)
+    first = float(a[fin][0])
+    low_prev = np.concatenate([[np.inf], np.fmin.accumulate(np.where(fin, a, np.inf))[:-1]])
+    noise_prev = expanding_noise(a)
+    with np.errstate(invalid="ignore"):
+        lim = np.maximum(np.maximum(first, 2.0 * low_prev), low_prev + 10.0 * noise_prev)
+        if col == "train_loss":
+            fall = first - low_prev
+            back = low_prev + RETURN_SHARE * fall
+            real = np.isfinite(fall) & (fall > 0.2 * abs(first)) & (fall > 10.0 * noise_prev)
+            lim = np.where(real, np.minimum(lim, back), lim)
+        end = tail_median(a, 3)
+        hit = np.flatnonzero(fin & (np.arange(len(a)) >= 3) & np.isfinite(low_prev) & (a > lim) & (end > lim))
+    if not len(hit):
+        return None
+    j = int(hit[0])
+    start = int(np.nanargmin(a[:j]))
+    low = float(a[start])
+    returned = a[j] <= max(first, 2.0 * low, low + 10.0 * noise_prev[j])
+    return Divergence("returned" if returned else "explosion", col, start, start + 1,
+                      {"min_loss": rounded(low), "min_epoch": c.epoch_at(start), "exploded_epoch": c.epoch_at(j),
+                       "exploded_loss": rounded(a[j]), "end_loss": rounded(end), "first_loss": rounded(first)})
+
+
+# A score "collapsed" when, after rising by at least this share of its scale (and ten times its noise), it
+# fell back to within `COLLAPSE_SHARE` of that rise above its starting level and ended there.
+COLLAPSE_RISE = 0.05
+COLLAPSE_SHARE = 0.15
+
+
+def _collapse(c: Curve) -> Divergence | None:
+    """A score (greater is better) that rose, then fell back to its starting level -- for a classifier
+    that starts at chance, back to chance -- and is still there at the end."""
+    if not c.gib or c.best_i is None:
+        return None
+    fin = np.isfinite(c.y)
+    y0, best, end = float(c.y[fin][0]), float(c.y[c.best_i]), tail_median(c.y, 3)
+    scale = _scale_top(c) or max(abs(best), 1e-12)
+    rise = best - y0
+    if rise < max(COLLAPSE_RISE * scale, 10.0 * estimate_noise(c.y)):
+        return None
+    floor = y0 + COLLAPSE_SHARE * rise
+    after = np.flatnonzero(fin & (np.arange(c.n) > c.best_i) & (c.y <= floor))
+    if not len(after) or end > floor:
+        return None
+    j = int(after[0])
+    return Divergence("collapse", c.metric, c.best_i, c.best_i + 1,
+                      {"start_value": rounded(y0), "best": rounded(best), "best_epoch": c.epoch_at(c.best_i),
+                       "collapsed_epoch": c.epoch_at(j), "collapsed_value": rounded(c.y[j]), "end_value": rounded(end),
+                       **_chance(c)})
+
+
+def _chance(c: Curve) -> dict[str, Any]:
+    """Chance accuracy if the training loss is a cross-entropy: its first value ≈ ln(classes)."""
+    tl = c.train_loss
+    if tl is None or not np.isfinite(tl).any() or _scale_top(c) is None:
+        return {}
+    first = float(tl[np.isfinite(tl)][0])
+    if not 0.5 < first < 12.0:
+        return {}
+    return {"classes_if_cross_entropy": rounded(math.exp(first)), "chance_if_cross_entropy": rounded(_scale_top(c) / math.exp(first))}
 
 
 # ------------------------------------------------------------------------------------ measurements
@@ -260,12 +322,20 @@ def measure_curve(c: Curve, ceiling: float | None, reduce_lr_first_cut_epoch: fl
                     _natural_top(c))
 
 
-def _natural_top(c: Curve) -> float | None:
-    """1 or 100 for an accuracy-like score (whichever scale its values use), else None."""
+def _scale_top(c: Curve) -> float | None:
+    """The score's scale: 100 when the format or name says percent or a value exceeds 1, else 1; None for
+    scores without a natural maximum and for losses."""
     if not (c.gib and np.isfinite(c.y).any() and any(w_ in c.metric for w_ in _BOUNDED_SCORES)):
         return None
     top = float(np.nanmax(c.y))
-    return 1.0 if top <= 1.0 else 100.0 if top <= 100.0 else None
+    if c.percent or 1.0 < top <= 100.0:
+        return 100.0
+    return 1.0 if top <= 1.0 else None
+
+
+def _natural_top(c: Curve) -> float | None:
+    """1 or 100 for an accuracy-like score (whichever scale its values use, or the format states), else None."""
+    return _scale_top(c)
 
 
 def _natural_ceiling(c: Curve, ceiling: float | None) -> tuple[float | None, bool]:

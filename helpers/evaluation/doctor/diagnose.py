@@ -4,13 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import math
+
+import numpy as np
 import pandas as pd
 
+from helpers.core.errors import DataError
+
 from helpers.evaluation.doctor.curve import (Curve, find_divergence, measure_curve, Measures, prepare_curve,
-                                             short_summary, summarise)
-from helpers.evaluation.doctor.findings import (divergence_finding, healthy_finding, too_short_finding,
-                                                TREND_RULES)
-from helpers.evaluation.doctor.history import load_history, pick_metric
+                                             rounded, short_summary, summarise)
+from helpers.evaluation.doctor.findings import divergence_finding, healthy_finding, TREND_RULES
+from helpers.evaluation.doctor.history import load_history, metric_direction, pick_metric
 from helpers.evaluation.doctor.learning import evaluate_learning_curve
 from helpers.evaluation.doctor.recommend import make_recommendations
 from helpers.evaluation.doctor.results import Diagnosis, Finding, SEVERITY
@@ -34,20 +38,28 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
         learning_curve: best scores of the same model trained on shares of the training data, e.g.
             ``{0.25: s1, 0.5: s2, 1.0: s3}`` (see `evaluate_learning_curve`); ranks "more data".
     """
+    if ceiling is not None and not (isinstance(ceiling, (int, float)) and math.isfinite(ceiling)):
+        raise DataError(f"ceiling {ceiling!r}: expected a finite number (the best achievable value of the metric)")
     df = load_history(history)
-    full = prepare_curve(df, pick_metric(df, metric), window)
+    name = pick_metric(df, metric)
+    if name is None:
+        return unjudgeable(df, "no column with at least two finite, non-zero values to judge")
+    full = prepare_curve(df, name, window)
+    div = find_divergence(full)
+    n_fin = int(np.isfinite(full.y).sum())
+    if div is None and n_fin < min_epochs:
+        return unjudgeable(df, f"{name} has {n_fin} finite value{'s' if n_fin != 1 else ''}; at least "
+                               f"{min_epochs} epochs are needed to judge a trend", name)
     cuts = evaluate_reduce_lr_on_plateau(full.y, full.gib, patience=rlrop_patience)
     stop = evaluate_early_stopping(full.y, full.gib, patience=es_patience, min_delta=es_min_delta)
     rules = _rules_on_curve(full, cuts, stop, rlrop_patience, es_patience, es_min_delta)
-    div = find_divergence(full)
     # No finding is drawn from the rows from a divergence on: a plateau of NaNs or of an exploded loss
     # says nothing about the model.
     c = full.head(div.keep) if div is not None else full
     findings = [divergence_finding(full, div)] if div is not None else []
-    extra = {"duplicate_epochs": df.attrs.get("duplicate_epochs", 0), "rows_judged": c.n}
+    extra = {"duplicate_epochs": df.attrs.get("duplicate_epochs", 0), "rows_judged": c.n, **_run_values(full, div),
+             **reading(df, name)}
     if c.n < min_epochs:
-        if div is None:
-            findings.append(too_short_finding(c, min_epochs))
         rules["early_stopping"].update({"verdict": "not judged", "note": f"{c.n} epochs are too few to judge"})
         return _finish(c, findings, rules, {**short_summary(c), **extra}, config, ceiling,
                        _learning(learning_curve, c, None))
@@ -60,6 +72,33 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
     rules["early_stopping"].update(_early_stopping_verdict(c, m, stop, es_patience, es_min_delta))
     return _finish(c, findings, rules, {**summarise(c, m), **extra}, config, m.ceiling,
                    _learning(learning_curve, c, m))
+
+
+def reading(df: pd.DataFrame, monitor: str | None) -> dict[str, Any]:
+    """What was read and how the monitor was chosen (every diagnosis states it)."""
+    return {"format": df.attrs.get("format", "table"), "monitor": monitor,
+            "monitor_rule": df.attrs.get("monitor_rule", ""), "columns_read": df.attrs.get("columns_read", []),
+            "reading_notes": df.attrs.get("notes", [])}
+
+
+def unjudgeable(df: pd.DataFrame, why: str, monitor: str | None = None) -> Diagnosis:
+    """No finding: the log cannot be judged (no usable monitor, too few rows); ``why`` names what was read."""
+    read = reading(df, monitor)
+    cols = ", ".join(map(str, read["columns_read"])) or ", ".join(map(str, df.columns))
+    reason = f"not judged: {why} (read {read['format']}, {len(df)} rows; columns: {cols})"
+    summary = {**read, "rows": int(len(df)), "judged": False, "reason": reason, "label": "unjudgeable"}
+    return Diagnosis(monitor or "", bool(monitor and metric_direction(monitor)), [], [], {}, summary)
+
+
+def _run_values(c: Curve, div: Any) -> dict[str, Any]:
+    """The run's own values that remedies are scaled from: its peak and last learning rate before any
+    divergence and the epochs it logged."""
+    out: dict[str, Any] = {"epochs_logged": int(c.n)}
+    if c.lr is not None and np.isfinite(c.lr).any() and np.nanmax(c.lr) > 0:
+        lr = c.lr[:div.keep] if div is not None and np.isfinite(c.lr[:div.keep]).any() else c.lr
+        out["lr_logged_peak"] = rounded(float(np.nanmax(lr)))
+        out["lr_logged_last"] = rounded(float(lr[np.isfinite(lr)][-1]))
+    return out
 
 
 def _learning(learning_curve: Any, c: Curve, m: Measures | None) -> dict[str, Any] | None:
@@ -115,6 +154,7 @@ def _finish(c: Curve, findings: list[Finding], rules: dict[str, Any], summary: d
     if learning is not None:
         summary["learning_curve"] = learning
     summary["label"] = findings[0].kind
+    summary["judged"] = True
     diag = Diagnosis(c.metric, c.gib, findings, [], rules, summary)
     diag.recommendations = make_recommendations(diag, config, ceiling)
     return diag

@@ -23,16 +23,24 @@ SATURATED_SHARE = 0.25
 
 
 def divergence_finding(c: Curve, d: Divergence) -> Finding:
-    """NaN/Inf, or a loss explosion; the rows from it on are not used by any other finding."""
+    """NaN/Inf, a loss explosion or return to its start, a score collapsing to its start; the rows from it
+    on are not used by any other finding. The message cites each value at the epoch it names."""
     ev = {**d.detail, "findings_use_epochs_up_to": c.epoch_at(d.keep - 1) if d.keep > 0 else None}
-    e = c.epoch_at(d.row)
+    e, x = c.epoch_at(d.row), d.detail
     if d.kind == "nonfinite":
-        msg = (f"{d.column} is NaN/Inf (or missing) from epoch {e} on ({d.detail['nonfinite_rows']} of {c.n} rows); "
+        msg = (f"{d.column} is NaN/Inf (or missing) from epoch {e} on ({x['nonfinite_rows']} of {c.n} rows); "
                f"nothing from epoch {e} on is judged")
+    elif d.kind == "collapse":
+        chance = (f", chance for {x['classes_if_cross_entropy']:.0f} classes is {x['chance_if_cross_entropy']:.3g}"
+                  if "chance_if_cross_entropy" in x else "")
+        msg = (f"{d.column} rose from {x['start_value']:.4g} to {x['best']:.4g} at epoch {x['best_epoch']}, then "
+               f"collapsed to {x['collapsed_value']:.4g} at epoch {x['collapsed_epoch']} and ends at "
+               f"{x['end_value']:.4g}: back at its starting level{chance}; nothing after epoch {e} is judged")
     else:
-        msg = (f"{d.column} fell to {d.detail['min_loss']:.4g} at epoch {e}, then exploded from epoch "
-               f"{d.detail['exploded_epoch']} to {d.detail['end_loss']:.4g} (above its start "
-               f"{d.detail['first_loss']:.4g}); nothing after epoch {e} is judged")
+        how = ("climbed back towards its starting level" if d.kind == "returned" else "exploded")
+        msg = (f"{d.column} fell from {x['first_loss']:.4g} to {x['min_loss']:.4g} at epoch {e}, then {how}: "
+               f"{x['exploded_loss']:.4g} at epoch {x['exploded_epoch']}, ending at {x['end_loss']:.4g}; "
+               f"nothing after epoch {e} is judged")
     return Finding("divergence", d.column, e, ev, msg)
 
 
@@ -43,9 +51,21 @@ def too_short_finding(c: Curve, min_epochs: int) -> Finding | None:
                    f"only {c.n} epoch{'s' if c.n != 1 else ''}: at least {min_epochs} are needed to judge a trend")
 
 
+# A monitor "does not move" when one exact value repeats over at least this many rows and this share of them.
+FROZEN_ROWS, FROZEN_SHARE = 5, 0.3
+
+
 def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
-    """The judged score sits at its natural maximum (accuracy 1.0 / 100 %) on several epochs: every such
-    epoch is "best", so early stopping and checkpointing on it choose by accident."""
+    """The judged score sits at its natural maximum (accuracy 1.0 / 100 %) on several epochs, or one exact
+    value repeats over many epochs (the monitor does not move): every such epoch ties for "best", so early
+    stopping and checkpointing on it choose by accident."""
+    frozen = _longest_repeat(c.y)
+    if frozen is not None and frozen[1] >= max(FROZEN_ROWS, FROZEN_SHARE * c.n):
+        i, k = frozen
+        return Finding("saturated_monitor", c.metric, c.epoch_at(i),
+                       {"value": rounded(c.y[i]), "first_epoch": c.epoch_at(i), "epochs_unchanged": int(k), "rows": c.n},
+                       f"{c.metric} is exactly {c.y[i]:.6g} on {k} consecutive epochs from epoch {c.epoch_at(i)} "
+                       "(the monitor does not move): the stopping signal carries no information")
     top = m.top
     if top is None:
         return None
@@ -58,6 +78,17 @@ def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) 
                     "epochs_since_first": int(c.n - at[0])},
                    f"{c.metric} reaches its maximum {top:g} at epoch {first} and is there on {len(at)} of the "
                    f"{c.n - at[0]} epochs since: the stopping signal carries no information")
+
+
+def _longest_repeat(y: np.ndarray) -> tuple[int, int] | None:
+    """(first row, length) of the longest run of one exact finite value, vectorised."""
+    if len(y) < 2:
+        return None
+    change = np.concatenate([[True], ~(y[1:] == y[:-1])])
+    starts = np.flatnonzero(change)
+    lengths = np.diff(np.concatenate([starts, [len(y)]]))
+    k = int(np.argmax(lengths))
+    return (int(starts[k]), int(lengths[k])) if np.isfinite(y[starts[k]]) else None
 
 
 def overfitting_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
@@ -198,7 +229,7 @@ def underfitting_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Fi
 def noise_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
     """One epoch's swing is a material share of the curve's range and the late changes are inside it."""
     late = m.late
-    if late.span <= 0 or late.noise < NOISE_SHARE * late.span or late.improving:
+    if late.span <= 0 or late.noise < NOISE_SHARE * late.span or late.improving or late.noise < resolution(c, m):
         return None
     return Finding("noise", c.metric, c.epoch_at(c.n - 1),
                    {"noise": rounded(late.noise), "range": rounded(late.span), "noise_share": rounded(late.noise / late.span),
@@ -206,6 +237,17 @@ def noise_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding |
                    f"{c.metric} moves by ~{late.noise:.2g} from one epoch to the next ({100 * late.noise / late.span:.0f}% "
                    f"of its whole range {late.span:.3g}) and changed {_signed(c, late.gain)} over the last {c.window} "
                    f"epochs: differences under {late.tol:.2g} (the best epoch, 'stopped improving') are noise")
+
+
+# Swings below this share of the score's scale (its maximum, else its level) are float rounding, not noise.
+RESOLUTION_SHARE = 1e-4
+
+
+def resolution(c: Curve, m: Measures) -> float:
+    """The smallest swing that counts as the metric moving: `RESOLUTION_SHARE` of its scale."""
+    fin = c.y[np.isfinite(c.y)]
+    scale = m.top if m.top is not None else (float(np.max(np.abs(fin))) if len(fin) else 0.0)
+    return RESOLUTION_SHARE * scale
 
 
 def oscillation_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:

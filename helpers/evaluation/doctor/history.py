@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from helpers.core.errors import DataError, WorkbookError
+from helpers.evaluation.doctor.formats import (coerce_numeric, find_event_files, is_event_file, LogFormat,
+                                               read_csv_log, read_tensorboard, read_trainer_state)
 
 
 # M4's starting configuration (train_transformer3D/train_3d.py): the "from" values when a
@@ -30,6 +32,7 @@ _CONFIG_ALIASES = {"eta_min": "cosine_eta_min", "patience": "early_stopping_pati
 
 # Column spellings of common loggers -> the workbook's names.
 _EPOCH_NAMES = ("epoch", "epochs", "step", "iteration", "iter")
+_STEP_NAMES = ("step", "iteration", "iter")
 
 
 _EXACT_ALIASES = {
@@ -40,7 +43,14 @@ _EXACT_ALIASES = {
     "learning_rate": "lr", "lr_0": "lr", "lr_adam": "lr", "lr_sgd": "lr", "lr_adamw": "lr",
     "acc": "train_accuracy", "accuracy": "train_accuracy", "train_acc": "train_accuracy",
     "val_acc": "val_accuracy", "eval_top1": "val_top1", "eval_top5": "val_top5",
+    # YOLOv5 spells mAP50-95 and its learning rates its own way
+    "metrics/map_0.5:0.95": "val_map50_95", "metrics/map_0.5": "val_map50",
+    "x/lr0": "lr_pg0", "x/lr1": "lr_pg1", "x/lr2": "lr_pg2",
 }
+
+
+# Columns that describe the run's speed or memory, not the model: never a monitor.
+_NOT_SCORE_WORDS = ("runtime", "per_second", "samples", "time", "flos", "memory", "mem_", "grad_norm", "batch")
 
 
 # Logs that report the held-out split per epoch as "test" mean their validation signal.
@@ -78,12 +88,16 @@ def _canon(name: str) -> str:
 
 
 def _column_mapping(df: pd.DataFrame) -> dict[str, str]:
-    """Each kept column's workbook name; of two spellings of one column the first wins."""
+    """Each kept column's workbook name; of two spellings of one column the first wins. ``epoch`` wins
+    over ``step``/``iteration`` wherever it stands (a step count is never read as the epoch)."""
     mapping: dict[str, str] = {}
     canon = {c: _canon(c) for c in df.columns}
     present = set(canon.values())
+    has_epoch = any(n in ("epoch", "epochs") for n in present)
     for c in df.columns:
         n = canon[c]
+        if any(w in n for w in _NOT_SCORE_WORDS) or (has_epoch and n in _STEP_NAMES):
+            continue
         # A bare score ("accuracy", "cos") is a training value when its val_ twin exists (Keras),
         # else a validation value (the workbook's history.json scores the validation split).
         if n.startswith("train_") and n != "train_loss" and str(c).lower() in ("acc", "accuracy"):
@@ -112,27 +126,26 @@ def _add_loss_sums(out: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def normalise_columns(df: pd.DataFrame, source: str = "history") -> pd.DataFrame:
+def normalise_columns(df: pd.DataFrame, source: str = "history", fmt: LogFormat | None = None) -> pd.DataFrame:
     """Rename common logger spellings to the workbook's, keep numeric columns, sort by epoch.
 
-    Raises DataError when there is no epoch column, no loss or metric column, or the epoch
-    column is not numeric and finite. Repeated epochs (a resumed run) keep their last row; how many
-    rows were dropped is in ``df.attrs["duplicate_epochs"]``.
+    Raises DataError when there is no epoch column, no loss or metric column, a text cell in a column of
+    numbers (naming its row and column), or the epoch column is not numeric and finite. Repeated epochs
+    (a resumed run) keep their last row; how many rows were dropped is in ``df.attrs["duplicate_epochs"]``.
+    ``attrs`` also carry the format read, its monitor rule, the columns read and notes.
     """
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise DataError(f"{source}: the history is empty; expected one row per epoch")
+    fmt = fmt or LogFormat("per-epoch table", "the first validation score, else val_loss, else train_loss",
+                           (), [str(c) for c in df.columns])
     mapping = _column_mapping(df)
     out = df[list(mapping)].rename(columns=mapping)
     if "epoch" not in out.columns:
         raise DataError(f"{source}: no epoch column; expected one of {', '.join(_EPOCH_NAMES)} "
                         f"(columns found: {', '.join(map(str, df.columns))})")
-    numeric = {}
-    for c in out.columns:
-        v = pd.to_numeric(out[c], errors="coerce")
-        if c == "epoch" or v.notna().any() or c in ("train_loss", "val_loss"):
-            numeric[c] = v
-    out = _add_loss_sums(pd.DataFrame(numeric))
-    if not np.isfinite(out["epoch"].to_numpy(dtype=float)).all():
+    out = _add_loss_sums(coerce_numeric(out, source))
+    out = _drop_dead_losses(out, fmt)
+    if "epoch" not in out.columns or not np.isfinite(out["epoch"].to_numpy(dtype=float)).all():
         raise DataError(f"{source}: the epoch column has missing or non-numeric values; "
                         "expected a number on every row")
     scores = [c for c in out.columns if c != "epoch"]
@@ -143,35 +156,60 @@ def normalise_columns(df: pd.DataFrame, source: str = "history") -> pd.DataFrame
     n_rows = len(out)
     # Resumed runs repeat epochs: the last row of an epoch wins.
     out = out.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
-    out.attrs["duplicate_epochs"] = int(df.attrs.get("duplicate_epochs", 0)) + n_rows - len(out)
+    out.attrs.update(duplicate_epochs=int(df.attrs.get("duplicate_epochs", 0)) + n_rows - len(out),
+                     format=fmt.name, monitor_rule=fmt.monitor_rule, columns_read=list(fmt.columns),
+                     notes=list(fmt.notes), monitor_prefs=[_canon(m) for m in fmt.monitor],
+                     percent_columns=[_canon(m) for m in fmt.monitor] if fmt.percent else [])
+    return out
+
+
+def _drop_dead_losses(out: pd.DataFrame, fmt: LogFormat) -> pd.DataFrame:
+    """A loss column whose values are all 0 or inf was never computed (YOLO with validation off writes
+    0/inf): it is dropped, with a note, rather than read as a divergence. (All NaN is a divergence.)"""
+    for c in ("train_loss", "val_loss"):
+        if c in out.columns:
+            v = out[c].to_numpy(dtype=float)
+            if len(v) >= 2 and np.all(np.isinf(v) | (v == 0)):
+                out = out.drop(columns=[c])
+                fmt.notes.append(f"{c}: every value is 0 or inf (never computed): not used")
     return out
 
 
 def load_history(source: str | Path | pd.DataFrame | Sequence[dict] | dict) -> pd.DataFrame:
-    """Read a history (JSON list of rows / dict of lists / {"history": [...]}, CSV, a run folder
-    holding history.json, a DataFrame or a list of dicts) into a normalised DataFrame.
+    """Read a history (see `helpers.evaluation.doctor.formats` for the tools' files; also a JSON list of
+    rows / dict of lists / {"history": [...]}, a run folder, a DataFrame or a list of dicts) into a
+    normalised DataFrame.
 
     Raises DataError naming the file and what was expected for anything that is not a history."""
-    name = "history"
+    name, fmt = "history", None
     if isinstance(source, pd.DataFrame):
+        if "format" in source.attrs:           # already read and normalised
+            return source
         df = source.copy()
     elif isinstance(source, (list, tuple)):
         if not all(isinstance(r, dict) for r in source):
             raise DataError("history: a list whose items are not all objects; expected one object per epoch")
         df = pd.DataFrame(list(source))
     elif isinstance(source, dict):
-        df = _frame_from_json(source, name)
+        df, fmt = _frame_from_json(source, name)
     else:
-        path = Path(source)
-        if path.is_dir():
-            cand = path / "history.json"
-            if not cand.exists():
-                raise DataError(f"{path}: a folder without history.json; expected a history "
-                                "file (.json or .csv) or a run folder holding history.json")
-            path = cand
+        path = _resolve_path(Path(source))
         name = str(path)
-        df = _read_history_file(path)
-    return normalise_columns(df, name)
+        df, fmt = _read_history_file(path)
+    return normalise_columns(df, name, fmt)
+
+
+def _resolve_path(path: Path) -> Path:
+    """A run folder's history: history.json, trainer_state.json or its TensorBoard event files."""
+    if not path.is_dir():
+        return path
+    for cand in ("history.json", "trainer_state.json", "results.csv", "metrics.csv", "summary.csv"):
+        if (path / cand).is_file():
+            return path / cand
+    if find_event_files(path):
+        return path
+    raise DataError(f"{path}: a folder without history.json, trainer_state.json, results.csv, metrics.csv, "
+                    "summary.csv or TensorBoard event files; expected a history file or a run folder holding one")
 
 
 def _read_text(path: Path) -> str:
@@ -188,10 +226,12 @@ def _read_text(path: Path) -> str:
 def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected a header row and one row per epoch")
+    head = text.split("\n", 1)[0]
+    sep = next((d for d in (",", "\t", ";") if d in head), ",")
     try:
-        # sep=None sniffs , ; or tab; one-column files fail the sniffer, so they are read with ",".
-        sep = None if any(d in text.splitlines()[0] for d in ",;\t") else ","
-        df = pd.read_csv(io.StringIO(text), sep=sep, engine="python", skipinitialspace=True)
+        # The C parser (fast on step-level logs of a million rows); every cell kept as written, so that
+        # a text cell in a column of numbers can be named rather than read as NaN.
+        df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as e:
         raise DataError(f"{path}: not a readable CSV ({e}); expected a header row and "
                         "one row per epoch") from None
@@ -199,14 +239,17 @@ def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
     return df
 
 
-def _read_history_file(path: Path) -> pd.DataFrame:
-    """The rows of a .csv/.tsv/.txt or .json/.jsonl history file, not yet normalised."""
+def _read_history_file(path: Path) -> tuple[pd.DataFrame, LogFormat | None]:
+    """The rows of a history file, not yet normalised, and the format that wrote it."""
+    if path.is_dir() or is_event_file(path):
+        return read_tensorboard(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".txt", ".json", ".jsonl"):
-        raise DataError(f"{path}: unknown history format {suffix!r}; expected .json, .jsonl or .csv")
+        raise DataError(f"{path}: unknown history format {suffix!r}; expected .json, .jsonl, .csv or a "
+                        "TensorBoard event file (events.out.tfevents.*)")
     text = _read_text(path)
     if suffix in (".csv", ".tsv", ".txt"):
-        return _read_csv_text(text, path)
+        return read_csv_log(_read_csv_text(text, path), str(path))
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected a JSON list with one object per epoch")
     try:
@@ -216,14 +259,20 @@ def _read_history_file(path: Path) -> pd.DataFrame:
             obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    return _frame_from_json(obj, str(path))
+    df, fmt = _frame_from_json(obj, str(path))
+    if fmt is None and path.name == "history.json":
+        fmt = LogFormat("workbook history.json", "cos (the workbook's validation score) or the first validation "
+                        "score, else val_loss", ("cos",), [str(c) for c in df.columns])
+    return df, fmt
 
 
-def _frame_from_json(obj: Any, name: str) -> pd.DataFrame:
+def _frame_from_json(obj: Any, name: str) -> tuple[pd.DataFrame, LogFormat | None]:
+    if isinstance(obj, dict) and "log_history" in obj:
+        return read_trainer_state(obj, name)
     if isinstance(obj, dict) and "history" in obj:
         obj = obj["history"]
     if isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
-        return pd.DataFrame(obj)
+        return pd.DataFrame(obj), None
     if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
         lens = {len(v) for v in obj.values()}
         if len(lens) != 1:
@@ -232,9 +281,9 @@ def _frame_from_json(obj: Any, name: str) -> pd.DataFrame:
         df = pd.DataFrame(obj)
         if not any(_canon(c) in _EPOCH_NAMES for c in df.columns):  # Keras History.history has none
             df.insert(0, "epoch", np.arange(len(df)))
-        return df
-    raise DataError(f"{name}: expected a list of per-epoch objects, an object of per-epoch lists "
-                    "or {\"history\": [...]}")
+        return df, None
+    raise DataError(f"{name}: expected a list of per-epoch objects, an object of per-epoch lists, "
+                    "{\"history\": [...]} or a trainer_state.json with log_history")
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
@@ -269,15 +318,26 @@ def metric_direction(name: str) -> bool:
     return not any(w in n for w in _LOSS_WORDS)
 
 
-def pick_metric(df: pd.DataFrame, metric: str | None = None) -> str:
-    """The primary metric: ``metric`` (any known spelling) or the first validation score, else val_loss."""
+def usable(df: pd.DataFrame, col: str) -> bool:
+    """A column that can be judged: at least two finite values, not all of them 0 (never computed)."""
+    v = df[col].to_numpy(dtype=float)
+    ok = np.isfinite(v)
+    return bool(ok.sum() >= 2 and np.any(v[ok] != 0))
+
+
+def pick_metric(df: pd.DataFrame, metric: str | None = None) -> str | None:
+    """The monitor: ``metric`` (any known spelling), else the format's own (``attrs["monitor_prefs"]``), else
+    the first usable validation score, else val_loss, else train_loss; None when no column is usable."""
     if metric:
         for cand in (metric, _canon(metric), "val_" + _canon(metric)):
             if cand in df.columns:
                 return cand
         raise WorkbookError(f"--metric {metric!r}: not a column of the history; expected one of "
                             f"{', '.join(c for c in df.columns if c != 'epoch')}")
-    cols = [c for c in df.columns if c != "epoch"]
+    cols = [c for c in df.columns if c != "epoch" and usable(df, c)]
+    for c in df.attrs.get("monitor_prefs", []):
+        if c in cols:
+            return c
     for pref in _SCORE_PREFERENCE:
         for c in cols:
             if c.startswith(pref):
@@ -289,6 +349,4 @@ def pick_metric(df: pd.DataFrame, metric: str | None = None) -> str:
         if c in cols:
             return c
     others = [c for c in cols if c not in _NOT_METRICS]
-    if others:
-        return others[0]
-    raise WorkbookError("history: no metric to judge; expected val_loss, train_loss or a score column")
+    return others[0] if others else None

@@ -57,8 +57,15 @@ class Diagnosis:
         return [f.kind for f in self.findings]
 
     @property
+    def judged(self) -> bool:
+        """False when the log could not be judged (then there is no finding)."""
+        return bool(self.summary.get("judged", True))
+
+    @property
     def label(self) -> str:
-        """The most severe finding's kind."""
+        """The most severe finding's kind; "unjudgeable" when nothing was judged."""
+        if not self.judged:
+            return "unjudgeable"
         return self.findings[0].kind if self.findings else "healthy"
 
     def finding(self, kind: str) -> Finding | None:

@@ -98,6 +98,22 @@ def estimate_noise(values: Sequence[float]) -> float:
     return med / _MEDIAN_TO_SD if med > 0 else float(np.mean(d)) / _MEAN_TO_SD
 
 
+def expanding_noise(a: np.ndarray) -> np.ndarray:
+    """``estimate_noise(a[:j])`` for every j at once (O(n log n)): the expanding median of the absolute
+    second differences of the finite values, scaled as in `estimate_noise` (the mean when the median is 0)."""
+    fin = np.isfinite(a)
+    y = a[fin]
+    out = np.zeros(len(a) + 1)
+    if len(y) < 3:
+        return out[:-1]
+    d = pd.Series(np.abs(y[1:-1] - 0.5 * (y[:-2] + y[2:])))
+    med = d.expanding().median().to_numpy() / _MEDIAN_TO_SD
+    mean = d.expanding().mean().to_numpy() / _MEAN_TO_SD
+    per_k = np.concatenate([[0.0, 0.0, 0.0], np.where(med > 0, med, mean)])     # noise of the first k values
+    k_prev = np.concatenate([[0], np.cumsum(fin)])[:-1]                          # finite values in a[:j]
+    return per_k[k_prev]
+
+
 def smooth(values: Sequence[float], rows: int) -> np.ndarray:
     """A centred running median over ``rows`` rows: one lucky (or unlucky) epoch does not move it."""
     return pd.Series(np.asarray(values, dtype=float)).rolling(rows, center=True, min_periods=1).median().to_numpy()
@@ -142,14 +158,24 @@ def find_plateau(values: Sequence[float], greater_is_better: bool = True, window
     ym = pd.Series(y).rolling(window, center=True, min_periods=1).mean().to_numpy()
     run_best = np.maximum.accumulate(ym)
     n, sign = len(y), (1.0 if greater_is_better else -1.0)
-    for t in range(0, n - window + 1):
-        sigma = estimate_noise(y[t:]) if noise is None else float(noise)
-        tol = noise_tolerance(sigma, rows, gain)
-        b, se = trend_slope(y[t:t + window])
-        if b * (window - 1) >= tol or run_best[-1] - run_best[t] > tol:
-            continue
-        return {"start": int(idx[t]), "flagged": int(idx[min(t + window - 1, n - 1)]),
-                "level": sign * float(np.mean(y[t:])), "best": sign * float(np.max(y)),
-                "window_gain": sign * b * (window - 1), "tolerance": tol, "noise": sigma,
-                "total_gain": gain, "slope_per_epoch": sign * b, "slope_se": se}
+    # Every candidate row at once (linear in rows): the noise of the rows from t on, the trend over
+    # [t, t+window) from running sums.
+    sigma = expanding_noise(y[::-1])
+    sigma = np.concatenate([sigma, [estimate_noise(y)]])[::-1][:n] if noise is None else np.full(n, float(noise))
+    tol = np.maximum(np.maximum(2.0 * sigma * math.sqrt(2.0 / rows), 1e-3 * abs(gain)), 1e-12)
+    t = np.arange(n - window + 1)
+    s0 = np.concatenate([[0.0], np.cumsum(y)])
+    s1 = np.concatenate([[0.0], np.cumsum(np.arange(n) * y)])
+    sum_y = s0[t + window] - s0[t]
+    sum_iy = s1[t + window] - s1[t] - t * sum_y
+    xm = (window - 1) / 2.0
+    b = (sum_iy - xm * sum_y) / float(((np.arange(window) - xm) ** 2).sum())
+    ok = (b * (window - 1) < tol[t]) & (run_best[-1] - run_best[t] <= tol[t])
+    if ok.any():
+        t0 = int(np.flatnonzero(ok)[0])
+        b0, se = trend_slope(y[t0:t0 + window])
+        return {"start": int(idx[t0]), "flagged": int(idx[min(t0 + window - 1, n - 1)]),
+                "level": sign * float(np.mean(y[t0:])), "best": sign * float(np.max(y)),
+                "window_gain": sign * b0 * (window - 1), "tolerance": float(tol[t0]), "noise": float(sigma[t0]),
+                "total_gain": gain, "slope_per_epoch": sign * b0, "slope_se": se}
     return None
