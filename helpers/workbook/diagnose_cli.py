@@ -11,7 +11,9 @@ from helpers.evaluation.doctor import (describe_learning_curve, describe_rules, 
 
 
 def _format_text(diag: Diagnosis, source: str) -> str:
-    lines = [f"diagnosis of {source}  (metric: {diag.metric}, {'higher' if diag.greater_is_better else 'lower'} is better)"]
+    lines = [f"diagnosis of {source}  (metric: {diag.metric}, {'higher' if diag.greater_is_better else 'lower'} is better)",
+             f"read as: {diag.summary.get('format', 'table')}; monitor rule: {diag.summary.get('monitor_rule', '')}"]
+    lines += [f"note: {n}" for n in diag.summary.get("reading_notes", [])]
     dup = diag.summary.get("duplicate_epochs") or 0
     if dup:
         lines.append(f"note: {dup} repeated epoch row{'s' if dup != 1 else ''} (a resumed or appended run?): "
@@ -53,6 +55,10 @@ def diagnose_main(argv: list[str]) -> int:
     except (WorkbookError, OSError) as e:
         # Bad input is one line, never a traceback; OSError covers unreadable paths (permissions, devices).
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not diag.judged:
+        # Nothing could be judged: no finding is reported, and the exit status says so.
+        print(f"error: {args.history}: {diag.summary['reason']}", file=sys.stderr)
         return 2
     sys.stdout.write(to_json(diag.to_dict()) if args.json else _format_text(diag, args.history) + "\n")
     return 0

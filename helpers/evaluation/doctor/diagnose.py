@@ -42,6 +42,8 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
         raise DataError(f"ceiling {ceiling!r}: expected a finite number (the best achievable value of the metric)")
     df = load_history(history)
     name = pick_metric(df, metric)
+    # A loss logged as NaN on every row is a run that diverged from the start, not a missing column.
+    name = name or next((c for c in ("train_loss", "val_loss") if c in df and df[c].isna().all()), None)
     if name is None:
         return unjudgeable(df, "no column with at least two finite, non-zero values to judge")
     full = prepare_curve(df, name, window)
@@ -93,7 +95,10 @@ def unjudgeable(df: pd.DataFrame, why: str, monitor: str | None = None) -> Diagn
 def _run_values(c: Curve, div: Any) -> dict[str, Any]:
     """The run's own values that remedies are scaled from: its peak and last learning rate before any
     divergence and the epochs it logged."""
-    out: dict[str, Any] = {"epochs_logged": int(c.n)}
+    e = c.epochs[np.isfinite(c.epochs)]
+    whole = len(e) and np.all(e == np.round(e))
+    # whole epochs: last - first + 1; fractional (a step log): the last epoch rounded up
+    out: dict[str, Any] = {"epochs_logged": int(e[-1] - e[0] + 1) if whole else int(math.ceil(e[-1])) if len(e) else c.n}
     if c.lr is not None and np.isfinite(c.lr).any() and np.nanmax(c.lr) > 0:
         lr = c.lr[:div.keep] if div is not None and np.isfinite(c.lr[:div.keep]).any() else c.lr
         out["lr_logged_peak"] = rounded(float(np.nanmax(lr)))

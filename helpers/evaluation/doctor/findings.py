@@ -59,18 +59,16 @@ def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) 
     """The judged score sits at its natural maximum (accuracy 1.0 / 100 %) on several epochs, or one exact
     value repeats over many epochs (the monitor does not move): every such epoch ties for "best", so early
     stopping and checkpointing on it choose by accident."""
-    frozen = _longest_repeat(c.y)
-    if frozen is not None and frozen[1] >= max(FROZEN_ROWS, FROZEN_SHARE * c.n):
-        i, k = frozen
-        return Finding("saturated_monitor", c.metric, c.epoch_at(i),
-                       {"value": rounded(c.y[i]), "first_epoch": c.epoch_at(i), "epochs_unchanged": int(k), "rows": c.n},
-                       f"{c.metric} is exactly {c.y[i]:.6g} on {k} consecutive epochs from epoch {c.epoch_at(i)} "
-                       "(the monitor does not move): the stopping signal carries no information")
     top = m.top
-    if top is None:
-        return None
-    at = np.flatnonzero(np.isfinite(c.y) & (c.y >= top * (1 - 1e-9)))
+    at = np.flatnonzero(np.isfinite(c.y) & (c.y >= top * (1 - 1e-9))) if top is not None else np.zeros(0, int)
     if len(at) < 2 or len(at) / (c.n - at[0]) < SATURATED_SHARE:
+        frozen = _longest_repeat(c.y)
+        if frozen is not None and frozen[1] >= max(FROZEN_ROWS, FROZEN_SHARE * c.n):
+            i, k = frozen
+            return Finding("saturated_monitor", c.metric, c.epoch_at(i),
+                           {"value": rounded(c.y[i]), "first_epoch": c.epoch_at(i), "epochs_unchanged": int(k), "rows": c.n},
+                           f"{c.metric} is exactly {c.y[i]:.6g} on {k} consecutive epochs from epoch {c.epoch_at(i)} "
+                           "(the monitor does not move): the stopping signal carries no information")
         return None
     first = c.epoch_at(int(at[0]))
     return Finding("saturated_monitor", c.metric, first,

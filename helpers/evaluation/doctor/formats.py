@@ -173,15 +173,12 @@ def read_trainer_state(obj: dict, source: str) -> tuple[pd.DataFrame, LogFormat]
         return df.drop(columns=["step"]) if "epoch" in df else df, fmt
     ev, tr = df[is_eval].copy(), df[~is_eval]
     ev = ev.groupby("step", sort=True).last().reset_index()
-    edges = np.concatenate([[-np.inf], ev["step"].to_numpy()])
-    if len(tr) and "loss" in tr:
-        seg = np.searchsorted(edges, tr["step"].to_numpy(), side="left") - 1
-        ok = (seg >= 0) & (seg < len(ev))
-        ev["loss"] = pd.Series(tr["loss"].to_numpy()[ok]).groupby(seg[ok]).mean().reindex(range(len(ev))).to_numpy()
-        if "learning_rate" in tr:
-            ev["learning_rate"] = pd.Series(tr["learning_rate"].to_numpy()[ok]).groupby(seg[ok]).last().reindex(
-                range(len(ev))).to_numpy()
-    fmt.notes.append(f"{len(ev)} evaluation rows judged, each with the mean of the training losses logged before it")
+    keep = [c for c in ("loss", "learning_rate") if c in tr]
+    if keep:
+        # the last training value logged at or before each evaluation (logging and evaluation steps differ)
+        tr = tr[["step", *keep]].dropna(subset=keep, how="all").sort_values("step")
+        ev = pd.merge_asof(ev.drop(columns=[c for c in keep if c in ev]), tr, on="step", direction="backward")
+    fmt.notes.append(f"{len(ev)} evaluation rows judged, each with the last training loss and lr logged at or before it")
     return ev.drop(columns=["step"]), fmt
 
 

@@ -23,15 +23,26 @@ class _Advice:
     found: dict[str, Finding]           # the findings by kind
     ceiling: float | None = None        # the best achievable score, when known
     recs: list[Recommendation] = field(default_factory=list)
+    config_given: bool = False          # a run config came with the history (else: a foreign log)
 
     def add(self, name: str, plan: str, params: dict[str, Any], reason: str) -> None:
         """Append a change stated as "key old → new" (the first recommendation of a name wins)."""
         if any(r.name == name for r in self.recs):
             return
-        change = ", ".join(f"{k} {_fmt(self.base.get(k, '?'))} → {_fmt(v)}" for k, v in params.items())
-        if any(k not in self.given for k in params):
+        change = ", ".join(self.change(k, v) for k, v in params.items())
+        if self.config_given and any(k not in self.given for k in params):
             change += " (M4's values; this run's own are unknown: scale them the same way)"
         self.recs.append(Recommendation(change, reason, params, plan, name))
+
+    def change(self, key: str, new: Any) -> str:
+        """"key old → new" from this run's value; for a foreign log without the value, the factor M4's rule
+        applies ("epochs ×1.5 (not in the log)"), never M4's own numbers as if they were this run's."""
+        if key in self.given or self.config_given:
+            return f"{key} {_fmt(self.base.get(key, '?'))} → {_fmt(new)}"
+        old = NOTE004_BASELINE.get(key)
+        if isinstance(old, (int, float)) and isinstance(new, (int, float)) and old:
+            return f"{key} ×{new / old:.3g} (not in the log)"
+        return f"{key} → {_fmt(new)}"
 
     def capacity(self) -> dict[str, Any]:
         """M4 plan B: width and depth ×1.5 (width a multiple of nhead), feed-forward 4·d_model."""
@@ -51,20 +62,23 @@ class _Advice:
 
 def _start(diag: Diagnosis, config: dict[str, Any] | None, ceiling: float | None) -> _Advice:
     given = {k: v for k, v in (config or {}).items() if v is not None}
-    if "lr" not in given and isinstance(diag.summary.get("lr_peak"), (int, float)):
-        given["lr"] = diag.summary["lr_peak"]          # the history's own peak learning rate
+    # The history's own values: its peak learning rate before any divergence, the epochs it ran.
+    for key, col in (("lr", "lr_logged_peak"), ("lr", "lr_peak"), ("epochs", "epochs_logged")):
+        if key not in given and isinstance(diag.summary.get(col), (int, float)):
+            given[key] = diag.summary[col]
     base = dict(NOTE004_BASELINE)
     base.update(given)
-    return _Advice(diag, base, given, {x.kind: x for x in diag.findings}, ceiling)
+    return _Advice(diag, base, given, {x.kind: x for x in diag.findings}, ceiling, config_given=bool(config))
 
 
 def _lower_lr(a: _Advice) -> None:
     if "divergence" not in a.found:
         return
     lr = a.base["lr"]
+    step = (f"lr {_fmt(lr)} → {_fmt(float(f'{lr / 10:.3g}'))}" if "lr" in a.given
+            else "lr ×0.1 (the log has no learning rate: a tenth of the run's own)")
     a.recs.append(Recommendation(
-        f"lr {_fmt(lr)} → {_fmt(lr / 10)}, max_grad_norm 1.0, check inputs for NaN"
-        + ("" if "lr" in a.given else " (M4's lr)"),
+        f"{step}, max_grad_norm 1.0, check inputs for NaN",
         f"divergence: {a.found['divergence'].message}", {"lr": lr / 10, "max_grad_norm": 1.0},
         "stability", "lower_lr"))
 

@@ -31,7 +31,7 @@ def _cosine(t: np.ndarray, lr0: float, total: int, floor: float = 1e-6, warmup: 
 
 
 # ----------------------------------------------------------- part A: every input gets an answer
-@pytest.mark.parametrize("name", ["workbook_smoke_history.json", "nan_inf_losses.json", "duplicate_epochs.csv"])
+@pytest.mark.parametrize("name", ["nan_inf_losses.json", "duplicate_epochs.csv"])
 def test_awkward_histories_get_a_diagnosis(name):
     d = diagnose_history(CASES / name)
     assert d.findings and set(d.kinds) <= set(KINDS)
@@ -39,10 +39,12 @@ def test_awkward_histories_get_a_diagnosis(name):
     assert "would stop" in describe_rules(d)
 
 
-def test_short_workbook_history_is_too_short_with_a_verdict():
+def test_short_workbook_history_is_not_judged_and_says_what_it_read():
     d = diagnose_history(CASES / "workbook_smoke_history.json")
-    assert d.kinds == ["too_short"] and d.metric == "val_accuracy"
-    assert d.rules["early_stopping"]["verdict"] == "not judged"
+    assert not d.judged and d.findings == [] and d.recommendations == [] and d.label == "unjudgeable"
+    assert d.metric == "val_accuracy"
+    reason = d.summary["reason"]
+    assert "4 finite values" in reason and "val_accuracy" in reason and "train_loss" in reason
 
 
 def test_nan_and_inf_are_a_divergence_at_the_first_bad_epoch():
@@ -327,7 +329,9 @@ def test_early_stopping_verdicts_and_their_remedies():
     assert rec.params == {"early_stopping_patience": 20, "early_stopping_min_delta": 1e-4}
     eager = diagnose_history(make_synthetic_history("healthy", seed=0))
     assert eager.rules["early_stopping"]["verdict"] == "too eager"
-    assert [(r.name, r.params) for r in eager.recommendations] == [("more_epochs", {"epochs": 150})]
+    # scaled from the run's own epochs (the history logs them), not M4's 100
+    n = eager.summary["epochs_logged"]
+    assert [(r.name, r.params) for r in eager.recommendations] == [("more_epochs", {"epochs": math.ceil(1.5 * n)})]
     assert "[too eager: the run ended" in describe_rules(eager)
 
 
@@ -343,9 +347,9 @@ def test_warmup_not_linear_and_linear_warmup():
     assert any(r.name == "linear_warmup" for r in d2.recommendations)
 
 
-def test_too_short_history_says_so():
+def test_too_short_history_is_not_judged():
     d = diagnose_history(make_synthetic_history("healthy").head(5))
-    assert d.kinds == ["too_short"] and d.finding("too_short").evidence["rows"] == 5
+    assert d.kinds == [] and d.label == "unjudgeable" and "5 finite values" in d.summary["reason"]
 
 
 def test_nan_tail_is_a_divergence_message():
@@ -389,7 +393,7 @@ def test_plateau_recommendations_follow_note_004_and_the_config():
     a, b, c = d.recommendations[:3]
     assert a.params == {"mse_weight": 0.1, "cosine_weight": 0.9}
     assert b.params == {"d_model": 768, "num_layers": 6, "dim_feedforward": 3072, "dropout": 0.2}
-    assert c.params == {"warmup_epochs": 10, "epochs": 150, "cosine_eta_min": 1e-5}
+    assert c.params == {"warmup_epochs": 10, "epochs": math.ceil(1.5 * d.summary["epochs_logged"]), "cosine_eta_min": 1e-5}
     cfg = dict(NOTE004_BASELINE, d_model=64, nhead=4, num_layers=2, dim_feedforward=256, epochs=30,
                warmup_epochs=2, lr=1e-3, cosine_eta_min=1e-5)
     d2 = diagnose_history(make_synthetic_history("plateau"), config=cfg)
