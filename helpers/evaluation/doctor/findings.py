@@ -63,7 +63,7 @@ def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) 
     at = np.flatnonzero(np.isfinite(c.y) & (c.y >= top * (1 - 1e-9))) if top is not None else np.zeros(0, int)
     if len(at) < 2 or len(at) / (c.n - at[0]) < SATURATED_SHARE:
         frozen = _longest_repeat(c.y)
-        if frozen is not None and frozen[1] >= max(FROZEN_ROWS, FROZEN_SHARE * c.n):
+        if frozen is not None and frozen[1] >= max(FROZEN_ROWS, FROZEN_SHARE * c.n) and _loss_moves(c, *frozen):
             i, k = frozen
             return Finding("saturated_monitor", c.metric, c.epoch_at(i),
                            {"value": rounded(c.y[i]), "first_epoch": c.epoch_at(i), "epochs_unchanged": int(k), "rows": c.n},
@@ -76,6 +76,19 @@ def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) 
                     "epochs_since_first": int(c.n - at[0])},
                    f"{c.metric} reaches its maximum {top:g} at epoch {first} and is there on {len(at)} of the "
                    f"{c.n - at[0]} epochs since: the stopping signal carries no information")
+
+
+def _loss_moves(c: Curve, i: int, k: int) -> bool:
+    """The training loss (else the validation loss) changes beyond its noise over rows [i, i+k): the model
+    moves while the monitor does not. A run whose losses are flat too learns nothing -- not a monitor issue."""
+    arr = c.train_loss if c.train_loss is not None else c.val_loss
+    if arr is None:
+        return True
+    seg = arr[i:i + k]
+    seg = seg[np.isfinite(seg)]
+    if len(seg) < 3:
+        return False
+    return float(np.max(seg) - np.min(seg)) > max(4.0 * estimate_noise(seg), 0.02 * float(np.max(np.abs(seg))))
 
 
 def _longest_repeat(y: np.ndarray) -> tuple[int, int] | None:

@@ -229,9 +229,9 @@ def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
     head = text.split("\n", 1)[0]
     sep = next((d for d in (",", "\t", ";") if d in head), ",")
     try:
-        # The C parser (fast on step-level logs of a million rows); every cell kept as written, so that
-        # a text cell in a column of numbers can be named rather than read as NaN.
-        df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True, dtype=str, keep_default_na=False)
+        # The C parser (fast on step-level logs of a million rows); a column holding a text cell stays text,
+        # so that `coerce_numeric` can name the cell rather than read it as NaN.
+        df = pd.read_csv(io.StringIO(text), sep=sep, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as e:
         raise DataError(f"{path}: not a readable CSV ({e}); expected a header row and "
                         "one row per epoch") from None

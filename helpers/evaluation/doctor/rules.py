@@ -98,19 +98,34 @@ def estimate_noise(values: Sequence[float]) -> float:
     return med / _MEDIAN_TO_SD if med > 0 else float(np.mean(d)) / _MEAN_TO_SD
 
 
+# Prefix lengths at which `expanding_noise` takes an exact median: every length up to this, then lengths
+# growing by `_NOISE_GROWTH` (the cost is a geometric sum: linear in rows).
+_NOISE_EXACT, _NOISE_GROWTH = 64, 1.05
+
+
 def expanding_noise(a: np.ndarray) -> np.ndarray:
-    """``estimate_noise(a[:j])`` for every j at once (O(n log n)): the expanding median of the absolute
-    second differences of the finite values, scaled as in `estimate_noise` (the mean when the median is 0)."""
+    """``estimate_noise(a[:j])`` for every j, linear in rows: exact for prefixes of up to `_NOISE_EXACT`
+    finite values, beyond that the value at the last prefix length of a sequence growing by 5 % (the
+    noise of a long prefix barely moves between them)."""
     fin = np.isfinite(a)
     y = a[fin]
-    out = np.zeros(len(a) + 1)
     if len(y) < 3:
-        return out[:-1]
-    d = pd.Series(np.abs(y[1:-1] - 0.5 * (y[:-2] + y[2:])))
-    med = d.expanding().median().to_numpy() / _MEDIAN_TO_SD
-    mean = d.expanding().mean().to_numpy() / _MEAN_TO_SD
-    per_k = np.concatenate([[0.0, 0.0, 0.0], np.where(med > 0, med, mean)])     # noise of the first k values
-    k_prev = np.concatenate([[0], np.cumsum(fin)])[:-1]                          # finite values in a[:j]
+        return np.zeros(len(a))
+    d = np.abs(y[1:-1] - 0.5 * (y[:-2] + y[2:]))
+    m = len(d)
+    marks = list(range(1, min(m, _NOISE_EXACT) + 1))
+    while marks[-1] < m:
+        marks.append(min(m, max(marks[-1] + 1, int(marks[-1] * _NOISE_GROWTH))))
+    marks = np.asarray(marks)
+    cums = np.concatenate([[0.0], np.cumsum(d)])
+    vals = np.empty(len(marks))
+    for i, k in enumerate(marks):                   # geometric: sum of k is O(m)
+        med = float(np.median(d[:k])) / _MEDIAN_TO_SD
+        vals[i] = med if med > 0 else cums[k] / k / _MEAN_TO_SD
+    # noise of the first k finite values (k - 2 second differences), held between marks
+    per_d = vals[np.searchsorted(marks, np.arange(1, m + 1), side="right") - 1]
+    per_k = np.concatenate([[0.0, 0.0, 0.0], per_d])
+    k_prev = np.concatenate([[0], np.cumsum(fin)])[:-1]           # finite values in a[:j]
     return per_k[k_prev]
 
 
