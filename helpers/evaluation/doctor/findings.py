@@ -53,6 +53,7 @@ def too_short_finding(c: Curve, min_epochs: int) -> Finding | None:
 
 # A monitor "does not move" when one exact value repeats over at least this many rows and this share of them.
 FROZEN_ROWS, FROZEN_SHARE = 5, 0.3
+REPEAT_RTOL = 1e-6
 
 
 def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
@@ -67,7 +68,7 @@ def saturated_monitor_finding(c: Curve, m: Measures, found: dict[str, Finding]) 
             i, k = frozen
             return Finding("saturated_monitor", c.metric, c.epoch_at(i),
                            {"value": rounded(c.y[i]), "first_epoch": c.epoch_at(i), "epochs_unchanged": int(k), "rows": c.n},
-                           f"{c.metric} is exactly {c.y[i]:.6g} on {k} consecutive epochs from epoch {c.epoch_at(i)} "
+                           f"{c.metric} stays at {c.y[i]:.6g} on {k} consecutive epochs from epoch {c.epoch_at(i)} "
                            "(the monitor does not move): the stopping signal carries no information")
         return None
     first = c.epoch_at(int(at[0]))
@@ -92,10 +93,13 @@ def _loss_moves(c: Curve, i: int, k: int) -> bool:
 
 
 def _longest_repeat(y: np.ndarray) -> tuple[int, int] | None:
-    """(first row, length) of the longest run of one exact finite value, vectorised."""
+    """(first row, length) of the longest run of one finite value, vectorised; values within `REPEAT_RTOL` of
+    the previous one count as the same (float32 rounding: 0.9866071343 and 0.9866071939 are one value)."""
     if len(y) < 2:
         return None
-    change = np.concatenate([[True], ~(y[1:] == y[:-1])])
+    fin = y[np.isfinite(y)]
+    tol = REPEAT_RTOL * (float(np.max(np.abs(fin))) if len(fin) else 0.0)
+    change = np.concatenate([[True], ~(np.abs(y[1:] - y[:-1]) <= tol)])
     starts = np.flatnonzero(change)
     lengths = np.diff(np.concatenate([starts, [len(y)]]))
     k = int(np.argmax(lengths))

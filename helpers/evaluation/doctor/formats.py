@@ -44,15 +44,15 @@ def coerce_numeric(df: pd.DataFrame, source: str, first_line: int = 2) -> pd.Dat
     out = {}
     for c in df.columns:
         col = df[c]
-        if col.dtype == object:
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
             s = col.astype(str).str.strip()
             lists = s.str.match(r"^\[.*\]$")
             if lists.any():
                 s = s.where(~lists, s.str.strip("[]").str.split(",").str[0].str.strip())
             v = pd.to_numeric(s, errors="coerce")
-            text = v.isna() & col.notna() & ~s.str.lower().isin(_MISSING_TEXT)
+            text = (v.isna() & col.notna() & ~s.str.lower().isin(_MISSING_TEXT)).to_numpy(dtype=bool)
             if text.any() and v.notna().any():
-                i = int(np.flatnonzero(text.to_numpy())[0])
+                i = int(np.flatnonzero(text)[0])
                 raise DataError(f"{source}: row {i + 1} (line {i + first_line}), column {str(c).strip()!r}: "
                                 f"{str(col.iloc[i])[:40]!r} is not a number; expected a number or an empty cell "
                                 "in a column of numbers")
@@ -68,7 +68,7 @@ def detect_csv_format(columns: list[str]) -> str:
     """The tool that wrote a CSV, from its header."""
     cols = {c.strip() for c in columns}
     low = {c.lower() for c in cols}
-    if any(c.startswith("train/") and c.endswith("_loss") for c in cols) and any(c.startswith("metrics/") for c in cols):
+    if any(c.startswith("train/") for c in cols) and any(c.startswith("metrics/") for c in cols):
         v5 = "train/obj_loss" in cols or any(c.startswith("x/lr") for c in cols) or "metrics/mAP_0.5:0.95" in cols
         return "yolov5" if v5 else "yolov8"
     if "epoch" in low and "step" in low:
@@ -92,6 +92,10 @@ def read_csv_log(df: pd.DataFrame, source: str) -> tuple[pd.DataFrame, LogFormat
     fmt.columns = list(df.columns)
     if kind == "lightning":
         read = _merge_steps(read, fmt)
+    if kind.startswith("yolo"):
+        # every train/ and val/ column of a results.csv is a loss term (YOLOv10 spells them box_om, box_oo...)
+        read = read.rename(columns={c: c + "_loss" for c in read.columns
+                                    if c.startswith(("train/", "val/")) and not c.endswith("_loss")})
     read = _split_runs(read, fmt)
     return read, fmt
 
@@ -200,9 +204,14 @@ def read_tensorboard(path: Path) -> tuple[pd.DataFrame, LogFormat]:
         raise DataError(f"{path}: no scalar summaries in the event file; expected scalars such as loss per epoch")
     cols = {t: pd.Series({e.step: e.value for e in acc.Scalars(t)}, dtype=float) for t in tags}
     df = pd.DataFrame(cols).sort_index()
-    df.insert(0, "epoch", df.index.to_numpy(dtype=float))
     fmt = LogFormat("TensorBoard event file", "the first validation score, else val_loss, else train_loss; "
-                    "the step is read as the epoch", (), list(tags))
+                    "the step is read as the epoch unless an 'epoch' scalar is logged", (), list(tags))
+    if "epoch" in df.columns:
+        # Lightning logs the epoch as a scalar at each step: rows are merged per epoch as for its CSV
+        df = df.reset_index(drop=True)
+        df["epoch"] = df["epoch"].ffill().bfill()
+        return _merge_steps(df, fmt), fmt
+    df.insert(0, "epoch", df.index.to_numpy(dtype=float))
     return df.reset_index(drop=True), fmt
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -226,6 +227,11 @@ def _read_text(path: Path) -> str:
 def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected a header row and one row per epoch")
+    conflict = re.search(r"^(<<<<<<< |=======$|>>>>>>> )", text, re.M)
+    if conflict:
+        line = text.count("\n", 0, conflict.start()) + 1
+        raise DataError(f"{path}: line {line} is a git merge-conflict marker ({conflict.group(0).strip()!r}); the file "
+                        "holds two versions of the log: expected one")
     head = text.split("\n", 1)[0]
     sep = next((d for d in (",", "\t", ";") if d in head), ",")
     try:
@@ -260,7 +266,7 @@ def _read_history_file(path: Path) -> tuple[pd.DataFrame, LogFormat | None]:
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     df, fmt = _frame_from_json(obj, str(path))
-    if fmt is None and path.name == "history.json":
+    if fmt is None and path.name.endswith("history.json"):
         fmt = LogFormat("workbook history.json", "cos (the workbook's validation score) or the first validation "
                         "score, else val_loss", ("cos",), [str(c) for c in df.columns])
     return df, fmt
