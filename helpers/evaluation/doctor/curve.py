@@ -118,15 +118,18 @@ def find_divergence(c: Curve) -> Divergence | None:
 
 
 def _nonfinite_row(arr: np.ndarray, is_loss: bool) -> int | None:
-    """First row that is Inf, or NaN after the column had been finite (or NaN everywhere, for a loss).
-    A column that starts empty (logged from a later epoch on) is not a divergence."""
+    """First row that is Inf, or NaN from there to the end after the column had been finite (or NaN
+    everywhere, for a loss). A column that starts empty (logged from a later epoch on) or has a hole is not a
+    divergence."""
     bad = ~np.isfinite(arr)
     if not bad.any():
         return None
     if not (~bad).any():
         return 0 if is_loss else None
     after_finite = np.cumsum(~bad) > 0
-    cand = np.flatnonzero(np.isinf(arr) | (bad & after_finite))
+    # NaN from a row on to the end (a run that blew up); a NaN hole followed by values is a missing entry
+    to_end = np.flip(np.cumsum(np.flip(~bad))) == 0
+    cand = np.flatnonzero(np.isinf(arr) | (bad & after_finite & to_end))
     return int(cand[0]) if len(cand) else None
 
 
@@ -135,8 +138,11 @@ def _first_nonfinite(c: Curve) -> Divergence | None:
     for col, arr, is_loss in (("train_loss", c.train_loss, True), ("val_loss", c.val_loss, True),
                               (c.metric, c.y, c.metric in ("train_loss", "val_loss"))):
         i = _nonfinite_row(arr, is_loss) if arr is not None else None
-        # A NaN score on a row whose losses are finite is a missing value, not a blow-up.
+        # A NaN score on a row whose losses are finite is a missing value, not a blow-up; so is a loss that
+        # stops being logged while the monitor goes on (Lightning logging some epochs only).
         if i is not None and not is_loss and _losses_finite_at(c, i):
+            i = None
+        if i is not None and is_loss and col != c.metric and not np.isinf(arr[i]) and np.isfinite(c.y[-1]):
             i = None
         if i is not None:
             hits.append((i, col, int((~np.isfinite(arr)).sum())))

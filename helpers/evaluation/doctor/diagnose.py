@@ -21,6 +21,11 @@ from helpers.evaluation.doctor.results import Diagnosis, Finding, SEVERITY
 from helpers.evaluation.doctor.rules import estimate_noise, evaluate_early_stopping, evaluate_reduce_lr_on_plateau
 
 
+# Fewer finite monitor values than this: nothing is judged. From here to ``min_epochs`` only a divergence
+# (or its absence) is judged; the trend rules need ``min_epochs``.
+MIN_POINTS = 3
+
+
 def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric: str | None = None,
                      ceiling: float | None = None, config: dict[str, Any] | None = None,
                      window: int = 8, min_epochs: int = 8, rlrop_patience: int = 10, es_patience: int = 20,
@@ -42,16 +47,16 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
         raise DataError(f"ceiling {ceiling!r}: expected a finite number (the best achievable value of the metric)")
     df = load_history(history)
     name = pick_metric(df, metric)
-    # A loss logged as NaN on every row is a run that diverged from the start, not a missing column.
-    name = name or next((c for c in ("train_loss", "val_loss") if c in df and df[c].isna().all()), None)
     if name is None:
-        return unjudgeable(df, "no column with at least two finite, non-zero values to judge")
+        # Without a validation column nothing is judged -- unless the training loss itself blew up.
+        return _training_divergence(df, window, min_epochs, config) or unjudgeable(
+            df, "no validation score or loss with at least two finite, non-zero values to judge")
     full = prepare_curve(df, name, window)
     div = find_divergence(full)
     n_fin = int(np.isfinite(full.y).sum())
-    if div is None and n_fin < min_epochs:
+    if div is None and n_fin < MIN_POINTS:
         return unjudgeable(df, f"{name} has {n_fin} finite value{'s' if n_fin != 1 else ''}; at least "
-                               f"{min_epochs} epochs are needed to judge a trend", name)
+                               f"{MIN_POINTS} are needed to judge anything", name)
     cuts = evaluate_reduce_lr_on_plateau(full.y, full.gib, patience=rlrop_patience)
     stop = evaluate_early_stopping(full.y, full.gib, patience=es_patience, min_delta=es_min_delta)
     rules = _rules_on_curve(full, cuts, stop, rlrop_patience, es_patience, es_min_delta)
@@ -70,10 +75,26 @@ def diagnose_history(history: pd.DataFrame | str | Path | Sequence[dict], metric
     for rule in TREND_RULES:
         if (f := rule(c, m, found)) is not None:
             found[f.kind] = f
-    findings += list(found.values())
+    # Underfitting is the plateau's cause: the plateau is not listed beside it (its evidence is the same).
+    findings += [f for k, f in found.items() if not (k == "plateau" and "underfitting" in found)]
     rules["early_stopping"].update(_early_stopping_verdict(c, m, stop, es_patience, es_min_delta))
     return _finish(c, findings, rules, {**summarise(c, m), **extra}, config, m.ceiling,
                    _learning(learning_curve, c, m))
+
+
+def _training_divergence(df: pd.DataFrame, window: int, min_epochs: int, config) -> Diagnosis | None:
+    """A log without validation values whose training loss diverged (NaN/Inf, explosion): that divergence
+    alone, nothing else judged."""
+    if "train_loss" not in df:
+        return None
+    c = prepare_curve(df, "train_loss", window)
+    div = find_divergence(c)
+    if div is None:
+        return None
+    rules = _rules_on_curve(c, [], None, 10, 20, 1e-4)
+    rules["early_stopping"].update({"verdict": "not judged", "note": "no validation values"})
+    return _finish(c.head(div.keep), [divergence_finding(c, div)], rules,
+                   {**short_summary(c), **_run_values(c, div), **reading(df, "train_loss")}, config, None, None)
 
 
 def reading(df: pd.DataFrame, monitor: str | None) -> dict[str, Any]:
@@ -150,7 +171,8 @@ def _early_stopping_verdict(c: Curve, m: Measures, stop: int | None, patience: i
 def _finish(c: Curve, findings: list[Finding], rules: dict[str, Any], summary: dict[str, Any],
             config: dict[str, Any] | None, ceiling: float | None, learning: dict[str, Any] | None) -> Diagnosis:
     """Rank the findings (healthy when there are none), label the summary, add recommendations."""
-    if not findings:
+    # A warm-up's shape or swings of the training loss are advice, not a problem with the run's result.
+    if all(f.kind in ("warmup_not_linear", "oscillation") for f in findings):
         findings.append(healthy_finding(c, summary))
     findings.sort(key=lambda f: SEVERITY[f.kind])
     pl = next((f for f in findings if f.kind == "plateau"), None)

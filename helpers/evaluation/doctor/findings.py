@@ -126,12 +126,20 @@ def overfitting_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Fin
                    "; ".join(why))
 
 
+# A validation loss "rises" when it climbs at least this share of its minimum (and beyond its noise): a rise of
+# a fraction of a percent is the loss sitting flat, not a model starting to memorise; a widening gap needs the
+# validation loss to have turned up at least `WIDENING_RISE_SHARE` of its minimum.
+VAL_RISE_SHARE, WIDENING_RISE_SHARE = 0.03, 0.01
+
+
 def _val_rising(c: Curve, r: LossRatio) -> bool:
-    return r.val_min_i <= c.n - 1 - max(2, c.window // 2) and r.val_rise > r.val_tol and r.train_drop > r.train_tol
+    return (r.val_min_i <= c.n - 1 - max(2, c.window // 2) and r.val_rise > r.val_tol and r.train_drop > r.train_tol
+            and r.val_rise >= VAL_RISE_SHARE * abs(c.val_loss[r.val_min_i]))
 
 
 def _gap_widening(c: Curve, r: LossRatio) -> bool:
-    return r.late > 1.5 and r.late - r.mid > noise_tolerance(r.noise, c.window, 0.0)
+    return (r.late > 1.5 and r.late - r.mid > noise_tolerance(r.noise, c.window, 0.0)
+            and r.val_rise >= WIDENING_RISE_SHARE * abs(c.val_loss[r.val_min_i]))
 
 
 def _ratio_evidence(c: Curve, r: LossRatio) -> dict[str, Any]:
@@ -152,9 +160,13 @@ def schedule_ended_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> 
         return None
     # Improving means new bests: a recovery from a dip after the rate fell is not the schedule's loss.
     gain_low = _gain_after(c, lr.low_i)
-    if gain_low <= late.tol or ("overfitting" in found and not late.improving):
+    # New bests beyond the noise after the rate fell, or still improving as it reaches its floor: the trend
+    # test says so, or the best epoch is among the last rows after a gain of at least one noise step.
+    best_at_end = c.best_i is not None and c.best_i >= c.n - max(3, int(0.05 * c.n)) and gain_low > late.noise
+    improving = late.improving or best_at_end
+    if (gain_low <= late.tol and not improving) or ("overfitting" in found and not improving):
         return None
-    froze = pl is not None and not late.improving
+    froze = pl is not None and not improving
     ev = {"lr_peak": rounded(lr.peak), "lr_final": rounded(lr.final), "final_fraction_of_peak": rounded(lr.final / lr.peak),
           "low_lr_epoch": c.epoch_at(lr.low_i), "gain_after_low_lr": rounded(gain_low), "late_gain": rounded(late.gain),
           "noise": rounded(late.noise), "noise_tolerance": rounded(late.tol), "best": c.best,
@@ -189,7 +201,9 @@ def plateau_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding
     """The score stopped improving beyond its noise while the learning rate was still high (or not logged),
     and neither a saturated monitor nor the schedule explains it."""
     pl, lr = m.plateau, m.lr
-    if pl is None or "schedule_ended" in found or "saturated_monitor" in found:
+    # A stall that a cause already found explains (the schedule, a saturated monitor, overfitting) is not
+    # reported again as a plateau.
+    if pl is None or {"schedule_ended", "saturated_monitor", "overfitting"} & set(found):
         return None
     frac = lr.at_plateau_fraction if lr is not None else None
     # A stall that starts after the peak with the rate already low is the schedule's doing, not a
@@ -232,13 +246,22 @@ def underfitting_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Fi
     tail = tr[-c.window:]
     drop = -trend_slope(tail)[0] * (len(tail) - 1)
     tol = noise_tolerance(estimate_noise(tr), smoothing_rows(len(tr)), float(np.max(tr) - np.min(tr)))
-    if drop > tol:
+    fell = 1.0 - float(np.median(tr[-max(2, c.window // 2):])) / float(tr[0]) if tr[0] > 0 else 1.0
+    # stopped falling, or barely fell at all (a model stuck near its starting loss: chance)
+    if drop > tol and fell > UNDERFIT_FALL:
         return None
-    return Finding("underfitting", c.metric, pl.epoch, {**_ratio_evidence(c, r), "train_loss_late_drop": rounded(drop),
-                                                        "train_loss_noise_tolerance": rounded(tol)},
-                   f"{c.metric} plateaued while val/train loss ratio is only {r.late:.3g} (< 1.2) and train_loss "
-                   f"itself has stopped falling ({drop:.2g} over the last {c.window} epochs, tolerance {tol:.2g}): "
+    how = (f"train_loss itself has stopped falling ({drop:.2g} over the last {c.window} epochs, tolerance {tol:.2g})"
+           if drop <= tol else f"train_loss fell only {100 * fell:.0f}% from its start")
+    return Finding("underfitting", c.metric, pl.epoch, {**pl.evidence, **_ratio_evidence(c, r),
+                                                        "train_loss_late_drop": rounded(drop),
+                                                        "train_loss_noise_tolerance": rounded(tol),
+                                                        "train_loss_fall_share": rounded(fell)},
+                   f"{c.metric} plateaued while val/train loss ratio is only {r.late:.3g} (< 1.2) and {how}: "
                    "the model does not fit the training data better than held-out data")
+
+
+# A training loss that fell less than this share of its first value "barely fell".
+UNDERFIT_FALL = 0.3
 
 
 def noise_finding(c: Curve, m: Measures, found: dict[str, Finding]) -> Finding | None:
@@ -301,9 +324,11 @@ def healthy_finding(c: Curve, summary: dict[str, Any]) -> Finding:
     """The finding when no rule fired: where the metric is best and whether it still improves."""
     y, best_i = c.y, c.best_i
     best = f"best {y[best_i]:.4g} at epoch {c.epoch_at(best_i)}" if best_i is not None else "no finite value"
+    # a short history's summary has no noise estimate: only the divergence rules ran on it
+    short = f"only {c.n} epochs: too few for the trend rules, and no divergence; " if "noise" not in summary else ""
     return Finding("healthy", c.metric, c.epoch_at(best_i),
                    {"best": rounded(y[best_i]) if best_i is not None else None,
                     "best_epoch": c.epoch_at(best_i),
                     "still_improving_per_epoch": summary.get("still_improving_per_epoch"),
                     "overfit_ratio": summary.get("overfit_ratio")},
-                   f"no plateau, divergence, oscillation or overfitting in {c.metric}; {best}")
+                   f"{short}no plateau, divergence or overfitting in {c.metric}; {best}")

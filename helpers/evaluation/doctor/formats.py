@@ -31,6 +31,7 @@ class LogFormat:
     columns: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     percent: bool | None = None          # the monitor's scale when the format fixes it (timm: 0-100)
+    bare_is_validation: bool = False     # unprefixed scores are validation values (the workbook's own files)
 
 
 # Cells that mean "no value" rather than a number: a logger's empty cell or its spelling of NaN.
@@ -115,7 +116,8 @@ _CSV_FORMATS = {
                                "if logged, else val_loss (Keras callbacks' default monitor)", ()),
     "lightning": lambda: LogFormat("Lightning CSVLogger metrics.csv", "val_acc*/val_accuracy* if logged, else "
                                    "val_loss; rows merged per epoch (step rows: last value, *_step: mean)", ()),
-    "csv": lambda: LogFormat("per-epoch CSV", "the first validation score, else val_loss, else train_loss", ()),
+    "csv": lambda: LogFormat("per-epoch CSV", "the first validation score, else val_loss (none: not judged)", (),
+                             bare_is_validation=True),
 }
 
 
@@ -163,8 +165,8 @@ def read_trainer_state(obj: dict, source: str) -> tuple[pd.DataFrame, LogFormat]
     if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
         raise DataError(f"{source}: 'log_history' is not a list of objects; expected the Trainer's trainer_state.json")
     rows = [r for r in hist if "train_runtime" not in r]
-    fmt = LogFormat("Hugging Face trainer_state.json", "eval_accuracy/eval_f1-like score if logged, else eval_loss, "
-                    "else the training loss", (), sorted({k for r in rows for k in r}))
+    fmt = LogFormat("Hugging Face trainer_state.json", "eval_accuracy/eval_f1-like score if logged, else eval_loss "
+                    "(none: not judged)", (), sorted({k for r in rows for k in r}))
     df = coerce_numeric(pd.DataFrame(rows), source, first_line=1) if rows else pd.DataFrame()
     if df.empty:
         return df, fmt
@@ -204,8 +206,10 @@ def read_tensorboard(path: Path) -> tuple[pd.DataFrame, LogFormat]:
         raise DataError(f"{path}: no scalar summaries in the event file; expected scalars such as loss per epoch")
     cols = {t: pd.Series({e.step: e.value for e in acc.Scalars(t)}, dtype=float) for t in tags}
     df = pd.DataFrame(cols).sort_index()
-    fmt = LogFormat("TensorBoard event file", "the first validation score, else val_loss, else train_loss; "
+    fmt = LogFormat("TensorBoard event file", "the first validation score, else val_loss (none: not judged); "
                     "the step is read as the epoch unless an 'epoch' scalar is logged", (), list(tags))
+    # The workbook's own writer logs its history's keys (train_loss, val_loss and unprefixed validation scores).
+    fmt.bare_is_validation = {"train_loss", "val_loss"} <= set(df.columns)
     if "epoch" in df.columns:
         # Lightning logs the epoch as a scalar at each step: rows are merged per epoch as for its CSV
         df = df.reset_index(drop=True)

@@ -62,7 +62,7 @@ _VAL_PREFIXES = ("eval_", "valid_", "validation_", "test_", "val/", "eval/", "va
 _VAL_RENAMES = {"acc": "accuracy", "acc1": "top1", "acc5": "top5"}
 
 
-_LOSS_WORDS = ("loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl")
+_LOSS_WORDS = ("loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl", "wer", "cer", "fid")
 
 
 # Metrics preferred as the primary score when none is named (first match wins). mAP50-95 is what
@@ -88,9 +88,11 @@ def _canon(name: str) -> str:
     return n.replace("/", "_")
 
 
-def _column_mapping(df: pd.DataFrame) -> dict[str, str]:
+def _column_mapping(df: pd.DataFrame, bare_is_validation: bool = True) -> dict[str, str]:
     """Each kept column's workbook name; of two spellings of one column the first wins. ``epoch`` wins
-    over ``step``/``iteration`` wherever it stands (a step count is never read as the epoch)."""
+    over ``step``/``iteration`` wherever it stands (a step count is never read as the epoch). A bare score
+    name ("cos") is a validation value in the workbook's own history and generic tables, a training value in
+    the tools' logs (Keras, Lightning, YOLO, HF and TensorBoard prefix their validation values)."""
     mapping: dict[str, str] = {}
     canon = {c: _canon(c) for c in df.columns}
     present = set(canon.values())
@@ -104,7 +106,7 @@ def _column_mapping(df: pd.DataFrame) -> dict[str, str]:
         if n.startswith("train_") and n != "train_loss" and str(c).lower() in ("acc", "accuracy"):
             n = n if "val_" + n[len("train_"):] in present else "val_" + n[len("train_"):]
         elif (n not in _NOT_METRICS and n not in _EPOCH_NAMES and not n.startswith(("val_", "train_", "lr_"))):
-            n = ("train_" + n) if ("val_" + n) in present else ("val_" + n)
+            n = ("train_" + n) if ("val_" + n) in present or not bare_is_validation else ("val_" + n)
         if n in _EPOCH_NAMES:
             n = "epoch"
         if n in mapping.values():
@@ -137,9 +139,9 @@ def normalise_columns(df: pd.DataFrame, source: str = "history", fmt: LogFormat 
     """
     if not isinstance(df, pd.DataFrame) or df.empty:
         raise DataError(f"{source}: the history is empty; expected one row per epoch")
-    fmt = fmt or LogFormat("per-epoch table", "the first validation score, else val_loss, else train_loss",
-                           (), [str(c) for c in df.columns])
-    mapping = _column_mapping(df)
+    fmt = fmt or LogFormat("per-epoch table", "the first validation score, else val_loss (none: not judged)",
+                           (), [str(c) for c in df.columns], bare_is_validation=True)
+    mapping = _column_mapping(df, fmt.bare_is_validation)
     out = df[list(mapping)].rename(columns=mapping)
     if "epoch" not in out.columns:
         raise DataError(f"{source}: no epoch column; expected one of {', '.join(_EPOCH_NAMES)} "
@@ -166,13 +168,17 @@ def normalise_columns(df: pd.DataFrame, source: str = "history", fmt: LogFormat 
 
 def _drop_dead_losses(out: pd.DataFrame, fmt: LogFormat) -> pd.DataFrame:
     """A loss column whose values are all 0 or inf was never computed (YOLO with validation off writes
-    0/inf): it is dropped, with a note, rather than read as a divergence. (All NaN is a divergence.)"""
+    0/inf), nor a validation loss empty on every row beside a logged validation score: it is dropped, with a
+    note, rather than read as a divergence. (A training loss NaN on every row is a divergence.)"""
+    scores = [c for c in out.columns if c.startswith("val_") and c != "val_loss"]
+    scored = any(np.isfinite(out[c].to_numpy(dtype=float)).any() for c in scores)
     for c in ("train_loss", "val_loss"):
         if c in out.columns:
             v = out[c].to_numpy(dtype=float)
-            if len(v) >= 2 and np.all(np.isinf(v) | (v == 0)):
+            dead = np.all(np.isinf(v) | (v == 0)) or (c == "val_loss" and scored and np.isnan(v).all())
+            if len(v) >= 2 and dead:
                 out = out.drop(columns=[c])
-                fmt.notes.append(f"{c}: every value is 0 or inf (never computed): not used")
+                fmt.notes.append(f"{c}: every value is 0, inf or empty (never computed): not used")
     return out
 
 
@@ -268,7 +274,7 @@ def _read_history_file(path: Path) -> tuple[pd.DataFrame, LogFormat | None]:
     df, fmt = _frame_from_json(obj, str(path))
     if fmt is None and path.name.endswith("history.json"):
         fmt = LogFormat("workbook history.json", "cos (the workbook's validation score) or the first validation "
-                        "score, else val_loss", ("cos",), [str(c) for c in df.columns])
+                        "score, else val_loss", ("cos",), [str(c) for c in df.columns], bare_is_validation=True)
     return df, fmt
 
 
@@ -333,7 +339,7 @@ def usable(df: pd.DataFrame, col: str) -> bool:
 
 def pick_metric(df: pd.DataFrame, metric: str | None = None) -> str | None:
     """The monitor: ``metric`` (any known spelling), else the format's own (``attrs["monitor_prefs"]``), else
-    the first usable validation score, else val_loss, else train_loss; None when no column is usable."""
+    the first usable validation score, else val_loss; None when there is none (a log of training values only)."""
     if metric:
         for cand in (metric, _canon(metric), "val_" + _canon(metric)):
             if cand in df.columns:
@@ -351,8 +357,5 @@ def pick_metric(df: pd.DataFrame, metric: str | None = None) -> str | None:
     for c in cols:
         if c.startswith("val_") and c != "val_loss" and c not in _NOT_METRICS:
             return c
-    for c in ("val_loss", "train_loss"):
-        if c in cols:
-            return c
-    others = [c for c in cols if c not in _NOT_METRICS]
-    return others[0] if others else None
+    # A training loss alone says nothing about held-out data: such a log is not judged.
+    return "val_loss" if "val_loss" in cols else None

@@ -151,7 +151,7 @@ def _linear_warmup(a: _Advice) -> None:
 
 def _plateau_to_fix(a: _Advice) -> Finding | None:
     """The plateau finding unless it is at the ceiling (then there is nothing to fix)."""
-    pl = a.found.get("plateau")
+    pl = a.found.get("plateau") or a.found.get("underfitting")      # underfitting carries its plateau's evidence
     return None if pl is None or pl.evidence.get("at_ceiling") else pl
 
 
