@@ -15,7 +15,7 @@ import pandas as pd
 def time_rows(rows: list[int], folder: Path) -> list[dict]:
     """Write a step-level CSV log of each size (a noisy falling loss, as a step logger writes it) and time
     `diagnose_history` on it, reading the file included."""
-    from helpers.evaluation.doctor import diagnose_history
+    from helpers.evaluation.doctor import diagnose_history  # deferred: `--help` should not load pandas-heavy modules
     out = []
     for n in rows:
         rng = np.random.default_rng(0)
@@ -41,7 +41,7 @@ def bench_main(argv: list[str]) -> int:
             print(f"diagnose on a {r['rows']:,}-row step log: {r['seconds']:.2f} s ({r['label']})")
     if args.skip_faults:
         return 0
-    from helpers.stages.planted import run_planted_faults
+    from helpers.stages.planted import run_planted_faults  # deferred: torch loads only when the faults run
     table = run_planted_faults(seeds=max(2, args.seeds), log=print)
     a = table.attrs
     print(f"\nplanted faults: doctor named the cause in {a['named']} of {a['faults']} (random kind: {a['random_named']}); "

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from helpers.data.digits import load_digit_images, make_pairs
-from helpers.evaluation.doctor import diagnose_history, Diagnosis
+from helpers.evaluation.doctor import diagnose_history, Diagnosis, KINDS
 from helpers.evaluation.doctor.seedtest import paired_seed_test
 from helpers.models.registry import create_model
 
@@ -59,13 +59,13 @@ class Fault:
 
 
 # The validation split is large enough (1,500 pairs) that its own noise does not hide the planted faults.
-BASE = RunConfig(val_pairs=1500)
+BASE = RunConfig(val_pairs=1500, batch_size=128)
 
 FAULTS = (
-    Fault("lr_too_high", "learning rate far too high (SGD, lr 3)", ("divergence",),
+    Fault("lr_too_high", "learning rate far too high (SGD with momentum, lr 3)", ("divergence",),
           replace(BASE, optimizer="sgd", lr=3.0)),
-    Fault("schedule_too_short", "cosine schedule at lr 1e-3 decays to 0 in 16 epochs", ("schedule_ended",),
-          replace(BASE, lr=1e-3, schedule="cosine", epochs=16)),
+    Fault("schedule_too_short", "cosine schedule at lr 3e-4 decays to 0 in 16 epochs", ("schedule_ended",),
+          replace(BASE, lr=3e-4, schedule="cosine", epochs=16)),
     Fault("too_little_capacity", "a 2-unit encoder (one layer, feat_dim 2)", ("underfitting",),
           replace(BASE, hidden=(2,), feat_dim=2, dropout=0.0, epochs=40)),
     Fault("little_data_no_regularisation", "150 training pairs, wide model, no dropout or weight decay",
@@ -192,6 +192,8 @@ def apply_remedy(cfg: RunConfig, name: str, params: dict[str, Any]) -> RunConfig
         change = {"monitor": "val_loss"}
     elif name == "more_data":
         change = {"train_pairs": int(cfg.train_pairs * float(params.get("train_data_factor", 2.0)))}
+    elif name == "judge_against_noise":
+        change = {"val_pairs": int(cfg.val_pairs * float(params.get("validation_size_factor", 4.0)))}
     elif name in ("longer_schedule", "longer_cosine") and cfg.schedule == "constant":
         change.pop("eta_min", None)
     if not change:
@@ -205,7 +207,7 @@ def remedy_catalogue(cfg: RunConfig) -> dict[str, dict[str, Any]]:
                                                                  "cosine_eta_min": max(cfg.eta_min, cfg.lr / 10)},
             "capacity": {"dropout": 0.2}, "regularise": {"dropout": max(0.2, cfg.dropout + 0.05),
                                                          "weight_decay": max(2 * cfg.weight_decay, 1e-4)},
-            "monitor_loss": {}, "calmer_steps": {"lr": cfg.lr / 3, "batch_size": cfg.batch_size * 2},
+            "monitor_loss": {}, "judge_against_noise": {"validation_size_factor": 4.0}, "calmer_steps": {"lr": cfg.lr / 3, "batch_size": cfg.batch_size * 2},
             "more_epochs": {"epochs": int(math.ceil(cfg.epochs * 1.5))}, "more_data": {"train_data_factor": 2.0},
             "less_regularisation": {"dropout": max(0.0, cfg.dropout - 0.05), "weight_decay": cfg.weight_decay / 2}}
 
@@ -259,7 +261,6 @@ def _mode(s: pd.Series) -> str:
 
 def _random_named(fault: Fault, rng: np.random.Generator, n: int) -> bool:
     """The naming baseline: a kind drawn at random per seed from the doctor's kinds; named on a majority."""
-    from helpers.evaluation.doctor import KINDS
     pool = [k for k in KINDS if k != "too_short"] + ["still_improving"]
     hits = sum(str(rng.choice(pool)) in fault.expected for _ in range(n))
     return hits > n / 2

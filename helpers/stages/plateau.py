@@ -14,12 +14,10 @@ import torch
 from helpers.core import paths
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
-from helpers.core.paths import PROJ_ROOT
 from helpers.core.progress import progress
 from helpers.data.multiview import evaluate_ceiling, load_multiview_data, MultiViewData, MultiViewSplit
-from helpers.evaluation.doctor import (describe_learning_curve, describe_rules, diagnose_history,
-                                       diagnose_labelled_histories, Diagnosis, evaluate_labelled_histories,
-                                       evaluate_synthetic_set, LABELLED_KINDS, load_history, load_run_config,
+from helpers.evaluation.doctor import (describe_learning_curve, describe_rules, diagnose_history, Diagnosis,
+                                       evaluate_synthetic_set, load_history, load_run_config,
                                        make_findings_table, make_recommendations_table,
                                        make_synthetic_history)
 from helpers.models.registry import create_model
@@ -30,7 +28,7 @@ from helpers.training.tasks import RegressionTask
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["RUN_KEYS", "describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
-           "diagnose_histories", "diagnose_history", "evaluate_ceiling", "evaluate_external_histories",
+           "diagnose_histories", "diagnose_history", "evaluate_ceiling",
            "evaluate_synthetic_set", "find_histories", "learning_curve_points", "load_multiview_data",
            "make_answer_headline", "make_before_after_table", "make_doctor_metrics", "make_findings_table", "make_learning_curve_table",
            "make_note004_comparison", "make_recommendations_table", "make_train_config", "make_training_subset",
@@ -290,25 +288,29 @@ def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: f
 
 
 def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
-                    ext_scores: pd.DataFrame, n_external: int) -> str:
-    """The notebook's answer in three sentences: what the doctor reads in the baseline, which change helped
-    most when run, and how often it agrees with hand labels of public histories."""
-    pooled = ext_scores.iloc[-1]
-    first = diagnosis.findings[0]
-    return (f"The curve doctor reads the baseline as {first.kind}: {first.message}. "
+                    validation_text: str, planted_text: str) -> str:
+    """The notebook's answer: what the doctor reads in the baseline, which change helped most when run, how
+    it scores on held-out public logs (beside dev and the baselines) and on the planted faults."""
+    first = diagnosis.findings[0] if diagnosis.findings else None
+    reads = f"{first.kind}: {first.message}" if first else f"nothing ({diagnosis.summary.get('reason', '')})"
+    return (f"The curve doctor reads the baseline as {reads}. "
             f"Run and measured, {describe_conclusion(head, table, ceiling, diagnosis)}. "
-            f"On {n_external} public training histories labelled by hand before it ran, it agrees with the labels at "
-            f"precision {pooled['precision']:.2f} ({pooled['tp']} of {pooled['doctor_found']} calls) and recall "
-            f"{pooled['recall']:.2f} ({pooled['tp']} of {pooled['labelled']} labels), pooled over kinds.")
+            f"On hand-labelled public logs, {validation_text} Planted faults: {planted_text}.")
 
 
-def make_answer_headline(diagnosis: Diagnosis, head: Mapping[str, Any], ext_scores: pd.DataFrame) -> dict[str, Any]:
-    """The numbers the answer rests on: the first finding, the best change's gain, the pooled agreement."""
-    pooled = ext_scores.iloc[-1]
+def make_answer_headline(diagnosis: Diagnosis, head: Mapping[str, Any], scores: pd.DataFrame,
+                         planted: pd.DataFrame) -> dict[str, Any]:
+    """The numbers the answer rests on: the first finding, the best change's gain, the held-out precision and
+    recall (dev beside), the planted-fault counts."""
     out: dict[str, Any] = {"first finding": diagnosis.label}
     if head.get("best_change") is not None:
         out[f"val cos gain of {head['best_change']}"] = float(head["best_change_delta"])
-    out["doctor precision / recall on public histories"] = f"{pooled['precision']:.2f} / {pooled['recall']:.2f}"
+    s = scores.set_index(["split", "method"])
+    h, d = s.loc[("heldout", "doctor")], s.loc[("dev", "doctor")]
+    out["doctor precision / recall held out (dev)"] = (f"{h['precision']:.2f} / {h['recall']:.2f} "
+                                                      f"({d['precision']:.2f} / {d['recall']:.2f})")
+    a = planted.attrs
+    out["planted faults: cause named / remedy helped"] = f"{a['named']} / {a['helped']} of {a['faults']}"
     return out
 
 
@@ -362,22 +364,25 @@ def write_foreign_histories(folder: str | Path) -> dict[str, Path]:
     return out
 
 
-def evaluate_external_histories(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The doctor on the hand-labelled public histories in ``folder`` (relative paths are under the
-    project root): one row per history, and precision/recall per kind with the counts behind them."""
-    folder = Path(folder)
-    folder = folder if folder.is_absolute() else PROJ_ROOT / folder
-    per_file = diagnose_labelled_histories(folder)
-    return per_file, evaluate_labelled_histories(folder, per_file)
-
-
-def make_doctor_metrics(per_kind: pd.DataFrame, per_file: pd.DataFrame) -> dict[str, Any]:
-    """doctor_precision_<kind> / doctor_recall_<kind> (None where undefined) and n_external_histories."""
-    out: dict[str, Any] = {"n_external_histories": int(len(per_file))}
+def make_doctor_metrics(scores: pd.DataFrame, per_kind: pd.DataFrame, planted: pd.DataFrame) -> dict[str, Any]:
+    """Pooled precision and recall with their intervals per split and method, the doctor's held-out
+    precision / recall per kind (None where undefined) and the planted-fault counts."""
+    slug = {"doctor": "doctor", **{m: "baseline_" + "_".join(m.split()[:2]).lower() for m in scores["method"].unique()
+                                   if m != "doctor"}}
+    out: dict[str, Any] = {}
+    for _, r in scores.iterrows():
+        for key in ("precision", "precision_low", "precision_high", "recall", "recall_low", "recall_high"):
+            out[f"{slug[r['method']]}_{r['split']}_{key}"] = None if pd.isna(r[key]) else float(r[key])
+        if r["method"] == "doctor":
+            out[f"n_{r['split']}_logs"], out[f"n_{r['split']}_repositories"] = int(r["files"]), int(r["repositories"])
     for _, r in per_kind.iterrows():
-        if r["kind"] in LABELLED_KINDS:
-            for key in ("precision", "recall"):
-                out[f"doctor_{key}_{r['kind']}"] = None if pd.isna(r[key]) else float(r[key])
+        for key in ("precision", "recall"):
+            v = r[f"{key}_heldout"]
+            out[f"doctor_{key}_{r['kind']}"] = None if pd.isna(v) else float(v)
+    a = planted.attrs
+    out.update(planted_faults=a["faults"], planted_seeds=a["seeds"], planted_named=a["named"],
+               planted_helped=a["helped"], planted_random_named=a["random_named"],
+               planted_random_helped=a["random_helped"])
     return out
 
 

@@ -132,7 +132,8 @@ def _regularise(a: _Advice) -> None:
     if "overfitting" in a.found:
         a.add("regularise", "M4 §2 option 1",
               {"dropout": round(max(0.2, float(a.base["dropout"]) + 0.05), 3),
-               "weight_decay": float(a.base["weight_decay"]) * 2},
+               # x2, and at least 1e-4: doubling a weight decay of 0 changes nothing
+               "weight_decay": max(float(a.base["weight_decay"]) * 2, 1e-4)},
               f"overfitting: {a.found['overfitting'].message}")
 
 
@@ -252,9 +253,9 @@ def _judge_against_noise(a: _Advice) -> None:
         return
     tol = f.evidence["noise_tolerance"]
     a.recs.append(Recommendation(
-        f"judge changes against the noise: early-stopping min_delta ≥ {tol:.2g} with a patience of several "
-        "epochs; score on a larger validation split or average the last epochs before comparing runs",
-        f"noise: {f.message}", {}, "monitoring", "judge_against_noise"))
+        f"judge changes against the noise: a validation split 4× larger (its noise halves), early-stopping "
+        f"min_delta ≥ {tol:.2g} with a patience of several epochs, or average the last epochs before comparing runs",
+        f"noise: {f.message}", {"validation_size_factor": 4.0}, "monitoring", "judge_against_noise"))
 
 
 def _train_longer(a: _Advice) -> None:

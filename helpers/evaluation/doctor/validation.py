@@ -240,7 +240,8 @@ def paired_versus(c_a: np.ndarray, c_b: np.ndarray, repos: list[str], n_boot: in
         d = rb - ra
         d = d[np.isfinite(d)]
         pa, pb = (_point(x, cols) for x in (c_a, c_b))
-        p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())) if len(d) and np.any(d != 0) else 1.0
+        # a bootstrap p-value is at least 1/n_boot: "0" would claim more than the resamples can show
+        p = max(1.0 / n_boot, min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if len(d) and np.any(d != 0) else 1.0
         lo, hi = np.quantile(d, [0.025, 0.975]) if len(d) else (math.nan, math.nan)
         out.update({f"{name}_diff": pb - pa, f"{name}_diff_low": float(lo), f"{name}_diff_high": float(hi),
                     f"{name}_p": float(p)})

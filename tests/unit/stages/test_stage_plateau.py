@@ -13,7 +13,7 @@ import torch
 from helpers.data.multiview import make_multiview_data
 from helpers.evaluation.doctor import diagnose_history, LABELLED_KINDS, load_history, make_synthetic_history, NOTE004_BASELINE
 from helpers.stages.plateau import (describe_answer, describe_conclusion, diagnose_histories,
-                                    evaluate_external_histories, learning_curve_points, make_answer_headline,
+                                    learning_curve_points, make_answer_headline,
                                     make_before_after_table, make_doctor_metrics,
                                     make_followup_params, make_learning_curve_table, make_note004_comparison,
                                     make_training_subset, plot_diagnosis, plot_learning_curve, RUN_KEYS,
@@ -127,14 +127,17 @@ def test_answer_and_headline_come_from_the_results():
                           "gap_to_ceiling": [0.12, 0.11, 0.08]})
     head = summarize_followups(table)
     diag = diagnose_history(make_synthetic_history("schedule_ended"))
-    scores = pd.DataFrame([{"kind": "all kinds", "labelled": 10, "doctor_found": 8, "tp": 6, "fp": 2, "fn": 4,
-                            "precision": 0.75, "recall": 0.6}])
-    text = describe_answer(diag, head, table, 0.92, scores, 27)
+    scores = pd.DataFrame([{"split": sp, "method": "doctor", "precision": p, "recall": r}
+                           for sp, p, r in (("heldout", 0.75, 0.6), ("dev", 0.8, 0.7))])
+    planted = pd.DataFrame()
+    planted.attrs.update(faults=8, seeds=3, named=6, helped=4, random_named=1, random_helped=1)
+    text = describe_answer(diag, head, table, 0.92, "held out: X.", "on 8 planted faults Y")
     assert text.startswith("The curve doctor reads the baseline as schedule_ended: ")
-    assert "control_more_data (control), val cos +0.0400" in text and "precision 0.75 (6 of 8 calls)" in text
-    h = make_answer_headline(diag, head, scores)
+    assert "control_more_data (control), val cos +0.0400" in text and "held out: X." in text
+    h = make_answer_headline(diag, head, scores, planted)
     assert h == {"first finding": "schedule_ended", "val cos gain of control_more_data": 0.04,
-                 "doctor precision / recall on public histories": "0.75 / 0.60"}
+                 "doctor precision / recall held out (dev)": "0.75 / 0.60 (0.80 / 0.70)",
+                 "planted faults: cause named / remedy helped": "6 / 4 of 8"}
 
 
 def test_note004_comparison_says_when_the_schedule_ran_out():
@@ -145,15 +148,18 @@ def test_note004_comparison_says_when_the_schedule_ran_out():
     assert t["verdict"].iloc[0].startswith("does not stall: still rising when the learning rate ran out")
 
 
-# ------------------------------------------------------------------------- the external set
-def test_external_scores_and_their_metrics():
-    per_file, per_kind = evaluate_external_histories("tests/fixtures/histories")
-    m = make_doctor_metrics(per_kind, per_file)
-    assert m["n_external_histories"] == len(per_file) >= 20
-    for kind in LABELLED_KINDS:
-        for key in ("precision", "recall"):
-            v = m[f"doctor_{key}_{kind}"]
-            assert v is None or 0 <= v <= 1
+# ------------------------------------------------------------------------- the public logs
+def test_doctor_metrics_from_the_validation_and_planted_tables():
+    scores = pd.DataFrame([{"split": sp, "method": m, "files": 10, "repositories": 7, "precision": 0.5, "precision_low": 0.3,
+                            "precision_high": 0.7, "recall": float("nan"), "recall_low": 0.1, "recall_high": 0.9}
+                           for sp in ("heldout", "dev") for m in ("doctor", "Keras EarlyStopping")])
+    per_kind = pd.DataFrame([{"kind": k, "precision_heldout": 0.5, "recall_heldout": float("nan")} for k in LABELLED_KINDS])
+    planted = pd.DataFrame()
+    planted.attrs.update(faults=8, seeds=3, named=6, helped=4, random_named=1, random_helped=1)
+    m = make_doctor_metrics(scores, per_kind, planted)
+    assert m["doctor_heldout_precision"] == 0.5 and m["doctor_heldout_recall"] is None
+    assert m["baseline_keras_earlystopping_dev_precision_low"] == 0.3 and m["n_heldout_logs"] == 10
+    assert m["planted_named"] == 6 and m["doctor_recall_healthy"] is None
     assert json.dumps(m)        # no NaN: None where a rate is undefined
 
 
