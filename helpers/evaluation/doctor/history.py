@@ -67,7 +67,7 @@ _LOSS_WORDS = ("loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity"
 
 # Metrics preferred as the primary score when none is named (first match wins). mAP50-95 is what
 # Ultralytics' fitness weighs 0.9 (YOLO results.csv).
-_SCORE_PREFERENCE = ("val_cos", "val_cosine", "val_accuracy", "val_top1", "val_map50_95", "val_f1", "val_auc")
+_SCORE_PREFERENCE = ("val_cos", "val_cosine", "val_overall_f1", "val_accuracy", "val_top1", "val_map50_95", "val_f1", "val_auc")
 
 
 _NOT_METRICS = {"epoch", "lr", "grad_norm", "epoch_time_s", "samples_per_s", "time", "wall_time",

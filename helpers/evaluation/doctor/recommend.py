@@ -39,6 +39,10 @@ class _Advice:
         applies ("epochs ×1.5 (not in the log)"), never M4's own numbers as if they were this run's."""
         if key in self.given or self.config_given:
             return f"{key} {_fmt(self.base.get(key, '?'))} → {_fmt(new)}"
+        if key == "cosine_eta_min" and "lr" in self.given:
+            return f"cosine_eta_min → {_fmt(new)} (a tenth of the logged lr)"
+        if key == "dropout":                    # a target rate, not a factor of an unknown one
+            return f"dropout → {_fmt(new)} (not in the log)"
         old = NOTE004_BASELINE.get(key)
         if isinstance(old, (int, float)) and isinstance(new, (int, float)) and old:
             return f"{key} ×{new / old:.3g} (not in the log)"
