@@ -21,8 +21,11 @@ def time_rows(rows: list[int], folder: Path) -> list[dict]:
         rng = np.random.default_rng(0)
         t = np.arange(n)
         loss = 2.0 * np.exp(-t / (n / 5)) + 0.3 + 0.05 * rng.standard_normal(n)
+        acc = 0.9 - 0.4 * np.exp(-t / (n / 5)) + 0.01 * rng.standard_normal(n)
         p = folder / f"steps_{n}.csv"
-        pd.DataFrame({"epoch": t / 1000, "step": t, "train_loss": loss, "lr": np.full(n, 1e-3)}).to_csv(p, index=False)
+        # validation columns on every row, so that every rule runs (a log without them is not judged)
+        pd.DataFrame({"epoch": t / 1000, "step": t, "train_loss": loss, "val_loss": loss * 1.1,
+                      "val_accuracy": acc, "lr": np.full(n, 1e-3)}).to_csv(p, index=False)
         t0 = time.perf_counter()
         d = diagnose_history(p)
         out.append({"rows": n, "seconds": time.perf_counter() - t0, "label": d.label})

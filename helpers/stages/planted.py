@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from helpers.core.errors import WorkbookError
 from helpers.data.digits import load_digit_images, make_pairs
 from helpers.evaluation.doctor import diagnose_history, Diagnosis, KINDS
 from helpers.evaluation.doctor.seedtest import paired_seed_test
@@ -81,6 +82,15 @@ FAULTS = (
     Fault("stopped_too_early", "10 epochs at a small constant rate: still improving when it stops",
           ("still_improving",), replace(BASE, lr=2e-4, epochs=10)),
 )
+
+
+def select_faults(names: list[str] | tuple[str, ...]) -> tuple[Fault, ...]:
+    """The faults named (all when none is); an unknown name is an error naming the known ones."""
+    known = {f.name: f for f in FAULTS}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise WorkbookError(f"planted_faults: unknown {bad}; expected names from {sorted(known)}")
+    return tuple(f for f in FAULTS if not names or f.name in names)
 
 
 # ------------------------------------------------------------------------------------------- data

@@ -375,6 +375,8 @@ def make_doctor_metrics(scores: pd.DataFrame, per_kind: pd.DataFrame, planted: p
             out[f"{slug[r['method']]}_{r['split']}_{key}"] = None if pd.isna(r[key]) else float(r[key])
         if r["method"] == "doctor":
             out[f"n_{r['split']}_logs"], out[f"n_{r['split']}_repositories"] = int(r["files"]), int(r["repositories"])
+    # the README's doctor table (helpers.workbook.figures) counts the logs its per-kind rates come from: held out
+    out["n_external_histories"] = out.get("n_heldout_logs")
     for _, r in per_kind.iterrows():
         for key in ("precision", "recall"):
             v = r[f"{key}_heldout"]

@@ -1,5 +1,6 @@
 """Notebook 07 in the smoke run: the diagnosis report, the learning-curve probe, the follow-up runs, the
-doctor's scores on the hand-labelled public histories and the headline metrics."""
+doctor's held-out and dev scores on the hand-labelled public logs with the baselines, the planted faults and
+the headline metrics."""
 import json
 
 import pytest
@@ -70,7 +71,17 @@ def test_doctor_checks_in_the_notebook(smoke_run):
     m = read_metrics(smoke_run, STEM)
     assert m["synthetic_correct"] == 1.0
     assert m["foreign_labels"] == "overfitting,schedule_ended"
-    assert m["n_external_histories"] >= 20
+    # held-out logs scored after the freeze, dev beside, baselines on the same files
+    assert m["n_heldout_logs"] >= 80 and m["n_dev_logs"] >= 80 and m["n_heldout_repositories"] >= 40
+    for split in ("heldout", "dev"):
+        for key in ("precision", "recall"):
+            lo, v, hi = (m[f"doctor_{split}_{key}{s}"] for s in ("_low", "", "_high"))
+            assert 0 <= lo <= v <= hi <= 1
+    assert any(k.startswith("baseline_") and k.endswith("_heldout_precision") for k in m)
+    assert m["rules_frozen_commit"] and m["rules_unchanged_since_freeze"] in (True, None)
+    # the planted faults of the smoke profile ran, with the random remedy beside
+    assert m["planted_faults"] >= 1 and m["planted_seeds"] >= 2
+    assert 0 <= m["planted_named"] <= m["planted_faults"] and 0 <= m["planted_helped"] <= m["planted_faults"]
     for kind in LABELLED_KINDS:
         for key in ("precision", "recall"):
             v = m[f"doctor_{key}_{kind}"]

@@ -32,3 +32,12 @@ def test_a_tiny_run_logs_what_the_doctor_reads_and_scores_the_monitors_checkpoin
     assert h.equals(train_run(cfg, seed=0))                           # same seed, same run
     t = pd.DataFrame({"val_accuracy": [0.5, 0.9, 0.9], "val_loss": [0.7, 0.3, 0.2], "test_accuracy": [0.1, 0.2, 0.3]})
     assert selected_score(t, "val_accuracy") == 0.2 and selected_score(t, "val_loss") == 0.3
+
+
+def test_unknown_fault_names_are_refused():
+    import pytest
+    from helpers.core.errors import WorkbookError
+    from helpers.stages.planted import select_faults
+    assert [f.name for f in select_faults(["label_noise"])] == ["label_noise"] and len(select_faults([])) == len(FAULTS)
+    with pytest.raises(WorkbookError, match="unknown"):
+        select_faults(["lr_too_hgih"])

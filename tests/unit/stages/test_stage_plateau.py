@@ -158,7 +158,7 @@ def test_doctor_metrics_from_the_validation_and_planted_tables():
     planted.attrs.update(faults=8, seeds=3, named=6, helped=4, random_named=1, random_helped=1)
     m = make_doctor_metrics(scores, per_kind, planted)
     assert m["doctor_heldout_precision"] == 0.5 and m["doctor_heldout_recall"] is None
-    assert m["baseline_keras_earlystopping_dev_precision_low"] == 0.3 and m["n_heldout_logs"] == 10
+    assert m["baseline_keras_earlystopping_dev_precision_low"] == 0.3 and m["n_heldout_logs"] == m["n_external_histories"] == 10
     assert m["planted_named"] == 6 and m["doctor_recall_healthy"] is None
     assert json.dumps(m)        # no NaN: None where a rate is undefined
 
