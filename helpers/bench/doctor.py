@@ -34,7 +34,7 @@ def time_rows(rows: list[int], folder: Path) -> list[dict]:
 
 def bench_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m helpers bench doctor", description=__doc__)
-    ap.add_argument("--seeds", type=int, default=3, help="seeds per planted fault (>= 2 for the paired test)")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per planted fault (>= 2 for the paired test)")
     ap.add_argument("--rows", type=int, nargs="*", default=[100_000, 1_000_000], help="log sizes to time")
     ap.add_argument("--skip-faults", action="store_true", help="only time the log sizes")
     ap.add_argument("--out", default=None, help="write the fault table as CSV here")

@@ -276,7 +276,7 @@ def _random_named(fault: Fault, rng: np.random.Generator, n: int) -> bool:
     return hits > n / 2
 
 
-def run_planted_faults(seeds: int = 3, faults: tuple[Fault, ...] = FAULTS,
+def run_planted_faults(seeds: int = 5, faults: tuple[Fault, ...] = FAULTS,
                        log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """The whole benchmark: one row per fault (see `run_fault`), ``attrs`` holding the totals and the time."""
     torch.set_num_threads(1)

@@ -1,27 +1,34 @@
 """The training-curve doctor: why a curve stalls and what to change (notebook 07, `python -m helpers diagnose`).
 
-Input: any per-epoch training history (the workbook's ``history.json``, a Keras CSVLogger file, a
-timm ``summary.csv``, an Ultralytics YOLO ``results.csv``, a list of dicts). Output: a `Diagnosis` with
+Input: a training log as its tool writes it (`formats`: the workbook's ``history.json`` and TensorBoard files,
+Ultralytics YOLOv5/v8 ``results.csv``, timm ``summary.csv``, Keras CSVLogger, Lightning ``metrics.csv``,
+Hugging Face ``trainer_state.json``; also a DataFrame or a list of dicts). The monitor is chosen by a stated
+rule per format and named in the output. Output: a `Diagnosis` with
 
-- findings, each with numeric evidence, most severe first: ``divergence`` (NaN/Inf or a loss explosion;
-  nothing after it is judged), ``saturated_monitor``, ``schedule_ended`` (the learning rate ran out
-  while the score still improved), ``overfitting``, ``oscillation``, ``plateau`` (no improvement beyond
-  the curve's noise with the learning rate still high), ``underfitting``, ``noise``,
-  ``warmup_not_linear``, ``too_short``, ``healthy``; thresholds are in units of the curve's own
-  epoch-to-epoch noise;
-- ranked recommendations mapped to M4's concrete parameter changes (each with the reason drawn from
-  the findings and a ``params`` dict a follow-up run can apply), "more data" ranked by a learning-curve
-  probe when one is given;
+- findings, each with numeric evidence, most severe first: ``divergence`` (NaN/Inf, a loss explosion or return
+  to its starting level, a score collapsing to its start; nothing after it is judged), ``saturated_monitor``
+  (at its maximum, or not moving), ``schedule_ended`` (the learning rate ran out while the score still
+  improved), ``overfitting``, ``oscillation``, ``plateau`` (no improvement beyond the curve's noise with the
+  learning rate still high and no other cause), ``underfitting``, ``noise``, ``warmup_not_linear``,
+  ``healthy``; thresholds are in units of the curve's own epoch-to-epoch noise. A log with nothing to judge
+  (no validation values, fewer than 3 points) gets no finding: ``Diagnosis.judged`` is False and the summary's
+  ``reason`` names the columns read; 3 to 7 points are judged for divergence only;
+- ranked recommendations with concrete parameter changes computed from the run's own values (its config, else
+  the learning rate and epochs in the log; M4's values only for the workbook's own runs), "more data" ranked
+  by a learning-curve probe when one is given;
 - the epochs at which PyTorch ``ReduceLROnPlateau`` (patience 10, threshold 1e-4 rel) and
   Lightning ``EarlyStopping`` (patience 20, min_delta 1e-4) would have acted on the same curve.
 
-Everything here is plain numpy/pandas: no torch, no plotting (the plots live in `helpers.stages.plateau`).
+Everything here is plain numpy/pandas and linear in rows (a 1M-row step log in seconds): no torch, no plotting
+(the plots live in `helpers.stages.plateau`).
 
-Modules: ``history`` (reading and normalising histories, picking the metric), ``rules`` (the
-standard rules, the noise estimate and the plateau trend test), ``curve`` (arrays, divergence and
-measurements prepared once), ``findings`` (one rule per finding kind), ``learning`` (the learning-curve
-probe as evidence), ``recommend`` (one rule per remedy), ``diagnose`` (`diagnose_history`), ``synthetic``
-(generated labelled curves), ``external`` (hand-labelled public histories), ``tables`` (tables and text).
+Modules: ``formats`` (each tool's file, the monitor rule), ``history`` (normalising columns, picking the
+monitor), ``rules`` (the standard rules, the noise estimate and the plateau trend test), ``curve`` (arrays,
+divergence and measurements prepared once), ``findings`` (one rule per finding kind), ``learning`` (the
+learning-curve probe as evidence), ``recommend`` (one rule per remedy), ``diagnose`` (`diagnose_history`),
+``synthetic`` (generated labelled curves), ``external`` (the first hand-labelled public histories),
+``validation`` (dev / held-out scoring with intervals over repositories, the SageMaker and Keras baselines),
+``seedtest`` (the paired test over seeds of the planted-fault benchmark), ``tables`` (tables and text).
 """
 from __future__ import annotations
 
