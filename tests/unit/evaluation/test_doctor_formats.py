@@ -76,6 +76,13 @@ def test_the_workbook_history_and_tensorboard_files_it_writes_are_read(tmp_path)
     assert smoke.attrs["format"] == "workbook history.json"
 
 
+def test_a_real_keras_file_with_appended_runs_names_their_rows():
+    d = diagnose_history(FORMATS / "keras_csvlogger_appended_runs.csv")
+    assert d.judged and "Keras" in d.summary["format"]
+    assert d.summary["reading_notes"] == ["2 runs appended in one file (the epoch restarts at 0): rows 1-2, rows 3-50; "
+                                          "judging the last run (rows 3-50)"]
+
+
 def test_keras_appended_runs_judge_the_last_and_say_so(tmp_path):
     lines = [x for x in (FORMATS / "keras_csvlogger.csv").read_text().splitlines() if x.strip()]   # \r\r\n endings
     head, rows = lines[0], lines[1:]
