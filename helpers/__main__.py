@@ -23,7 +23,7 @@ def _positive_int(text: str) -> int:
 
 
 def _selection_args(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--profile", default="default", help="params/<profile>/ (smoke, default, gpu)")
+    q.add_argument("--profile", help="params/<profile>/ (smoke, default, gpu; default: default)")
     # "extend": a repeated --only / --set adds to the earlier ones instead of replacing them.
     q.add_argument("--only", nargs="+", action="extend", metavar="NB",
                    help="notebooks by number or stem, e.g. 05 (the notebooks it reads run or are reused too)")
@@ -76,8 +76,8 @@ def _run(args) -> int:
         if args.only or args.sets or args.out or args.force or args.no_cache:
             raise WorkbookError("--resume continues a run exactly as it was planned: give it alone "
                                 "(with --jobs at most)")
-        return runner.resume(args.resume, args.jobs)
-    return runner.run(args.profile, args.only, args.out, args.sets, args.threads, args.jobs, args.force,
+        return runner.resume(args.resume, args.jobs, args.threads, args.profile)
+    return runner.run(args.profile or "default", args.only, args.out, args.sets, args.threads, args.jobs, args.force,
                       not args.no_cache)
 
 
@@ -107,9 +107,9 @@ def _command(args) -> int:
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "check":
-        return runner.check(args.profile, args.only, args.sets)
+        return runner.check(args.profile or "default", args.only, args.sets)
     if args.cmd == "status":
-        return runner.status(args.profile, args.only, args.sets, args.threads, args.force, not args.no_cache)
+        return runner.status(args.profile or "default", args.only, args.sets, args.threads, args.force, not args.no_cache)
     return {"diff": _diff, "strip": _strip}[args.cmd](args)
 
 
