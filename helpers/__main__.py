@@ -12,6 +12,11 @@ BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "back
                                                      "crops", "scenes")}
 
 
+SUBCOMMANDS = (("diagnose", "helpers.workbook.diagnose_cli", "diagnose_main"),
+               ("crops", "helpers.workbook.crops_cli", "crops_main"),
+               ("figures", "helpers.workbook.figures", "figures_main"))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -115,17 +120,13 @@ def _command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
-        return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
-    if argv[:1] == ["diagnose"]:
-        return importlib.import_module("helpers.workbook.diagnose_cli").diagnose_main(argv[1:])
-    if argv[:1] == ["crops"]:
-        return importlib.import_module("helpers.workbook.crops_cli").crops_main(argv[1:])
-    if argv[:1] == ["figures"]:
-        return importlib.import_module("helpers.workbook.figures").figures_main(argv[1:])
-    args = _parser().parse_args(argv)
     try:
-        return _command(args)
+        if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
+            return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
+        for name, module, entry in SUBCOMMANDS:   # commands with their own argument parsers
+            if argv[:1] == [name]:
+                return getattr(importlib.import_module(module), entry)(argv[1:])
+        return _command(_parser().parse_args(argv))
     except WorkbookError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
