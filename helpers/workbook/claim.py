@@ -141,6 +141,8 @@ def claim_existing(run_dir: Path) -> Claim:
     folder holds a link or anything but plain files and folders (a run never writes through a link)."""
     if run_dir.is_symlink() or not run_dir.is_dir():
         raise WorkbookError(f"--resume {run_dir}: not a folder")
+    if (run_dir / "run.json").is_symlink() or not (run_dir / "run.json").is_file():  # checked before any walk or lock
+        raise WorkbookError(f"--resume {run_dir}: not a run folder (no run.json)")
     refuse_links(run_dir)
     return Claim(run_dir, _take_lock(run_dir, create_exclusive=False), False)
 
