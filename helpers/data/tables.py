@@ -132,7 +132,7 @@ def _encode_regression(col, t: TaskSpec, path: Path) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"task table {path}: column {t.name!r} (regression) holds non-numbers: row {row + 1} is "
-                        f"{col.iloc[row]!r} ({int(bad.sum())} such row(s)); a regression target is a finite number")
+                        f"{str(col.iloc[row])!r} ({int(bad.sum())} such row(s)); a regression target is a finite number")
     return vals.to_numpy()
 
 
@@ -156,7 +156,7 @@ def _check_class_range(col, t: TaskSpec, path: Path) -> None:
         bad = present & (~np.isfinite(vals) | ((vals == np.floor(vals)) & (vals >= limit)))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"task table {path}: column {t.name!r}, row {row + 1}: class label {col.iloc[row]!r} is "
+        raise DataError(f"task table {path}: column {t.name!r}, row {row + 1}: class label {col.iloc[row]} is "
                         f"outside 0..{limit - 1}" + (f" (the task declares {t.num_classes} classes)" if t.num_classes
                                                      else f" (at most {MAX_CLASSES} classes)"))
 
