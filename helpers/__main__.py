@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _profile(args) -> str:
+    """--profile as given ("" included: an error naming the profiles), else the default profile."""
+    return "default" if args.profile is None else args.profile
+
+
 def _run(args) -> int:
     from helpers.workbook import runner  # deferred: papermill, nbconvert and torch take seconds to import
 
@@ -82,7 +87,7 @@ def _run(args) -> int:
             raise WorkbookError("--resume continues a run exactly as it was planned: give it alone "
                                 "(with --jobs at most)")
         return runner.resume(args.resume, args.jobs, args.threads, args.profile)
-    return runner.run(args.profile or "default", args.only, args.out, args.sets, args.threads, args.jobs, args.force,
+    return runner.run(_profile(args), args.only, args.out, args.sets, args.threads, args.jobs, args.force,
                       not args.no_cache)
 
 
@@ -112,9 +117,9 @@ def _command(args) -> int:
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "check":
-        return runner.check(args.profile or "default", args.only, args.sets)
+        return runner.check(_profile(args), args.only, args.sets)
     if args.cmd == "status":
-        return runner.status(args.profile or "default", args.only, args.sets, args.threads, args.force, not args.no_cache)
+        return runner.status(_profile(args), args.only, args.sets, args.threads, args.force, not args.no_cache)
     return {"diff": _diff, "strip": _strip}[args.cmd](args)
 
 
