@@ -59,3 +59,25 @@ def test_in_range_integer_labels_still_load(tmp_path):
     rows = [dict(r, grade=i % 3) for i, r in enumerate(ROWS)]
     t = load_task_table(_write_table(tmp_path, rows), make_task_specs(["grade:multiclass:10"]))
     assert t.tasks[0].num_classes == 10
+
+
+def test_01_on_two_sequences_of_two_frames_reports_the_sampling_and_why_no_datasets(tmp_path):
+    from helpers.stages import sampling
+
+    sc = sampling.select_keyframes(sampling.load_scenes(str(FIXTURE)), 1)
+    assert len(sc.sequences) == 2
+    sample = sampling.make_pair_sample(sc, 3.0, True, True, 1.0, 5, 1.0, seed=0)
+    ds, unsplittable = sampling.make_scene_pair_datasets(sc, sample, 0.2, 0.2, 0)
+    assert "No pair datasets are written: 2 sequence(s) with at most 2 frame(s)" in unsplittable
+    assert len(ds["train"]["y"]) == len(sample.y) and len(ds["val"]["y"]) == len(ds["test"]["y"]) == 0
+    meta = sampling.make_dataset_meta(sc, sample, ds)
+    assert sampling.write_scene_pair_datasets(ds, tmp_path / "scene_pairs", meta, unsplittable) is None
+    assert not (tmp_path / "scene_pairs").exists()
+    recall = sampling.make_recall_table(sc, sample, ds)
+    groups = sampling.make_type_groups_table(sc, sample, ds)
+    at = sampling.evaluate_at_multiplier(sampling.make_scene_pairs(sc), 3.0)
+    metrics = sampling.make_metrics(sc, at, sample, ds, recall, groups, unsplittable)
+    assert metrics["pair_datasets_written"] is False and metrics["n_pairs_val"] == 0
+    answer = sampling.describe_answer(at, sample, recall, groups, 3.0, unsplittable=unsplittable)
+    assert "No pair datasets are written" in answer and "nan" not in answer
+    assert "n/a (no pairs)" in sampling.describe_recall(recall)
