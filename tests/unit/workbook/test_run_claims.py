@@ -113,6 +113,7 @@ def test_claims_race_in_threads_and_every_claim_gets_its_own_folder(tmp_path):
 
 def test_a_held_folder_is_refused_to_a_second_claim_with_pid_host_and_start(tmp_path):
     first = claim.claim_new(tmp_path / "run", exact=True)
+    (tmp_path / "run" / "run.json").write_text("{}")
     with pytest.raises(WorkbookError, match=rf"pid {os.getpid()} on .*, started 20"):
         claim.claim_existing(tmp_path / "run")
     with pytest.raises(WorkbookError, match=rf"in use by pid {os.getpid()}|being written by pid {os.getpid()}"):
@@ -237,6 +238,7 @@ def test_a_lock_is_released_when_the_process_dies(tmp_path):
             "claim.claim_new(Path(sys.argv[1]), exact=True); os._exit(9)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], cwd=ROOT, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+    (tmp_path / "run" / "run.json").write_text("{}")
     t0 = time.perf_counter()
     claim.claim_existing(tmp_path / "run").release()     # a SIGKILLed run stays resumable
     assert time.perf_counter() - t0 < 1
