@@ -139,7 +139,9 @@ def claim_new(run_dir: Path, exact: bool) -> Claim:
 def claim_existing(run_dir: Path) -> Claim:
     """Lock an earlier run's folder for ``--resume``: refused while another process holds it, or when the
     folder holds a link or anything but plain files and folders (a run never writes through a link)."""
-    if run_dir.is_symlink() or not run_dir.is_dir():
+    if run_dir.is_symlink():
+        raise WorkbookError(f"--resume {run_dir}: a symbolic link (to {run_dir.resolve()}); give the run folder itself")
+    if not run_dir.is_dir():
         raise WorkbookError(f"--resume {run_dir}: not a folder")
     if (run_dir / "run.json").is_symlink() or not (run_dir / "run.json").is_file():  # checked before any walk or lock
         raise WorkbookError(f"--resume {run_dir}: not a run folder (no run.json)")
