@@ -44,6 +44,7 @@ def _sha(data: bytes) -> str:
 # in place changes its change time (ctime), which `touch -r` cannot set back, so a kept digest is never
 # stale; a JRDB folder of gigabytes is hashed once, then costs one stat per file.
 _DIGESTS: dict[str, list] = {}
+_MAX_DIGESTS = 500_000          # about 50 MB of JSON; beyond it the oldest are dropped (and re-hashed if needed)
 _DIGESTS_LOADED = False
 _DIGESTS_DIRTY = False
 
@@ -80,6 +81,8 @@ def save_digests() -> None:
     """Keep the digests taken in this process for the next one (a lost write only costs a re-hash)."""
     global _DIGESTS_DIRTY
     if _DIGESTS_DIRTY:
+        for ident in list(_DIGESTS)[:max(0, len(_DIGESTS) - _MAX_DIGESTS)]:   # the oldest go first
+            del _DIGESTS[ident]
         try:
             io.atomic_write_text(_digest_store(), json.dumps(_DIGESTS))
             _DIGESTS_DIRTY = False
