@@ -12,6 +12,11 @@ BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "back
                                                      "crops", "scenes", "doctor")}
 
 
+SUBCOMMANDS = (("diagnose", "helpers.workbook.diagnose_cli", "diagnose_main"),
+               ("crops", "helpers.workbook.crops_cli", "crops_main"),
+               ("figures", "helpers.workbook.figures", "figures_main"))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -23,7 +28,7 @@ def _positive_int(text: str) -> int:
 
 
 def _selection_args(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--profile", default="default", help="params/<profile>/ (smoke, default, gpu)")
+    q.add_argument("--profile", help="params/<profile>/ (smoke, default, gpu; default: default)")
     # "extend": a repeated --only / --set adds to the earlier ones instead of replacing them.
     q.add_argument("--only", nargs="+", action="extend", metavar="NB",
                    help="notebooks by number or stem, e.g. 05 (the notebooks it reads run or are reused too)")
@@ -69,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _profile(args) -> str:
+    """--profile as given ("" included: an error naming the profiles), else the default profile."""
+    return "default" if args.profile is None else args.profile
+
+
 def _run(args) -> int:
     from helpers.workbook import runner  # deferred: papermill, nbconvert and torch take seconds to import
 
@@ -76,8 +86,8 @@ def _run(args) -> int:
         if args.only or args.sets or args.out or args.force or args.no_cache:
             raise WorkbookError("--resume continues a run exactly as it was planned: give it alone "
                                 "(with --jobs at most)")
-        return runner.resume(args.resume, args.jobs)
-    return runner.run(args.profile, args.only, args.out, args.sets, args.threads, args.jobs, args.force,
+        return runner.resume(args.resume, args.jobs, args.threads, args.profile)
+    return runner.run(_profile(args), args.only, args.out, args.sets, args.threads, args.jobs, args.force,
                       not args.no_cache)
 
 
@@ -107,25 +117,21 @@ def _command(args) -> int:
     if args.cmd == "run":
         return _run(args)
     if args.cmd == "check":
-        return runner.check(args.profile, args.only, args.sets)
+        return runner.check(_profile(args), args.only, args.sets)
     if args.cmd == "status":
-        return runner.status(args.profile, args.only, args.sets, args.threads, args.force, not args.no_cache)
+        return runner.status(_profile(args), args.only, args.sets, args.threads, args.force, not args.no_cache)
     return {"diff": _diff, "strip": _strip}[args.cmd](args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
-        return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
-    if argv[:1] == ["diagnose"]:
-        return importlib.import_module("helpers.workbook.diagnose_cli").diagnose_main(argv[1:])
-    if argv[:1] == ["crops"]:
-        return importlib.import_module("helpers.workbook.crops_cli").crops_main(argv[1:])
-    if argv[:1] == ["figures"]:
-        return importlib.import_module("helpers.workbook.figures").figures_main(argv[1:])
-    args = _parser().parse_args(argv)
     try:
-        return _command(args)
+        if argv[:1] == ["bench"] and len(argv) >= 2 and argv[1] in BENCHES:
+            return importlib.import_module(BENCHES[argv[1]]).bench_main(argv[2:])
+        for name, module, entry in SUBCOMMANDS:   # commands with their own argument parsers
+            if argv[:1] == [name]:
+                return getattr(importlib.import_module(module), entry)(argv[1:])
+        return _command(_parser().parse_args(argv))
     except WorkbookError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

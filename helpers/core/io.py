@@ -30,6 +30,15 @@ def _as_created(path: Path, mode: int) -> None:
     os.chmod(path, mode & ~current_umask())
 
 
+def copy_as_created(src: str | Path, dst: str | Path) -> None:
+    """Copy a file's bytes to a new file with the mode this process's umask gives (not the source's:
+    a result copied under ``umask 077`` must not stay readable by everyone)."""
+    import shutil
+
+    shutil.copyfile(src, dst)
+    os.chmod(dst, (0o777 if os.access(src, os.X_OK) else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` when the block succeeds."""

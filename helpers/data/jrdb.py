@@ -128,7 +128,18 @@ def _boxes_2d(recs: list, counts: np.ndarray, keys: list[str], path: Path) -> np
         frame, idx = _locate(counts, keys, int(bad[0]))
         raise DataError(f"{path}: frame {frame!r}, record {idx}: box {boxes[bad[0]].tolist()} has a negative or "
                         "non-finite width/height; expected w >= 0 and h >= 0")
+    big = np.abs(boxes) > BOX_LIMIT
+    if big.any():
+        row, col = map(int, np.argwhere(big)[0])
+        frame, idx = _locate(counts, keys, row)
+        raise DataError(f"{path}: frame {frame!r}, record {idx} ({_who(recs[row])}): box {'xywh'[col]} = "
+                        f"{boxes[row, col]:g} is not a pixel coordinate of a panorama; expected |x|, |y|, w, h "
+                        f"at most {BOX_LIMIT:g} (distances and velocities would overflow)")
     return boxes
+
+
+# Box values beyond this (pixels) are not positions in a panorama: 1e308 would overflow every distance.
+BOX_LIMIT = 1e6
 
 
 # Only pedestrian tracks are read; 18 digits at most so the id fits an int64.

@@ -331,7 +331,7 @@ def load_pair_dataset(name_or_dir: str, run_dir: str | Path, label: str | None =
 def copy_pair_folder(src: Path, dst: Path) -> Path:
     """Copy a pair folder into a run's output (atomically, as a whole folder)."""
     with io.atomic_folder(dst) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=io.copy_as_created)  # this run's umask
     return dst
 
 

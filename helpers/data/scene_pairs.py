@@ -126,12 +126,17 @@ def make_split_method(scenes: Scenes) -> str:
     return "by_sequence" if len(scenes.sequences) >= MIN_SEQUENCES_BY_SEQUENCE else "by_frame_block"
 
 
+class TooShortToSplit(WorkbookError):
+    """Too few sequences to split by sequence, and every one too short to cut into frame blocks."""
+
+
 def make_frame_block_split(seq: np.ndarray, frame: np.ndarray, val_fraction: float, test_fraction: float,
-                           gap: int = 1) -> np.ndarray:
+                           gap: int = 1, all_train_if_short: bool = False) -> np.ndarray:
     """Split index per row [R] (0 train, 1 val, 2 test, -1 left out): each sequence's distinct frames, in
     time order, become a train block, ``gap`` frames left out, a val block, ``gap`` left out, a test block,
     so frames of two splits are at least gap + 1 keyframe intervals apart. A sequence too short for that
-    (fewer than 3 + 2 * gap frames) goes to train whole; if every sequence is that short, a WorkbookError."""
+    (fewer than 3 + 2 * gap frames) goes to train whole; if every sequence is that short, TooShortToSplit
+    (or, with ``all_train_if_short``, every row in train: what the sampling report counts, never written)."""
     seq, frame = np.asarray(seq, np.int64), np.asarray(frame, np.int64)
     keys = np.unique(np.c_[seq, frame], axis=0)                         # distinct (seq, frame), sorted
     first = np.r_[True, keys[1:, 0] != keys[:-1, 0]] if len(keys) else np.zeros(0, bool)
@@ -140,7 +145,9 @@ def make_frame_block_split(seq: np.ndarray, frame: np.ndarray, val_fraction: flo
     n_frames = np.bincount(np.cumsum(first) - 1)[np.cumsum(first) - 1]  # frames of its sequence, per key
     usable = n_frames - 2 * gap
     if not (usable >= 3).any():
-        raise WorkbookError(
+        if all_train_if_short:
+            return np.zeros(len(seq), np.int64)
+        raise TooShortToSplit(
             f"{len(np.unique(seq))} sequence(s) with at most {int(n_frames.max(initial=0))} frame(s): a split by "
             f"frame blocks needs a sequence with at least {3 + 2 * gap} frames (train, {gap} left out, val, "
             f"{gap} left out, test), and a split by sequence needs {MIN_SEQUENCES_BY_SEQUENCE} sequences")
@@ -156,7 +163,8 @@ def make_frame_block_split(seq: np.ndarray, frame: np.ndarray, val_fraction: flo
 
 
 def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: float = 0.2,
-                            test_fraction: float = 0.2, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+                            test_fraction: float = 0.2, seed: int = 0, all_train_if_short: bool = False
+                            ) -> dict[str, dict[str, np.ndarray]]:
     """The stage-1/2 pair datasets: per split a dict of arrays (xa, xb [N, F] person cues, pair [N, G],
     y, type (0..4, -1 for negatives), seq, frame, track_a, track_b, ida, idb (global person ids
     = seq * 1e6 + track)), split by sequence, choosing among random sequence splits one that leaves
@@ -178,7 +186,8 @@ def make_scene_pair_dataset(scenes: Scenes, sample: PairSample, val_fraction: fl
                                            group_counts=make_type_group_counts(scenes, sample))
         split = split_of_seq[seq[i]]
     else:
-        split = make_frame_block_split(seq, p["frame"].to_numpy(), val_fraction, test_fraction)[i]
+        split = make_frame_block_split(seq, p["frame"].to_numpy(), val_fraction, test_fraction,
+                                       all_train_if_short=all_train_if_short)[i]
     arrays = {"xa": cues[i], "xb": cues[j], "y": sample.y.astype(np.int64),
               "pair": make_pair_features(p, i, j, scenes.width), "type": typ, "seq": seq[i],
               "frame": p["frame"].to_numpy()[i].astype(np.int64), "track_a": track[i], "track_b": track[j],

@@ -97,10 +97,26 @@ def _check_columns(df, path: Path, tasks: Sequence[TaskSpec], image_col: str, su
         raise DataError(f"task table {path}: empty {image_col!r} or {subject_col!r} in rows {bad}")
 
 
+def _named_paths(df, path: Path, image_col: str, image_root: str | Path | None) -> tuple[Path, list[Path]]:
+    root = Path(image_root).expanduser().resolve() if image_root else path.parent
+    return root, [p if p.is_absolute() else root / p for p in map(Path, df[image_col].astype(str))]
+
+
+def table_image_files(table: str | Path, image_col: str, image_root: str | Path | None) -> list[Path]:
+    """The existing image files a task table names: what a result computed from the table depends on,
+    beside the table itself (its cache key covers them). Empty when the table or column is absent."""
+    path = _resolve_table_path(table)
+    if not path.is_file():
+        return []
+    df = _read_table(path)
+    if image_col not in df.columns:
+        return []
+    return sorted({p for p in _named_paths(df, path, image_col, image_root)[1] if p.is_file()})
+
+
 def _image_paths(df, path: Path, image_col: str, image_root: str | Path | None) -> list[Path]:
     """Absolute image paths (relative ones under `image_root`, default the table's folder); all must exist."""
-    root = Path(image_root).expanduser().resolve() if image_root else path.parent
-    paths_ = [p if p.is_absolute() else root / p for p in map(Path, df[image_col].astype(str))]
+    root, paths_ = _named_paths(df, path, image_col, image_root)
     absent = [str(p) for p in paths_ if not p.is_file()]
     if absent:
         raise DataError(f"task table {path}: {len(absent)} image file(s) not found under {root}, "
@@ -111,11 +127,38 @@ def _image_paths(df, path: Path, image_col: str, image_root: str | Path | None) 
 def _encode_regression(col, t: TaskSpec, path: Path) -> np.ndarray:
     import pandas as pd
 
+    vals = pd.to_numeric(col, errors="coerce").astype(float)
+    bad = col.notna() & ~np.isfinite(vals)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"task table {path}: column {t.name!r} (regression) holds non-numbers: row {row + 1} is "
+                        f"{str(col.iloc[row])!r} ({int(bad.sum())} such row(s)); a regression target is a finite number")
+    return vals.to_numpy()
+
+
+# More classes than this is a label column gone wrong (an id, a typo of 10**12), not a task: refused
+# before 0..K-1 would be laid out in memory.
+MAX_CLASSES = 100_000
+
+
+def _check_class_range(col, t: TaskSpec, path: Path) -> None:
+    """Whole-number class labels within the declared count (or MAX_CLASSES), naming the first row outside."""
+    import pandas as pd
+
+    if t.kind != "multiclass":
+        return
     vals = pd.to_numeric(col, errors="coerce")
-    if vals[col.notna()].isna().any():
-        raise DataError(f"task table {path}: column {t.name!r} (regression) holds non-numbers, "
-                        f"e.g. {col[col.notna() & vals.isna()].iloc[0]!r}")
-    return vals.astype(float).to_numpy()
+    present = col.notna()
+    if (present & vals.isna()).any():
+        return   # text labels: mapped in sorted order, counted by _class_labels
+    limit = t.num_classes or MAX_CLASSES
+    with np.errstate(invalid="ignore"):
+        bad = present & (~np.isfinite(vals) | ((vals == np.floor(vals)) & (vals >= limit)))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"task table {path}: column {t.name!r}, row {row + 1}: class label {col.iloc[row]} is "
+                        f"outside 0..{limit - 1}" + (f" (the task declares {t.num_classes} classes)" if t.num_classes
+                                                     else f" (at most {MAX_CLASSES} classes)"))
 
 
 def _class_labels(uniq: list, t: TaskSpec, path: Path) -> tuple[list, TaskSpec]:
@@ -154,6 +197,7 @@ def _encode_task(col, t: TaskSpec, path: Path) -> tuple[np.ndarray, list | None,
         raise DataError(f"task table {path}: column {t.name!r} has no labels")
     if t.kind == "regression":
         return _encode_regression(col, t, path), None, t
+    _check_class_range(col, t, path)
     labels, t = _class_labels(sorted(present.unique(), key=lambda v: (str(type(v)), v)), t, path)
     index = {v: i for i, v in enumerate(labels)}
     if t.kind == "multiclass" and labels == list(range(len(labels))):

@@ -10,14 +10,14 @@ from helpers.data.crops import load_crops
 from helpers.data.jrdb import find_stitched_images, load_scenes
 from helpers.data.pair_sampling import (_ratio, make_inferred_counts, make_pair_sample, make_scene_pairs, PairSample,
                                         PRESET_EPOCHS, PRESETS)
-from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta, make_scene_pair_dataset,
+from helpers.data.scene_pairs import (evaluate_split_leakage, TooShortToSplit, write_pair_dataset, make_dataset_meta, make_scene_pair_dataset,
                                       make_split_method, make_split_of_frame, make_type_group_counts,
                                       MIN_GROUPS_PER_CLASS, write_pair_dataset)
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_answer", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_example_crops", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_split_method", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
+__all__ = ["describe_answer", "describe_written", "make_scene_pair_datasets", "write_scene_pair_datasets", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_example_crops", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_split_method", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
 
 
 
@@ -205,6 +205,30 @@ def describe_ratios(sample: PairSample) -> str:
             f"{removed:.1%} fewer (claim: 70-80%).")
 
 
+def make_scene_pair_datasets(scenes: Scenes, sample: PairSample, val_fraction: float, test_fraction: float,
+                             seed: int) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    """The pair datasets and "" -- or, when the scenes are too few and too short to split (2 sequences of 2
+    frames), every pair in train, val and test empty, and why no pair datasets are written: the sampling
+    analysis needs no split, so it is still reported."""
+    try:
+        return make_scene_pair_dataset(scenes, sample, val_fraction, test_fraction, seed), ""
+    except TooShortToSplit as e:
+        ds = make_scene_pair_dataset(scenes, sample, val_fraction, test_fraction, seed, all_train_if_short=True)
+        return ds, f"No pair datasets are written: {e}. The sampling above is measured on all frames"
+
+
+def write_scene_pair_datasets(ds: dict[str, dict[str, np.ndarray]], folder, meta: dict[str, Any],
+                              unsplittable: str):
+    """Write the pair datasets (the folder), or nothing when they cannot be split (None)."""
+    return None if unsplittable else write_pair_dataset(ds, folder, meta)
+
+
+def describe_written(scenes: Scenes, folder, leak: dict[str, Any], unsplittable: str) -> str:
+    if unsplittable:
+        return unsplittable + "."
+    return f"written to {folder} ({'generated' if scenes.generated else 'real'} scenes); {describe_split(scenes, leak)}"
+
+
 def make_recall_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """Per split and overall: interacting (same-group) pairs in the frames, how many survive each step,
     and the end-to-end recall (interacting pairs that reach training / all interacting pairs); beside it
@@ -232,7 +256,8 @@ def describe_recall(recall: pd.DataFrame) -> str:
     lost = {"the distance rule": a["interacting pairs"] - a["after distance rule"],
             "group sampling": a["after distance rule"] - a["after group sampling"],
             "balancing": a["after group sampling"] - a["reach training"]}
-    splits = ", ".join(f"{k} {v:.1%}" for k, v in recall["end-to-end recall"].drop("all").items())
+    splits = ", ".join(f"{k} {v:.1%}" if np.isfinite(v) else f"{k} n/a (no pairs)"
+                       for k, v in recall["end-to-end recall"].drop("all").items())
     return (f"{int(a['reach training']):,} of {n:,} interacting pairs reach training: end-to-end recall "
             f"{a['end-to-end recall']:.1%} ({splits}). Lost to " +
             ", ".join(f"{k} {v / n:.1%}" for k, v in lost.items()) +
@@ -291,11 +316,11 @@ def describe_wrap(sweep: pd.DataFrame, distance_multiplier: float) -> str:
 
 
 def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample, ds: dict[str, dict[str, np.ndarray]],
-                 recall: pd.DataFrame, groups: pd.DataFrame) -> dict[str, Any]:
+                 recall: pd.DataFrame, groups: pd.DataFrame, unsplittable: str = "") -> dict[str, Any]:
     """The flat headline numbers of notebook 01 (metrics.json)."""
     c = sample.counts
     e2e = recall["end-to-end recall"]
-    return {**{k: at[k] for k in ("candidate_frac_kept", "positive_recall", "seam_positives_lost_without_wrap",
+    return {"pair_datasets_written": not unsplittable,**{k: at[k] for k in ("candidate_frac_kept", "positive_recall", "seam_positives_lost_without_wrap",
                                   "seam_positives_lost_frac")},
             "pos_neg_ratio_before": _ratio(c["candidate_positives"], c["candidate_negatives"]),
             "pos_neg_ratio_after_group_sampling": _ratio(c["positives_sampled"], c["candidate_negatives"]),
@@ -335,7 +360,7 @@ def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
 
 
 def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFrame, groups: pd.DataFrame,
-                    distance_multiplier: float, min_groups: int = MIN_GROUPS_PER_CLASS) -> str:
+                    distance_multiplier: float, min_groups: int = MIN_GROUPS_PER_CLASS, unsplittable: str = "") -> str:
     """The notebook's answer in a few sentences, computed from its tables."""
     r = make_ratio_table(sample)["positives per negative"]
     a = recall.loc["all"]
@@ -359,8 +384,10 @@ def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFra
             f"The positive:negative balance comes from capping negatives per frame ({r.iloc[2]:.3g} -> {r.iloc[3]:.3g} "
             f"positives per negative), not from group sampling ({r.iloc[1]:.3g} -> {r.iloc[2]:.3g}); {trimmed}. "
             f"End to end, {a['end-to-end recall']:.1%} of all interacting pairs reach training "
-            f"(test split {recall.loc['test', 'end-to-end recall']:.1%}; {a['recall incl. inferred']:.1%} counting "
-            f"pairs inferable by transitivity), and {cover}.")
+            + (f"({a['recall incl. inferred']:.1%} counting pairs inferable by transitivity). {unsplittable}."
+               if unsplittable else
+               f"(test split {recall.loc['test', 'end-to-end recall']:.1%}; {a['recall incl. inferred']:.1%} counting "
+               f"pairs inferable by transitivity), and {cover}."))
 
 
 def describe_split(scenes: Scenes, leak: dict[str, Any]) -> str:

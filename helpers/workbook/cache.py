@@ -9,21 +9,23 @@ folder, never moved, so the earlier run stays whole.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers.core import io, paths
+from helpers.core.errors import ParameterError, WorkbookError
 
 COMPONENTS = ("notebook", "parameters", "helpers", "requirements", "upstream", "data", "device", "threads")
-# Files this large are identified by size and modification time instead of their bytes (a JRDB folder is
-# gigabytes of images; hashing them on every run would cost more than the notebook).
-_HASH_LIMIT = 16 * 2**20
+# A data folder with more files than this is not a data set but a mistake (`pairs_dir=/`): refused, not hashed.
+MAX_DATA_FILES = 200_000
 
 
 @dataclass
@@ -36,16 +38,103 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+# ------------------------------------------------------------------------------------ file contents
+# Every file is keyed by its bytes (BLAKE2b, in the standard library), read once: the digest is kept,
+# per device and inode, with the size, modification and change times it was taken at. Rewriting a file
+# in place changes its change time (ctime), which `touch -r` cannot set back, so a kept digest is never
+# stale; a JRDB folder of gigabytes is hashed once, then costs one stat per file.
+_DIGESTS: dict[str, list] = {}
+_MAX_DIGESTS = 500_000          # about 50 MB of JSON; beyond it the oldest are dropped (and re-hashed if needed)
+_DIGESTS_LOADED = False
+_DIGESTS_DIRTY = False
+
+
+def _digest_store() -> Path:
+    return paths.CACHE / "results" / "digests.json"
+
+
+def file_digest(path: Path) -> str:
+    """The BLAKE2b digest of a file's bytes (links followed), from the kept digests when still valid."""
+    global _DIGESTS_LOADED, _DIGESTS_DIRTY
+    if not _DIGESTS_LOADED:
+        try:
+            loaded = json.loads(_digest_store().read_text(encoding="utf-8"))
+            _DIGESTS.update(loaded if isinstance(loaded, dict) else {})
+        except (OSError, ValueError):
+            pass
+        _DIGESTS_LOADED = True
+    st = os.stat(path)
+    ident, stamp = f"{st.st_dev}:{st.st_ino}", [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    kept = _DIGESTS.get(ident)
+    if isinstance(kept, list) and kept[:3] == stamp:
+        return kept[3]
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    _DIGESTS[ident] = [*stamp, h.hexdigest()]
+    _DIGESTS_DIRTY = True
+    return h.hexdigest()
+
+
+def save_digests() -> None:
+    """Keep the digests taken in this process for the next one (a lost write only costs a re-hash)."""
+    global _DIGESTS_DIRTY
+    if _DIGESTS_DIRTY:
+        for ident in list(_DIGESTS)[:max(0, len(_DIGESTS) - _MAX_DIGESTS)]:   # the oldest go first
+            del _DIGESTS[ident]
+        try:
+            io.atomic_write_text(_digest_store(), json.dumps(_DIGESTS))
+            _DIGESTS_DIRTY = False
+        except OSError:
+            pass
+
+
+def _walk_files(root: Path, what: str) -> list[Path]:
+    """The regular files under `root`, through links (the loaders follow them too), each real folder once."""
+    if root.resolve() == Path(root.anchor):
+        raise ParameterError(f"{what}: {root} is the file-system root; name the data folder itself")
+    out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:       # a link back up the tree: walked already
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(folder) / name
+            if p.is_file():
+                out.append(p)
+        if len(out) > MAX_DATA_FILES:
+            raise ParameterError(f"{what}: {root} holds more than {MAX_DATA_FILES} files; that is not a data set "
+                                 "folder (name the folder that holds the data itself)")
+    return out
+
+
 def _hash_tree(files: list[Path], root: Path) -> str:
     h = hashlib.sha256()
     for f in files:
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        st = f.stat()
-        if st.st_size > _HASH_LIMIT:
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        else:
-            h.update(f.read_bytes())
+        try:
+            digest = file_digest(f)
+        except OSError as e:
+            raise ParameterError(f"cannot read {f}: {e.strerror or e}") from None
+        h.update(str(f.relative_to(root)).encode() + b"\0" + digest.encode())
     return h.hexdigest()[:16]
+
+
+def notebook_hash(path: Path) -> str:
+    """What a notebook computes: its cells' kinds, sources and tags (the parameters cell among them), not
+    how an editor wrote the file (key order, kernel name, language info, ids, outputs): opening and saving
+    it in JupyterLab keeps its results reusable."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+        cells = [(c.get("cell_type"), "".join(c.get("source", "")) if isinstance(c.get("source"), list)
+                  else c.get("source", ""), sorted(c.get("metadata", {}).get("tags", []))) for c in nb["cells"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return _sha(Path(path).read_bytes())
+    return _sha(json.dumps(cells).encode())
 
 
 def helpers_hash() -> str:
@@ -72,13 +161,31 @@ def _user_paths(value: Any, run_dir: Path) -> list[Path]:
     return [p]
 
 
+def _table_images(params: dict[str, Any]) -> list[Path]:
+    """The images a task table (06's ``table``) names: the result depends on them as much as on the table."""
+    table, image_col = params.get("table"), params.get("image_col")
+    if not isinstance(table, str) or not table or not isinstance(image_col, str):
+        return []
+    from helpers.data.tables import table_image_files  # deferred: pandas
+
+    try:
+        return table_image_files(table, image_col, params.get("image_root") or None)
+    except WorkbookError:
+        return []     # an unreadable table fails in the notebook with its own message
+
+
 def data_hash(params: dict[str, Any], run_dir: Path) -> str:
-    """The content of the user's files and folders named in the parameters (e.g. a pair folder)."""
+    """The content of the user's files and folders named in the parameters (e.g. a pair folder), through
+    links, and of the images a task table names."""
     h = hashlib.sha256()
     for name in sorted(params):
         for p in _user_paths(params[name], run_dir):
-            files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+            files = _walk_files(p, name) if p.is_dir() else [p]
             h.update(f"{name}={p}:".encode() + _hash_tree(files, p if p.is_dir() else p.parent).encode())
+    images = _table_images(params)
+    if images:
+        h.update(b"table images:" + _hash_tree(images, Path("/")).encode())
+    save_digests()
     return h.hexdigest()[:16]
 
 
@@ -104,7 +211,7 @@ def result_key(stem: str, resolved: dict[str, Any], upstream: dict[str, str], ru
     """The key of one notebook's result and the hash of each thing that went into it."""
     params = {k: v for k, v in resolved.items() if k != "out_dir"}
     parts = {
-        "notebook": _sha(paths.notebook_path(stem).read_bytes()),
+        "notebook": notebook_hash(paths.notebook_path(stem)),
         "parameters": _sha(json.dumps(params, sort_keys=True).encode()),
         "helpers": helpers,
         "requirements": _sha((paths.PROJ_ROOT / "requirements.txt").read_bytes()),
@@ -121,6 +228,19 @@ def index_path() -> Path:
     return paths.CACHE / "results" / "index.json"
 
 
+@contextmanager
+def _index_locked():
+    """Hold the index's lock (flock on a file beside it): two runs recording at once both keep their entry."""
+    lock = index_path().with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)     # closing the descriptor releases the lock
+
+
 def load_index() -> dict[str, Any]:
     try:
         index = json.loads(index_path().read_text(encoding="utf-8"))
@@ -129,12 +249,27 @@ def load_index() -> dict[str, Any]:
     return index if isinstance(index, dict) and isinstance(index.get("results"), list) else {"results": []}
 
 
+def manifest(folder: Path) -> dict[str, list]:
+    """Every file of a result folder (links not followed) with its size and content digest."""
+    out: dict[str, list] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(root) / name
+            if p.is_file() and not p.is_symlink():
+                out[str(p.relative_to(folder))] = [p.stat().st_size, file_digest(p)]
+    return out
+
+
 def record_result(stem: str, key: ResultKey, folder: Path) -> None:
-    """Remember where a completed result lives (the newest entry for a key wins)."""
-    index = load_index()
-    entry = {"stem": stem, "key": key.key, "components": key.components, "folder": str(folder.resolve())}
-    index["results"] = [e for e in index["results"] if e.get("folder") != entry["folder"]] + [entry]
-    io.atomic_write_json(index_path(), index)
+    """Remember where a completed result lives and what it holds (the newest entry for a key wins)."""
+    entry = {"stem": stem, "key": key.key, "components": key.components, "folder": str(folder.resolve()),
+             "files": manifest(folder)}
+    save_digests()
+    with _index_locked():
+        index = load_index()
+        index["results"] = [e for e in index["results"] if e.get("folder") != entry["folder"]] + [entry]
+        io.atomic_write_json(index_path(), index)
 
 
 def _completed(folder: Path, stem: str) -> bool:
@@ -147,17 +282,47 @@ def _completed(folder: Path, stem: str) -> bool:
     return folder.is_dir() and status in ("ran", "reused", "ok")
 
 
-def find_result(stem: str, key: ResultKey, exclude: Path | None = None) -> Path | None:
-    """The newest completed result with this key, outside ``exclude`` (the run being made)."""
+def changed_files(folder: Path, files: Any) -> str | None:
+    """Why a result folder no longer holds what it held at completion (a file gone, resized or
+    rewritten), or None when every listed file is intact. A result recorded without a list is not trusted."""
+    if not isinstance(files, dict) or not files:
+        return "it was recorded without the list of its files"
+    for rel, (size, digest) in files.items():
+        p = folder / rel
+        try:
+            if p.is_symlink() or not p.is_file():
+                return f"{rel} is gone"
+            if p.stat().st_size != size or file_digest(p) != digest:
+                return f"{rel} changed"
+        except OSError as e:
+            return f"{rel} cannot be read ({e.strerror or e})"
+    return None
+
+
+def lookup(stem: str, key: ResultKey, exclude: Path | None = None) -> tuple[Path | None, str]:
+    """The newest completed, intact result with this key outside ``exclude`` (the run being made), or
+    None and why not (which inputs changed, or what changed in the earlier result's files)."""
+    damaged = ""
     for e in reversed(load_index()["results"]):
         folder = Path(e.get("folder", ""))
         if e.get("key") != key.key or e.get("stem") != stem:
             continue
         if exclude is not None and paths.inside(exclude, folder):
             continue
-        if _completed(folder, stem):
-            return folder
-    return None
+        if not _completed(folder, stem):
+            continue
+        why = changed_files(folder, e.get("files"))
+        if why is None:
+            save_digests()
+            return folder, ""
+        damaged = damaged or f"its earlier result changed since it completed ({folder.parent.name}: {why})"
+    save_digests()
+    return None, damaged or why_not_cached(stem, key)
+
+
+def find_result(stem: str, key: ResultKey, exclude: Path | None = None) -> Path | None:
+    """The newest completed, intact result with this key, outside ``exclude``."""
+    return lookup(stem, key, exclude)[0]
 
 
 def why_not_cached(stem: str, key: ResultKey) -> str:
@@ -175,14 +340,21 @@ def why_not_cached(stem: str, key: ResultKey) -> str:
 
 
 def link_result(src: Path, dst: Path) -> None:
-    """Put an earlier result into this run: hard links where the file system allows (the workbook
-    replaces files atomically, never edits them in place, so a link cannot change the earlier run),
-    else copies. The earlier folder is never moved or modified."""
+    """Put an earlier result into this run: hard links where the file system allows and the file's mode is
+    what this process's umask gives (the workbook replaces files atomically, never edits them in place, so
+    a link cannot change the earlier run), else copies made with the current umask. The earlier folder is
+    never moved or modified."""
+    umask = io.current_umask()
+
     def link(a: str, b: str) -> None:
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
+        mode = os.stat(a).st_mode & 0o777
+        if mode & ~umask == mode:
+            try:
+                os.link(a, b)
+                return
+            except OSError:
+                pass
+        io.copy_as_created(a, b)
 
     with io.atomic_folder(dst) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=link, symlinks=True)

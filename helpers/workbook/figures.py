@@ -31,7 +31,7 @@ def _fmt(v: Any) -> str:
 def _header(record: dict[str, Any]) -> str:
     m, git = record.get("machine") or {}, record.get("git") or {}
     commit = (git.get("git_commit") or "unknown")[:10] + (" (with uncommitted changes)" if git.get("git_dirty") else "")
-    return (f"Run `{record['run_id']}`: profile `{record['profile']}`, {record.get('threads', '?')} threads per "
+    return (f"Run `{record.get('run_id', '?')}`: profile `{record.get('profile', '?')}`, {record.get('threads', '?')} threads per "
             f"kernel, started {record.get('started')}, commit {commit}; machine: {m.get('device', 'unknown')}, "
             f"{m.get('cores', '?')} cores, {m.get('memory_gb', '?')} GB memory, {m.get('os', '')}.")
 
@@ -67,7 +67,8 @@ def make_figures(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     record = read_run_record(run_dir)
     rows = [_row(s, e, run_dir / s) for s, e in record["notebooks"].items()]
-    total = sum(e.get("duration_s") or 0 for e in record["notebooks"].values())
+    total = sum(e.get("duration_s") for e in record["notebooks"].values()
+                if isinstance(e.get("duration_s"), (int, float)))
     return "\n".join([_header(record), "",
                       "| notebook | answer (as the report opens) | headline | time |", "|---|---|---|---|",
                       *rows, "", f"Notebooks' own time in all: {total:.0f} s.", *_doctor_table(run_dir)]) + "\n"
@@ -101,6 +102,8 @@ def figures_main(argv: list[str]) -> int:
                     help=f"write the section into README.md and keep the records in {REFERENCE}/")
     a = ap.parse_args(argv)
     run_dir = Path(a.run_dir)
+    if not run_dir.is_dir():
+        raise WorkbookError(f"figures {run_dir}: not a folder; expected a run folder (reports/<run>/ with run.json)")
     section = make_figures(run_dir)
     if a.update_readme:
         save_reference(run_dir, paths.PROJ_ROOT / REFERENCE)

@@ -24,18 +24,29 @@ import yaml
 
 from helpers.core import paths
 from helpers.core.errors import ParameterError
+from helpers.workbook.schema import check_nested
+
+
+_MAX_YAML_BYTES = 1 << 20     # a parameter file or --set value larger than this is not a parameter
+_MAX_DEPTH = 32               # lists and mappings nested deeper are refused before they are built
+_MAX_INT_DIGITS = 30          # plenty for seeds and counts; 5000 digits would only slow everything down
 
 
 class _Loader(yaml.SafeLoader):
-    """Plain YAML only: scalars, lists and mappings.
+    """Plain YAML read by the YAML 1.2 core schema: what a person means, not YAML 1.1's surprises.
 
-    YAML 1.1 reads `1e-4` as a string; learning rates are written that way, so it is read as a float.
-    Dates stay strings (a parameter value must be plain JSON data), and a key given twice is an error.
+    ``1:00`` stays a string (YAML 1.1 reads base 60: 60), ``010`` is ten (not octal 8), ``0x10`` and ``0o10``
+    are refused (write the number in decimal), ``yes``/``no``/``on``/``off`` stay strings, ``1e-4`` is a float,
+    ``~``/``null`` is null and an empty value is the empty string. Dates stay strings, a key given twice is an
+    error, and a list or mapping as a key is an error.
     """
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ParameterError(f"a {'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'} is "
+                                     f"used as a key (line {key_node.start_mark.line + 1}); keys are plain names")
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ParameterError(f"key {key!r} is given twice (line {seen[key] + 1} and line "
@@ -43,22 +54,37 @@ class _Loader(yaml.SafeLoader):
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
-
-# Dates and times would arrive as datetime objects: keep them as the strings they are written as.
-_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if re.fullmatch(r"[-+]?0[xXoObB][0-9a-fA-F_]*", text):
+            raise ParameterError(f"{text!r} (line {node.start_mark.line + 1}): write numbers in decimal "
+                                 "(hexadecimal, octal and binary literals are not read as parameters)")
+        if len(text.lstrip("+-")) > _MAX_INT_DIGITS:
+            raise ParameterError(f"an integer of {len(text.lstrip('+-'))} digits (line {node.start_mark.line + 1}); "
+                                 f"at most {_MAX_INT_DIGITS} digits")
+        return int(text, 10)
 
 
-def _refuse_tags_and_anchors(text: str) -> None:
-    """A tag (`!!python/...`, `!!binary`, `!!pairs`, ...) or an anchor/alias is an error naming it:
-    parameter files hold plain data, nothing a loader would construct into objects or expand."""
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_CORE_SCHEMA = [   # (tag, pattern, first characters), in the order tried: the YAML 1.2 core schema
+    ("tag:yaml.org,2002:null", r"~|null|Null|NULL", "~nN"),
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("tag:yaml.org,2002:int", r"[-+]?[0-9]+|0[xXoObB][0-9a-fA-F_]*", "-+0123456789"),
+    ("tag:yaml.org,2002:float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
+]
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _rx, _first in _CORE_SCHEMA:
+    _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_rx})$"), list(_first))
+
+
+def _scan(text: str) -> list:
+    """The YAML tokens of `text`, refusing tags, anchors, aliases and nesting deeper than _MAX_DEPTH:
+    parameter files hold plain data, nothing a loader would construct into objects, expand or recurse on."""
+    tokens, depth = [], 0
+    opening = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+               yaml.BlockMappingStartToken)
+    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
     for token in yaml.scan(text, Loader=_Loader):
         if isinstance(token, yaml.TagToken):
             handle, suffix = token.value
@@ -67,14 +93,38 @@ def _refuse_tags_and_anchors(text: str) -> None:
         if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
             raise ParameterError(f"YAML anchor or alias {token.value!r} (line {token.start_mark.line + 1}) "
                                  "is not allowed: write the value out")
+        depth += isinstance(token, opening) - isinstance(token, closing)
+        if depth > _MAX_DEPTH:
+            raise ParameterError(f"lists or mappings nested more than {_MAX_DEPTH} deep (line "
+                                 f"{token.start_mark.line + 1}); parameters are shallow data")
+        tokens.append(token)
+    return tokens
 
 
 def load_yaml(text: str) -> Any:
     """Plain YAML -> plain JSON data (dict with str keys, list, str, int, float, bool, None)."""
-    _refuse_tags_and_anchors(text)
+    if len(text) > _MAX_YAML_BYTES:
+        raise ParameterError(f"{len(text)} characters; a parameter value or file is at most {_MAX_YAML_BYTES}")
+    _scan(text)
     value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass, and no tags got this far
     check_plain(value, "value")
     return value
+
+
+def cut_comment(raw: str) -> str | None:
+    """The part of a one-line value that YAML would drop as a comment (`` #...`` outside quotes), or None.
+
+    On a command line nobody means a comment: ``--set nb.dir=/data/my data #2`` must not quietly become
+    ``/data/my data``, which may be another existing folder."""
+    try:
+        tokens = _scan(raw)
+    except yaml.YAMLError:
+        return None
+    spans = [(t.start_mark.index, t.end_mark.index) for t in tokens if isinstance(t, yaml.ScalarToken)]
+    for i, ch in enumerate(raw):
+        if ch == "#" and (i == 0 or raw[i - 1] in " \t") and not any(a <= i < b for a, b in spans):
+            return raw[i:]
+    return None
 
 
 def check_plain(value: Any, where: str) -> None:
@@ -245,8 +295,9 @@ def _check_scalar(spec: ParamSpec, value: Any, where: str) -> Any:
             raise _bad(spec, value, where, "is not a finite number")
         value = float(value)
     elif isinstance(d, str):
-        if value is None:                           # `--set nb.key=` or `key:` with nothing after it
-            return ""
+        if value is None:
+            raise _bad(spec, value, where, "is null (~): this parameter has no 'none'; write \"\" for an empty "
+                                           "string, or leave the key out for the default")
         if not isinstance(value, str):
             raise _bad(spec, value, where, "is not a string")
     return value
@@ -288,20 +339,37 @@ def validate(spec: NotebookSpec, overrides: dict[str, Any], where: str) -> dict[
             raise ParameterError(f"{where}: unknown parameter {key!r} for notebook {spec.stem}{did} "
                                  f"(declared: {', '.join(spec.params)})")
         resolved[key] = check_value(spec.params[key], value, where)
+        check_nested(spec.stem, key, resolved[key], where)
     return resolved
+
+
+_PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_profile_name(profile: object) -> str:
+    """A profile is one plain name of a folder under params/: never a path (``/``, ``..``, empty,
+    absolute), since it also names the run folder and the files read."""
+    root = paths.PARAMS
+    known = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink()) if root.is_dir() else []
+    if isinstance(profile, str) and _PROFILE.fullmatch(profile) and profile in known:
+        return profile
+    hint = difflib.get_close_matches(str(profile), known, n=1)
+    did = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise ParameterError(f"unknown profile {profile!r}: expected the plain name of a folder under {root}{did} "
+                         f"(profiles: {', '.join(known) or 'none'})")
 
 
 def load_profile_file(profile: str, stem: str) -> tuple[dict[str, Any], Path]:
     """Read ``params/<profile>/<stem>.yaml``; a missing file means no overrides."""
+    check_profile_name(profile)
     path = paths.params_path(profile, stem)
-    if not (paths.PARAMS / profile).is_dir():
-        known = sorted(p.name for p in paths.PARAMS.iterdir() if p.is_dir()) if paths.PARAMS.is_dir() else []
-        hint = difflib.get_close_matches(profile, known, n=1)
-        did = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ParameterError(f"unknown profile {profile!r}: no folder {paths.PARAMS / profile}{did} "
-                             f"(profiles: {', '.join(known)})")
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}, path
+    if not path.is_file():
+        raise ParameterError(f"{path}: not a readable YAML file (a folder, a broken link or a device); the profile "
+                             f"folder may hold only <notebook>.yaml files")
+    if path.stat().st_size > _MAX_YAML_BYTES:
+        raise ParameterError(f"{path}: {path.stat().st_size} bytes; a parameter file is at most {_MAX_YAML_BYTES}")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
@@ -334,8 +402,12 @@ def parse_set(items: list[str], stem_of=lambda nb: nb) -> dict[str, dict[str, An
         if (nb, key) in given:
             raise ParameterError(f"--set gives {nb}.{key} twice ({given[(nb, key)]!r} and {item!r}); give it once")
         given[(nb, key)] = item
+        comment = cut_comment(raw)
+        if comment is not None:
+            raise ParameterError(f"--set {item!r}: {comment!r} would be read as a YAML comment and cut from the "
+                                 f"value; quote the value to keep it, e.g. {lhs}='\"{raw}\"'")
         try:
-            value = load_yaml(raw)
+            value = load_yaml(raw) if raw.strip() else ""     # `--set nb.key=`: the empty string
         except yaml.YAMLError as e:
             raise ParameterError(f"--set {item!r}: value is not valid YAML: {e}") from None
         except ParameterError as e:

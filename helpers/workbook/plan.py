@@ -10,6 +10,7 @@ from helpers.core import paths
 from helpers.core.errors import ParameterError
 from helpers.workbook import cache
 from helpers.workbook.graph import make_graph, Reads, with_needs
+from helpers.workbook.schema import check_together
 from helpers.workbook.params import load_notebook_spec, load_profile_file, parse_set, validate
 
 
@@ -85,7 +86,9 @@ def resolve_parameters(profile: str, stems: list[str], sets: list[str] | None = 
     for stem in stems:
         spec = load_notebook_spec(stem)
         overrides = {**_profile_overrides(profile, stem, spec), **by_nb.get(stem, {})}
-        out[stem] = {"overrides": overrides, "resolved": validate(spec, overrides, stem)}
+        resolved = validate(spec, overrides, stem)
+        check_together(stem, resolved, stem)
+        out[stem] = {"overrides": overrides, "resolved": resolved}
     return out
 
 
@@ -117,6 +120,9 @@ def make_plan(profile: str, only: list[str] | None, sets: list[str] | None, thre
     stems = with_needs(select_notebooks(only), graph)
     params = resolve_parameters(profile, stems, sets)
     forced = {stem_of(f) for f in (force or [])}
+    if forced - set(stems):
+        raise ParameterError(f"--force {' '.join(sorted(forced - set(stems)))}: not part of this run (it runs "
+                             f"{' '.join(s[:2] for s in stems)}); add it with --only, or drop the --force")
     device, helpers = cache.device_kind(), cache.helpers_hash()
     jobs: list[Job] = []
     keys: dict[str, str] = {}
@@ -136,8 +142,8 @@ def _decide(job: Job, forced: set[str], use_cache: bool, run_dir: Path) -> None:
     elif not use_cache:
         job.reason = "--no-cache"
     else:
-        found = cache.find_result(job.stem, job.key, exclude=run_dir)
+        found, why = cache.lookup(job.stem, job.key, exclude=run_dir)
         if found is not None:
             job.action, job.source = "reuse", found
         else:
-            job.reason = cache.why_not_cached(job.stem, job.key)
+            job.reason = why

@@ -89,6 +89,35 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record
 
 
+_STATUSES = ("ran", "reused", "ok", "failed", "interrupted", "not run", "running")
+
+
+def check_resumable(record: dict[str, Any], run_dir: Path, known: list[str], params_root: Path) -> None:
+    """A run.json that ``--resume`` can act on, as the runner wrote it for this folder; else an error
+    saying which field is wrong (a tampered or foreign record is refused before anything runs)."""
+    where = run_dir / "run.json"
+
+    def bad(field: str, value: Any, expected: str) -> WorkbookError:
+        return WorkbookError(f"{where}: {field} = {str(value)[:80]!r}, expected {expected}; this run.json was not "
+                             "written by python -m helpers run for this folder, so it cannot be resumed")
+
+    if record.get("run_id") != run_dir.name:
+        raise bad("run_id", record.get("run_id"), f"the folder's own name {run_dir.name!r}")
+    profile = record.get("profile")
+    if not isinstance(profile, str) or "/" in profile or not (params_root / profile).is_dir() or profile.startswith("."):
+        raise bad("profile", profile, "the name of a profile under params/")
+    threads = record.get("threads")
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024:
+        raise bad("threads", threads, "a whole number of threads, 1 or more")
+    for stem, entry in record["notebooks"].items():
+        if stem not in known:
+            raise bad("notebooks key", stem, f"one of the workbook's notebooks ({', '.join(known)})")
+        if entry.get("status") not in _STATUSES:
+            raise bad(f"notebooks.{stem}.status", entry.get("status"), "|".join(_STATUSES))
+        if not isinstance(entry.get("overrides", {}), dict):
+            raise bad(f"notebooks.{stem}.overrides", entry.get("overrides"), "a mapping of parameter: value")
+
+
 def _finished_or(status: str | None) -> str | None:
     """Ran now or reused: either way the notebook's results are complete (not a difference)."""
     return "finished" if status in FINISHED else status

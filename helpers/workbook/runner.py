@@ -24,13 +24,14 @@ from helpers.core import paths
 from helpers.core.env import ENV_PROFILE, ENV_THREADS, scoped_env
 from helpers.core.errors import WorkbookError
 from helpers.workbook import cache
+from helpers.workbook.claim import Claim, claim_existing, claim_new
 from helpers.workbook.execute import (clear_stale_outputs, execute_notebook, read_json_or_empty, record_outcome,
                                       render_report)
 from helpers.workbook.graph import check_reads
 from helpers.workbook.plan import Job, list_notebooks, make_plan, resolve_parameters, select_notebooks
-from helpers.workbook.record import (diff_runs, finish_record, FINISHED, mark_interrupted, new_run_record,  # noqa: F401
-                                     point_latest, read_run_record, save_record)
-from helpers.workbook.params import validate, load_notebook_spec
+from helpers.workbook.record import (check_resumable, diff_runs, finish_record, FINISHED,  # noqa: F401
+                                     mark_interrupted, new_run_record, point_latest, read_run_record, save_record)
+from helpers.workbook.params import check_profile_name, load_notebook_spec, validate
 
 DEFAULT_THREADS = 2   # not the machine's core count: the numbers must not depend on the machine
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -46,27 +47,17 @@ def _raise_interrupted(signum, frame) -> None:
 
 
 # ----------------------------------------------------------------------------------- the run folder
-def _new_run_dir(profile: str, out: str | Path | None) -> tuple[Path, datetime]:
-    """The run folder: ``--out`` as given, else reports/<YYYYmmdd-HHMMSS>-<profile>/, never an existing one."""
+def _claim_run_dir(profile: str, out: str | Path | None) -> tuple[Claim, datetime]:
+    """The run folder, made and locked in one step: ``--out`` as given (new or empty), else
+    reports/<YYYYmmdd-HHMMSS>-<profile>[-2, -3 ...]/ -- never a folder another run holds or wrote."""
     started = datetime.now()
     if out:
-        run_dir = Path(out).expanduser().resolve()
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise WorkbookError(f"--out {out}: {run_dir} already exists and is not an empty folder; a run writes "
-                                "only into a new folder, so earlier results and your own files are never "
-                                "overwritten: choose a new folder, or continue that run with --resume")
-        return run_dir, started
-    run_dir = paths.REPORTS / f"{started:%Y%m%d-%H%M%S}-{profile}"
-    while run_dir.exists():  # two runs in the same second: never reuse a folder
-        time.sleep(1)
-        started = datetime.now()
-        run_dir = paths.REPORTS / f"{started:%Y%m%d-%H%M%S}-{profile}"
-    return run_dir, started
+        return claim_new(Path(out).expanduser().absolute(), exact=True), started
+    return claim_new(paths.REPORTS / f"{started:%Y%m%d-%H%M%S}-{profile}", exact=False), started
 
 
 def _create(run_dir: Path, run_info: dict[str, Any]) -> None:
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         save_record(run_dir, run_info)
     except OSError as e:
         raise WorkbookError(f"cannot write the run folder {run_dir}: {e.strerror or e} "
@@ -118,6 +109,10 @@ class _Runner:
                 cache.record_result(job.stem, job.key, nb_dir)
 
     def do(self, job: Job) -> None:
+        if job.action == "run":          # the run's index says so while its kernel works
+            with self.lock:
+                self.entry(job.stem)["status"] = "running"
+                save_record(self.run_dir, self.run_info)
         if job.action == "reuse":
             self.reuse(job)
         elif job.action == "run":
@@ -224,19 +219,48 @@ def run(profile: str, only: list[str] | None = None, out: str | Path | None = No
         force: list[str] | None = None, use_cache: bool = True) -> int:
     """Plan, then execute or reuse the notebooks. Returns the process exit code (0 = all finished)."""
     threads = threads or DEFAULT_THREADS
-    run_dir, started = _new_run_dir(profile, out)
-    plan = make_plan(profile, only, sets, threads, run_dir, force, use_cache)   # every check before a kernel
-    run_info = new_run_record(profile, run_dir, started, plan, threads)
-    _create(run_dir, run_info)
-    return _execute_run(run_dir, run_info, plan, jobs, threads)
+    check_profile_name(profile)
+    claim, started = _claim_run_dir(profile, out)
+    try:
+        plan = make_plan(profile, only, sets, threads, claim.run_dir, force, use_cache)  # every check before a kernel
+    except BaseException:
+        claim.abandon()            # nothing ran: the folder made for it goes again
+        raise
+    try:
+        run_info = new_run_record(profile, claim.run_dir, started, plan, threads)
+        _create(claim.run_dir, run_info)
+        return _execute_run(claim.run_dir, run_info, plan, jobs, threads)
+    finally:
+        claim.release()
 
 
-def resume(run_dir: str | Path, jobs: int = 1) -> int:
+def resume(run_dir: str | Path, jobs: int = 1, threads: int | None = None, profile: str | None = None) -> int:
     """Continue an interrupted or failed run in its own folder: finished notebooks are kept, the others
-    run again there (a training loop continues from its last checkpoint)."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    run_info = read_run_record(run_dir)
-    threads = int(run_info.get("threads") or DEFAULT_THREADS)
+    run again there (a training loop continues from its last checkpoint). The folder is locked first."""
+    claim = claim_existing(Path(run_dir).expanduser().absolute())
+    try:
+        run_dir = claim.run_dir
+        run_info = read_run_record(run_dir)
+        check_resumable(run_info, run_dir, list_notebooks(), paths.PARAMS)
+        _refuse_changed_options(run_info, threads, profile)
+        plan = _resume_plan(run_info, run_dir)
+        run_info.setdefault("resumed", []).append(datetime.now().isoformat(timespec="seconds"))
+        run_info["status"] = "running"
+        return _execute_run(run_dir, run_info, plan, jobs, int(run_info["threads"]))
+    finally:
+        claim.release()
+
+
+def _refuse_changed_options(run_info: dict[str, Any], threads: int | None, profile: str | None) -> None:
+    """--resume continues the run as it was planned: a different thread count or profile cannot apply."""
+    for flag, given, recorded in (("--threads", threads, run_info["threads"]), ("--profile", profile, run_info["profile"])):
+        if given is not None and given != recorded:
+            raise WorkbookError(f"--resume: {flag} {given} differs from the run's own ({recorded}); a resumed run "
+                                f"keeps its settings so its notebooks agree: drop {flag}, or start a new run")
+
+
+def _resume_plan(run_info: dict[str, Any], run_dir: Path) -> list[Job]:
+    threads = int(run_info["threads"])
     plan = make_plan(run_info["profile"], list(run_info["notebooks"]), None, threads, run_dir, use_cache=False)
     for job in plan:
         entry = run_info["notebooks"].get(job.stem)
@@ -248,9 +272,7 @@ def resume(run_dir: str | Path, jobs: int = 1) -> int:
         job.action, job.reason = ("keep", "") if finished else ("run", f"resumed after {entry.get('status')}")
         if not finished:
             entry.update(status="not run", error=None)
-    run_info.setdefault("resumed", []).append(datetime.now().isoformat(timespec="seconds"))
-    run_info["status"] = "running"
-    return _execute_run(run_dir, run_info, plan, jobs, threads)
+    return plan
 
 
 def status(profile: str, only: list[str] | None = None, sets: list[str] | None = None,
