@@ -246,7 +246,7 @@ def format_p(p: float, p_floor: float | None = None) -> str:
     floor = P_FLOOR if p_floor is None else p_floor
     if not np.isfinite(p):
         return "p n/a"
-    if p < floor or p == 0:
+    if p <= floor:
         return f"p < {floor:.0e}"
     return f"p = {p:.2g}" if p >= 0.001 else f"p = {p:.1e}"
 
@@ -336,8 +336,10 @@ def adjust(comparisons: Mapping[str, Comparison]) -> dict[str, Comparison]:
             continue
         level = 1 - min(c.alpha, c.alpha * p / pa) if pa > 0 else 1 - c.alpha
         lo, hi = c.spread.interval(level)
+        # a p at its floor is a bound, and so is its adjusted p: "p < 2e-16" after Holm over 2
+        floor = c.p_floor * pa / p if c.p <= c.p_floor else c.p_floor
         out[name] = replace(c, p_adjusted=float(pa), ci_low_adjusted=lo, ci_high_adjusted=hi, n_family=n,
-                            verdict=_verdict_words(c.estimate, pa, c.alpha))
+                            verdict=_verdict_words(c.estimate, pa, c.alpha), p_floor=float(floor))
     return out
 
 

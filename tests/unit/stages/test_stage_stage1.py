@@ -141,7 +141,7 @@ def test_comparisons_holm_adjust_and_take_their_words_from_the_paired_test():
     baselines = {"perfect": {"test_prob": y.astype(float)}, "same": {"test_prob": stage1.copy()},
                  "coin": {"test_prob": rng.integers(0, 2, 400).astype(float)}}
     comp = evaluate_against_baselines(y, stage1, baselines, 0.5, ROWS)
-    raw = [max(c["test"]["p_value"], c["test"]["p_floor"]) for c in comp.values()]   # a 0 enters at its floor
+    raw = [max(c["test"]["p_value"], 1 / 2000) for c in comp.values()]   # a 0 enters at its floor, 1 / resamples
     assert [c["p_holm"] for c in comp.values()] == holm(raw)
     assert comp["perfect"]["verdict"].startswith("stage 1 worse") and comp["perfect"]["test"]["diff"] < -0.3
     assert comp["same"]["verdict"].startswith("not distinguishable") and comp["same"]["test"]["diff"] == 0
@@ -306,7 +306,7 @@ def test_scene_kinds_side_by_side_then_groups_from_all_candidate_pairs(scene_ima
     # kinds against each other and against LightGBM: one Holm family, verdicts from the paired tests
     assert set(sk.comparisons) == {"appearance - geometry", "both - geometry", "both - appearance",
                                    "geometry - lgbm", "appearance - lgbm", "both - lgbm"}
-    assert [c["p_holm"] for c in sk.comparisons.values()] == holm([max(c["test"]["p_value"], c["test"]["p_floor"])
+    assert [c["p_holm"] for c in sk.comparisons.values()] == holm([max(c["test"]["p_value"], 1 / 2000)
                                                                    for c in sk.comparisons.values()])
     acc = {k: kr.eval_test["accuracy"] for k, kr in sk.kinds.items()}
     assert sk.comparisons["both - geometry"]["test"]["diff"] == pytest.approx(acc["both"] - acc["geometry"])
