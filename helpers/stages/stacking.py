@@ -174,13 +174,11 @@ def _p_text(r) -> str:
 
 def make_paired_view(result: StackingResult) -> pd.DataFrame:
     """The paired tests as shown: stacking minus each reference, its interval, raw and Holm-adjusted p, verdict."""
-    df = result.paired.copy()
-    acc = result.comparison.set_index("method")["test_acc"]
-    df.insert(1, "reference_test_acc", df["reference"].map(acc))
+    df = result.paired.rename(columns={"ci_low_adjusted": "CI low (Holm)", "ci_high_adjusted": "CI high (Holm)"})
     df["p (raw)"] = [f"p < {r.p_value:.0e}" if r.p_is_bound else format_p(r.p_value) for r in df.itertuples()]
     df["p (Holm)"] = [_p_text(r) for r in df.itertuples()]
-    cols = ["reference", "reference_test_acc", "stacking_minus_reference", "ci_low", "ci_high", "p (raw)", "p (Holm)",
-            "verdict", "method"]
+    cols = ["reference", "reference_test_acc", "stacking_minus_reference", "CI low (Holm)", "CI high (Holm)", "p (raw)",
+            "p (Holm)", "verdict", "method"]
     return df[cols].set_index("reference")
 
 
@@ -190,15 +188,15 @@ def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
     out = table.astype(object)
     for key in out.index[out.index.str.endswith(("_p", "_p_value"))]:
         v = out.loc[key, "value"]
-        out.loc[key, "value"] = format_p(float(v), 1e-16) if isinstance(v, (int, float)) and np.isfinite(v) else v
+        out.loc[key, "value"] = format_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
     return out
 
 
 def describe_paired(result: StackingResult) -> str:
     lines = []
     for r in result.paired.itertuples():
-        lines.append(f"stacking vs {r.reference}: {r.stacking_minus_reference:+.4f} (95% interval "
-                     f"{r.ci_low:+.4f} to {r.ci_high:+.4f}), {r.verdict} ({_p_text(r)}, {len(result.paired)} tests)")
+        lines.append(f"stacking vs {r.reference}: {r.stacking_minus_reference:+.4f} (Holm-adjusted interval "
+                     f"{r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, {len(result.paired)} tests)")
     return "\n".join(lines) + f"\nUnit: {result.paired['method'].iloc[0]}."
 
 
@@ -694,11 +692,11 @@ def make_speed_table(speed: SpeedResult) -> pd.DataFrame:
 
 
 def make_distill_paired_view(d: DistillResult) -> pd.DataFrame:
-    df = d.paired.copy()
+    df = d.paired.rename(columns={"ci_low_adjusted": "CI low (Holm)", "ci_high_adjusted": "CI high (Holm)"})
     df["p (raw)"] = [f"p < {r.p_value:.0e}" if r.p_is_bound else format_p(r.p_value) for r in df.itertuples()]
     df["p (Holm)"] = [_p_text(r) for r in df.itertuples()]
-    return df[["reference", "reference_test_acc", "student_minus_reference", "ci_low", "ci_high", "p (raw)", "p (Holm)",
-               "verdict", "method"]].set_index("reference")
+    return df[["reference", "reference_test_acc", "student_minus_reference", "CI low (Holm)", "CI high (Holm)",
+               "p (raw)", "p (Holm)", "verdict", "method"]].set_index("reference")
 
 
 def _kept_text(k: dict[str, Any]) -> str:
@@ -725,7 +723,7 @@ def describe_distillation(d: DistillResult, seed_sd: float | None = None) -> str
     lines = [f"distilled student: test accuracy {acc['distilled student']:.4f}; " + _kept_text(d.gain_kept) + "."]
     for r in d.paired.itertuples():
         lines.append(f"student vs {r.reference} ({r.reference_test_acc:.4f}): {r.student_minus_reference:+.4f} "
-                     f"(95% interval {r.ci_low:+.4f} to {r.ci_high:+.4f}), {r.verdict} ({_p_text(r)}, "
+                     f"(Holm-adjusted interval {r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, "
                      f"{len(d.paired)} tests)")
     if seed_sd is not None and np.isfinite(seed_sd):
         lines.append(f"Each student is one seed: notebook 04 measured a seed sd of {seed_sd:.4f} for the stage-2 "
