@@ -412,3 +412,25 @@ def seed_prediction_bound(sd: float, n_seeds: int, confidence: float = 0.95) -> 
     if n_seeds < 2 or not np.isfinite(sd):
         return float("nan")
     return float(_st.t.ppf(0.5 + confidence / 2, n_seeds - 1) * math.sqrt(2) * sd)
+
+
+def compare_seed_scores(ref: Mapping[int, float], other: Mapping[int, float], alpha: float = ALPHA) -> Comparison:
+    """``other`` minus ``ref`` when only one score per seed is kept (no per-row predictions): a paired t over the
+    seeds both ran (the same seed gives both the same data order), Welch's t over unpaired seeds when fewer
+    than two are shared, "not testable" with fewer than two per side. Seed noise only: the scores share one
+    fixed test split, whose sampling noise this cannot count (the method says so)."""
+    common = sorted(set(ref) & set(other))
+    fixed = "; the test split is fixed: its sampling noise is not counted"
+    if len(common) >= 2:
+        d = np.array([other[k] - ref[k] for k in common], float)
+        spread = Spread(float(d.mean()), se=float(d.std(ddof=1) / math.sqrt(len(d))), df=len(d) - 1)
+        return make_comparison(spread, "seed", len(d), f"paired t-test over {len(d)} shared seeds{fixed}", alpha)
+    x, y = np.asarray(list(ref.values()), float), np.asarray(list(other.values()), float)
+    est = float(y.mean() - x.mean()) if len(x) and len(y) else float("nan")
+    if min(len(x), len(y)) < 2:
+        return make_comparison(Spread(est), "seed", len(x) + len(y), "fewer than two seeds per side", alpha,
+                               testable=False)
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1)) if va + vb > 0 else len(x) + len(y) - 2
+    return make_comparison(Spread(est, se=math.sqrt(va + vb), df=df), "seed", len(x) + len(y),
+                           f"Welch t-test over seeds (unpaired: fewer than two shared seeds){fixed}", alpha)
