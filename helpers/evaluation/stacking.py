@@ -533,11 +533,19 @@ def _paired_frame(model: np.ndarray, refs: dict[str, np.ndarray], diff_col: str,
     """`compare_to_references` as a table: the difference, its 95% interval, the Holm-adjusted interval beside
     the adjusted p and verdict, the raw p (at least its floor; ``p_is_bound`` when it is the floor) and McNemar's."""
     tests = compare_to_references(model, refs, unit, n_boot=n_boot, seed=seed, alpha=alpha)
-    rows = [{"reference": ref, "reference_test_acc": float(refs[ref].mean()), diff_col: t.estimate,
+    return make_comparison_frame(tests, {k: float(v.mean()) for k, v in refs.items()}, diff_col)
+
+
+def make_comparison_frame(tests: dict, ref_acc: dict[str, float], diff_col: str) -> pd.DataFrame:
+    """Comparisons against references as one table: the difference, its 95% interval, the Holm-adjusted interval
+    beside the adjusted p and verdict, the raw p (at least its method's floor; ``p_is_bound`` when it is) and
+    McNemar's (rows as independent) where the comparison kept one."""
+    floor = {ref: t.spread.p_floor if t.spread is not None else P_FLOOR for ref, t in tests.items()}
+    rows = [{"reference": ref, "reference_test_acc": ref_acc[ref], diff_col: t.estimate,
              "ci_low": t.ci_low, "ci_high": t.ci_high, "ci_low_adjusted": t.ci_low_adjusted,
-             "ci_high_adjusted": t.ci_high_adjusted, "p_value": max(t.p, 1 / n_boot if len(unit.ids) < 2 else P_FLOOR),
-             "p_is_bound": t.p < (1 / n_boot if len(unit.ids) < 2 else P_FLOOR), "p_holm": t.p_adjusted,
-             "mcnemar_p_rows": t.extra["mcnemar_p"], "method": t.method, "verdict": t.verdict}
+             "ci_high_adjusted": t.ci_high_adjusted, "p_value": max(t.p, floor[ref]) if np.isfinite(t.p) else t.p,
+             "p_is_bound": bool(t.p < floor[ref]), "p_holm": t.p_adjusted,
+             "mcnemar_p_rows": t.extra.get("mcnemar_p", float("nan")), "method": t.method, "verdict": t.verdict}
             for ref, t in tests.items()]
     return pd.DataFrame(rows, columns=["reference", "reference_test_acc", diff_col, "ci_low", "ci_high",
                                        "ci_low_adjusted", "ci_high_adjusted", "p_value", "p_is_bound", "p_holm",
@@ -606,17 +614,6 @@ def make_teacher_targets(result: StackingResult) -> np.ndarray:
         raise WorkbookError("make_teacher_targets: the meta-learner's out-of-fold predictions do not cover every "
                             "validation row")
     return oof
-
-
-def make_student_paired_table(student_prob: np.ndarray, references: dict[str, np.ndarray], y: np.ndarray,
-                              unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
-    """The student against each reference on the same test rows: `compare` over the data's independent unit
-    (student minus reference, its 95% interval, p), Holm-adjusted over the references, and the verdict. A
-    bootstrap p of 0 enters Holm at its bound 1/n_boot (``p_is_bound``)."""
-    y = np.asarray(y)
-    refs = {ref: ((np.asarray(prob) >= 0.5) == y).astype(np.float64) for ref, prob in references.items()}
-    return _paired_frame(((np.asarray(student_prob) >= 0.5) == y).astype(np.float64), refs, "student_minus_reference",
-                         unit, n_boot, seed, alpha)
 
 
 def evaluate_gain_kept(correct_best: np.ndarray, correct_teacher: np.ndarray, correct_student: np.ndarray,

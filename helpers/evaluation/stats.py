@@ -387,15 +387,11 @@ def compare_over_seeds(ref: np.ndarray, other: np.ndarray, unit: Unit = ROWS, pa
     else:
         per_seed = np.array([])
         parts = [(x.var(ddof=1) / len(x), len(x) - 1) for x in (acc_a, acc_b) if len(x) > 1]
-    var_seed = float(sum(v for v, _ in parts))
     testable = bool(parts) and (paired_seeds or len(parts) == 2)
-    se = math.sqrt(se_test ** 2 + var_seed)
-    # Welch-Satterthwaite: the test-split term has (nearly) infinite degrees of freedom.
-    den = sum(v ** 2 / k for v, k in parts if v > 0)
-    df = (se ** 4 / den) if den > 0 else math.inf
     est = float(acc_b.mean() - acc_a.mean())
     n_seeds = int(max(len(a), len(b)))
-    spread = Spread(est, se=se, df=df)
+    spread = with_seed_noise(est, se_test, parts)
+    se, df, var_seed = spread.se, spread.df, float(sum(v for v, _ in parts))
     method = (f"{_method(unit, a.shape[1], n_boot, paired=True)} on seed-averaged rows, with the spread of "
               f"{n_seeds} seeds{' (paired by seed)' if paired_seeds else ''} (t, {df:.1f} df)" if testable else
               f"one seed per side: the seed noise cannot be estimated")
@@ -403,6 +399,16 @@ def compare_over_seeds(ref: np.ndarray, other: np.ndarray, unit: Unit = ROWS, pa
              "per_seed": per_seed.tolist(), "p_test_only": test.p,
              "same_sign": int((np.sign(per_seed) == np.sign(est)).sum()) if est and per_seed.size else 0}
     return make_comparison(spread, unit.name, unit.n_units or a.shape[1], method, alpha, extra, testable)
+
+
+def with_seed_noise(estimate: float, se_test: float, seed_parts: list[tuple[float, int]]) -> Spread:
+    """The spread of an estimate from a test split (standard error ``se_test``) and training seeds: each seed
+    part is (its variance of the estimate, its degrees of freedom), e.g. sd^2 / S with S - 1. A t with
+    Welch-Satterthwaite degrees of freedom (the test-split term has, nearly, infinitely many)."""
+    var_seed = float(sum(v for v, _ in seed_parts))
+    se = math.sqrt(se_test ** 2 + var_seed)
+    den = sum(v ** 2 / k for v, k in seed_parts if v > 0 and k > 0)
+    return Spread(float(estimate), se=se, df=(se ** 4 / den) if den > 0 else math.inf)
 
 
 def seed_prediction_bound(sd: float, n_seeds: int, confidence: float = 0.95) -> float:
