@@ -416,9 +416,10 @@ def make_comparison_table(bench: Sequence[dict], finetune: Sequence[dict], seed_
     ``combined``: validation, chance-normalised, of the screening run (each model's first run),
     with ``combined_ci_low/high`` its 95% bootstrap interval over validation images;
     ``combined_mean``/``_sd``/``seed_ci_low/high``: over the seeds of a re-trained model (else the
-    screening run). ``above_chance``: every interval the model has lies above 0. Only those
-    models get ``combined_x_samples_per_s`` (combined_mean × benchmark training samples/s) and a
-    ``per_s_rank``; the others are not ranked. ``tasks_at_chance``: tasks whose own normalised
+    screening run). ``above_chance``: every interval the model has lies above 0. Only those, and only
+    with no task at chance, are ranked: ``pareto_front`` is True where no other ranked model has both a
+    higher ``combined_mean`` and a shorter training time (``train_s_per_1k``), False where one does, and
+    missing for the models not ranked. ``tasks_at_chance``: tasks whose own normalised
     score's interval reaches 0 although the model may be above chance overall.
     """
     import pandas as pd

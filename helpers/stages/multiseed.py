@@ -907,10 +907,9 @@ def evaluate_tuning_gain(members: pd.DataFrame, tuned: pd.DataFrame, arch: str, 
                          seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """The tuned recipe minus the hand-set one, on the same test rows.
 
-    Per seed (the same seed for both): `paired_test` of the two members' per-pair correctness over the data's
-    independent unit. Across seeds: the mean of the per-seed differences, with a standard error adding the
-    seed noise (the per-seed differences' variance / n) and the test split's (`paired_test` of the
-    seed-averaged per-pair correctness, over the unit); normal interval and p. Next to it, the seed sd of
+    Per seed (the same seed for both): `stats.compare` of the two members' per-pair correctness over the data's
+    independent unit. Across seeds: `stats.compare_over_seeds`, paired by seed (the per-seed differences' seed
+    noise plus the test split's over the unit; t with Welch-Satterthwaite df). Next to it, the seed sd of
     each recipe. Returns ``per_seed`` (a table) and the summary numbers.
     """
     hand = members[(members["arch"] == arch) & (members["status"] == "ok")].set_index("seed")
