@@ -28,8 +28,8 @@ from helpers.models.registry import create_model
 from helpers.training.checkpoints import read_checkpoint_file
 from helpers.training.loop import predict
 from helpers.training.tasks import BinaryTask, MulticlassTask
-from helpers.evaluation.stats import (dyadic_variance, holm, interval, paired_test, ROWS, unit_of, unit_weights,
-                                      Unit)
+from helpers.evaluation.stats import (compare, compare_to_references, dyadic_variance, interval, P_FLOOR, ROWS,
+                                      unit_of, unit_weights, Unit)
 
 
 # Candidate LightGBM settings the 5-fold CV chooses from. Small trees: the meta-learner sees only
@@ -518,24 +518,38 @@ def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, me
 
 def make_paired_table(preds: dict[str, np.ndarray], y: np.ndarray, unit: Unit = ROWS, n_boot: int = 2000,
                       seed: int = 0, references: Sequence[str] = REFERENCES, alpha: float = 0.05) -> pd.DataFrame:
-    """LightGBM stacking against each reference on the same test examples: `paired_test` over the data's
+    """LightGBM stacking against each reference on the same test examples: `compare` over the data's
     independent unit (difference, 95% interval, p), Holm-adjusted over the references, and the verdict.
     A bootstrap that saw no replicate on the other side of zero gives p < 1/n_boot: it enters Holm at
     that bound, so the adjusted value is an upper bound. McNemar's exact p (rows as independent) is kept
     for reference only."""
-    c_stack = ((preds[STACK] >= 0.5) == y).astype(np.float64)
-    rows = []
-    for ref in references:
-        t = paired_test(((preds[ref] >= 0.5) == y).astype(np.float64), c_stack, unit, n_boot=n_boot, seed=seed)
-        floor = t["p_floor"] if t["p_floor"] is not None else 1e-16    # the test's resolution
-        rows.append({"reference": ref, "stacking_minus_reference": t["diff"], "ci_low": t["ci_low"],
-                     "ci_high": t["ci_high"], "p_value": max(t["p_value"], floor), "p_is_bound": t["p_value"] < floor,
-                     "mcnemar_p_rows": t["mcnemar_p"], "method": t["method"]})
-    df = pd.DataFrame(rows)
-    df["p_holm"] = holm(df["p_value"].tolist())
-    df["verdict"] = [("better" if r.stacking_minus_reference > 0 else "worse") if r.p_holm < alpha
-                     else "not distinguishable" for r in df.itertuples()]
-    return df
+    refs = {ref: ((preds[ref] >= 0.5) == y).astype(np.float64) for ref in references}
+    return _paired_frame(((preds[STACK] >= 0.5) == y).astype(np.float64), refs, "stacking_minus_reference", unit,
+                         n_boot, seed, alpha)
+
+
+def _paired_frame(model: np.ndarray, refs: dict[str, np.ndarray], diff_col: str, unit: Unit, n_boot: int, seed: int,
+                  alpha: float) -> pd.DataFrame:
+    """`compare_to_references` as a table: the difference, its 95% interval, the Holm-adjusted interval beside
+    the adjusted p and verdict, the raw p (at least its floor; ``p_is_bound`` when it is the floor) and McNemar's."""
+    tests = compare_to_references(model, refs, unit, n_boot=n_boot, seed=seed, alpha=alpha)
+    return make_comparison_frame(tests, {k: float(v.mean()) for k, v in refs.items()}, diff_col)
+
+
+def make_comparison_frame(tests: dict, ref_acc: dict[str, float], diff_col: str) -> pd.DataFrame:
+    """Comparisons against references as one table: the difference, its 95% interval, the Holm-adjusted interval
+    beside the adjusted p and verdict, the raw p (at least its method's floor; ``p_is_bound`` when it is) and
+    McNemar's (rows as independent) where the comparison kept one."""
+    floor = {ref: t.spread.p_floor if t.spread is not None else P_FLOOR for ref, t in tests.items()}
+    rows = [{"reference": ref, "reference_test_acc": ref_acc[ref], diff_col: t.estimate,
+             "ci_low": t.ci_low, "ci_high": t.ci_high, "ci_low_adjusted": t.ci_low_adjusted,
+             "ci_high_adjusted": t.ci_high_adjusted, "p_value": max(t.p, floor[ref]) if np.isfinite(t.p) else t.p,
+             "p_is_bound": bool(t.p < floor[ref]), "p_holm": t.p_adjusted,
+             "mcnemar_p_rows": t.extra.get("mcnemar_p", float("nan")), "method": t.method, "verdict": t.verdict}
+            for ref, t in tests.items()]
+    return pd.DataFrame(rows, columns=["reference", "reference_test_acc", diff_col, "ci_low", "ci_high",
+                                       "ci_low_adjusted", "ci_high_adjusted", "p_value", "p_is_bound", "p_holm",
+                                       "mcnemar_p_rows", "method", "verdict"])
 
 
 def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] | None = None,
@@ -602,28 +616,6 @@ def make_teacher_targets(result: StackingResult) -> np.ndarray:
     return oof
 
 
-def make_student_paired_table(student_prob: np.ndarray, references: dict[str, np.ndarray], y: np.ndarray,
-                              unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
-    """The student against each reference on the same test rows: `paired_test` over the data's independent unit
-    (student minus reference, its 95% interval, p), Holm-adjusted over the references, and the verdict. A
-    bootstrap p of 0 enters Holm at its bound 1/n_boot (``p_is_bound``)."""
-    y = np.asarray(y)
-    cs = ((np.asarray(student_prob) >= 0.5) == y).astype(np.float64)
-    rows = []
-    for ref, prob in references.items():
-        t = paired_test(((np.asarray(prob) >= 0.5) == y).astype(np.float64), cs, unit, n_boot=n_boot, seed=seed)
-        floor = t["p_floor"] if t["p_floor"] is not None else 1e-16
-        rows.append({"reference": ref, "reference_test_acc": float(((np.asarray(prob) >= 0.5) == y).mean()),
-                     "student_minus_reference": t["diff"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
-                     "p_value": max(t["p_value"], floor), "p_is_bound": t["p_value"] < floor,
-                     "mcnemar_p_rows": t["mcnemar_p"], "method": t["method"]})
-    df = pd.DataFrame(rows)
-    df["p_holm"] = holm(df["p_value"].tolist()) if len(df) else []
-    df["verdict"] = [("better" if r.student_minus_reference > 0 else "worse") if r.p_holm < alpha
-                     else "not distinguishable" for r in df.itertuples()]
-    return df
-
-
 def evaluate_gain_kept(correct_best: np.ndarray, correct_teacher: np.ndarray, correct_student: np.ndarray,
                        unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
     """Share of the teacher's gain over the best single model that the student keeps:
@@ -635,7 +627,7 @@ def evaluate_gain_kept(correct_best: np.ndarray, correct_teacher: np.ndarray, co
     num, den = s - b, t - b
     out: dict[str, Any] = {"kept": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
                            "teacher_gain": float(den.mean()), "student_gain": float(num.mean()), "unit": unit.name,
-                           "denominator_p": paired_test(b, t, unit, n_boot=n_boot, seed=seed)["p_value"]}
+                           "denominator_p": compare({"gain": (b, t)}, unit, n_boot=n_boot, seed=seed)["gain"].p}
     if den.mean() <= 0:
         return {**out, "method": "the teacher does not beat the best single model: no gain to keep"}
     r = float(num.mean() / den.mean())

@@ -18,6 +18,7 @@ from helpers.core.taskspec import make_task_specs, TaskSpec
 from helpers.data.tables import (evaluate_split, evaluate_task_redundancy, load_default_or_user_table,
                                  load_table_tensors, make_subject_split, TableTensors, TaskTable)
 from helpers.evaluation.plots import plot_training_curves
+from helpers.evaluation.stats import compare_seed_scores
 from helpers.evaluation.speed import evaluate_backbone_speed
 from helpers.models.multitask import count_multitask_params
 from helpers.models.registry import create_model
@@ -26,7 +27,7 @@ from helpers.training.loop import evaluate_model, predict, train_model, train_sa
 from helpers.training.multitask import metric_key, MultiTask, task_score_names
 
 # What notebook 06 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["REFERENCE_STEP", "TrainConfig", "WORKBOOK_STEP", "describe_answer", "describe_chance", "describe_per_s_ranking", "describe_redundancy", "describe_resolution", "describe_seeds", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "evaluate_task_redundancy", "load_default_or_user_table", "load_table_tensors", "make_answer_headline", "make_bench_table", "make_chance_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_seed_table", "make_subject_split", "make_task_specs", "plot_finetune_curves", "plot_memory", "plot_pareto", "plot_seed_scores", "pretrained_note", "retrain_top_models", "summarize_comparison", "summarize_seeds", "train_backbones"]
+__all__ = ["REFERENCE_STEP", "TrainConfig", "WORKBOOK_STEP", "describe_answer", "describe_chance", "describe_pareto_ranking", "describe_redundancy", "describe_resolution", "describe_seeds", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "evaluate_task_redundancy", "load_default_or_user_table", "load_table_tensors", "make_answer_headline", "make_bench_table", "make_chance_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_seed_table", "make_subject_split", "make_task_specs", "plot_finetune_curves", "plot_memory", "plot_pareto", "plot_seed_scores", "pretrained_note", "retrain_top_models", "summarize_comparison", "summarize_seeds", "train_backbones"]
 
 
 
@@ -306,38 +307,6 @@ def mean_sd_interval(values: Sequence[float], confidence: float = 0.95) -> dict[
     return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """mean(a) - mean(b) with a Welch t-interval and two-sided p (unequal variances; the unit is the training
-    run, one per seed); NaN with fewer than 2 values each."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    if len(x) < 2 or len(y) < 2:
-        return {"diff": float(x.mean() - y.mean()) if len(x) and len(y) else float("nan"),
-                "ci_low": float("nan"), "ci_high": float("nan"), "p": float("nan")}
-    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1)) if se > 0 else len(x) + len(y) - 2
-    half = float(_st.t.ppf(0.5 + confidence / 2, df) * se)
-    d = float(x.mean() - y.mean())
-    p = float(2 * _st.t.sf(abs(d) / se, df)) if se > 0 else float(d == 0)
-    return {"diff": d, "ci_low": d - half, "ci_high": d + half, "p": p}
-
-
-def paired_seed_interval(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 0.95) -> dict[str, Any]:
-    """mean(a - b) over the seeds both models ran, with a paired t-interval and two-sided p (the unit is the
-    seed: the same seed gives both models the same data order and split); Welch's unpaired interval when
-    fewer than two seeds are shared. ``method`` says which."""
-    common = sorted(set(a) & set(b))
-    if len(common) < 2:
-        return {**welch_interval(list(a.values()), list(b.values()), confidence), "n": len(common),
-                "method": "Welch t-test over seeds (unpaired: fewer than two shared seeds)"}
-    d = np.array([a[k] - b[k] for k in common], dtype=float)
-    st = mean_sd_interval(d, confidence)
-    se = st["sd"] / math.sqrt(len(d))
-    p = float(2 * _st.t.sf(abs(st["mean"]) / se, len(d) - 1)) if se > 0 else float(st["mean"] == 0)
-    return {"diff": st["mean"], "ci_low": st["ci_low"], "ci_high": st["ci_high"], "p": p, "n": len(d),
-            "method": f"paired t-test over {len(d)} shared seeds"}
-
-
 def make_seed_table(results: Sequence[dict]):
     """Per model over its seeds: n_seeds, the seeds, validation combined (chance-normalised) mean,
     sd and 95% t-interval, the test combined mean; highest mean first."""
@@ -370,21 +339,36 @@ def summarize_seeds(seed_table, results: Sequence[dict]) -> dict[str, Any]:
     if len(multi) > 1:
         second = multi.iloc[1]
         # Chosen on validation; compared on the untouched test split, paired by seed.
-        on_test = lambda n: {r["seed"]: r["test_combined"] for r in results if r["model"] == n}   # noqa: E731
-        d = paired_seed_interval(on_test(best["model"]), on_test(second["model"]))
+        d = compare_seed_scores(_on_test(results, second["model"]), _on_test(results, best["model"]))
         out.update({"runner_up": str(second["model"]), "runner_up_mean": float(second["val_combined_mean"]),
                     "runner_up_sd": float(second["val_combined_sd"]),
-                    "best_minus_runner_up": d["diff"], "best_minus_runner_up_ci_low": d["ci_low"],
-                    "best_minus_runner_up_ci_high": d["ci_high"], "best_minus_runner_up_p": d["p"],
-                    "best_minus_runner_up_test": d["method"],
+                    "best_minus_runner_up": d.estimate, "best_minus_runner_up_ci_low": d.ci_low,
+                    "best_minus_runner_up_ci_high": d.ci_high, "best_minus_runner_up_p": d.p,
+                    "best_minus_runner_up_test": d.method, "best_minus_runner_up_verdict": d.verdict,
                     "runner_up_test_mean": float(second["test_combined_mean"]),
-                    "best_model_separated": bool(d["ci_low"] > 0)})
-    return out
+                    "best_model_separated": d.verdict == "better"})
+    return {**out, **_fresh_test_headline(results, out["best_model"])}
+
+
+def _on_test(results: Sequence[dict], name: str) -> dict[int, float]:
+    return {r["seed"]: r["test_combined"] for r in results if r["model"] == name}
+
+
+def _fresh_test_headline(results: Sequence[dict], name: str) -> dict[str, Any]:
+    """The best model's test combined over the seeds that did not select it: its screening run (the first,
+    whose validation score put it among the re-trained) is left out; the test split chose nothing. A t-interval
+    over those seeds (NaN with fewer than two)."""
+    runs = [r for r in results if r["model"] == name]
+    fresh = [r["test_combined"] for r in runs[1:]]
+    st = mean_sd_interval(fresh)
+    return {"best_model_test_fresh_seeds": [int(r["seed"]) for r in runs[1:]], "best_model_test_fresh_mean": st["mean"],
+            "best_model_test_fresh_ci_low": st["ci_low"], "best_model_test_fresh_ci_high": st["ci_high"],
+            "best_model_screening_seed": int(runs[0]["seed"])}
 
 
 _MODEL_METRICS = ("params_m", "train_samples_per_s", "infer_samples_per_s", "peak_mem_mb", "val_loss", "combined",
                   "combined_chance_normalised", "combined_ci_low", "combined_ci_high", "n_seeds", "combined_mean",
-                  "combined_sd", "seed_ci_low", "seed_ci_high", "above_chance", "combined_x_samples_per_s",
+                  "combined_sd", "seed_ci_low", "seed_ci_high", "above_chance", "pareto_front", "train_s_per_1k",
                   "test_combined", "batch", "native_px", "resolution_handicap")
 
 
@@ -432,9 +416,10 @@ def make_comparison_table(bench: Sequence[dict], finetune: Sequence[dict], seed_
     ``combined``: validation, chance-normalised, of the screening run (each model's first run),
     with ``combined_ci_low/high`` its 95% bootstrap interval over validation images;
     ``combined_mean``/``_sd``/``seed_ci_low/high``: over the seeds of a re-trained model (else the
-    screening run). ``above_chance``: every interval the model has lies above 0. Only those
-    models get ``combined_x_samples_per_s`` (combined_mean × benchmark training samples/s) and a
-    ``per_s_rank``; the others are not ranked. ``tasks_at_chance``: tasks whose own normalised
+    screening run). ``above_chance``: every interval the model has lies above 0. Only those, and only
+    with no task at chance, are ranked: ``pareto_front`` is True where no other ranked model has both a
+    higher ``combined_mean`` and a shorter training time (``train_s_per_1k``), False where one does, and
+    missing for the models not ranked. ``tasks_at_chance``: tasks whose own normalised
     score's interval reaches 0 although the model may be above chance overall.
     """
     import pandas as pd
@@ -452,8 +437,7 @@ def make_comparison_table(bench: Sequence[dict], finetune: Sequence[dict], seed_
     df = _add_seed_columns(df, seed_table)
     first = ["model", "params_m", "val_loss", "combined", "combined_ci_low", "combined_ci_high", "n_seeds",
              "combined_mean", "combined_sd", "seed_ci_low", "seed_ci_high", "above_chance", "test_combined",
-             "tasks_at_chance", "train_samples_per_s", "infer_samples_per_s", "combined_x_samples_per_s",
-             "per_s_rank", "peak_mem_mb", "batch", "pretrained", "resolution"]
+             "tasks_at_chance", "train_samples_per_s", "infer_samples_per_s", "train_s_per_1k", "pareto_front", "peak_mem_mb", "batch", "pretrained", "resolution"]
     cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
     return df[cols].sort_values("val_loss", kind="stable").reset_index(drop=True)
 
@@ -471,7 +455,10 @@ def _tasks_at_chance(row) -> list[tuple[str, float, float, float]]:
 
 
 def _add_seed_columns(df, seed_table):
-    """Seed statistics, the above-chance flag and the per-second score and rank (see `make_comparison_table`)."""
+    """Seed statistics, the above-chance flag and the Pareto front of score against training time (see
+    `make_comparison_table`)."""
+    import pandas as pd
+
     if seed_table is not None and len(seed_table):
         st = seed_table.rename(columns={"val_combined_mean": "combined_mean", "val_combined_sd": "combined_sd",
                                         "val_combined_ci_low": "seed_ci_low", "val_combined_ci_high": "seed_ci_high"})
@@ -484,10 +471,15 @@ def _add_seed_columns(df, seed_table):
     df["above_chance"] = (df["combined_ci_low"] > 0) & seed_ok
     # Ranked per second only when above chance overall AND on every task: a model that cannot do the
     # digit task (say) is not "second best per second" because its regressions carry its combined score.
+    # Ranked by the Pareto front of score against training time (a product of score and speed would put a
+    # fast model near chance first): on it, no other qualifying model is both better and faster.
     every_task = np.array([not _tasks_at_chance(r) for _, r in df.iterrows()], dtype=bool)
-    df["combined_x_samples_per_s"] = (df["combined_mean"] * df["train_samples_per_s"]).where(
-        df["above_chance"] & every_task)
-    df["per_s_rank"] = df["combined_x_samples_per_s"].rank(ascending=False, method="min")
+    ok = (df["above_chance"].fillna(False).astype(bool) & every_task & df["combined_mean"].notna()
+          & df["train_samples_per_s"].notna()).to_numpy()
+    df["train_s_per_1k"] = 1000.0 / df["train_samples_per_s"]
+    front = np.zeros(len(df), bool)
+    front[ok] = pareto_front(df["combined_mean"][ok], df["train_samples_per_s"][ok])
+    df["pareto_front"] = pd.Series(front, index=df.index).where(ok)      # NaN: not ranked (at chance)
     return df
 
 
@@ -502,8 +494,16 @@ def summarize_comparison(table) -> dict[str, Any]:
 
     above = table["above_chance"].fillna(False).astype(bool) if "above_chance" in table else None
     return {"lowest_loss": pick("val_loss", False), "fastest": pick("train_samples_per_s", True),
-            "best_combined": pick("combined", True), "best_combined_per_s": pick("combined_x_samples_per_s", True),
+            "best_combined": pick("combined", True), "pareto_front": _front_names(table),
             "n_above_chance": int(above.sum()) if above is not None else None}
+
+
+def _front_names(table) -> list[str]:
+    """The models on the Pareto front of score against training time, best score first."""
+    if "pareto_front" not in table:
+        return []
+    f = table[table["pareto_front"].eq(True)].sort_values("combined_mean", ascending=False)
+    return [str(m) for m in f["model"]]
 
 
 def _interval_text(lo, hi) -> str:
@@ -560,18 +560,23 @@ def describe_chance(table) -> str:
     return text
 
 
-def describe_per_s_ranking(table) -> str:
-    """The score-per-second ranking among the above-chance models, and who is left out and why."""
-    rankable = table["combined_x_samples_per_s"].notna()
-    ranked = table[rankable].sort_values("combined_x_samples_per_s", ascending=False)
+def describe_pareto_ranking(table) -> str:
+    """The Pareto front of score against training time among the above-chance models, who it dominates, and who
+    is left out and why."""
+    ranked = table[table["pareto_front"].eq(True)].sort_values("combined_mean", ascending=False)
+    dominated = table[table["pareto_front"].eq(False)]
     left = [str(m) for m, a in zip(table["model"], _above(table)) if not a]
     on_task = [f"{r['model']} ({r['tasks_at_chance']})" for (_, r), above in zip(table.iterrows(), _above(table))
                if above and r.get("tasks_at_chance")]
-    text = ("Chance-normalised validation combined (mean over its seeds) × benchmark training samples/s, "
-            "models above chance overall and on every task only: "
-            + ("; ".join(f"{i + 1}. {r['model']} {r['combined_x_samples_per_s']:.2f} ({r['combined_mean']:.3f} × "
-                         f"{r['train_samples_per_s']:.1f}/s)" for i, (_, r) in enumerate(ranked.iterrows()))
-               if len(ranked) else "no model qualifies, so none is ranked") + ".")
+    text = ("Pareto front of chance-normalised validation combined (mean over its seeds) against training time "
+            "(benchmark s per 1,000 samples), models above chance overall and on every task only — on it, no other "
+            "is both better and faster: "
+            + ("; ".join(f"{r['model']} ({r['combined_mean']:.3f}, {r['train_s_per_1k']:.1f} s)"
+                         for _, r in ranked.iterrows()) if len(ranked) else "no model qualifies, so none is ranked")
+            + ".")
+    if len(dominated):
+        text += " Dominated (another is better and faster): " + ", ".join(
+            f"{r['model']} ({r['combined_mean']:.3f}, {r['train_s_per_1k']:.1f} s)" for _, r in dominated.iterrows()) + "."
     if left:
         text += " Not ranked (interval includes or lies below chance): " + ", ".join(left) + "."
     if on_task:
@@ -595,8 +600,8 @@ def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
             f"test mean {summary['best_model_test_mean']:.3f}.")
     if summary.get("runner_up"):
         r = summary["runner_up"]
-        verdict = (f"{b} is ahead at {n} seeds" if summary["best_model_separated"] else
-                   f"{b} and {r} are not separated at {n} seeds")
+        verdict = {"better": f"{b} is ahead at {n} seeds", "worse": f"{b} is behind at {n} seeds"}.get(
+            summary.get("best_minus_runner_up_verdict", ""), f"{b} and {r} are not distinguishable at {n} seeds")
         text += (f" Runner-up {r}: {summary['runner_up_mean']:.3f} ± {summary['runner_up_sd']:.3f}. On the test "
                  f"split ({summary['best_model_test_mean']:.3f} vs {summary['runner_up_test_mean']:.3f}) the difference is "
                  f"{summary['best_minus_runner_up']:+.3f}, 95% interval "
@@ -612,22 +617,23 @@ def describe_answer(seed_summary: dict, table) -> str:
     at chance on a task, and those handicapped by the image size."""
     s = seed_summary
     if s.get("best_model"):
-        text = (f"Best backbone by mean validation combined (chance-normalised) over {s['best_model_seeds']} seeds: "
-                f"{s['best_model']}, {s['best_model_mean']:.3f} ± {s['best_model_sd']:.3f}, 95% interval "
-                f"{_interval_text(s['best_model_ci_low'], s['best_model_ci_high'])}")
+        text = (f"Best backbone, chosen by mean validation combined (chance-normalised) over {s['best_model_seeds']} "
+                f"seeds: {s['best_model']} ({s['best_model_mean']:.3f} on validation). {_fresh_text(s)}")
         if s.get("runner_up"):
-            text += (f"; {'ahead of' if s['best_model_separated'] else 'not separated from'} {s['runner_up']} "
+            word = {"better": "ahead of", "worse": "behind"}.get(s.get("best_minus_runner_up_verdict", ""),
+                                                                 "not distinguishable from")
+            text += (f" It is {word} {s['runner_up']} "
                      f"(test difference {s['best_minus_runner_up']:+.3f}, "
                      f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])}, "
                      f"{s['best_minus_runner_up_test']}, {_p_text(s.get('best_minus_runner_up_p'))})")
         text += "."
     else:
         text = "No model was trained over several seeds, so no best backbone is claimed."
-    ranked = table[table["combined_x_samples_per_s"].notna()].sort_values("combined_x_samples_per_s",
-                                                                            ascending=False)
-    text += (f" Most score per second of training among the {len(ranked)} model(s) above chance overall and on "
-             f"every task: {ranked['model'].iloc[0]}." if len(ranked) else
-             " No model is above chance overall and on every task, so none is ranked per second.")
+    front = _front_names(table)
+    n_ok = int(table["pareto_front"].notna().sum()) if "pareto_front" in table else 0
+    text += (f" On the Pareto front of score against training time among the {n_ok} model(s) above chance overall "
+             f"and on every task (no other is both better and faster): {', '.join(front)}." if front else
+             " No model is above chance overall and on every task, so none is ranked against training time.")
     weak = [f"{r['model']} ({r['tasks_at_chance']})" for _, r in table.iterrows() if r.get("tasks_at_chance")]
     if weak:
         text += " At chance on a task: " + ", ".join(weak) + "."
@@ -639,15 +645,30 @@ def describe_answer(seed_summary: dict, table) -> str:
 
 
 def make_answer_headline(seed_summary: dict, best: dict) -> dict[str, Any]:
-    """The answer's headline numbers: the best backbone over seeds, its mean and interval, the best per second."""
+    """The answer's headline numbers: the best backbone over seeds, its validation mean and interval, its test
+    figure over the seeds that did not select it, and the Pareto front of score against training time."""
     s = seed_summary
     out: dict[str, Any] = {"best backbone (over seeds)": s.get("best_model")}
     if s.get("best_model"):
         out["its mean validation combined (chance-normalised)"] = round(s["best_model_mean"], 4)
         out["95% interval over seeds"] = (f"{s['best_model_ci_low']:.3f} to {s['best_model_ci_high']:.3f}"
                                           f" ({s['best_model_seeds']} seeds)")
-    out["best per second (above chance only)"] = best.get("best_combined_per_s")
+        out["its test combined over the seeds that did not select it"] = (
+            round(s["best_model_test_fresh_mean"], 4) if math.isfinite(s["best_model_test_fresh_mean"]) else None)
+        out["test 95% interval over those seeds"] = _interval_text(s["best_model_test_fresh_ci_low"],
+                                                                   s["best_model_test_fresh_ci_high"])
+    out["Pareto front, score vs training time (above chance only)"] = ", ".join(best.get("pareto_front") or []) or None
     return out
+
+
+def _fresh_text(s: dict) -> str:
+    """The headline on test, over the re-trained seeds (not the screening run that put the model among them)."""
+    seeds = s["best_model_test_fresh_seeds"]
+    if not seeds:
+        return "It has no re-trained seed beyond its screening run, so no test figure free of the selection."
+    return (f"On the test split, over the {len(seeds)} seed(s) that did not select it (its screening seed "
+            f"{s['best_model_screening_seed']} left out): {s['best_model_test_fresh_mean']:.3f}, 95% t-interval "
+            f"{_interval_text(s['best_model_test_fresh_ci_low'], s['best_model_test_fresh_ci_high'])}.")
 
 
 def describe_resolution(results: Sequence[dict]) -> str:

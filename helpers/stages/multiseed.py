@@ -39,7 +39,8 @@ from helpers.core.io import atomic_savez, atomic_torch_save, atomic_write_json, 
 from helpers.core.paths import unique_slugs
 from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs
 from helpers.data.predictions import write_predictions
-from helpers.evaluation.stats import format_p, holm, interval, paired_test, unit_of
+from helpers.evaluation.stats import (adjust, compare, compare_over_seeds, format_p, interval, seed_prediction_bound,
+                                      unit_of)
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import create_model, list_models
 from helpers.training.checkpoints import read_checkpoint_file
@@ -68,8 +69,6 @@ NOTE_001_CLAIMS: dict[tuple[str, int], float] = {
 }
 
 EARLY_STOP_SPLITS = ("val", "source_holdout")
-# Two single-seed runs of one recipe differ by up to z * sqrt(2) * sd from the seed alone (95%).
-_TWO_RUNS = float(st.norm.ppf(0.975) * math.sqrt(2))
 
 
 @dataclass
@@ -539,62 +538,33 @@ def _member_correct(members: pd.DataFrame, arch: str) -> np.ndarray:
     return np.stack(out)
 
 
-def _compare(ca: np.ndarray, cb: np.ndarray, unit, n_boot: int, seed: int) -> dict[str, float]:
-    """Architecture B minus A on the same test pairs, each averaged over its seeds [seeds, N]. Two sources of
-    noise add up: the seeds (the variance of each seed mean, sd^2 / n) and the test split (`paired_test` of
-    the seed-averaged per-pair correctness over the data's independent unit). Normal interval and p."""
-    t = paired_test(ca.mean(0), cb.mean(0), unit, n_boot=n_boot, seed=seed)
-    z = float(st.norm.ppf(0.975))
-    se_test = (t["ci_high"] - t["ci_low"]) / (2 * z)
-    acc_a, acc_b = ca.mean(1), cb.mean(1)
-    var_seed = (acc_a.var(ddof=1) / len(acc_a) + acc_b.var(ddof=1) / len(acc_b)
-                if min(len(acc_a), len(acc_b)) > 1 else float("nan"))
-    se = math.sqrt(se_test ** 2 + var_seed)
-    d = float(t["diff"])
-    p = float(2 * st.norm.sf(abs(d) / se)) if se > 0 else (1.0 if d == 0 else float("nan"))
-    return {"diff": d, "se_seed": math.sqrt(var_seed), "se_test": se_test, "se": se,
-            "ci_low": d - z * se, "ci_high": d + z * se, "p_value": p}
-
-
 def make_comparison_table(members: pd.DataFrame, unit, baseline: str | None = None, n_boot: int = 2000,
                           seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
     """Each architecture against the baseline architecture (the grid's first unless named) on the same test
-    split: difference of the seed-mean accuracies, its 95% interval and p from `_compare` (seed variance plus
-    the unit-aware test variance), Holm-adjusted across the rows, and the verdict at ``alpha``."""
+    split: difference of the seed-mean accuracies from `compare_over_seeds` (each architecture's seed variance
+    plus the unit-aware test-split variance, t with Welch-Satterthwaite df), Holm-adjusted across the rows;
+    ``ci_low`` / ``ci_high`` are the Holm-adjusted interval beside the adjusted verdict at ``alpha``."""
     archs = list(dict.fromkeys(members.loc[members["status"] == "ok", "arch"]))
     base = baseline or (archs[0] if archs else "")
-    rows = []
-    for arch in (a for a in archs if a != base):
-        c = _compare(_member_correct(members, base), _member_correct(members, arch), unit, n_boot, seed)
-        rows.append({"arch": arch, "baseline": base, **c})
+    tests = adjust({arch: compare_over_seeds(_member_correct(members, base), _member_correct(members, arch), unit,
+                                             paired_seeds=False, n_boot=n_boot, seed=seed, alpha=alpha)
+                    for arch in archs if arch != base})
+    rows = [{"arch": arch, "baseline": base, "diff": t.estimate, "se_seed": t.extra["se_seeds"],
+             "se_test": t.extra["se_test"], "se": t.extra["se"], "ci_low": t.ci_low_adjusted,
+             "ci_high": t.ci_high_adjusted, "p_value": t.p, "p_holm": t.p_adjusted,
+             "verdict": f"{t.verdict} ({format_p(t.p_adjusted, t.p_floor)})" if np.isfinite(t.p) else
+             "not testable (an architecture with one seed has no seed variance)"} for arch, t in tests.items()]
     df = pd.DataFrame(rows, columns=["arch", "baseline", "diff", "se_seed", "se_test", "se", "ci_low", "ci_high",
-                                     "p_value"])
-    finite = df["p_value"].notna()
-    df["p_holm"] = np.nan
-    if finite.any():
-        df.loc[finite, "p_holm"] = holm(df.loc[finite, "p_value"].tolist())
-    df["verdict"] = [_verdict(r.diff, r.p_holm, alpha) for r in df.itertuples()]
-    df.attrs.update(unit=getattr(unit, "name", "row"), n_tests=int(finite.sum()))
+                                     "p_value", "p_holm", "verdict"])
+    df.attrs.update(unit=getattr(unit, "name", "row"), n_tests=int(df["p_value"].notna().sum()))
     return df
-
-
-def _fmt_p(p: float) -> str:
-    # A normal tail below 1e-16 is not worth printing digits for (and is never printed as 0).
-    return format_p(p, 1e-16)
-
-
-def _verdict(diff: float, p: float, alpha: float) -> str:
-    if not np.isfinite(p):
-        return "not testable (an architecture with one seed has no seed variance)"
-    words = ("better" if diff > 0 else "worse") if p < alpha else "not distinguishable"
-    return f"{words} ({_fmt_p(p)})"
 
 
 def make_comparison_view(comparison: pd.DataFrame) -> pd.DataFrame:
     """The comparison as shown: p-values as text (a tiny p is never displayed as a rounded 0)."""
     out = comparison.copy()
     for col in ("p_value", "p_holm"):
-        out[col] = [_fmt_p(p) if np.isfinite(p) else "n/a" for p in out[col]]
+        out[col] = [format_p(p) if np.isfinite(p) else "n/a" for p in out[col]]
     return out.set_index("arch")
 
 
@@ -603,7 +573,7 @@ def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
     out = table.astype(object)
     for key in out.index[out.index.str.endswith(("p_vs_baseline", "tuned_vs_handset_p"))]:
         v = out.loc[key, "value"]
-        out.loc[key, "value"] = _fmt_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
+        out.loc[key, "value"] = format_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
     return out
 
 
@@ -612,7 +582,8 @@ def describe_comparison(comparison: pd.DataFrame) -> str:
     if comparison.empty:
         return "Only one architecture finished: nothing to compare."
     holm_note = " (Holm-adjusted over the rows)" if comparison.attrs.get("n_tests", 0) > 1 else ""
-    lines = [f"{r.arch} vs {r.baseline}: {r.diff:+.4f} (95% interval {r.ci_low:+.4f} to {r.ci_high:+.4f}; seed SE "
+    which = "Holm-adjusted interval" if comparison.attrs.get("n_tests", 0) > 1 else "95% interval"
+    lines = [f"{r.arch} vs {r.baseline}: {r.diff:+.4f} ({which} {r.ci_low:+.4f} to {r.ci_high:+.4f}; seed SE "
              f"{r.se_seed:.4f}, test-split SE {r.se_test:.4f} over {comparison.attrs.get('unit', 'row')}s) — "
              f"{r.verdict}{holm_note}" for r in comparison.itertuples()]
     return "\n".join(lines)
@@ -640,7 +611,8 @@ def describe_spread(summary: pd.DataFrame) -> str:
         lines.append(f"{head}: seed sd {r.std_test_acc:.4f} (95% chi-square interval {r.sd_ci_low:.4f}–"
                      f"{r.sd_ci_high:.4f}) vs one model's SE {r.unit_se:.4f} over {r.unit}s (binomial "
                      f"{r.binomial_se:.4f}); {reading}. Two single-seed runs of this recipe differ by up to "
-                     f"{_TWO_RUNS * r.std_test_acc:.4f} (95%) from the seed alone (range here "
+                     f"{seed_prediction_bound(r.std_test_acc, r.n_ok):.4f} from the seed alone (95% prediction bound, "
+                     f"t with {r.n_ok - 1} df for the sd's own uncertainty; range here "
                      f"{r.min_test_acc:.4f}–{r.max_test_acc:.4f}).")
     return "\n".join(lines)
 
@@ -657,12 +629,15 @@ def describe_answer(summary: pd.DataFrame, comparison: pd.DataFrame, label: str,
              f"{r.sd_ci_low:.4f}–{r.sd_ci_high:.4f}, {r.n_ok} seeds)" for r in ok.itertuples()]
     text = f"On the test split of {label}, retraining the models 02/03 report with new seeds gives " + "; ".join(parts) + "."
     sd = float(np.nanmax(ok["std_test_acc"])) if ok["std_test_acc"].notna().any() else float("nan")
+    n_sd = int(ok.loc[ok["std_test_acc"].idxmax(), "n_ok"]) if ok["std_test_acc"].notna().any() else 0
     se, unit = float(ok["unit_se"].mean()), ok["unit"].iloc[0]
     text += (f" One model's accuracy has a standard error of {se:.4f} over {unit}s (binomial "
              f"{float(ok['binomial_se'].mean()):.4f}), and the largest seed sd is {sd / se:.1f}× that: two "
-             f"single-seed runs of one recipe can differ by {_TWO_RUNS * sd:.4f} from the seed alone.")
+             f"single-seed runs of one recipe can differ by {seed_prediction_bound(sd, n_sd):.4f} from the seed alone "
+             f"(95% prediction bound, t with {n_sd - 1} df).")
     for r in comparison.itertuples():
-        text += (f" {r.arch} vs {r.baseline}: {r.diff:+.4f} (95% interval {r.ci_low:+.4f} to {r.ci_high:+.4f}, "
+        text += (f" {r.arch} vs {r.baseline}: {r.diff:+.4f} ({'Holm-adjusted' if len(comparison) > 1 else '95%'} "
+                 f"interval {r.ci_low:+.4f} to {r.ci_high:+.4f}, "
                  f"counting seed and test-split noise), {r.verdict}.")
     if tuning is not None and search is not None and tuning["n_seeds"] and best_is_handset(search):
         text += (f" Tuning {arch or 'the recipe'} bought nothing: the best of {search.n_trials} Optuna trials over "
@@ -932,10 +907,9 @@ def evaluate_tuning_gain(members: pd.DataFrame, tuned: pd.DataFrame, arch: str, 
                          seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """The tuned recipe minus the hand-set one, on the same test rows.
 
-    Per seed (the same seed for both): `paired_test` of the two members' per-pair correctness over the data's
-    independent unit. Across seeds: the mean of the per-seed differences, with a standard error adding the
-    seed noise (the per-seed differences' variance / n) and the test split's (`paired_test` of the
-    seed-averaged per-pair correctness, over the unit); normal interval and p. Next to it, the seed sd of
+    Per seed (the same seed for both): `stats.compare` of the two members' per-pair correctness over the data's
+    independent unit. Across seeds: `stats.compare_over_seeds`, paired by seed (the per-seed differences' seed
+    noise plus the test split's over the unit; t with Welch-Satterthwaite df). Next to it, the seed sd of
     each recipe. Returns ``per_seed`` (a table) and the summary numbers.
     """
     hand = members[(members["arch"] == arch) & (members["status"] == "ok")].set_index("seed")
@@ -944,9 +918,9 @@ def evaluate_tuning_gain(members: pd.DataFrame, tuned: pd.DataFrame, arch: str, 
     rows, ca, cb = [], [], []
     for s in seeds:
         a, b = _correct_of(hand.loc[s, "folder"]), _correct_of(tun.loc[s, "folder"])
-        t = paired_test(a, b, unit, n_boot=n_boot, seed=seed)
+        t = compare({"tuned - handset": (a, b)}, unit, n_boot=n_boot, seed=seed, alpha=alpha)["tuned - handset"]
         rows.append({"seed": int(s), "handset_test_acc": float(a.mean()), "tuned_test_acc": float(b.mean()),
-                     "diff": t["diff"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"],
+                     "diff": t.estimate, "ci_low": t.ci_low, "ci_high": t.ci_high, "p_value": t.p,
                      "handset_val_acc": float(hand.loc[s, "val_acc"]), "tuned_val_acc": float(tun.loc[s, "val_acc"])})
         ca.append(a)
         cb.append(b)
@@ -958,22 +932,15 @@ def evaluate_tuning_gain(members: pd.DataFrame, tuned: pd.DataFrame, arch: str, 
                handset_sd=nan, tuned_sd=nan, handset_mean=nan, tuned_mean=nan)
     if not seeds:
         return out
-    z = float(st.norm.ppf(0.975))
-    t = paired_test(np.mean(ca, 0), np.mean(cb, 0), unit, n_boot=n_boot, seed=seed)
-    se_test = (t["ci_high"] - t["ci_low"]) / (2 * z)
-    d = per_seed["diff"].to_numpy()
-    se_seed = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else nan
-    se = math.sqrt(se_test ** 2 + (se_seed ** 2 if np.isfinite(se_seed) else 0.0))
-    diff = float(d.mean())
-    p = float(2 * st.norm.sf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else nan)
-    if len(d) < 2:
-        p = nan      # one seed: no seed variance, so no test across seeds
+    g = compare_over_seeds(np.stack(ca), np.stack(cb), unit, paired_seeds=True, n_boot=n_boot, seed=seed, alpha=alpha)
     acc_a, acc_b = per_seed["handset_test_acc"], per_seed["tuned_test_acc"]
-    out.update(diff=diff, ci_low=diff - z * se, ci_high=diff + z * se, p_value=p, se_seed=se_seed, se_test=se_test,
+    one = len(seeds) < 2
+    out.update(diff=g.estimate, ci_low=g.ci_low, ci_high=g.ci_high, p_value=g.p,
+               se_seed=nan if one else g.extra["se_seeds"], se_test=g.extra["se_test"],
                handset_mean=float(acc_a.mean()), tuned_mean=float(acc_b.mean()),
-               handset_sd=float(acc_a.std(ddof=1)) if len(d) > 1 else nan,
-               tuned_sd=float(acc_b.std(ddof=1)) if len(d) > 1 else nan,
-               verdict=_verdict(diff, p, alpha).replace("better", "tuned better").replace("worse", "tuned worse"))
+               handset_sd=nan if one else float(acc_a.std(ddof=1)), tuned_sd=nan if one else float(acc_b.std(ddof=1)),
+               verdict=g.text("tuned better", "tuned worse").split("; ")[0] + ")" if not one else
+               "not testable (one seed: no seed variance)")
     return out
 
 
@@ -990,10 +957,10 @@ def _correct_of(folder: str | Path) -> np.ndarray:
 def make_tuning_view(gain: dict[str, Any]) -> pd.DataFrame:
     """Per seed and across seeds: hand-set and tuned test accuracy, the paired difference, its interval and p."""
     df = gain["per_seed"].copy()
-    df["p"] = [_fmt_p(p) for p in df["p_value"]]
+    df["p"] = [format_p(p) for p in df["p_value"]]
     across = {"seed": "across seeds", "handset_test_acc": gain["handset_mean"], "tuned_test_acc": gain["tuned_mean"],
               "diff": gain["diff"], "ci_low": gain["ci_low"], "ci_high": gain["ci_high"], "p_value": gain["p_value"],
-              "p": _fmt_p(gain["p_value"]) if np.isfinite(gain["p_value"]) else "n/a (one seed)",
+              "p": format_p(gain["p_value"]) if np.isfinite(gain["p_value"]) else "n/a (one seed)",
               "handset_val_acc": df["handset_val_acc"].mean(), "tuned_val_acc": df["tuned_val_acc"].mean()}
     df = pd.concat([df.astype({"seed": object}), pd.DataFrame([across])], ignore_index=True)
     return df.drop(columns=["p_value"]).set_index("seed")

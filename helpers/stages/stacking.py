@@ -29,10 +29,10 @@ from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, ma
 from helpers.data.predictions import BasePredictions, load_base_predictions
 from helpers.evaluation.stacking import (BasePredictor, BEST, check_agreement, check_no_leakage, evaluate_gain_kept,
                                          evaluate_stacking, goal_verdict, LOGREG, make_baseline_predictor,
-                                         make_checkpoint_predictor, make_error_correlation, make_split_keys,
-                                         make_student_paired_table, make_teacher_targets, measure_ensemble_inference,
+                                         make_checkpoint_predictor, make_comparison_frame, make_error_correlation,
+                                         make_split_keys, make_teacher_targets, measure_ensemble_inference,
                                          measure_seconds, rank_by_validation, STACK, StackingResult, TOPK)
-from helpers.evaluation.stats import format_p, interval, unit_of
+from helpers.evaluation.stats import adjust, compare_over_seeds, format_p, interval, unit_of, with_seed_noise
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import create_model
 from helpers.training.checkpoints import read_checkpoint_file
@@ -174,13 +174,11 @@ def _p_text(r) -> str:
 
 def make_paired_view(result: StackingResult) -> pd.DataFrame:
     """The paired tests as shown: stacking minus each reference, its interval, raw and Holm-adjusted p, verdict."""
-    df = result.paired.copy()
-    acc = result.comparison.set_index("method")["test_acc"]
-    df.insert(1, "reference_test_acc", df["reference"].map(acc))
+    df = result.paired.rename(columns={"ci_low_adjusted": "CI low (Holm)", "ci_high_adjusted": "CI high (Holm)"})
     df["p (raw)"] = [f"p < {r.p_value:.0e}" if r.p_is_bound else format_p(r.p_value) for r in df.itertuples()]
     df["p (Holm)"] = [_p_text(r) for r in df.itertuples()]
-    cols = ["reference", "reference_test_acc", "stacking_minus_reference", "ci_low", "ci_high", "p (raw)", "p (Holm)",
-            "verdict", "method"]
+    cols = ["reference", "reference_test_acc", "stacking_minus_reference", "CI low (Holm)", "CI high (Holm)", "p (raw)",
+            "p (Holm)", "verdict", "method"]
     return df[cols].set_index("reference")
 
 
@@ -190,15 +188,15 @@ def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
     out = table.astype(object)
     for key in out.index[out.index.str.endswith(("_p", "_p_value"))]:
         v = out.loc[key, "value"]
-        out.loc[key, "value"] = format_p(float(v), 1e-16) if isinstance(v, (int, float)) and np.isfinite(v) else v
+        out.loc[key, "value"] = format_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
     return out
 
 
 def describe_paired(result: StackingResult) -> str:
     lines = []
     for r in result.paired.itertuples():
-        lines.append(f"stacking vs {r.reference}: {r.stacking_minus_reference:+.4f} (95% interval "
-                     f"{r.ci_low:+.4f} to {r.ci_high:+.4f}), {r.verdict} ({_p_text(r)}, {len(result.paired)} tests)")
+        lines.append(f"stacking vs {r.reference}: {r.stacking_minus_reference:+.4f} (Holm-adjusted interval "
+                     f"{r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, {len(result.paired)} tests)")
     return "\n".join(lines) + f"\nUnit: {result.paired['method'].iloc[0]}."
 
 
@@ -374,10 +372,13 @@ class StudentSpec:
 def make_student_specs(run_dir: str | Path, dataset: str, label: str, out_dir: str | Path, teacher_val: np.ndarray,
                        temperature: float = 3.0, soft_weight: float = 0.7, hard_weight: float = 0.3,
                        hard_loss: str = "bce", rows: str = "train+val", holdout_frac: float = 0.3, seed: int = 42,
-                       max_epochs: int = 0, device: str = "cpu") -> list[StudentSpec]:
+                       max_epochs: int = 0, device: str = "cpu", n_seeds: int = 1) -> list[StudentSpec]:
     """The distilled student and its undistilled twin (same recipe, rows, start, seed and stopping; soft weight
-    0 and hard weight ``soft_weight + hard_weight``). The recipe is 03's (`load_recipe`); the teacher's soft
-    targets are written to ``<out>/<label>/students/soft_targets.npz``."""
+    0 and hard weight ``soft_weight + hard_weight``), each with seeds ``seed .. seed + n_seeds - 1`` (folders
+    ``students/<name>/seed_<seed>``) so that their comparison counts seed noise. The recipe is 03's
+    (`load_recipe`); the teacher's soft targets are written to ``<out>/<label>/students/soft_targets.npz``."""
+    if n_seeds < 1:
+        raise WorkbookError(f"student_seeds = {n_seeds}; expected at least 1 (3 or more to count seed noise)")
     if rows not in STUDENT_ROWS:
         raise WorkbookError(f"student_rows = {rows!r}; expected one of {'|'.join(STUDENT_ROWS)}")
     if hard_loss not in HARD_LOSSES:
@@ -390,12 +391,12 @@ def make_student_specs(run_dir: str | Path, dataset: str, label: str, out_dir: s
     common = dict(dataset=str(dataset), label=label, run_dir=str(run_dir), teacher_file=str(folder / "soft_targets.npz"),
                   model=recipe["model"], kwargs=recipe["kwargs"], train=recipe["train"], start=recipe["start"],
                   temperature=float(temperature), hard_loss=loss, focal_alpha=recipe["focal_alpha"],
-                  focal_gamma=recipe["focal_gamma"], rows=rows, holdout_frac=float(holdout_frac), seed=int(seed),
+                  focal_gamma=recipe["focal_gamma"], rows=rows, holdout_frac=float(holdout_frac),
                   max_epochs=int(max_epochs), device=str(device))
-    return [StudentSpec("distilled", out_dir=str(folder / "distilled"), soft_weight=float(soft_weight),
-                        hard_weight=float(hard_weight), **common),
-            StudentSpec("undistilled", out_dir=str(folder / "undistilled"), soft_weight=0.0,
-                        hard_weight=float(soft_weight + hard_weight), **common)]
+    weights = {"distilled": (float(soft_weight), float(hard_weight)), "undistilled": (0.0, float(soft_weight + hard_weight))}
+    return [StudentSpec(name, out_dir=str(folder / name / f"seed_{sd}"), soft_weight=sw, hard_weight=hw, seed=sd,
+                        **common)
+            for sd in range(int(seed), int(seed) + int(n_seeds)) for name, (sw, hw) in weights.items()]
 
 
 def _groups(s) -> tuple[np.ndarray, np.ndarray] | None:
@@ -531,7 +532,7 @@ def train_students(specs: Sequence[StudentSpec], workers: int = 0, verbose: bool
     rows = []
     for s, o in zip(specs, outcomes):
         m = o.value
-        rows.append({"student": s.name, "soft_weight": s.soft_weight, "hard_weight": s.hard_weight,
+        rows.append({"student": s.name, "seed": s.seed, "soft_weight": s.soft_weight, "hard_weight": s.hard_weight,
                      "temperature": s.temperature, "hard_loss": s.hard_loss, "test_acc": m["test_acc"],
                      "stop_acc": m["stop_acc"], "n_fit": m["n_fit"], "n_with_teacher": m["n_with_teacher"],
                      "n_stop": m["n_stop"], "epochs_run": m["epochs_run"], "best_epoch": m["best_epoch"],
@@ -539,10 +540,13 @@ def train_students(specs: Sequence[StudentSpec], workers: int = 0, verbose: bool
     return pd.DataFrame(rows)
 
 
-def _student_prob(students: pd.DataFrame, name: str) -> np.ndarray:
-    folder = students.set_index("student").loc[name, "folder"]
-    with np.load(Path(folder) / "predictions.npz") as z:
-        return z["test_prob"].astype(np.float64)
+def _student_probs(students: pd.DataFrame, name: str) -> np.ndarray:
+    """Test probabilities of one student over its seeds [S, N], in seed order."""
+    out = []
+    for folder in students[students["student"] == name].sort_values("seed")["folder"]:
+        with np.load(Path(folder) / "predictions.npz") as z:
+            out.append(z["test_prob"].astype(np.float64))
+    return np.stack(out)
 
 
 STUDENT_REFERENCES = ("teacher (LightGBM stacking)", "best single (chosen on val)", "undistilled student")
@@ -565,18 +569,37 @@ def evaluate_distillation(result: StackingResult, students: pd.DataFrame, unit, 
     distilled student against each of the other three (paired over the unit, Holm over the three); and the
     share of the teacher's gain over the best single model that the student keeps (`evaluate_gain_kept`)."""
     y = result.base.test_y
-    student = _student_prob(students, "distilled")
-    refs = {STUDENT_REFERENCES[0]: result.test_pred[STACK], STUDENT_REFERENCES[1]: result.test_pred[BEST],
-            STUDENT_REFERENCES[2]: _student_prob(students, "undistilled")}
+    correct = lambda p: ((np.asarray(p) >= 0.5) == y).astype(np.float64)      # noqa: E731
+    student = correct(_student_probs(students, "distilled"))                              # [S, N]
+    refs = {STUDENT_REFERENCES[0]: correct(result.test_pred[STACK]), STUDENT_REFERENCES[1]: correct(result.test_pred[BEST]),
+            STUDENT_REFERENCES[2]: correct(_student_probs(students, "undistilled"))}
     rows = []
-    for name, prob in [("distilled student", student), *refs.items()]:
-        a = interval(((prob >= 0.5) == y).astype(np.float64), unit, n_boot=n_boot, seed=seed)
-        rows.append({"model": name, "test_acc": a["mean"], "ci_low": a["ci_low"], "ci_high": a["ci_high"]})
-    paired = make_student_paired_table(student, refs, y, unit, n_boot, seed)
-    corr = {k: ((p >= 0.5) == y).astype(np.float64) for k, p in refs.items()}
-    kept = evaluate_gain_kept(corr[STUDENT_REFERENCES[1]], corr[STUDENT_REFERENCES[0]],
-                              ((student >= 0.5) == y).astype(np.float64), unit, n_boot, seed)
+    for name, c in [("distilled student", student), *refs.items()]:
+        c2 = np.atleast_2d(c)
+        a = interval(c2.mean(0), unit, n_boot=n_boot, seed=seed)      # the seed-averaged rows: test-split noise
+        rows.append({"model": name, "test_acc": a["mean"], "ci_low": a["ci_low"], "ci_high": a["ci_high"],
+                     "n_seeds": len(c2), "seed_sd": float(c2.mean(1).std(ddof=1)) if len(c2) > 1 else float("nan")})
+    # each reference against the student's seeds (the twin paired by seed): seed noise and test-split noise
+    tests = adjust({k: compare_over_seeds(c, student, unit, paired_seeds=True, n_boot=n_boot, seed=seed)
+                    for k, c in refs.items()})
+    paired = make_comparison_frame(tests, {k: float(np.mean(c)) for k, c in refs.items()}, "student_minus_reference")
+    kept = _gain_kept_over_seeds(refs[STUDENT_REFERENCES[1]], refs[STUDENT_REFERENCES[0]], student, unit, n_boot, seed)
     return DistillResult(students, pd.DataFrame(rows), paired, kept, getattr(unit, "name", "row"), result.best_single)
+
+
+def _gain_kept_over_seeds(best: np.ndarray, teacher: np.ndarray, student: np.ndarray, unit, n_boot: int,
+                          seed: int) -> dict[str, Any]:
+    """`evaluate_gain_kept` of the seed-averaged student (test-split noise), its interval widened by the seed
+    noise of the per-seed shares (`stats.with_seed_noise`, t with Welch-Satterthwaite df)."""
+    k = evaluate_gain_kept(best, teacher, student.mean(0), unit, n_boot, seed)
+    den = float(np.mean(teacher) - np.mean(best))
+    if len(student) < 2 or not np.isfinite(k["kept"]) or not np.isfinite(k["ci_low"]):
+        return {**k, "n_seeds": len(student), "seed_noise": len(student) >= 2}
+    per_seed = (student.mean(1) - np.mean(best)) / den
+    se_test = (k["ci_high"] - k["ci_low"]) / (2 * 1.959964)
+    lo, hi = with_seed_noise(k["kept"], se_test, [(per_seed.var(ddof=1) / len(per_seed), len(per_seed) - 1)]).interval(0.95)
+    return {**k, "ci_low": lo, "ci_high": hi, "n_seeds": len(student), "seed_noise": True,
+            "kept_per_seed": per_seed.tolist(), "method": f"{k['method']}, widened by the spread of {len(student)} seeds"}
 
 
 def make_base_predictors(base: BasePredictions, run_dir: str | Path, splits, label: str, seed: int = 42,
@@ -671,7 +694,7 @@ def measure_speed(result: StackingResult, predictors: Sequence[BasePredictor], s
     meta-learner on their probabilities) and the distilled student (its kept weights) on the same test split,
     in this process, with the same threads; the fastest of ``repeats`` runs after a warm-up."""
     steps, ens_prob = measure_ensemble_inference(predictors, result.meta, len(splits.test.y), repeats)
-    folder = Path(students.set_index("student").loc["distilled", "folder"])
+    folder = Path(students[students["student"] == "distilled"].sort_values("seed")["folder"].iloc[0])
     student = make_checkpoint_predictor("distilled student", folder / "model.pt", splits, device)
     sec, _ = measure_seconds(student.predict, repeats)
     timed = [p for p in predictors if p.predict is not None]
@@ -694,11 +717,11 @@ def make_speed_table(speed: SpeedResult) -> pd.DataFrame:
 
 
 def make_distill_paired_view(d: DistillResult) -> pd.DataFrame:
-    df = d.paired.copy()
+    df = d.paired.rename(columns={"ci_low_adjusted": "CI low (Holm)", "ci_high_adjusted": "CI high (Holm)"})
     df["p (raw)"] = [f"p < {r.p_value:.0e}" if r.p_is_bound else format_p(r.p_value) for r in df.itertuples()]
     df["p (Holm)"] = [_p_text(r) for r in df.itertuples()]
-    return df[["reference", "reference_test_acc", "student_minus_reference", "ci_low", "ci_high", "p (raw)", "p (Holm)",
-               "verdict", "method"]].set_index("reference")
+    return df[["reference", "reference_test_acc", "student_minus_reference", "CI low (Holm)", "CI high (Holm)",
+               "p (raw)", "p (Holm)", "verdict", "method"]].set_index("reference")
 
 
 def _kept_text(k: dict[str, Any]) -> str:
@@ -725,11 +748,15 @@ def describe_distillation(d: DistillResult, seed_sd: float | None = None) -> str
     lines = [f"distilled student: test accuracy {acc['distilled student']:.4f}; " + _kept_text(d.gain_kept) + "."]
     for r in d.paired.itertuples():
         lines.append(f"student vs {r.reference} ({r.reference_test_acc:.4f}): {r.student_minus_reference:+.4f} "
-                     f"(95% interval {r.ci_low:+.4f} to {r.ci_high:+.4f}), {r.verdict} ({_p_text(r)}, "
+                     f"(Holm-adjusted interval {r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, "
                      f"{len(d.paired)} tests)")
+    n = int(d.students.loc[d.students["student"] == "distilled", "seed"].nunique())
+    own = d.accuracy.set_index("model")["seed_sd"]
+    lines.append(f"Student and twin ran {n} seed(s) each (seed sd of the student {own['distilled student']:.4f}, of the "
+                 f"twin {own[STUDENT_REFERENCES[2]]:.4f}); the paired tests count that seed noise and the test split's"
+                 + ("." if n >= 2 else ": with one seed they cannot, and say 'not testable'."))
     if seed_sd is not None and np.isfinite(seed_sd):
-        lines.append(f"Each student is one seed: notebook 04 measured a seed sd of {seed_sd:.4f} for the stage-2 "
-                     "recipe, which the paired tests (test-split noise only) do not include.")
+        lines.append(f"For scale: notebook 04 measured a seed sd of {seed_sd:.4f} for the stage-2 recipe.")
     return "\n".join(lines)
 
 
@@ -754,7 +781,7 @@ def make_distill_headline(d: DistillResult, speed: SpeedResult | None) -> dict[s
     """metrics.json keys of the distillation and the speed comparison."""
     acc = d.accuracy.set_index("model")
     p = d.paired.set_index("reference")
-    s = d.students.set_index("student")
+    s = d.students[d.students["student"] == "distilled"].sort_values("seed").iloc[0]      # its first seed
     t, b, u = STUDENT_REFERENCES
     out = {"student_test_acc": float(acc.loc["distilled student", "test_acc"]),
            "student_ci_low": float(acc.loc["distilled student", "ci_low"]),
@@ -768,9 +795,9 @@ def make_distill_headline(d: DistillResult, speed: SpeedResult | None) -> dict[s
            "student_vs_undistilled_p": float(p.loc[u, "p_holm"]),
            "gain_kept": d.gain_kept["kept"], "gain_kept_ci_low": d.gain_kept["ci_low"],
            "gain_kept_ci_high": d.gain_kept["ci_high"], "teacher_gain_over_best_single": d.gain_kept["teacher_gain"],
-           "student_epochs_run": int(s.loc["distilled", "epochs_run"]),
-           "student_n_with_teacher_targets": int(s.loc["distilled", "n_with_teacher"]),
-           "student_n_fit": int(s.loc["distilled", "n_fit"])}
+           "student_seeds": int(acc.loc["distilled student", "n_seeds"]),
+           "student_epochs_run": int(s["epochs_run"]), "student_n_with_teacher_targets": int(s["n_with_teacher"]),
+           "student_n_fit": int(s["n_fit"])}
     if speed is not None:
         out.update(student_samples_per_s=speed.student_samples_per_s, ensemble_samples_per_s=speed.ensemble_samples_per_s,
                    student_speedup=speed.speedup, ensemble_models_timed=speed.n_timed,

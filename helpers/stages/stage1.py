@@ -51,7 +51,8 @@ from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report
 from helpers.evaluation.recall import evaluate_scene_recall, is_scene
 from helpers.evaluation.plots import (plot_confusion_matrix, plot_fusion_weights,
                                       plot_probability_distributions, plot_training_curves)
-from helpers.evaluation.stats import Unit, format_p, holm, interval, paired_test, unit_of, verdict
+from helpers.evaluation.stats import (compare, compare_to_references, format_p, interval, MIN_SEQUENCES, Unit,
+                                      unit_of)
 from helpers.models.registry import count_parameters, create_model
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
@@ -166,6 +167,7 @@ class Stage1Run:
     checkpoints: dict[str, str] = field(default_factory=dict)
     has_classes: bool = False       # every split has ca/cb: the classify-then-compare baselines ran
     unit: Unit | None = None        # the test split's independent unit
+    n_test_sequences: int | None = None  # scene data: sequences in the test split
     test_ci: dict = field(default_factory=dict)               # `interval` of stage 1's test correctness
     comparisons: dict[str, dict] = field(default_factory=dict)  # baseline -> {"ci", "test", "p_holm", "verdict"}
     best_baseline: str = ""         # chosen on validation accuracy
@@ -315,18 +317,11 @@ def evaluate_against_baselines(y_test: np.ndarray, stage1_prob: np.ndarray, base
     """Per baseline: its test accuracy with the unit-aware interval and the paired test of stage 1 minus
     it over ``unit``, p-values Holm-adjusted across the baselines, verdict words from that test."""
     s_correct = _correct(stage1_prob, y_test, thr)
-    rows = {}
-    for name, b in baselines.items():
-        b_correct = _correct(b["test_prob"], y_test, thr)
-        test = paired_test(b_correct, s_correct, unit)
-        if test["p_value"] == 0 and test.get("p_floor") is None:   # a normal tail below float range: not 0
-            test["p_floor"] = 1e-300
-        rows[name] = {"ci": interval(b_correct, unit), "test": test}
-    for r, p in zip(rows.values(), holm([r["test"]["p_value"] for r in rows.values()])):
-        r["p_holm"] = p
-        r["verdict"] = verdict({**r["test"], "p_holm": p, "method": f"Holm-adjusted over {len(rows)} baselines"},
-                               better="stage 1 better", worse="stage 1 worse", alpha=ALPHA, p_key="p_holm")
-    return rows
+    refs = {name: _correct(b["test_prob"], y_test, thr) for name, b in baselines.items()}
+    tests = compare_to_references(s_correct, refs, unit, alpha=ALPHA)
+    return {name: {"ci": interval(refs[name], unit), "test": tests[name].as_dict("stage 1 better", "stage 1 worse"),
+                   "p_holm": tests[name].p_adjusted, "verdict": tests[name].text("stage 1 better", "stage 1 worse")}
+            for name in baselines}
 
 
 def best_on_val(baselines: Mapping[str, dict], y_val: np.ndarray, thr: float, names=None) -> str:
@@ -416,17 +411,10 @@ def evaluate_kinds(kinds: Mapping[str, KindRun], y_test: np.ndarray, baselines: 
     if against in baselines:
         correct[against] = _correct(baselines[against]["test_prob"], y_test, thr)
         pairs += [(k, against) for k in names]
-    rows: dict[str, dict] = {}
-    for b, a in pairs:
-        test = paired_test(correct[a], correct[b], unit)
-        if test["p_value"] == 0 and test.get("p_floor") is None:
-            test["p_floor"] = 1e-300
-        rows[f"{b} - {a}"] = {"a": a, "b": b, "test": test}
-    for r, p in zip(rows.values(), holm([r["test"]["p_value"] for r in rows.values()])):
-        r["p_holm"] = p
-        r["verdict"] = verdict({**r["test"], "p_holm": p, "method": f"Holm-adjusted over {len(rows)} comparisons"},
-                               better=f"{r['b']} better", worse=f"{r['b']} worse", alpha=ALPHA, p_key="p_holm")
-    return rows
+    tests = compare({f"{b} - {a}": (correct[a], correct[b]) for b, a in pairs}, unit, alpha=ALPHA)
+    return {key: {"a": a, "b": b, "test": tests[key].as_dict(f"{b} better", f"{b} worse"),
+                  "p_holm": tests[key].p_adjusted, "verdict": tests[key].text(f"{b} better", f"{b} worse")}
+            for key, (b, a) in zip(tests, pairs)}
 
 
 def _best_kind(kinds: Mapping[str, KindRun]) -> str:
@@ -639,6 +627,8 @@ def run_stage1(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     run = _make_run(splits, out, fit, baselines, unit, test_ci, thr)
     run.comparisons = evaluate_against_baselines(splits.test.y, fit["test_prob"], baselines, thr, unit)
     run.best_baseline = best_on_val(baselines, splits.val.y, thr)
+    if "seq" in (splits.test.extras or {}):
+        run.n_test_sequences = int(len(np.unique(splits.test.extras["seq"])))
     run.recall = _recalls(splits, fit["test_prob"], baselines, run.best_baseline, thr, unit)
     if is_scene(splits) and splits.kind == "vector" and _uses_pair(splits):
         run.scene = run_scene_kinds(splits, out, params, fit, baselines, test_ci, device)
@@ -689,7 +679,7 @@ def _method_row(run: Stage1Run, name: str) -> dict:
     t = c["test"]
     return {"method": f"baseline: {BASELINE_LABELS.get(name, name)}", "test acc": b["test"]["accuracy"],
             "95% CI low": c["ci"]["ci_low"], "95% CI high": c["ci"]["ci_high"], "stage 1 - method": t["diff"],
-            "diff CI low": t["ci_low"], "diff CI high": t["ci_high"], "p (Holm)": c["p_holm"],
+            "diff CI low": t["ci_low_adjusted"], "diff CI high": t["ci_high_adjusted"], "p (Holm)": c["p_holm"],
             "p (unadjusted)": t["p_value"], "verdict": c["verdict"], "val acc": b["val"]["accuracy"],
             "best on val": name == run.best_baseline, "settings": _settings_text(name, b),
             "test F1": b["test"]["f1"], "test ROC-AUC": b["test"]["roc_auc"], "fit s": b["fit_s"]}
@@ -764,8 +754,8 @@ def _baseline_metrics(r: Stage1Run) -> dict[str, Any]:
     if r.best_baseline:
         c = r.comparisons[r.best_baseline]
         out.update(best_baseline=r.best_baseline, best_baseline_acc=r.baselines[r.best_baseline]["test"]["accuracy"],
-                   vs_best_baseline_diff=c["test"]["diff"], vs_best_baseline_diff_ci_low=c["test"]["ci_low"],
-                   vs_best_baseline_diff_ci_high=c["test"]["ci_high"], vs_best_baseline_p=c["p_holm"],
+                   vs_best_baseline_diff=c["test"]["diff"], vs_best_baseline_diff_ci_low=c["test"]["ci_low_adjusted"],
+                   vs_best_baseline_diff_ci_high=c["test"]["ci_high_adjusted"], vs_best_baseline_p=c["p_holm"],
                    vs_best_baseline_p_unadjusted=c["test"]["p_value"])
     return out
 
@@ -794,8 +784,8 @@ def _scene_metrics(sk: SceneKinds) -> dict[str, Any]:
         if c["a"] == "lgbm":
             out[c["b"]].update(minus_lgbm=c["test"]["diff"], minus_lgbm_p=p)
         else:
-            out.update({key: c["test"]["diff"], f"{key}_ci_low": c["test"]["ci_low"],
-                        f"{key}_ci_high": c["test"]["ci_high"], f"{key}_p": p})
+            out.update({key: c["test"]["diff"], f"{key}_ci_low": c["test"]["ci_low_adjusted"],
+                        f"{key}_ci_high": c["test"]["ci_high_adjusted"], f"{key}_p": p})
     out.update(kinds_trained=",".join(sk.kinds), best_kind=sk.best_kind, n_images=sk.n_images,
                scene_kinds_s=float(sum(sk.seconds.values())))
     g = sk.groups
@@ -819,6 +809,9 @@ def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
             "test_acc": r.eval_test["accuracy"], "test_acc_ci_low": r.eval_test["acc_ci_low"],
             "test_acc_ci_high": r.eval_test["acc_ci_high"], "test_acc_ci_method": r.test_ci["method"],
             "test_acc_unit": r.unit.name, "test_acc_n_units": r.test_ci["n_units"], "test_f1": r.eval_test["f1"],
+            # the unit every interval and paired test of this dataset resampled (scene data: the sequence)
+            "ci_unit": r.unit.name, "ci_conditional_on": r.unit.conditional or None,
+            **({"n_test_sequences": r.n_test_sequences} if r.n_test_sequences is not None else {}),
             "test_auc": r.eval_test["roc_auc"], "val_acc": r.eval_val["accuracy"],
             "threshold": r.eval_test["threshold"],
             **_baseline_metrics(r),
@@ -842,8 +835,8 @@ def describe_run(run: Stage1Run) -> str:
     text = (f"{run.name}: stage-1 test accuracy {t['accuracy']:.4f} (95% CI {t['acc_ci_low']:.4f} to "
             f"{t['acc_ci_high']:.4f}, {run.test_ci['method']}). Best baseline on validation: {_label(b)} "
             f"({_settings_text(b, run.baselines[b])}), test {bt['accuracy']:.4f} (95% CI {c['ci']['ci_low']:.4f} to "
-            f"{c['ci']['ci_high']:.4f}); stage 1 minus it {c['test']['diff']:+.4f} (95% CI {c['test']['ci_low']:+.4f} "
-            f"to {c['test']['ci_high']:+.4f}): {c['verdict']}.")
+            f"{c['ci']['ci_high']:.4f}); stage 1 minus it {c['test']['diff']:+.4f} (Holm-adjusted CI "
+            f"{c['test']['ci_low_adjusted']:+.4f} to {c['test']['ci_high_adjusted']:+.4f}): {c['verdict']}.")
     groups = {"better": [], "worse": [], "not distinguishable": []}
     for name, comp in run.comparisons.items():
         key = next(k for k in groups if comp["verdict"].startswith(("stage 1 " + k, k)))
@@ -951,7 +944,7 @@ def make_kinds_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
                    "chosen on val": "yes" if k == sk.best_kind else "", "test ROC-AUC": kr.eval_test["roc_auc"]}
             for other, col in (("geometry", "minus geometry"), ("lgbm", "minus LightGBM")):
                 c = sk.comparisons.get(f"{k} - {other}")
-                row[col] = (f"{c['test']['diff']:+.4f} ({_span(c['test']['ci_low'], c['test']['ci_high'], '+.4f')}); "
+                row[col] = (f"{c['test']['diff']:+.4f} ({_span(c['test']['ci_low_adjusted'], c['test']['ci_high_adjusted'], '+.4f')}); "
                             f"{c['verdict'].split('; ')[0]})" if c else "")
             row.update({"train samples/s": kr.train_samples_per_s, "epochs": kr.epochs_run, "parameters": kr.n_params,
                         "fit s": kr.fit_s})
@@ -962,7 +955,8 @@ def make_kinds_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
 def _kind_verdict(sk: SceneKinds, b: str, a: str) -> str:
     c = sk.comparisons[f"{b} - {a}"]
     t = c["test"]
-    return f"{t['diff']:+.3f} (95% CI {t['ci_low']:+.3f} to {t['ci_high']:+.3f}), {c['verdict'].split('; ')[0]})"
+    return (f"{t['diff']:+.3f} (Holm-adjusted CI {t['ci_low_adjusted']:+.3f} to {t['ci_high_adjusted']:+.3f}), "
+            f"{c['verdict'].split('; ')[0]})")
 
 
 def _appearance_sentence(sk: SceneKinds) -> str:
@@ -970,15 +964,25 @@ def _appearance_sentence(sk: SceneKinds) -> str:
     out = []
     if "both" in sk.kinds:
         c = sk.comparisons["both - geometry"]
-        helps = c["p_holm"] < ALPHA and c["test"]["diff"] > 0
-        out.append(("Adding appearance to geometry HELPS: both minus geometry " if helps else
-                    "Appearance does NOT help on top of geometry: both minus geometry ") + _kind_verdict(sk, "both", "geometry") + ".")
+        words = {"better": "Adding appearance to geometry HELPS", "worse": "Adding appearance to geometry HURTS"}.get(
+            c["test"]["verdict_word"], "With appearance added, geometry is not distinguishable")
+        out.append(f"{words}: both minus geometry {_kind_verdict(sk, 'both', 'geometry')}.")
+    out += [_budget_note(sk)] if _budget_note(sk) else []
     if "appearance" in sk.kinds:
         c = sk.comparisons["appearance - geometry"]
         word = ("is better than" if c["test"]["diff"] > 0 else "is worse than") if c["p_holm"] < ALPHA else \
             "is not distinguishable from"
         out.append(f"Appearance alone {word} geometry: {_kind_verdict(sk, 'appearance', 'geometry')}.")
     return " ".join(out)
+
+
+def _budget_note(sk: SceneKinds) -> str:
+    """Whether the kinds were compared at matched training budgets (epochs run): said plainly when not."""
+    epochs = {k: kr.epochs_run for k, kr in sk.kinds.items()}
+    if len(set(epochs.values())) <= 1:
+        return f"The kinds ran matched budgets ({next(iter(epochs.values()), 0)} epochs each)." if epochs else ""
+    return ("The kinds ran UNEQUAL budgets (" + ", ".join(f"{k} {e} epochs" for k, e in epochs.items()) +
+            "): the comparison is at those budgets, not at matched epochs.")
 
 
 def describe_kinds(runs: Mapping[str, Stage1Run]) -> str:
@@ -989,7 +993,7 @@ def describe_kinds(runs: Mapping[str, Stage1Run]) -> str:
         sk = run.scene
         accs = ", ".join(f"{k} {kr.eval_test['accuracy']:.4f} (95% CI {kr.test_ci['ci_low']:.4f} to "
                          f"{kr.test_ci['ci_high']:.4f})" for k, kr in sk.kinds.items())
-        lines.append(f"{name}: test accuracy {accs}; intervals over {run.test_ci['n_units']:,} person pairs. "
+        lines.append(f"{name}: test accuracy {accs}; intervals over {run.unit.describe(run.test_ci['n'])}. "
                      f"Chosen on validation: {sk.best_kind}.")
         if len(sk.kinds) > 1:
             lines.append(_appearance_sentence(sk))
@@ -1013,7 +1017,8 @@ def describe_kinds(runs: Mapping[str, Stage1Run]) -> str:
                      "people's own crops.")
     if not lines:
         return "No dataset here is scene data: the input kinds do not apply."
-    lines.append(f"Verdicts come from paired tests over person pairs on the test split, Holm-adjusted across the kind "
+    lines.append(f"Verdicts come from paired tests over the test split's independent unit (the sequence when "
+                 f"there are {MIN_SEQUENCES} or more; otherwise person pairs, conditional on those sequences), Holm-adjusted across the kind "
                  f"differences and the comparisons with LightGBM, at alpha {ALPHA:g}. For context only: SPDP-Net's "
                  f"ablation (ECCV 2024) on real JRDB found a distance-over-time cue alone at "
                  f"{SPDP_NET['distance_over_time_only']} group detection (IoU 0.5) against appearance alone at "
@@ -1104,9 +1109,9 @@ def _answer_sentence(run: Stage1Run) -> str:
     return (f"On {run.name}{' (generated)' if run.generated else ''}, stage 1 scores {t['accuracy']:.3f} test "
             f"accuracy (95% CI {t['acc_ci_low']:.3f} to {t['acc_ci_high']:.3f}, intervals over "
             f"{run.test_ci['n_units']:,} {run.unit.name}s) against {run.baselines[b]['test']['accuracy']:.3f} for "
-            f"the best baseline chosen on validation, {_label(b)}: {c['test']['diff']:+.3f} (95% CI "
-            f"{c['test']['ci_low']:+.3f} to {c['test']['ci_high']:+.3f}), {c['verdict'].split('; ')[0]}, "
-            f"Holm-adjusted over {len(run.comparisons)} baselines).")
+            f"the best baseline chosen on validation, {_label(b)}: {c['test']['diff']:+.3f} (Holm-adjusted CI "
+            f"{c['test']['ci_low_adjusted']:+.3f} to {c['test']['ci_high_adjusted']:+.3f}), "
+            f"{c['verdict'].split('; ')[0]}).")
 
 
 def _scene_answer(run: Stage1Run) -> str:
@@ -1121,9 +1126,10 @@ def _scene_answer(run: Stage1Run) -> str:
         text = f"Input kinds on {run.name} (test accuracy): {accs}; chosen on validation: {sk.best_kind}."
         if "both" in sk.kinds:
             c = sk.comparisons["both - geometry"]
-            helps = c["p_holm"] < ALPHA and c["test"]["diff"] > 0
-            text += (f" {'Adding appearance helps' if helps else 'Appearance does not help'} on top of geometry: both "
-                     f"minus geometry {c['test']['diff']:+.3f}, {c['verdict'].split('; ')[0]}, Holm-adjusted).")
+            words = {"better": "Adding appearance to geometry helps", "worse": "Adding appearance to geometry hurts"}.get(
+                c["test"]["verdict_word"], "With appearance added, geometry is not distinguishable")
+            text += (f" {words}: both minus geometry {c['test']['diff']:+.3f}, {c['verdict'].split('; ')[0]})"
+                     + (f" {_budget_note(sk)}" if "UNEQUAL" in _budget_note(sk) else "") + ".")
     g = sk.groups
     if g is not None:
         text += (f" Groups from the {g['kind']} model over all candidate pairs of the test frames: PAR group F1 "

@@ -34,8 +34,6 @@ import pandas as pd
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.stats import norm
-from scipy.stats import t as t_dist
 
 from helpers.core import paths
 from helpers.core.env import ENV_PROFILE
@@ -53,7 +51,8 @@ from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report, 
 from helpers.evaluation.plots import (plot_confusion_matrix, plot_probability_distributions,
                                       plot_training_curves)
 from helpers.evaluation.recall import evaluate_scene_recall
-from helpers.evaluation.stats import Unit, format_p, holm, paired_test, unit_of, unit_weights, verdict
+from helpers.evaluation.stats import (adjust, compare_over_seeds, format_p, make_comparison, Spread, Unit, unit_of,
+                                      unit_weights)
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import count_parameters, create_model, create_model_from_spec
 from helpers.training.checkpoints import load_checkpoint
@@ -332,51 +331,6 @@ def _correct(prob: np.ndarray, y: np.ndarray, thr: float) -> np.ndarray:
     return ((np.asarray(prob) >= thr) == (np.asarray(y) == 1)).astype(np.float64)
 
 
-def evaluate_seed_comparison(ref: np.ndarray, other: np.ndarray, unit: Unit, n_boot: int = N_BOOT) -> dict:
-    """``other`` minus ``ref`` in test accuracy on the same rows. ``ref`` and ``other`` are 0/1 correctness
-    per seed, [S, N] (one model: [N]). Per seed: the difference of the two runs with that seed (a single
-    model is paired with every seed). Across seeds: each row's correctness averaged over the seeds, then
-    `paired_test` over ``unit``: the difference, its interval and p, and how many seeds agree in sign."""
-    a, b = np.atleast_2d(np.asarray(ref, np.float64)), np.atleast_2d(np.asarray(other, np.float64))
-    if a.shape[1] != b.shape[1] or (len(a) != len(b) and min(len(a), len(b)) > 1):
-        raise WorkbookError(f"evaluate_seed_comparison: shapes {a.shape} and {b.shape}; expected the same test "
-                            "rows and the same seeds (or one single model)")
-    per_seed = b.mean(1) - a.mean(1) if len(a) == len(b) else (b.mean(1) - a.mean(1)[:, None]).ravel()
-    test = add_seed_spread(paired_test(a.mean(0), b.mean(0), unit, n_boot=n_boot), per_seed)
-    agree = int((np.sign(per_seed) == np.sign(test["diff"])).sum()) if test["diff"] else 0
-    return {**test, "per_seed": per_seed.tolist(), "n_seeds": int(max(len(a), len(b))), "same_sign": agree}
-
-
-def add_seed_spread(test: dict, per_seed: np.ndarray, confidence: float = 0.95) -> dict:
-    """The across-seed difference with both sources of its uncertainty: the test rows (the unit-aware
-    interval of `paired_test` on seed-averaged rows, read as a standard error) and training randomness
-    (the per-seed differences' standard error, sd / sqrt(S)). A t interval and p with Welch-Satterthwaite
-    degrees of freedom: with few seeds a difference that flips sign between seeds is not called, however
-    many test rows agree (the rows-only p is kept as ``p_rows``)."""
-    per_seed = np.asarray(per_seed, np.float64)
-    n = len(per_seed)
-    se_rows = (test["ci_high"] - test["ci_low"]) / (2 * norm.ppf(0.5 + confidence / 2))
-    se_seed = float(np.std(per_seed, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    se = float(np.hypot(se_rows, se_seed))
-    df = (n - 1) * se ** 4 / se_seed ** 4 if se_seed > 0 else np.inf
-    half = float(t_dist.ppf(0.5 + confidence / 2, df)) * se
-    p = float(2 * t_dist.sf(abs(test["diff"]) / se, df)) if se > 0 else float(test["diff"] == 0)
-    spread = f"; with the spread of {n} per-seed differences (t, {df:.1f} df)" if n > 1 else ""
-    return {**test, "p_rows": test["p_value"], "ci_low": test["diff"] - half, "ci_high": test["diff"] + half,
-            "p_value": p, "p_floor": None, "se_rows": se_rows, "se_seeds": se_seed,
-            "method": f"{test['method']} on seed-averaged rows{spread}"}
-
-
-def add_holm_verdicts(tests: Sequence[dict], better: str, worse: str) -> None:
-    """Holm-adjust the p-values of the comparisons of one table and write each verdict from the adjusted p."""
-    for t, p in zip(tests, holm([t["p_value"] for t in tests])):
-        t["p_holm"] = float(p)
-        if t.get("p_floor") is None:       # a normal-approximation p can underflow to 0: never print 0
-            t["p_floor"] = 1e-16
-        t["verdict"] = verdict({**t, "method": f"{t['method']}; Holm-adjusted over {len(tests)} comparisons"},
-                               better=better, worse=worse, alpha=ALPHA, p_key="p_holm")
-
-
 def load_best_baseline(run_dir: str | Path, splits, threshold: float) -> dict | None:
     """Notebook 02's baseline with the best validation accuracy (chosen without test labels), read from
     its prediction files; None when 02 wrote no baseline. The files must predict this split's rows."""
@@ -405,19 +359,32 @@ def evaluate_stage2_comparisons(run: "Stage2Run") -> dict[str, dict]:
     if run.baseline is not None:
         refs["best_baseline"] = _correct(run.baseline["test_prob"], y, thr)
     s2 = run.stage2.correct(y, thr)
-    tests = {k: evaluate_seed_comparison(c, s2, run.unit) for k, c in refs.items()}
-    add_holm_verdicts(list(tests.values()), "stage 2 better", "stage 2 worse")
-    return tests
+    return _seed_family({k: (c, s2) for k, c in refs.items()}, run.unit, "stage 2 better", "stage 2 worse")
+
+
+def _seed_family(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], unit: Unit, better: str, worse: str
+                 ) -> dict[str, dict]:
+    """`compare_over_seeds` for each (reference, other) correctness pair [S, N] (a single model: [N]), paired
+    by seed, Holm-adjusted as one table; flat records for the tables and metrics."""
+    tests = adjust({k: compare_over_seeds(a, b, unit, paired_seeds=True, n_boot=N_BOOT, alpha=ALPHA)
+                    for k, (a, b) in pairs.items()})
+    return {k: _adjusted_record(t, better, worse) for k, t in tests.items()}
+
+
+def _adjusted_record(t, better: str, worse: str) -> dict:
+    """A comparison's flat record whose ``ci_low`` / ``ci_high`` are the Holm-adjusted interval (the one beside
+    the adjusted verdict everywhere 03 shows it); the unadjusted 95% interval is kept as ``ci_*_95``."""
+    d = t.as_dict(better, worse)
+    return {**d, "ci_low_95": d["ci_low"], "ci_high_95": d["ci_high"], "ci_low": d["ci_low_adjusted"],
+            "ci_high": d["ci_high_adjusted"]}
 
 
 def evaluate_ablation(run: "Stage2Run") -> dict[str, dict]:
     """Each variant minus the reference (the stage-2 runs), per seed and across seeds, Holm over variants."""
     y, thr = run.test_y, run.threshold
     ref = run.ablation[0]["runs"].correct(y, thr)
-    tests = {a["variant"]: evaluate_seed_comparison(ref, a["runs"].correct(y, thr), run.unit)
-             for a in run.ablation[1:]}
-    add_holm_verdicts(list(tests.values()), "variant better", "variant worse")
-    return tests
+    return _seed_family({a["variant"]: (ref, a["runs"].correct(y, thr)) for a in run.ablation[1:]}, run.unit,
+                        "variant better", "variant worse")
 
 
 # ------------------------------------------------------------------------------ interaction types
@@ -461,7 +428,7 @@ def _type_names(splits) -> list[str]:
 
 
 def _subset_unit(unit: Unit, rows: np.ndarray) -> Unit:
-    return Unit(unit.name, tuple(np.asarray(a)[rows] for a in unit.ids))
+    return Unit(unit.name, tuple(np.asarray(a)[rows] for a in unit.ids), unit.conditional)
 
 
 def make_type_data(splits) -> TypeData | None:
@@ -637,16 +604,6 @@ def evaluate_type_predictions(y: np.ndarray, preds: Mapping[str, np.ndarray], k:
     return out
 
 
-def evaluate_boot_difference(a: np.ndarray, b: np.ndarray, point: float, n_boot: int, what: str) -> dict:
-    """b minus a from paired bootstrap replicates of a statistic that is not a mean of rows (macro-F1):
-    percentile interval and the two-sided p of `helpers.evaluation.stats.paired_test`'s bootstrap."""
-    d = np.asarray(b) - np.asarray(a)
-    lo, hi = np.quantile(d, [0.025, 0.975])
-    p = min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())) if np.any(d != 0) else 1.0
-    return {"diff": float(point), "ci_low": float(lo), "ci_high": float(hi), "p_value": float(p),
-            "p_floor": 1.0 / n_boot, "method": f"paired {what}, {n_boot:,} resamples; one training seed each"}
-
-
 def evaluate_types(td: TypeData, head: dict, lgbm: dict | None, n_boot: int = N_BOOT) -> dict:
     """Head, LightGBM and the majority class on the test pairs: scores with intervals, and the head's
     macro-F1 minus each other model's (paired bootstrap over the unit, Holm-adjusted)."""
@@ -658,11 +615,14 @@ def evaluate_types(td: TypeData, head: dict, lgbm: dict | None, n_boot: int = N_
     preds["majority class"] = np.full(len(y), major)
     scores = evaluate_type_predictions(y, preds, td.k, td.units["test"], n_boot)
     h = scores["type head"]
-    what = f"cluster bootstrap of macro-F1 over {td.units['test'].describe(len(y))}"
-    tests = {name: evaluate_boot_difference(s["boot"]["macro_f1"], h["boot"]["macro_f1"],
-                                            h["point"]["macro_f1"] - s["point"]["macro_f1"], n_boot, what)
-             for name, s in scores.items() if name != "type head"}
-    add_holm_verdicts(list(tests.values()), "type head better", "type head worse")
+    unit = td.units["test"]
+    what = (f"paired {'cluster' if unit.ids else 'row'} bootstrap of macro-F1 over {unit.describe(len(y))}, "
+            f"{n_boot:,} resamples; one training seed each")
+    tests = adjust({name: make_comparison(Spread(h["point"]["macro_f1"] - s["point"]["macro_f1"],
+                                                 draws=h["boot"]["macro_f1"] - s["boot"]["macro_f1"]),
+                                          unit.name, unit.n_units or len(y), what, ALPHA)
+                    for name, s in scores.items() if name != "type head"})
+    tests = {k: _adjusted_record(t, "type head better", "type head worse") for k, t in tests.items()}
     return {"scores": scores, "tests": tests, "majority_class": td.names[major], "preds": preds}
 
 
@@ -868,7 +828,7 @@ def make_comparison_table(run: Stage2Run) -> pd.DataFrame:
         epochs = ", ".join(map(str, run.matched.epochs_run)) if key == "matched_stage1" else "0"
         rows.append({"model": _label(run, key), "test acc": a.mean(), "sd over seeds": _sd(a) if len(a) > 1 else np.nan,
                      "epochs in 03 per seed": epochs,
-                     "stage 2 minus this": t["diff"], "95% CI low": t["ci_low"], "95% CI high": t["ci_high"],
+                     "stage 2 minus this": t["diff"], "CI low (Holm)": t["ci_low"], "CI high (Holm)": t["ci_high"],
                      "per seed": _seed_text(t["per_seed"]), "p (Holm)": format_p(t["p_holm"], t.get("p_floor")),
                      "verdict": t["verdict"].split(" (")[0]})
     return pd.DataFrame(rows).set_index("model")
@@ -886,11 +846,11 @@ def make_ablation_full(run: Stage2Run) -> pd.DataFrame:
         r, acc, t = a["runs"], a["runs"].accuracies(y, thr), run.ablation_tests.get(a["variant"])
         rows.append({"variant": a["variant"], "change": a["change"], "seeds": len(acc), "test acc mean": acc.mean(),
                      "test acc sd": _sd(acc), "test acc per seed": _seed_text(acc, "{:.4f}"),
-                     "Δ vs reference": t["diff"] if t else 0.0, "Δ 95% CI low": t["ci_low"] if t else np.nan,
-                     "Δ 95% CI high": t["ci_high"] if t else np.nan,
+                     "Δ vs reference": t["diff"] if t else 0.0, "Δ CI low (Holm)": t["ci_low"] if t else np.nan,
+                     "Δ CI high (Holm)": t["ci_high"] if t else np.nan,
                      "Δ per seed": _seed_text(t["per_seed"]) if t else "",
                      "seeds agreeing in sign": t["same_sign"] if t else np.nan,
-                     "p (test rows only)": t["p_rows"] if t else np.nan, "p": t["p_value"] if t else np.nan,
+                     "p (test rows only)": t["p_test_only"] if t else np.nan, "p": t["p_value"] if t else np.nan,
                      "p (Holm)": t["p_holm"] if t else np.nan, "verdict": t["verdict"] if t else "reference",
                      "epochs run per seed": ", ".join(map(str, r.epochs_run)),
                      "best epoch per seed": ", ".join(map(str, r.best_epoch)),
@@ -903,7 +863,7 @@ def make_ablation_table(run: Stage2Run) -> pd.DataFrame:
     """The trimmed ablation table: mean ± sd over seeds, the paired Δ with its interval, Holm p, verdict;
     the mixed-precision speed probe as a last row."""
     full = make_ablation_full(run)
-    df = full[["change", "seeds", "test acc mean", "test acc sd", "Δ vs reference", "Δ 95% CI low", "Δ 95% CI high",
+    df = full[["change", "seeds", "test acc mean", "test acc sd", "Δ vs reference", "Δ CI low (Holm)", "Δ CI high (Holm)",
                "Δ per seed", "p (Holm)", "verdict", "epochs run per seed"]].copy()
     df["p (Holm)"] = [format_p(t["p_holm"], t.get("p_floor")) if (t := run.ablation_tests.get(v)) else ""
                       for v in df.index]
@@ -939,7 +899,7 @@ def make_type_model_table(run: Stage2Run) -> pd.DataFrame:
         rows.append({"model": labels[name], "accuracy": s["point"]["accuracy"], "acc 95% CI": _ci(s, "accuracy"),
                      "macro-F1": s["point"]["macro_f1"], "macro-F1 95% CI": _ci(s, "macro_f1"),
                      "head minus this (macro-F1)": test["diff"] if test else np.nan,
-                     "95% CI": f"{test['ci_low']:+.3f} to {test['ci_high']:+.3f}" if test else "",
+                     "CI (Holm)": f"{test['ci_low']:+.3f} to {test['ci_high']:+.3f}" if test else "",
                      "p (Holm)": format_p(test["p_holm"], test["p_floor"]) if test else "",
                      "verdict": test["verdict"].split(" (")[0] if test else ""})
     return pd.DataFrame(rows).set_index("model")
@@ -1046,7 +1006,9 @@ def _type_metrics(run: Stage2Run) -> dict[str, Any]:
          "type_majority_macro_f1": float(sc["majority class"]["point"]["macro_f1"]),
          "type_majority_acc": float(sc["majority class"]["point"]["accuracy"]), "type_n_test": t["summary"]["n"],
          "type_min_groups_per_class": t["data"].min_groups, "type_balance": t["head"]["balance"],
-         "type_epochs_run": t["head"]["epochs_run"], "type_best_epoch": t["head"]["best_epoch"]}
+         "type_epochs_run": t["head"]["epochs_run"], "type_best_epoch": t["head"]["best_epoch"],
+         # the unit the type head's intervals and paired tests resampled (02's scene_pairs.ci_unit)
+         "type_ci_unit": t["data"].units["test"].name, "type_n_test_units": t["data"].units["test"].n_units}
     if "LightGBM" in sc:
         m.update(type_baseline_lgbm_macro_f1=float(sc["LightGBM"]["point"]["macro_f1"]),
                  type_baseline_lgbm_acc=float(sc["LightGBM"]["point"]["accuracy"]),
@@ -1129,7 +1091,7 @@ def describe_comparison(run: Stage2Run) -> str:
     acc, m = run.stage2.accuracies(y, thr), run.comparisons["matched_stage1"]
     parts = [f"{run.name}: stage 2 test accuracy {acc.mean():.3f} ± {_sd(acc):.3f} "
              f"(mean ± sd over {len(acc)} seeds; {_convergence(run)}). Against stage 1 trained on for the same "
-             f"epochs: {m['diff']:+.3f} (95% CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}; per seed "
+             f"epochs: {m['diff']:+.3f} (Holm-adjusted CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}; per seed "
              f"{_seed_text(m['per_seed'])}), {_vtext(m)}"]
     if "best_baseline" in run.comparisons:
         b = run.comparisons["best_baseline"]
@@ -1184,7 +1146,7 @@ def _describe_focal_claim(focal: dict) -> str:
     """Focal's gain over BCE against M1's claim, worded from the Holm-adjusted paired test: the variant is
     BCE, so focal's gain is minus its difference and the interval flips."""
     gain, lo, hi, claim = -focal["diff"], -focal["ci_high"], -focal["ci_low"], STAGE2_CLAIMS["focal_gain"]
-    head = f" Focal over BCE: {gain:+.4f} (95% CI {lo:+.4f} to {hi:+.4f}) here vs the +{claim:.4f} M1 claims"
+    head = f" Focal over BCE: {gain:+.4f} (Holm-adjusted CI {lo:+.4f} to {hi:+.4f}) here vs the +{claim:.4f} M1 claims"
     if focal["p_holm"] < ALPHA:
         return head + (": focal helps here, as M1 claims." if gain > 0 else ": focal is worse here, against M1's claim.")
     test = f": the paired test cannot tell focal from BCE ({format_p(focal['p_holm'])}, Holm)"

@@ -37,8 +37,16 @@ def test_metrics_keys_and_unit_aware_intervals(smoke_run, ds):
     assert (hi - lo) / 2 > (1.0 if ds == "digit_pairs" else 0.8) * wilson_half
     assert (hi - lo) / 2 < 6 * wilson_half
     method = m[f"{ds}.test_acc_ci_method"]
-    assert ("dyadic" in method and "source images" in method) if ds == "digit_pairs" else \
-        ("cluster bootstrap" in method and "person pairs" in method)
+    # scenes resample sequences when the test split holds 10 or more (the default profile: 30), else person
+    # pairs, conditional on those few sequences (the smoke profile: one test sequence); digits the two images
+    if ds == "digit_pairs":
+        assert "dyadic" in method and "source images" in method and m[f"{ds}.ci_unit"] == "source image"
+    else:
+        n_seq = m[f"{ds}.n_test_sequences"]
+        assert n_seq >= 1 and "cluster bootstrap" in method
+        assert m[f"{ds}.ci_unit"] == ("sequence" if n_seq >= 10 else "person pair")
+        assert (m[f"{ds}.ci_conditional_on"] is None) == (n_seq >= 10)
+        assert ("sequences" in method) and (n_seq >= 10 or "conditional on these" in method)
     assert m[f"{ds}.train_samples_per_s"] > 10
     p = _params(smoke_run)
     assert m[f"{ds}.epochs_run"] == p["epochs"]  # smoke: no early stopping

@@ -100,8 +100,8 @@ def test_distilled_student_against_the_teacher_and_the_inference_cost(smoke_run)
         soft = z["val_teacher_prob"]
     assert soft.shape == val_y.shape and ((soft >= 0) & (soft <= 1)).all()
     acc = {}
-    for name in ("distilled", "undistilled"):
-        f = folder / name
+    for name, seed in [(n, k) for n in ("distilled", "undistilled") for k in range(p["student_seeds"])]:
+        f = folder / name / f"seed_{p['seed'] + seed}"
         for g in ("history.json", "model.pt", "predictions.npz", "config.json", "metrics.json"):
             assert (f / g).is_file(), f / g
         assert list(f.glob("events.out.tfevents.*"))                  # TensorBoard beside history.json
@@ -109,9 +109,11 @@ def test_distilled_student_against_the_teacher_and_the_inference_cost(smoke_run)
         assert card["dataset"]["data_leakage_prevention"]["verdict"].startswith("passed")
         assert card["model"]["recipe"] == "03_stage2" and card["model"]["pretrained"]
         with np.load(f / "predictions.npz") as z:
-            acc[name] = ((z["test_prob"] >= 0.5) == z["test_y"]).mean()
+            acc.setdefault(name, []).append(((z["test_prob"] >= 0.5) == z["test_y"]).mean())
             assert set(z["stop_rows"]).isdisjoint(z["fit_val_rows"])
         assert card["task"]["soft_weight"] == (p["distill_soft_weight"] if name == "distilled" else 0.0)
+    acc = {k: float(np.mean(v)) for k, v in acc.items()}                 # over the seeds
+    assert m["student_seeds"] == p["student_seeds"] >= 2                  # seed noise is counted
     assert m["student_test_acc"] == pytest.approx(acc["distilled"]) and m["undistilled_test_acc"] == pytest.approx(acc["undistilled"])
     assert m["teacher_test_acc"] == pytest.approx(m["stacking_test_acc"])
     assert m["student_vs_undistilled_diff"] == pytest.approx(acc["distilled"] - acc["undistilled"])

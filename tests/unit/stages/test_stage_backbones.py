@@ -15,13 +15,13 @@ from helpers.core.taskspec import make_task_specs
 from helpers.data.tables import DEFAULT_TASKS, load_table_tensors, load_task_table, make_subject_split
 from helpers.models.multitask import make_multitask_model
 from helpers.stages import backbones as bb
-from helpers.stages.backbones import (make_dataset_card, choose_lrs, describe_answer, describe_chance, describe_per_s_ranking,
+from helpers.stages.backbones import (make_dataset_card, choose_lrs, describe_answer, describe_chance, describe_pareto_ranking,
                                       describe_resolution, describe_seeds, make_claims_table, make_comparison_table,
                                       make_lr_groups, make_answer_headline, make_metrics, make_resolution_info,
                                       make_seed_table, mean_sd_interval, pareto_front, pick_top_models, plot_memory,
                                       plot_pareto, plot_seed_scores, pretrained_note, retrain_top_models,
-                                      paired_seed_interval, summarize_comparison, summarize_seeds, train_backbone,
-                                      welch_interval)
+                                      summarize_comparison, summarize_seeds, train_backbone)
+from helpers.evaluation.stats import compare_seed_scores
 from helpers.training.config import TrainConfig
 from helpers.training.multitask import metric_key
 
@@ -161,11 +161,11 @@ def test_seed_statistics_and_the_ranking_statement():
     assert (st["n"], st["mean"], st["sd"]) == (3, 2.0, 1.0)
     assert st["ci_high"] - st["mean"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)   # t(0.975, 2)
     assert math.isnan(mean_sd_interval([1.0])["ci_low"])
-    d = welch_interval([0.70, 0.66, 0.68], [0.50, 0.52, 0.54])
-    assert d["diff"] == pytest.approx(0.16) and 0 < d["ci_low"] < 0.16 < d["ci_high"]
+    d = compare_seed_scores({5: 0.50, 6: 0.52, 7: 0.54}, {0: 0.70, 1: 0.66, 2: 0.68})     # no shared seed: Welch
+    assert d.estimate == pytest.approx(0.16) and 0 < d.ci_low < 0.16 < d.ci_high and d.method.startswith("Welch")
     from scipy import stats
 
-    assert d["p"] == pytest.approx(stats.ttest_ind([0.70, 0.66, 0.68], [0.50, 0.52, 0.54], equal_var=False).pvalue)
+    assert d.p == pytest.approx(stats.ttest_ind([0.70, 0.66, 0.68], [0.50, 0.52, 0.54], equal_var=False).pvalue)
     _, ft = _rows()
     seeds = make_seed_table(ft)
     assert list(seeds["model"][:2]) == ["convnext_tiny", "resnet18"] and list(seeds["n_seeds"]) == [3, 3, 1]
@@ -173,18 +173,22 @@ def test_seed_statistics_and_the_ranking_statement():
     assert s["best_model"] == "convnext_tiny" and s["best_model_seeds"] == 3
     assert s["best_model_mean"] == pytest.approx(0.68) and s["best_model_sd"] == pytest.approx(0.02)
     assert s["best_model_ci_low"] < 0.68 < s["best_model_ci_high"] and s["best_model_separated"] is True
+    # the test headline leaves out the screening run that selected the model
+    runs = [r for r in ft if r["model"] == "convnext_tiny"]
+    assert s["best_model_test_fresh_seeds"] == [r["seed"] for r in runs[1:]]
+    assert s["best_model_test_fresh_mean"] == pytest.approx(np.mean([r["test_combined"] for r in runs[1:]]))
     text = describe_seeds(s, n_val=270, epochs=3)
     assert "convnext_tiny: 0.680 ± 0.020" in text and "ahead at 3 seeds" in text and "270 validation" in text
     # chosen on validation, compared on test paired by seed: the same as scipy's paired t-test
     assert s["best_minus_runner_up_p"] == pytest.approx(stats.ttest_rel([0.7, 0.66, 0.68], [0.5, 0.52, 0.54]).pvalue)
-    assert f"paired t-test over 3 shared seeds, p = {s['best_minus_runner_up_p']:.2g}" in text
+    assert "paired t-test over 3 shared seeds; the test split is fixed" in text and f"p = {s['best_minus_runner_up_p']:.2g}" in text
     assert "On the test split (0.680 vs 0.520)" in text
-    one = paired_seed_interval({0: 0.7, 1: 0.6}, {5: 0.5, 6: 0.52})
-    assert one["method"].startswith("Welch") and one["n"] == 0
+    one = compare_seed_scores({0: 0.7}, {5: 0.5, 6: 0.52})
+    assert one.verdict == "not testable"
     close = ft[:3] + [_run("convnext_tiny", 1, 0.50), _run("resnet18", 1, 0.6)]
     s2 = summarize_seeds(make_seed_table(close), close)
     assert s2["best_model_separated"] is False
-    assert "not separated at 2 seeds" in describe_seeds(s2, 270, 3)
+    assert "not distinguishable at 2 seeds" in describe_seeds(s2, 270, 3)
     assert summarize_seeds(make_seed_table(ft[:3]), ft[:3]) == {"best_model": None}
 
 
@@ -207,29 +211,32 @@ def test_comparison_ranks_per_second_only_above_chance():
     assert by.loc["convnext_tiny", "combined"] == pytest.approx(0.7), "the screening run (first seed)"
     assert by.loc["convnext_tiny", "combined_mean"] == pytest.approx(0.68)
     assert list(comp["above_chance"]) == [True, True, False]
-    assert math.isnan(by.loc["vit_tiny_patch16_224", "combined_x_samples_per_s"]), "fastest, but at chance"
-    # resnet18 is above chance overall but at chance on the digit task: not ranked per second either.
-    assert math.isnan(by.loc["resnet18", "combined_x_samples_per_s"])
-    assert by.loc["convnext_tiny", "per_s_rank"] == 1
+    assert pd.isna(by.loc["vit_tiny_patch16_224", "pareto_front"]), "fastest, but at chance: not ranked"
+    # resnet18 is above chance overall but at chance on the digit task: not ranked either.
+    assert pd.isna(by.loc["resnet18", "pareto_front"])
+    assert by.loc["convnext_tiny", "pareto_front"] == True  # noqa: E712 (a pandas object cell)
     s = summarize_comparison(comp)
     assert s == {"lowest_loss": "convnext_tiny", "fastest": "vit_tiny_patch16_224", "best_combined": "convnext_tiny",
-                 "best_combined_per_s": "convnext_tiny", "n_above_chance": 2}
+                 "pareto_front": ["convnext_tiny"], "n_above_chance": 2}
     assert list(comp["tasks_at_chance"]) == ["", "digit", ""]
     text = describe_chance(comp)
     assert "At chance (the interval includes 0), so not ranked: vit_tiny_patch16_224 0.020 [-0.030, 0.070]" in text
     assert "Still at chance on a task" in text and "resnet18 (digit 0.010 [-0.020, 0.040])" in text
-    ranking = describe_per_s_ranking(comp)
-    assert "1. convnext_tiny" in ranking and "Not ranked (at chance on a task): resnet18 (digit)" in ranking
+    ranking = describe_pareto_ranking(comp)
+    assert "no other is both better and faster: convnext_tiny (" in ranking and "Not ranked (at chance on a task): resnet18 (digit)" in ranking
     assert "Not ranked (interval includes or lies below chance): vit_tiny_patch16_224" in ranking
     seeds = summarize_seeds(make_seed_table(ft), ft)
     answer = describe_answer(seeds, comp)
-    assert answer.startswith("Best backbone by mean validation combined (chance-normalised) over 3 seeds: "
-                             "convnext_tiny, 0.680 ± 0.020")
-    assert "ahead of resnet18" in answer and "on every task: convnext_tiny." in answer
+    assert answer.startswith("Best backbone, chosen by mean validation combined (chance-normalised) over 3 seeds: "
+                             "convnext_tiny (0.680 on validation). On the test split, over the 2 seed(s) that did not "
+                             "select it")
+    assert "ahead of resnet18" in answer and "(no other is both better and faster): convnext_tiny." in answer
     assert "At chance on a task: resnet18 (digit)." in answer and "size): vit_tiny_patch16_224." in answer
     head = make_answer_headline(seeds, s)
     assert head["best backbone (over seeds)"] == "convnext_tiny"
-    assert head["best per second (above chance only)"] == "convnext_tiny"
+    assert head["Pareto front, score vs training time (above chance only)"] == "convnext_tiny"
+    assert head["its test combined over the seeds that did not select it"] == pytest.approx(
+        seeds["best_model_test_fresh_mean"], abs=1e-4)
     # A seed interval that reaches 0 also keeps a model out of the ranking.
     wobbly = ft + [_run("vit_tiny_patch16_224", 1, 0.3), _run("vit_tiny_patch16_224", 2, -0.2)]
     wob = make_comparison_table(bench, [dict(r, val_combined_ci_low=0.01) if r["model"].startswith("vit") else r
@@ -248,7 +255,7 @@ def test_metrics_keys_and_plots():
     assert c["n_seeds"] == 3 and c["above_chance"] is True and c["digit_macro_f1"] == pytest.approx(0.8)
     assert c["digit_norm"] == pytest.approx(0.78) and c["n_tasks_at_chance"] == 0
     assert m["resnet18"]["n_tasks_at_chance"] == 1
-    assert m["vit_tiny_patch16_224"]["combined_x_samples_per_s"] is None
+    assert m["vit_tiny_patch16_224"]["pareto_front"] is None and m["convnext_tiny"]["pareto_front"] is True
     assert m["vit_tiny_patch16_224"]["resolution_handicap"] is True
     assert m["best_model"] == "convnext_tiny" and m["best_model_seeds"] == 3 and m["chance"] == {"digit_macro_f1": 0.1}
     assert m["fastest"] == "vit_tiny_patch16_224" and m["n_models"] == 3

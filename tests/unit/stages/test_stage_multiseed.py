@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as st
 import torch
 
 from helpers.core.errors import WorkbookError
@@ -407,7 +408,10 @@ def test_tuning_gain_is_paired_per_seed_then_combined_across_seeds(tmp_path):
     assert per["seed"].tolist() == [0, 1, 2] and per["diff"].tolist() == pytest.approx([0.06, 0.05, 0.07], abs=1e-9)
     assert g["diff"] == pytest.approx(0.06, abs=1e-9) and g["ci_low"] < 0.06 < g["ci_high"]
     assert g["se_seed"] == pytest.approx(np.std([0.06, 0.05, 0.07], ddof=1) / np.sqrt(3), rel=1e-6)
-    assert g["ci_high"] - g["ci_low"] == pytest.approx(2 * 1.959964 * np.hypot(g["se_seed"], g["se_test"]), rel=1e-4)
+    # t with Welch-Satterthwaite df: the seed term has 2 df, the test-split term (nearly) infinitely many
+    se = np.hypot(g["se_seed"], g["se_test"])
+    df = se ** 4 / (g["se_seed"] ** 4 / 2)
+    assert g["ci_high"] - g["ci_low"] == pytest.approx(2 * st.t.ppf(0.975, df) * se, rel=1e-4)
     assert g["handset_sd"] == pytest.approx(0.01) and g["verdict"].startswith("tuned better")
     text = describe_tuning(g, "s1")
     assert "s1_tuned − s1 over 3 seed(s)" in text and "seed sd" in text and "× the hand-set" in text

@@ -168,8 +168,10 @@ def test_teacher_targets_students_and_the_inference_comparison(tmp_path):
     fit, stop = make_val_holdout(splits.val, 0.5, 0)
     fit_src = set(splits.val.ida[fit]) | set(splits.val.idb[fit])
     assert fit_src.isdisjoint(set(splits.val.ida[stop]) | set(splits.val.idb[stop])) and len(stop) > 4
-    specs = make_student_specs(run, str(data), "pairs", run / "05", teacher, holdout_frac=0.5, seed=0, max_epochs=1)
-    assert [s.name for s in specs] == ["distilled", "undistilled"] and specs[0].model == "siamese_resnet"
+    specs = make_student_specs(run, str(data), "pairs", run / "05", teacher, holdout_frac=0.5, seed=0, max_epochs=1,
+                               n_seeds=2)
+    assert [(s.name, s.seed) for s in specs] == [("distilled", 0), ("undistilled", 0), ("distilled", 1),
+                                                 ("undistilled", 1)] and specs[0].model == "siamese_resnet"
     assert (specs[0].soft_weight, specs[0].hard_weight, specs[0].temperature) == (0.7, 0.3, 3.0)
     assert (specs[1].soft_weight, specs[1].hard_weight) == (0.0, 1.0) and specs[0].hard_loss == "bce"
     assert specs[0].start.endswith("02_stage1/pairs/best_accuracy.pt")               # the stage-2 recipe's start
@@ -177,21 +179,23 @@ def test_teacher_targets_students_and_the_inference_comparison(tmp_path):
     with pytest.raises(WorkbookError, match="student_rows"):
         make_student_specs(run, str(data), "pairs", run / "05", teacher, rows="test")
     students = train_students(specs, workers=1, verbose=False)
-    assert students["student"].tolist() == ["distilled", "undistilled"]
+    assert students["student"].tolist() == ["distilled", "undistilled"] * 2 and students["seed"].tolist() == [0, 0, 1, 1]
     assert (students["leakage"].str.startswith("passed")).all()
     d_row = students.iloc[0]
     assert d_row["n_fit"] == 80 + len(fit) and d_row["n_with_teacher"] == len(fit) and d_row["n_stop"] == len(stop)
     for name in ("distilled", "undistilled"):
-        folder = run / "05" / "pairs" / "students" / name
+        folder = run / "05" / "pairs" / "students" / name / "seed_1"
         for f in ("history.json", "model.pt", "predictions.npz", "metrics.json", "config.json"):
             assert (folder / f).is_file(), f
         assert list(folder.glob("events.out.tfevents.*"))
-    card = json.loads((run / "05" / "pairs" / "students" / "distilled" / "config.json").read_text())
+    card = json.loads((run / "05" / "pairs" / "students" / "distilled" / "seed_0" / "config.json").read_text())
     assert card["task"]["temperature"] == 3.0 and "tensors" in card["model"]["pretrained"]
     d = evaluate_distillation(res, students, ROWS, n_boot=200)
     assert d.paired["reference"].tolist() == ["teacher (LightGBM stacking)", "best single (chosen on val)",
                                               "undistilled student"]
     assert (d.paired["p_holm"] >= d.paired["p_value"]).all()
+    assert d.paired["method"].str.contains("spread of 2 seeds").all()            # seed noise counted
+    assert d.accuracy.set_index("model").loc["distilled student", "n_seeds"] == 2
     acc = d.accuracy.set_index("model")["test_acc"]
     assert acc["teacher (LightGBM stacking)"] == pytest.approx(((res.test_pred[STACK] >= 0.5) == base.test_y).mean())
     preds = make_base_predictors(base, run, splits, "pairs", seed=3)

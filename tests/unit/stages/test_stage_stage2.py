@@ -7,10 +7,9 @@ import pytest
 
 from helpers.core.errors import DataError, WorkbookError
 from helpers.data.predictions import write_predictions
-from helpers.evaluation.stats import Unit
+from helpers.evaluation.stats import adjust, compare_over_seeds, make_comparison, Spread, Unit
 from helpers.stages import stage2
-from helpers.stages.stage2 import (count_type_groups, describe_recipe, evaluate_boot_difference,
-                                   evaluate_seed_comparison, evaluate_type_predictions, make_balanced_indices,
+from helpers.stages.stage2 import (count_type_groups, describe_recipe, evaluate_type_predictions, make_balanced_indices,
                                    make_seeds, make_type_training, SeedRuns)
 
 
@@ -53,15 +52,15 @@ def test_seed_comparison_pairs_rows_per_seed_then_across_seeds():
     better = ref.copy()
     better[:, :80] = 1.0                       # the variant fixes the same 80 rows under every seed
     unit = Unit("person pair", (np.repeat(np.arange(100), 4),))
-    t = evaluate_seed_comparison(ref, better, unit, n_boot=500)
-    assert t["n_seeds"] == 3 and len(t["per_seed"]) == 3
-    assert t["diff"] == pytest.approx(np.mean(t["per_seed"])) and t["diff"] > 0
-    assert t["same_sign"] == 3 and t["p_value"] < 0.05 and t["ci_low"] > 0
+    t = compare_over_seeds(ref, better, unit, n_boot=500)
+    assert t.extra["n_seeds"] == 3 and len(t.extra["per_seed"]) == 3
+    assert t.estimate == pytest.approx(np.mean(t.extra["per_seed"])) and t.estimate > 0
+    assert t.extra["same_sign"] == 3 and t.p < 0.05 and t.ci_low > 0
     # A single model is paired with every seed of the other.
-    single = evaluate_seed_comparison(ref[0], better, unit, n_boot=200)
-    assert len(single["per_seed"]) == 3
-    with pytest.raises(WorkbookError, match="same test rows"):
-        evaluate_seed_comparison(ref[:2], better, unit)
+    single = compare_over_seeds(ref[0], better, unit, n_boot=200)
+    assert len(single.extra["per_seed"]) == 3
+    with pytest.raises(ValueError, match="same test rows"):
+        compare_over_seeds(ref[:2, :10], better, unit)
 
 
 def test_a_difference_that_flips_between_seeds_is_not_called():
@@ -72,20 +71,19 @@ def test_a_difference_that_flips_between_seeds_is_not_called():
     other[1, :1500] = 0.0                       # seed 1: worse (-0.0525)
     other[2, :3000] = 1.0                       # seed 2: better (+0.045)
     unit = Unit("row")
-    t = evaluate_seed_comparison(ref, other, unit, n_boot=500)
-    assert t["p_rows"] < 0.01                   # the test rows alone would call it ...
-    assert t["p_value"] > 0.05 and t["ci_low"] < 0 < t["ci_high"]    # ... the seeds do not
-    assert t["same_sign"] == 2 and "per-seed differences" in t["method"]
-    one = evaluate_seed_comparison(ref[:1], other[:1], unit, n_boot=200)
-    assert one["se_seeds"] == 0 and one["p_value"] < 0.01          # one seed: the rows' uncertainty only
+    t = compare_over_seeds(ref, other, unit, n_boot=500)
+    assert t.extra["p_test_only"] < 0.01        # the test rows alone would call it ...
+    assert t.p > 0.05 and t.ci_low < 0 < t.ci_high and t.verdict == "not distinguishable"   # ... the seeds do not
+    assert t.extra["same_sign"] == 2 and "spread of 3 seeds" in t.method
+    one = compare_over_seeds(ref[:1], other[:1], unit, n_boot=200)
+    assert one.verdict == "not testable"        # one seed: the seed noise cannot be counted, so no verdict
 
 
 def test_holm_verdicts_never_print_p_zero():
-    tests = [{"diff": 0.1, "p_value": 0.0, "p_floor": None, "method": "dyadic"},
-             {"diff": -0.01, "p_value": 0.4, "p_floor": 1 / 2000, "method": "bootstrap"}]
-    stage2.add_holm_verdicts(tests, "better", "worse")
-    assert tests[0]["verdict"].startswith("better (p < 1e-16") and "Holm-adjusted over 2" in tests[0]["verdict"]
-    assert tests[1]["p_holm"] == pytest.approx(0.4) and tests[1]["verdict"].startswith("not distinguishable")
+    tests = adjust({"big": make_comparison(Spread(0.1, se=1e-9), "row", 400, "dyadic"),
+                    "small": make_comparison(Spread(-0.01, draws=np.linspace(-0.05, 0.03, 2000)), "row", 400, "boot")})
+    assert tests["big"].text().startswith("better (p < 2e-16") and "Holm over 2" in tests["big"].text()
+    assert tests["small"].verdict == "not distinguishable" and tests["small"].p_adjusted >= tests["small"].p
 
 
 def test_per_class_scores_and_paired_macro_f1_difference():
@@ -99,9 +97,10 @@ def test_per_class_scores_and_paired_macro_f1_difference():
     assert ev["bad"]["point"]["precision"][0] == pytest.approx(0.5)
     lo, hi = ev["bad"]["low"]["macro_f1"], ev["bad"]["high"]["macro_f1"]
     assert lo <= ev["bad"]["point"]["macro_f1"] <= hi
-    d = evaluate_boot_difference(ev["bad"]["boot"]["macro_f1"], ev["good"]["boot"]["macro_f1"],
-                                 ev["good"]["point"]["macro_f1"] - ev["bad"]["point"]["macro_f1"], 300, "test")
-    assert d["diff"] > 0 and d["ci_low"] > 0 and d["p_value"] < 0.01 and d["p_floor"] == pytest.approx(1 / 300)
+    d = make_comparison(Spread(ev["good"]["point"]["macro_f1"] - ev["bad"]["point"]["macro_f1"],
+                               draws=ev["good"]["boot"]["macro_f1"] - ev["bad"]["boot"]["macro_f1"]), "person pair", 20,
+                        "test")
+    assert d.estimate > 0 and d.ci_low > 0 and d.p < 0.01 and d.p_floor == pytest.approx(1 / 300)
 
 
 def test_seeds_and_recipe_text_say_what_ran():
