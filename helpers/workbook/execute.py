@@ -144,3 +144,12 @@ def clear_stale_outputs(nb_dir: Path) -> None:
     report go, so they cannot pass for this run's; checkpoints stay, so training resumes from them."""
     for name in ("failure.json", "metrics.json", "reads.json", "config.json", "answer.json"):
         (nb_dir / name).unlink(missing_ok=True)
+    _unshare(nb_dir)
+
+
+def _unshare(nb_dir: Path) -> None:
+    """Give every file hard-linked from an earlier run (a reused result) its own copy before the notebook
+    runs here again: papermill and checkpoints write some files in place, which would edit the earlier run."""
+    for f in [p for p in nb_dir.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_nlink > 1]:
+        with io.atomic_path(f) as tmp:
+            io.copy_as_created(f, tmp)

@@ -384,6 +384,21 @@ def _cache_deleted():
     return HANDLED if _entry(root / "b")["status"] == "ran" else SILENT
 
 
+@case("cache", "resuming a reused notebook leaves the run it came from alone")
+def _cache_resume_reused():
+    from helpers.workbook import runner
+
+    root = fresh_workbook()
+    _run(root, "a")
+    _run(root, "b")
+    before = {p.name: p.read_bytes() for p in (root / "a" / "00_echo").iterdir()}
+    record = json.loads((root / "b" / "run.json").read_text())
+    record["notebooks"]["00_echo"]["status"] = "interrupted"
+    (root / "b" / "run.json").write_text(json.dumps(record))
+    runner.resume(root / "b")
+    return HANDLED if {p.name: p.read_bytes() for p in (root / "a" / "00_echo").iterdir()} == before else LOST
+
+
 @case("cache", "an intact earlier result is reused")
 def _cache_intact():
     root = fresh_workbook()

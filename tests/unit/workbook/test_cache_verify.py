@@ -170,3 +170,16 @@ def test_a_notebook_result_is_still_reused_after_a_save_without_edits(wb):  # no
     nbformat.write(nb, str(path))
     plan = runner.make_plan("smoke", ["00"], None, 2, wb / "x")
     assert plan[0].action == "reuse", plan[0].reason
+
+
+def test_resuming_a_reused_notebook_leaves_the_earlier_run_untouched(wb):  # noqa: F811
+    assert runner.run("smoke", only=["00"], out=wb / "a") == 0
+    assert runner.run("smoke", only=["00"], out=wb / "b") == 0
+    assert _entry(wb / "b")["status"] == "reused"
+    before = {p.name: p.read_bytes() for p in (wb / "a" / "00_echo").iterdir()}
+    record = json.loads((wb / "b" / "run.json").read_text())
+    record["notebooks"]["00_echo"]["status"] = "interrupted"
+    (wb / "b" / "run.json").write_text(json.dumps(record))
+    assert runner.resume(wb / "b") == 0
+    assert {p.name: p.read_bytes() for p in (wb / "a" / "00_echo").iterdir()} == before
+    assert runner.make_plan("smoke", ["00"], None, 2, wb / "x")[0].action == "reuse"
