@@ -62,7 +62,8 @@ PERSON_COLUMNS = ("seq", "frame", "track")
 KEYFRAME_STRIDE = 15
 
 
-# JRDB_eval.py evaluates sequence ids 0..26 (and "all" over those); others are silently skipped there.
+# JRDB_eval.py evaluates sequence ids 0..26 (and "all" over those); others are silently skipped there,
+# so more sequences are written as several file pairs of at most 27 sequences each.
 MAX_SEQUENCES = 27
 
 
@@ -332,9 +333,6 @@ def make_jrdb_act_truth(scenes: Scenes, sequences: Sequence[str] | None = None) 
     cluster_ID), difficult (1 where cluster_stat > 2). Sequences without cluster_IDs (JRDB-Social
     pairs only) take the loader's groups (+1, so ids stay > 0), with difficulty 0."""
     names = sorted(scenes.sequences if sequences is None else sequences)
-    if len(names) > MAX_SEQUENCES:
-        raise WorkbookError(f"{len(names)} sequences: JRDB_eval.py scores sequence ids 0..{MAX_SEQUENCES - 1} only; "
-                            f"write at most {MAX_SEQUENCES} sequences per file")
     p = scenes.people[scenes.people["seq"].isin(_codes(scenes, names))]
     x1, y1 = p["x"].to_numpy(), p["y"].to_numpy()
     x2, y2 = x1 + p["w"].to_numpy(), y1 + p["h"].to_numpy()
@@ -457,19 +455,35 @@ def write_jrdb_act_files(folder: str | Path, pred: pd.DataFrame, truth: pd.DataF
     the box confidence, 1.0 for ground-truth boxes) or the difficulty (gt: 1 where cluster_stat > 2).
     Both hold exactly the people of ``truth`` (from ``make_jrdb_act_truth``): with ground-truth boxes a
     box the truth leaves out could only be a false positive. Predicted ids are 1..k per keyframe.
+    JRDB_eval.py scores sequence ids 0..26 only, so with more sequences the people are written as parts
+    ``det_group_1.txt``/``gt_group_1.txt``, ... of at most 27 sequences each, ids renumbered from 0 in
+    every part (keys ``det_1``, ``gt_1``, ...): run the toolkit on each part.
     Run the official evaluation on them with ``JRDB_eval.py -g gt_group.txt -d det_group.txt -t task_2
     --labelmap label_map/task_2.pbtxt`` (and task_3); under numpy >= 1.24 first restore the aliases it
     uses (np.float, np.int, np.bool; np.NAN under numpy 2), e.g. in a wrapper that then runs it."""
     _, pid, score = _keyframe_ids(pred, truth)
     t = truth.reset_index(drop=True)
+    part = t["seq_id"].to_numpy() // MAX_SEQUENCES
+    n_parts = int(part.max(initial=0)) + 1
+    out, files = Path(folder) / "groups", {}
+    for k in range(n_parts):
+        rows = part == k
+        suffix = "" if n_parts == 1 else f"_{k + 1}"
+        det, gt = _act_lines(t[rows].reset_index(drop=True), pid[rows], score[rows], k * MAX_SEQUENCES)
+        files[f"det{suffix}"] = atomic_write_text(out / f"det_group{suffix}.txt", det)
+        files[f"gt{suffix}"] = atomic_write_text(out / f"gt_group{suffix}.txt", gt)
+    return files
+
+
+def _act_lines(t: pd.DataFrame, pid: np.ndarray, score: np.ndarray, first_id: int) -> tuple[str, str]:
+    """The det and gt lines of one part, sequence ids counted from ``first_id``."""
     one = pd.Series(np.ones(len(t), np.int64))
-    head = [t["seq_id"], t["frame"], t["x1"].astype(float), t["y1"].astype(float), t["x2"].astype(float),
-            t["y2"].astype(float)]
+    head = [t["seq_id"] - first_id, t["frame"], t["x1"].astype(float), t["y1"].astype(float),
+            t["x2"].astype(float), t["y2"].astype(float)]
     # Scores in full (repr): JRDB_eval.py ranks by them, so a rounded score could reorder people.
     det = _lines(head + [pd.Series(pid), one, pd.Series(score, dtype=np.float64)])
     gt = _lines(head + [t["group"].astype(np.int64), one, t["difficult"].astype(np.int64)])
-    out = Path(folder) / "groups"
-    return {"det": atomic_write_text(out / "det_group.txt", det), "gt": atomic_write_text(out / "gt_group.txt", gt)}
+    return det, gt
 
 
 def evaluate_groups(scenes: Scenes, val_pairs: pd.DataFrame, test_pairs: pd.DataFrame,

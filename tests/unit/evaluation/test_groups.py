@@ -194,12 +194,20 @@ def test_voc_ap_ranks_by_score():
     assert np.isnan(G._voc_ap(np.zeros(0), np.zeros(0, bool), 0)) and G._voc_ap(np.zeros(0), np.zeros(0, bool), 2) == 0.0
 
 
-def test_more_than_27_sequences_are_refused():
+def test_more_than_27_sequences_are_written_in_parts_the_toolkit_scores(tmp_path):
+    # JRDB_eval.py skips sequence ids above 26: 28 sequences become two parts, ids from 0 in each.
     p = pd.DataFrame({"seq": np.arange(28), "frame": 15, "track": 1, "x": 10.0, "y": 10.0, "w": 5.0, "h": 5.0,
                       "group": np.arange(28), "no_eval": False})
     sc = Scenes(people=p, sequences=[f"s{i:02d}" for i in range(28)], generated=True, source="test")
-    with pytest.raises(WorkbookError, match="0..26"):
-        G.make_jrdb_act_truth(sc)
+    truth = G.make_jrdb_act_truth(sc)
+    assert sorted(truth["seq_id"]) == list(range(28))
+    pred = truth[["sequence", "frame", "track"]].assign(group=1)
+    pred["seq"] = truth["seq"]
+    files = G.write_jrdb_act_files(tmp_path, pred, truth)
+    assert sorted(files) == ["det_1", "det_2", "gt_1", "gt_2"]
+    ids = [[int(line.split()[0]) for line in files[k].read_text().splitlines()] for k in ("gt_1", "gt_2")]
+    assert ids == [list(range(27)), [0]]
+    assert sum(len(files[k].read_text().splitlines()) for k in ("det_1", "det_2")) == 28
 
 
 def test_evaluate_groups_runs_both_methods_and_writes_the_best(tmp_path):
