@@ -315,7 +315,7 @@ def _fit(run: _Run, cbs: _Callbacks, start_epoch: int, stopped: bool,
             val = _validate(run)
             if run.sched is not None and cfg.scheduler == "plateau":
                 run.sched.step(val.loss)
-            row = _history_row(run, epoch, stats, val)
+            row = _history_row(float(run.opt.param_groups[-1]["lr"]), run.world, epoch, stats, val)
             cbs.history.append(row)
             improved = cbs.tracker.update(row, val.metrics, val.primary, val.primary_up)
             reason = cbs.stopping.update(row)
@@ -402,20 +402,26 @@ def _validate(run: _Run) -> _ValStats:
     """Val loss and the task's metrics on the whole validation set."""
     run.model.eval()
     val_out = _forward_all(run.model, run.val_inputs, run.dev, run.eval_bs, run.amp)
-    val_loss = float(run.task.loss(val_out, run.val_y))
-    raw_metrics = run.task.metrics(val_out, run.val_y)
+    return _val_stats(run.task, val_out, run.val_y)
+
+
+def _val_stats(task, val_out: Any, val_y: torch.Tensor) -> _ValStats:
+    """Loss and the task's numeric metrics of the model outputs ``val_out`` (also used by the replica trainer)."""
+    val_loss = float(task.loss(val_out, val_y))
+    raw_metrics = task.metrics(val_out, val_y)
     # "primary" names the main metric (a string); a numeric "primary" is kept as a metric.
     metrics = _numeric({k: v for k, v in raw_metrics.items() if not (k == "primary" and isinstance(v, str))})
-    primary, primary_up = _primary(raw_metrics, run.task)
+    primary, primary_up = _primary(raw_metrics, task)
     return _ValStats(loss=val_loss, metrics=metrics, primary=primary, primary_up=primary_up)
 
 
-def _history_row(run: _Run, epoch: int, stats: _EpochStats, val: _ValStats) -> dict:
-    """One history row; epoch_time_s covers training and validation."""
+def _history_row(lr: float, world: int, epoch: int, stats: _EpochStats, val: _ValStats) -> dict:
+    """One history row (``lr``: the last param group's, after the epoch); epoch_time_s covers training
+    and validation."""
     epoch_time = time.perf_counter() - stats.started
     return {"epoch": epoch, "train_loss": stats.loss, "val_loss": val.loss, **val.metrics,
-            "lr": float(run.opt.param_groups[-1]["lr"]), "grad_norm": stats.grad_norm,
-            "epoch_time_s": epoch_time, "samples_per_s": stats.samples * run.world / max(stats.seconds, 1e-9)}
+            "lr": lr, "grad_norm": stats.grad_norm,
+            "epoch_time_s": epoch_time, "samples_per_s": stats.samples * world / max(stats.seconds, 1e-9)}
 
 
 def _log_epoch(run: _Run, row: dict, primary: str | None, stopped: bool) -> None:
