@@ -371,11 +371,15 @@ def _forward_backward(run: _Run, bi: torch.Tensor, aug_gen: torch.Generator, b: 
     with torch.autocast(run.dev.type, dtype=run.amp[1], enabled=run.amp[0]):
         output = run.model(*batch[:-1])
         loss = run.train_task.loss(output, batch[-1])
-    # Accumulated micro-batches: scale so the step sees the mean loss (the last group may be short).
-    n_batches = len(run.bounds)
-    acc_n = min(cfg.grad_accum_steps, n_batches - (b // cfg.grad_accum_steps) * cfg.grad_accum_steps)
+    acc_n = _accumulated(b, len(run.bounds), cfg.grad_accum_steps)
     (run.scaler.scale(loss / acc_n) if run.scaler is not None else loss / acc_n).backward()
     return loss
+
+
+def _accumulated(b: int, n_batches: int, grad_accum_steps: int) -> int:
+    """Micro-batches in batch ``b``'s accumulation group: a loss is divided by it so that the step sees
+    the mean loss (the last group may be short)."""
+    return min(grad_accum_steps, n_batches - (b // grad_accum_steps) * grad_accum_steps)
 
 
 def _optimizer_step(run: _Run) -> torch.Tensor:

@@ -57,7 +57,8 @@ from helpers.training.augment import augment_images
 from helpers.training.batching import _as_tensors, _batch_bounds, _dist, _epoch_seed, _model_signature, make_rank_indices
 from helpers.training.callbacks import BestTracker, EarlyStopping, HistoryWriter, TensorBoardWriter
 from helpers.training.config import TrainConfig
-from helpers.training.loop import _cat, _EpochStats, _history_row, _val_stats, train_model, TrainResult
+from helpers.training.loop import (_accumulated, _cat, _EpochStats, _history_row, _val_stats, train_model,
+                                  TrainResult)
 from helpers.training.optim import _make_scheduler, make_named_optimizer
 from helpers.training.tasks import with_label_smoothing
 from helpers.training.workers import available_cores, run_in_workers
@@ -353,8 +354,7 @@ def _train_epoch(st: _Stack, epoch: int) -> list[_EpochStats]:
         masks = _draw_masks(_dropout_calls(st, hi - lo), drops, dev)
         out = _forward(st, batch[:-1], masks, True)
         losses = torch.stack([st.train_task.loss(_pick(out, j), batch[-1][j]) for j in range(len(act))])
-        acc_n = min(cfg.grad_accum_steps, n_batches - (b // cfg.grad_accum_steps) * cfg.grad_accum_steps)
-        (losses / acc_n).sum().backward()
+        (losses / _accumulated(b, n_batches, cfg.grad_accum_steps)).sum().backward()
         loss_sum += losses.detach() * (hi - lo)
         if (b + 1) % cfg.grad_accum_steps == 0 or b + 1 == n_batches:
             gn_sum += _clip_and_step(st)
