@@ -37,8 +37,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                                              "one after another, batched (vmap) and in worker processes.")
     ap.add_argument("--profile", default="default", help="params/<profile>/ of notebooks 00, 01 and 02")
     ap.add_argument("--seeds", type=int, default=5, help="replicas (notebook 04's first N grid seeds)")
-    ap.add_argument("--epochs", type=int, default=2, help="cap on the recipe's epochs (0: the recipe's own)")
-    ap.add_argument("--pairs", type=int, default=0, help="cap on training pairs (0: all of the profile's)")
+    ap.add_argument("--epochs", type=int, default=1, help="cap on the recipe's epochs (0: the recipe's own)")
+    ap.add_argument("--pairs", type=int, default=0, help="cap on training pairs, validation and test pairs capped in "
+                                                         "the profile's proportion (0: all of the profile's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="+", default=["digits", "scenes"], choices=["digits", "scenes"])
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
@@ -69,10 +70,14 @@ def _setup(splits, p02: dict, args) -> dict:
     if args.epochs:
         cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, args.epochs))
     n = min(args.pairs or len(splits.train.y), len(splits.train.y))
-    tr = (*[a[:n] for a in make_inputs(splits.train, use_pair)], splits.train.y[:n])
-    return {"spec": spec, "cfgs": [dataclasses.replace(cfg, seed=s) for s in SEEDS[:args.seeds]], "train": tr,
-            "val": (*make_inputs(splits.val, use_pair), splits.val.y),
-            "test": (*make_inputs(splits.test, use_pair), splits.test.y), "n": n}
+    frac = n / len(splits.train.y)
+
+    def rows(s):
+        k = max(1, int(round(frac * len(s.y))))
+        return (*[a[:k] for a in make_inputs(s, use_pair)], s.y[:k])
+
+    return {"spec": spec, "cfgs": [dataclasses.replace(cfg, seed=s) for s in SEEDS[:args.seeds]],
+            "train": rows(splits.train), "val": rows(splits.val), "test": rows(splits.test), "n": n}
 
 
 def _models(spec: dict, cfgs) -> list:
@@ -104,17 +109,19 @@ def _warm_up(s: dict, modes) -> None:
                            mode=mode)
 
 
-def _print_rows(name: str, s: dict, rows: dict, args) -> None:
-    base = rows["sequential"]
-    print(f"\n{name}: {s['spec']['name']} x {args.seeds} seeds, {s['n']:,} training pairs, {s['cfgs'][0].epochs} "
-          f"epochs (cap {args.epochs or 'none'}), batch {s['cfgs'][0].batch_size}, threads {args.threads}")
+def _print_header(name: str, s: dict, args) -> None:
+    print(f"\n{name}: {s['spec']['name']} x {args.seeds} seeds, {s['n']:,} training / {len(s['val'][-1]):,} validation"
+          f" / {len(s['test'][-1]):,} test pairs, {s['cfgs'][0].epochs} epochs (cap {args.epochs or 'none'}), batch "
+          f"{s['cfgs'][0].batch_size}, threads {args.threads}")
     print(f"  {'way':<12}{'seconds':>9}{'x one-after-another':>21}{'max rel d first loss':>22}"
-          f"{'max |d test acc|':>18}  epochs run")
-    for mode, r in rows.items():
-        d_loss = max(abs(a / b - 1) for a, b in zip(r["first_loss"], base["first_loss"]))
-        d_acc = max(abs(a - b) for a, b in zip(r["test_acc"], base["test_acc"]))
-        print(f"  {mode:<12}{r['seconds']:>9.1f}{base['seconds'] / r['seconds']:>20.2f}x{d_loss:>22.1e}"
-              f"{d_acc:>18.4f}  {r['epochs']}")
+          f"{'max |d test acc|':>18}  epochs run", flush=True)
+
+
+def _print_row(mode: str, r: dict, base: dict) -> None:
+    d_loss = max(abs(a / b - 1) for a, b in zip(r["first_loss"], base["first_loss"]))
+    d_acc = max(abs(a - b) for a, b in zip(r["test_acc"], base["test_acc"]))
+    print(f"  {mode:<12}{r['seconds']:>9.1f}{base['seconds'] / r['seconds']:>20.2f}x{d_loss:>22.1e}"
+          f"{d_acc:>18.4f}  {r['epochs']}", flush=True)
 
 
 def bench_main(argv: list[str]) -> int:
@@ -124,14 +131,18 @@ def bench_main(argv: list[str]) -> int:
     p00, p01, p02 = (params[k]["resolved"] for k in ("00_data_audit", "01_pair_sampling", "02_stage1"))
     modes = ["sequential", *[m for m in args.modes if m != "sequential"]]
     print(f"{args.profile} profile, {args.seeds} seeds, torch threads {args.threads} (worker processes: 1 thread "
-          f"each, one per core at most); the baseline of every ratio is one after another, same data, same run")
+          f"each, one per core at most); the baseline of every ratio is one after another, same data, same run",
+          flush=True)
     for name, splits in _datasets(args, p00, p01).items():
         s = _setup(splits, p02, args)
         why = vmap_unsupported(_models(s["spec"], s["cfgs"]), s["train"], s["cfgs"])
         run_modes = [m for m in modes if not (m == "vmap" and why)]
         _warm_up(s, run_modes)
-        rows = {m: _run_mode(m, s) for m in run_modes}
-        _print_rows(name, s, rows, args)
+        _print_header(name, s, args)
+        rows: dict[str, dict] = {}
+        for m in run_modes:
+            rows[m] = _run_mode(m, s)
+            _print_row(m, rows[m], rows["sequential"])
         if why:
             print(f"  vmap not run: {why}")
         timings = {m: r["seconds"] for m, r in rows.items()}

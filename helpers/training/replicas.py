@@ -22,7 +22,9 @@ Three ways, the same numbers (CPU):
   ``vmap``), and its own early stopping (`BestTracker` / `EarlyStopping` per replica). A replica that
   stops leaves the stack: its parameters and optimiser state freeze where they were (weight decay would
   otherwise keep shrinking them), and its model ends with its best weights as `train_model`'s would.
-  Numbers equal a replica trained alone up to float rounding (batched kernels sum in another order).
+  Numbers equal a replica trained alone up to float rounding (batched kernels sum in another order), not
+  bit for bit: a model store that promises bit-identical models must key on the way too. On CUDA the
+  masks still come from CPU generators, so dropout there differs from a CUDA run alone.
 - ``processes``: one single-threaded worker process per replica (at most one per core), each running
   `train_model` (`helpers.training.workers`).
 
