@@ -9,7 +9,7 @@ from helpers.core.errors import WorkbookError
 
 # `python -m helpers bench NAME ...` -> helpers.bench.NAME.bench_main(argv).
 BENCHES = {name: f"helpers.bench.{name}" for name in ("sampling", "train", "backbones", "multiseed", "rerun", "jobs",
-                                                     "crops", "scenes", "doctor")}
+                                                     "crops", "scenes", "doctor", "seeds")}
 
 
 SUBCOMMANDS = (("diagnose", "helpers.workbook.diagnose_cli", "diagnose_main"),

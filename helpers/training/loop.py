@@ -315,7 +315,7 @@ def _fit(run: _Run, cbs: _Callbacks, start_epoch: int, stopped: bool,
             val = _validate(run)
             if run.sched is not None and cfg.scheduler == "plateau":
                 run.sched.step(val.loss)
-            row = _history_row(run, epoch, stats, val)
+            row = _history_row(float(run.opt.param_groups[-1]["lr"]), run.world, epoch, stats, val)
             cbs.history.append(row)
             improved = cbs.tracker.update(row, val.metrics, val.primary, val.primary_up)
             reason = cbs.stopping.update(row)
@@ -371,11 +371,15 @@ def _forward_backward(run: _Run, bi: torch.Tensor, aug_gen: torch.Generator, b: 
     with torch.autocast(run.dev.type, dtype=run.amp[1], enabled=run.amp[0]):
         output = run.model(*batch[:-1])
         loss = run.train_task.loss(output, batch[-1])
-    # Accumulated micro-batches: scale so the step sees the mean loss (the last group may be short).
-    n_batches = len(run.bounds)
-    acc_n = min(cfg.grad_accum_steps, n_batches - (b // cfg.grad_accum_steps) * cfg.grad_accum_steps)
+    acc_n = _accumulated(b, len(run.bounds), cfg.grad_accum_steps)
     (run.scaler.scale(loss / acc_n) if run.scaler is not None else loss / acc_n).backward()
     return loss
+
+
+def _accumulated(b: int, n_batches: int, grad_accum_steps: int) -> int:
+    """Micro-batches in batch ``b``'s accumulation group: a loss is divided by it so that the step sees
+    the mean loss (the last group may be short)."""
+    return min(grad_accum_steps, n_batches - (b // grad_accum_steps) * grad_accum_steps)
 
 
 def _optimizer_step(run: _Run) -> torch.Tensor:
@@ -402,20 +406,26 @@ def _validate(run: _Run) -> _ValStats:
     """Val loss and the task's metrics on the whole validation set."""
     run.model.eval()
     val_out = _forward_all(run.model, run.val_inputs, run.dev, run.eval_bs, run.amp)
-    val_loss = float(run.task.loss(val_out, run.val_y))
-    raw_metrics = run.task.metrics(val_out, run.val_y)
+    return _val_stats(run.task, val_out, run.val_y)
+
+
+def _val_stats(task, val_out: Any, val_y: torch.Tensor) -> _ValStats:
+    """Loss and the task's numeric metrics of the model outputs ``val_out`` (also used by the replica trainer)."""
+    val_loss = float(task.loss(val_out, val_y))
+    raw_metrics = task.metrics(val_out, val_y)
     # "primary" names the main metric (a string); a numeric "primary" is kept as a metric.
     metrics = _numeric({k: v for k, v in raw_metrics.items() if not (k == "primary" and isinstance(v, str))})
-    primary, primary_up = _primary(raw_metrics, run.task)
+    primary, primary_up = _primary(raw_metrics, task)
     return _ValStats(loss=val_loss, metrics=metrics, primary=primary, primary_up=primary_up)
 
 
-def _history_row(run: _Run, epoch: int, stats: _EpochStats, val: _ValStats) -> dict:
-    """One history row; epoch_time_s covers training and validation."""
+def _history_row(lr: float, world: int, epoch: int, stats: _EpochStats, val: _ValStats) -> dict:
+    """One history row (``lr``: the last param group's, after the epoch); epoch_time_s covers training
+    and validation."""
     epoch_time = time.perf_counter() - stats.started
     return {"epoch": epoch, "train_loss": stats.loss, "val_loss": val.loss, **val.metrics,
-            "lr": float(run.opt.param_groups[-1]["lr"]), "grad_norm": stats.grad_norm,
-            "epoch_time_s": epoch_time, "samples_per_s": stats.samples * run.world / max(stats.seconds, 1e-9)}
+            "lr": lr, "grad_norm": stats.grad_norm,
+            "epoch_time_s": epoch_time, "samples_per_s": stats.samples * world / max(stats.seconds, 1e-9)}
 
 
 def _log_epoch(run: _Run, row: dict, primary: str | None, stopped: bool) -> None:

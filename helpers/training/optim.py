@@ -14,8 +14,14 @@ from helpers.training.config import TrainConfig
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; parameters whose name starts with a key of ``cfg.lr_groups`` get that group's lr."""
+    return make_named_optimizer(_unwrap(model).named_parameters(), cfg)
+
+
+def make_named_optimizer(named_params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """`_make_optimizer` over (name, tensor) pairs: also the stacked tensors of seed replicas
+    (`helpers.training.replicas`), where AdamW's elementwise update is the same per replica."""
     groups: dict[float, list] = {}
-    for name, p in _unwrap(model).named_parameters():
+    for name, p in named_params:
         if not p.requires_grad:
             continue
         lr = next((v for k, v in cfg.lr_groups.items() if name.startswith(k)), cfg.lr)
