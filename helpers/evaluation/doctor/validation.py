@@ -32,7 +32,7 @@ from helpers.evaluation.doctor.diagnose import diagnose_history
 from helpers.evaluation.doctor.external import LABELLED_KINDS
 from helpers.evaluation.doctor.history import load_history
 from helpers.evaluation.doctor.rules import evaluate_reduce_lr_on_plateau
-from helpers.evaluation.stats import unit_weights
+from helpers.evaluation.stats import Spread, unit_weights
 
 SCORED_KINDS = (*LABELLED_KINDS, "unjudgeable")
 
@@ -240,9 +240,10 @@ def paired_versus(c_a: np.ndarray, c_b: np.ndarray, repos: list[str], n_boot: in
         d = rb - ra
         d = d[np.isfinite(d)]
         pa, pb = (_point(x, cols) for x in (c_a, c_b))
+        spread = Spread(pb - pa, draws=d)
         # a bootstrap p-value is at least 1/n_boot: "0" would claim more than the resamples can show
-        p = max(1.0 / n_boot, min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if len(d) and np.any(d != 0) else 1.0
-        lo, hi = np.quantile(d, [0.025, 0.975]) if len(d) else (math.nan, math.nan)
+        p = max(spread.p_floor, spread.p) if len(d) else 1.0
+        lo, hi = spread.interval(0.95) if len(d) else (math.nan, math.nan)
         out.update({f"{name}_diff": pb - pa, f"{name}_diff_low": float(lo), f"{name}_diff_high": float(hi),
                     f"{name}_p": float(p)})
     return out
