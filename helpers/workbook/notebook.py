@@ -13,9 +13,11 @@ import numpy as np
 
 from helpers.core import io, paths
 from helpers.core.device import resolve_device
-from helpers.core.env import ENV_PROFILE, ENV_THREADS
+from helpers.core.display import install_notebook_display
+from helpers.core.env import DEFAULT_THREADS, ENV_PROFILE, ENV_THREADS, THREAD_VARS
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import make_config
+from helpers.evaluation.plots import tidy_figure
 from helpers.workbook.params import check_value, load_notebook_spec
 
 
@@ -53,6 +55,7 @@ class Context:
     def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as PNG in the output folder (atomically)."""
         path = self.path(name)
+        tidy_figure(fig)   # the same object is shown in the notebook afterwards, tidied too
         with io.atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
         return path
@@ -152,10 +155,7 @@ def start(stem: str, namespace: dict[str, Any]) -> Context:
         params[name] = check_value(ps, namespace[name], f"{stem} parameters")
     out = Path(params.get("out_dir") or paths.REPORTS / "interactive" / stem).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if os.environ.get(ENV_THREADS):
-        import torch
-
-        torch.set_num_threads(int(os.environ[ENV_THREADS]))
+    set_kernel_threads()
     if "seed" in params:
         seed_everything(int(params["seed"]))
     device = str(resolve_device(str(params.get("device", "cpu"))))
@@ -169,10 +169,42 @@ def _style_plots() -> None:
 
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "axes.grid": True,
                                 "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
-    try:
-        import pandas as pd
+    install_notebook_display()
+    _tidy_displayed_figures()
 
-        pd.set_option("display.precision", 4)
-        pd.set_option("display.max_columns", 30)
-    except ImportError:  # pragma: no cover - pandas ships with the pinned environment
-        pass
+
+def _tidy_displayed_figures() -> None:
+    """A figure a helper displays itself (07's picker redraws on every pick) goes through `tidy_figure`
+    too, so a name with ``$`` or ``_`` in a label never fails the draw with a mathtext error."""
+    try:
+        from IPython import get_ipython
+        from matplotlib.figure import Figure
+        import matplotlib.pyplot  # noqa: F401 - activates the inline backend, which registers the formatter
+    except ImportError:  # pragma: no cover - the pinned environment ships both
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    png = shell.display_formatter.formatters["image/png"]
+    try:
+        draw = png.lookup_by_type(Figure)
+    except KeyError:
+        return
+    if not getattr(draw, "_tidies", False):
+        tidied = lambda fig: draw(tidy_figure(fig))  # noqa: E731
+        tidied._tidies = True
+        png.for_type(Figure, tidied)
+
+
+def set_kernel_threads() -> int:
+    """torch's thread count: the runner's (``PAIRWISE_THREADS``) in a run, and the same default in a
+    kernel JupyterLab started, which would otherwise use every core and give other numbers. BLAS reads
+    its thread variables when it loads, so they are set only where it has not loaded yet."""
+    import torch
+
+    n = int(os.environ.get(ENV_THREADS) or DEFAULT_THREADS)
+    torch.set_num_threads(n)
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(n))
+    os.environ.setdefault(ENV_THREADS, str(n))   # worker processes started from here inherit it
+    return n

@@ -1,0 +1,117 @@
+"""How a number or a table reaches a reader: one formatter for every report table, the index page and
+the header card, so a missing value is said in words, a whole number prints as one, and a wide or long
+table stays inside the page (it scrolls in its own box; past ``COLLAPSE_ROWS`` rows it is collapsed).
+
+Only the shown text changes: the values in a table, metrics.json and the CSV files stay as computed.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+MISSING = "n/a"            # what a None/NaN cell says when its table gives no reason
+COLLAPSE_ROWS = 25         # longer tables are shown collapsed, their size in the summary line
+_WHOLE_LIMIT = 2 ** 53     # floats up to here are exact integers when they have no fraction
+
+
+def is_missing(v: Any) -> bool:
+    """None, a float NaN, pandas' NA/NaT: a value the reader must be told is missing."""
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return math.isnan(v)
+    try:
+        import pandas as pd  # deferred: core does not need pandas to import
+
+        return bool(pd.isna(v)) if not isinstance(v, (str, bytes, list, tuple, dict)) else False
+    except (ImportError, TypeError, ValueError):
+        return False
+
+
+def _is_whole(v: Any) -> bool:
+    return (isinstance(v, float) and math.isfinite(v) and v.is_integer() and abs(v) < _WHOLE_LIMIT) \
+        or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def format_value(v: Any, missing: str = MISSING, whole: bool | None = None) -> str:
+    """One value as a reader sees it: ``missing`` for None/NaN, integers (and whole floats, unless
+    ``whole`` is False) without decimals and with thousands separators, other floats to 4 decimals
+    (3 significant digits below 0.001, one decimal from 10,000 up), anything else as ``str``."""
+    if is_missing(v):
+        return missing
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars -> Python numbers
+        try:
+            v = v.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) or (whole is not False and _is_whole(v)):
+        return f"{int(v):,}"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if v != 0 and abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:,.1f}" if abs(v) >= 1e4 else f"{v:.4f}"
+    return str(v)
+
+
+def format_table(df, missing: str | None = None):
+    """A copy of ``df`` with every cell formatted by `format_value` (index and column names kept).
+    A column whose values are all whole numbers prints as integers; in a column with fractions every
+    number keeps its decimals (so 1.0 beside 0.9812 reads 1.0000). ``missing`` defaults to the
+    table's ``df.attrs["missing"]`` (a builder can say why its cells are empty, e.g. "n/a (not run)")."""
+    missing = missing or df.attrs.get("missing") or MISSING
+    out = df.astype(object)   # a copy; text cells cannot go back into a float column
+    for col in range(df.shape[1]):
+        values = df.iloc[:, col].tolist()
+        whole = all(is_missing(v) or _is_whole(v) or not isinstance(v, (int, float)) for v in values)
+        out.iloc[:, col] = [format_value(v, missing, whole) for v in values]
+    return out
+
+
+def table_html(df, missing: str | None = None, collapse_rows: int = COLLAPSE_ROWS) -> str:
+    """``df`` as HTML for a report: formatted cells, every row and the full text of every cell, inside a
+    box that scrolls sideways when the table is wider than the page; longer than ``collapse_rows`` rows,
+    it sits in a collapsed ``<details>`` whose summary gives its size."""
+    shown = format_table(df, missing)
+    table = shown.to_html(border=0, classes="wb-table", na_rep=MISSING, escape=True, max_rows=None,
+                          max_cols=None, notebook=False)
+    box = f'<div class="wb-table-box">{table}</div>'
+    if len(df) <= collapse_rows:
+        return box
+    size = html.escape(f"{len(df):,} rows × {df.shape[1]} columns")
+    return f'<details class="wb-long"><summary>the full table ({size}): click to open</summary>{box}</details>'
+
+
+TABLE_CSS = """
+.wb-table-box{max-width:100%;overflow-x:auto;margin:4px 0 12px 0}
+.wb-table-box table{border-collapse:collapse;font-size:.88em;font-variant-numeric:tabular-nums}
+.wb-table-box th,.wb-table-box td{padding:3px 10px;border-bottom:1px solid #e1e4e8;text-align:right;
+ vertical-align:top;white-space:nowrap}
+.wb-table-box td:not(:first-child){max-width:28em;white-space:normal;overflow-wrap:anywhere}
+.wb-table-box thead th{border-bottom:2px solid #8c959f}
+details.wb-long>summary{cursor:pointer;color:#0969da;margin:4px 0}
+"""
+
+
+def install_notebook_display() -> None:
+    """In an IPython kernel: pandas tables display through `table_html` (with `TABLE_CSS`), and
+    pandas' own text form cuts no cell and hides no row. Outside IPython only the options change."""
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_rows", 500)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", 250)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - the pinned environment ships IPython
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    styled = lambda df: f"<style>{TABLE_CSS}</style>{table_html(df)}"  # noqa: E731
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, styled)

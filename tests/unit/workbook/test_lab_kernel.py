@@ -1,0 +1,32 @@
+"""A kernel JupyterLab started behaves as the runner's: the same thread count, the same table display."""
+import os
+
+import pandas as pd
+import torch
+
+from helpers.core.env import DEFAULT_THREADS, ENV_THREADS, THREAD_VARS
+from helpers.workbook.notebook import set_kernel_threads
+from helpers.workbook.runner import DEFAULT_THREADS as RUNNER_DEFAULT
+
+
+def test_lab_kernel_gets_the_runners_default_thread_count(monkeypatch):
+    old = torch.get_num_threads()
+    for var in (ENV_THREADS, *THREAD_VARS):
+        monkeypatch.delenv(var, raising=False)        # as in a kernel Lab started: nothing set
+    try:
+        assert set_kernel_threads() == DEFAULT_THREADS == RUNNER_DEFAULT
+        assert torch.get_num_threads() == DEFAULT_THREADS
+        assert os.environ[ENV_THREADS] == str(DEFAULT_THREADS)   # worker processes budget the same
+        assert all(os.environ[v] == str(DEFAULT_THREADS) for v in THREAD_VARS)
+        monkeypatch.setenv(ENV_THREADS, "1")                   # under the runner its --threads wins
+        assert set_kernel_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_notebook_display_cuts_no_cell_and_hides_no_row():
+    from helpers.core.display import install_notebook_display
+
+    with pd.option_context("display.max_colwidth", 50, "display.max_rows", 60):
+        install_notebook_display()
+        assert pd.get_option("display.max_colwidth") is None and pd.get_option("display.max_rows") >= 137
