@@ -106,12 +106,16 @@ def install_notebook_display() -> None:
     pd.set_option("display.max_rows", 500)
     pd.set_option("display.max_columns", None)
     pd.set_option("display.width", 250)
+    html_formatter = ipython_formatter("text/html")
+    if html_formatter is not None:
+        html_formatter.for_type(pd.DataFrame, lambda df: f"<style>{TABLE_CSS}</style>{table_html(df)}")
+
+
+def ipython_formatter(mime: str):
+    """The running IPython kernel's display formatter for ``mime``; None outside IPython."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - the pinned environment ships IPython
-        return
+        return None
     shell = get_ipython()
-    if shell is None:
-        return
-    styled = lambda df: f"<style>{TABLE_CSS}</style>{table_html(df)}"  # noqa: E731
-    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, styled)
+    return None if shell is None else shell.display_formatter.formatters[mime]

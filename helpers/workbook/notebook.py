@@ -13,7 +13,7 @@ import numpy as np
 
 from helpers.core import io, paths
 from helpers.core.device import resolve_device
-from helpers.core.display import install_notebook_display
+from helpers.core.display import install_notebook_display, ipython_formatter
 from helpers.core.env import DEFAULT_THREADS, ENV_PROFILE, ENV_THREADS, THREAD_VARS
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import make_config
@@ -176,16 +176,12 @@ def _style_plots() -> None:
 def _tidy_displayed_figures() -> None:
     """A figure a helper displays itself (07's picker redraws on every pick) goes through `tidy_figure`
     too, so a name with ``$`` or ``_`` in a label never fails the draw with a mathtext error."""
-    try:
-        from IPython import get_ipython
-        from matplotlib.figure import Figure
-        import matplotlib.pyplot  # noqa: F401 - activates the inline backend, which registers the formatter
-    except ImportError:  # pragma: no cover - the pinned environment ships both
+    import matplotlib.pyplot  # noqa: F401 - activates the inline backend, which registers the formatter
+    from matplotlib.figure import Figure
+
+    png = ipython_formatter("image/png")
+    if png is None:
         return
-    shell = get_ipython()
-    if shell is None:
-        return
-    png = shell.display_formatter.formatters["image/png"]
     try:
         draw = png.lookup_by_type(Figure)
     except KeyError:
