@@ -36,8 +36,8 @@ def _is_whole(v: Any) -> bool:
 
 def format_value(v: Any, missing: str = MISSING) -> str:
     """One value as a reader sees it: ``missing`` for None/NaN, integers and whole floats without
-    decimals and with thousands separators, other floats to 4 decimals
-    (3 significant digits below 0.001, one decimal from 10,000 up), anything else as ``str``."""
+    decimals and with thousands separators, other floats below 1 to 4 decimals (3 significant digits
+    below 0.001), from 1 to 4 significant digits, from 1,000 with one decimal; anything else as ``str``."""
     if is_missing(v):
         return missing
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):  # numpy scalars -> Python numbers
@@ -54,7 +54,9 @@ def format_value(v: Any, missing: str = MISSING) -> str:
             return "∞" if v > 0 else "−∞"
         if v != 0 and abs(v) < 1e-3:
             return f"{v:.3g}"
-        return f"{v:,.1f}" if abs(v) >= 1e4 else f"{v:.4f}"
+        if abs(v) >= 1e3:
+            return f"{v:,.1f}"
+        return f"{v:.4g}" if abs(v) >= 1 else f"{v:.4f}"
     return str(v)
 
 

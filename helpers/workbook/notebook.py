@@ -13,7 +13,7 @@ import numpy as np
 
 from helpers.core import io, paths
 from helpers.core.device import resolve_device
-from helpers.core.display import install_notebook_display, ipython_formatter
+from helpers.core.display import format_value, install_notebook_display, ipython_formatter
 from helpers.core.env import DEFAULT_THREADS, ENV_PROFILE, ENV_THREADS, THREAD_VARS
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import make_config
@@ -75,7 +75,7 @@ class Context:
         from IPython.display import Markdown  # deferred: only a notebook (IPython) calls this
 
         io.atomic_write_json(self.path("answer.json"), {"answer": answer, "headline": headline})
-        rows = "\n".join(f"- {k}: **{_fmt_headline(v)}**" for k, v in headline.items())
+        rows = "\n".join(f"- {k}: **{format_value(v)}**" for k, v in headline.items())
         return Markdown(f"## Answer\n\n{answer}\n\n{rows}")
 
     def write_metrics(self, metrics: dict[str, Any]):
@@ -90,12 +90,6 @@ class Context:
                             index=pd.Index(list(flat), name="metric"))
 
 
-def _fmt_headline(v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{v:.4g}"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

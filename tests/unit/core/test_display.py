@@ -11,7 +11,8 @@ from helpers.core.display import COLLAPSE_ROWS, format_table, format_value, tabl
 @pytest.mark.parametrize("value, shown", [
     (None, "n/a"), (float("nan"), "n/a"), (np.float32("nan"), "n/a"), (pd.NA, "n/a"), (pd.NaT, "n/a"),
     (2.0, "2"), (np.float64(2.0), "2"), (np.int64(12345), "12,345"), (-3, "-3"), (True, "yes"),
-    (0.98123, "0.9812"), (1e-5, "1e-05"), (12345.678, "12,345.7"), (math.inf, "∞"), ("text", "text"),
+    (0.98123, "0.9812"), (0.05, "0.0500"), (1e-5, "1e-05"), (283.14, "283.1"), (36.725, "36.73"),
+    (12345.678, "12,345.7"), (math.inf, "∞"), ("text", "text"),
 ])
 def test_format_value(value, shown):
     assert format_value(value) == shown

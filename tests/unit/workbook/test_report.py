@@ -52,3 +52,12 @@ def test_training_logs_collapsed_and_linked(tmp_path):
     block = training_logs_html(tmp_path)
     assert block.startswith('<details class="wb-logs">') and "(1 run, per epoch)" in block
     assert 'href="digit_pairs/train.log"' in block and "&lt;b&gt;" in block
+
+
+def test_answer_headline_says_what_is_missing(tmp_path):
+    from helpers.workbook.notebook import Context
+
+    ctx = Context(stem="06_backbones", params={}, out_dir=tmp_path, device="cpu", profile="smoke")
+    md = ctx.write_answer("Two backbones ran.", {"best score": float("nan"), "seeds": 3.0, "gap": None})
+    assert "best score: **n/a**" in md.data and "seeds: **3**" in md.data and "gap: **n/a**" in md.data
+    assert "None" not in md.data and "nan" not in md.data
