@@ -79,11 +79,26 @@ def table_html(df, missing: str | None = None, collapse_rows: int = COLLAPSE_ROW
     shown = format_table(df, missing)
     table = shown.to_html(border=0, classes="wb-table", na_rep=MISSING, escape=True, max_rows=None,
                           max_cols=None, notebook=False)
-    box = f'<div class="wb-table-box">{table}</div>'
+    box = f'<div class="wb-table-box">{_mark_text_columns(table, df)}</div>'
     if len(df) <= collapse_rows:
         return box
     size = html.escape(f"{len(df):,} rows × {df.shape[1]} columns")
     return f'<details class="wb-long"><summary>the full table ({size}): click to open</summary>{box}</details>'
+
+
+def _mark_text_columns(table: str, df) -> str:
+    """Cells of a column holding words get class ``wb-text`` (left-aligned; numbers stay right-aligned).
+    pandas writes one ``<td>`` per column in every body row (the index is ``<th>``), in column order."""
+    text = [any(isinstance(v, str) for v in df.iloc[:, c].tolist()) for c in range(df.shape[1])]
+    if not any(text):
+        return table
+
+    def mark(row: str) -> str:
+        cells = row.split("<td>")
+        return cells[0] + "".join(('<td class="wb-text">' if text[i] else "<td>") + cell
+                                  for i, cell in enumerate(cells[1:]))
+
+    return "<tr>".join(mark(row) for row in table.split("<tr>"))
 
 
 TABLE_CSS = """
@@ -91,7 +106,7 @@ TABLE_CSS = """
 .wb-table-box table{border-collapse:collapse;font-size:.88em;font-variant-numeric:tabular-nums}
 .wb-table-box th,.wb-table-box td{padding:3px 10px;border-bottom:1px solid #e1e4e8;text-align:right;
  vertical-align:top;white-space:nowrap}
-.wb-table-box td:not(:first-child){max-width:28em;white-space:normal;overflow-wrap:anywhere}
+.wb-table-box td.wb-text{text-align:left;min-width:9em;max-width:36em;white-space:normal;overflow-wrap:anywhere}
 .wb-table-box thead th{border-bottom:2px solid #8c959f}
 details.wb-long>summary{cursor:pointer;color:#0969da;margin:4px 0}
 """

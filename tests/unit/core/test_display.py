@@ -41,3 +41,10 @@ def test_table_html_keeps_every_row_and_whole_cells_and_scrolls():
     out = table_html(tall)
     assert out.startswith("<details") and f"{rows} rows × 2 columns" in out
     assert out.count("</tr>") == rows + 1 and f"m{rows - 1}" in out and ">136<" in out
+
+
+def test_word_columns_are_marked_left_aligned_numbers_not():
+    df = pd.DataFrame({"n": [1, 2], "verdict": ["better", None]}, index=pd.Index(["a", "b"], name="row"))
+    out = table_html(df)
+    assert out.count('<td class="wb-text">') == 2 and out.count("<td>") == 2
+    assert '<td class="wb-text">n/a</td>' in out and "<td>1</td>" in out
