@@ -106,7 +106,7 @@ TABLE_CSS = """
 .wb-table-box table{border-collapse:collapse;font-size:.88em;font-variant-numeric:tabular-nums}
 .wb-table-box th,.wb-table-box td{padding:3px 10px;border-bottom:1px solid #e1e4e8;text-align:right;
  vertical-align:top;white-space:nowrap}
-.wb-table-box td.wb-text{text-align:left;min-width:9em;max-width:36em;white-space:normal;overflow-wrap:anywhere}
+.wb-table-box td.wb-text{text-align:left;min-width:9em;max-width:36em;white-space:normal;overflow-wrap:break-word}
 .wb-table-box thead th{border-bottom:2px solid #8c959f}
 details.wb-long>summary{cursor:pointer;color:#0969da;margin:4px 0}
 """
