@@ -82,7 +82,8 @@ def table_html(df, missing: str | None = None, collapse_rows: int = COLLAPSE_ROW
     box = f'<div class="wb-table-box">{_mark_text_columns(table, df)}</div>'
     if len(df) <= collapse_rows:
         return box
-    size = html.escape(f"{len(df):,} rows × {df.shape[1]} columns")
+    cols = df.shape[1]
+    size = html.escape(f"{len(df):,} rows × {cols} column{'s' if cols != 1 else ''}")
     return f'<details class="wb-long"><summary>the full table ({size}): click to open</summary>{box}</details>'
 
 
