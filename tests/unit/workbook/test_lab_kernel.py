@@ -30,3 +30,33 @@ def test_notebook_display_cuts_no_cell_and_hides_no_row():
     with pd.option_context("display.max_colwidth", 50, "display.max_rows", 60):
         install_notebook_display()
         assert pd.get_option("display.max_colwidth") is None and pd.get_option("display.max_rows") >= 137
+
+
+def test_kernel_shows_tables_and_figures_through_the_report_formatters():
+    """In an IPython shell with the inline backend's figure format (as in Lab and papermill): a DataFrame displays
+    as the report table, and a figure whose label mathtext cannot parse still draws."""
+    import matplotlib
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    from helpers.workbook.notebook import _style_plots
+
+    shell = InteractiveShell.instance()
+    try:
+        select_figure_formats(shell, {"png"})              # what the inline backend registers
+        _style_plots()
+        table = shell.display_formatter.format(pd.DataFrame({"acc": [0.5, None], "n": [2.0, 3.0]}))[0]
+        assert 'class="wb-table-box"' in table["text/html"] and "n/a" in table["text/html"]
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [1, 2])
+        ax.set_xticks([1, 2], ["lr_$_$", "$val_cos"])      # parse error without tidying
+        assert "image/png" in shell.display_formatter.format(fig)[0]
+        plt.close(fig)
+        _style_plots()                                       # a second start does not wrap twice
+        png = shell.display_formatter.formatters["image/png"]
+        assert png.lookup_by_type(type(fig))._tidies
+    finally:
+        InteractiveShell.clear_instance()
+        matplotlib.use("Agg")
