@@ -12,6 +12,7 @@ from typing import Any
 
 MISSING = "n/a"            # what a None/NaN cell says when its table gives no reason
 COLLAPSE_ROWS = 25         # longer tables are shown collapsed, their size in the summary line
+MAX_SHOWN_ROWS = 2000      # a report holds at most this many rows of one table (the summary says so)
 _WHOLE_LIMIT = 2 ** 53     # floats up to here are exact integers when they have no fraction
 
 
@@ -75,15 +76,17 @@ def format_table(df, missing: str | None = None):
 def table_html(df, missing: str | None = None, collapse_rows: int = COLLAPSE_ROWS) -> str:
     """``df`` as HTML for a report: formatted cells, every row and the full text of every cell, inside a
     box that scrolls sideways when the table is wider than the page; longer than ``collapse_rows`` rows,
-    it sits in a collapsed ``<details>`` whose summary gives its size."""
-    shown = format_table(df, missing)
+    it sits in a collapsed ``<details>`` whose summary gives its size (and, past ``MAX_SHOWN_ROWS``,
+    that only the first rows are in the report)."""
+    shown = format_table(df.iloc[:MAX_SHOWN_ROWS], missing)
     table = shown.to_html(border=0, classes="wb-table", na_rep=MISSING, escape=True, max_rows=None,
                           max_cols=None, notebook=False)
     box = f'<div class="wb-table-box">{_mark_text_columns(table, df)}</div>'
     if len(df) <= collapse_rows:
         return box
     cols = df.shape[1]
-    size = html.escape(f"{len(df):,} rows × {cols} column{'s' if cols != 1 else ''}")
+    size = html.escape(f"{len(df):,} rows × {cols} column{'s' if cols != 1 else ''}"
+                       + (f"; the first {MAX_SHOWN_ROWS:,} shown" if len(df) > MAX_SHOWN_ROWS else ""))
     return f'<details class="wb-long"><summary>the full table ({size}): click to open</summary>{box}</details>'
 
 

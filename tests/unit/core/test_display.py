@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.core.display import COLLAPSE_ROWS, format_table, format_value, table_html
+from helpers.core.display import COLLAPSE_ROWS, MAX_SHOWN_ROWS, format_table, format_value, table_html
 
 
 @pytest.mark.parametrize("value, shown", [
@@ -48,3 +48,10 @@ def test_word_columns_are_marked_left_aligned_numbers_not():
     out = table_html(df)
     assert out.count('<td class="wb-text">') == 2 and out.count("<td>") == 2
     assert '<td class="wb-text">n/a</td>' in out and "<td>1</td>" in out
+
+
+def test_a_huge_table_says_how_much_of_it_the_report_holds():
+    df = pd.DataFrame({"x": np.arange(MAX_SHOWN_ROWS + 5)})
+    out = table_html(df)
+    assert f"{MAX_SHOWN_ROWS + 5:,} rows × 1 column; the first {MAX_SHOWN_ROWS:,} shown" in out
+    assert out.count("</tr>") == MAX_SHOWN_ROWS + 1
