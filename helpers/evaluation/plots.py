@@ -165,7 +165,7 @@ def tidy_figure(fig):
     mathtext (a name with ``$`` or ``_`` drawn as a label) is drawn literally instead of failing the
     draw; log axes label their ticks without mathtext; a legend that covers bars, points or line
     vertices moves outside its axes (right of the rightmost panel, else below). Returns ``fig``."""
-    from matplotlib.ticker import FixedFormatter, FuncFormatter, LogFormatterSciNotation
+    from matplotlib.ticker import FixedFormatter, FuncFormatter, LogFormatter, LogFormatterSciNotation
 
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
@@ -176,8 +176,9 @@ def tidy_figure(fig):
                 elif isinstance(fmt, FuncFormatter) and not getattr(fmt.func, "_literal", False):
                     fmt.func = _literal_func(fmt.func)
             if isinstance(axis.get_major_formatter(), LogFormatterSciNotation):
-                axis.set_major_formatter(_plain_log_formatter())
-                axis.set_minor_formatter(_plain_log_formatter(minor=True))
+                # the same ticks as plain text ("1e-04"; minor ones labelled when under ~a decade shows)
+                axis.set_major_formatter(LogFormatter())
+                axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     _literal_invalid_math(fig)
     renderer = fig.canvas.get_renderer()
     fig.draw_without_rendering()
@@ -200,17 +201,6 @@ def _literal_func(func):
 
     literal._literal = True
     return literal
-
-
-def _plain_log_formatter(minor: bool = False):
-    from matplotlib.ticker import FuncFormatter
-
-    def fmt(v: float, _pos=None) -> str:
-        if minor or v <= 0:
-            return ""
-        return f"{v:g}"
-
-    return FuncFormatter(fmt)
 
 
 def _literal_invalid_math(fig) -> None:

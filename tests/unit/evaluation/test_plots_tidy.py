@@ -63,3 +63,13 @@ def test_confusion_matrix_labels_do_not_overlap():
         a, b = _boxes(fig, labels)
         assert not a.overlaps(b)
     assert "\n" in ax.get_title()           # the long title wraps to the figure's width
+
+
+def test_a_log_axis_spanning_under_a_decade_keeps_readable_labels():
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.plot([1, 2], [1.2e-3, 6e-4])              # a learning rate that fell by half
+    ax.set_yscale("log")
+    tidy_figure(fig)
+    _draw(fig)
+    shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+    assert len(shown) >= 3 and not any("$" in s for s in shown)
