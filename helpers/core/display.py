@@ -127,7 +127,12 @@ def install_notebook_display() -> None:
     pd.set_option("display.width", 250)
     html_formatter = ipython_formatter("text/html")
     if html_formatter is not None:
+        from pandas.io.formats.style import Styler
+
         html_formatter.for_type(pd.DataFrame, lambda df: f"<style>{TABLE_CSS}</style>{table_html(df)}")
+        # A Styler keeps the formats its notebook chose; it only gets the box that scrolls sideways.
+        html_formatter.for_type(Styler, lambda st: f'<style>{TABLE_CSS}</style><div class="wb-table-box">'
+                                                   f"{st.to_html()}</div>")
 
 
 def ipython_formatter(mime: str):

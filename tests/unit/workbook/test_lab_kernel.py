@@ -47,6 +47,9 @@ def test_kernel_shows_tables_and_figures_through_the_report_formatters():
         _style_plots()
         table = shell.display_formatter.format(pd.DataFrame({"acc": [0.5, None], "n": [2.0, 3.0]}))[0]
         assert 'class="wb-table-box"' in table["text/html"] and "n/a" in table["text/html"]
+        styled = pd.DataFrame({"acc": [0.5, None]}).style.format(precision=3, na_rep="—")
+        shown = shell.display_formatter.format(styled)[0]["text/html"]
+        assert 'class="wb-table-box"' in shown and "0.500" in shown and "—" in shown   # its own formats kept
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots()
