@@ -130,9 +130,25 @@ def install_notebook_display() -> None:
         from pandas.io.formats.style import Styler
 
         html_formatter.for_type(pd.DataFrame, lambda df: f"<style>{TABLE_CSS}</style>{table_html(df)}")
-        # A Styler keeps the formats its notebook chose; it only gets the box that scrolls sideways.
+        # A Styler keeps the formats its notebook chose, except that whole numbers print as integers;
+        # it gets the box that scrolls sideways.
         html_formatter.for_type(Styler, lambda st: f'<style>{TABLE_CSS}</style><div class="wb-table-box">'
-                                                   f"{st.to_html()}</div>")
+                                                   f"{whole_columns_as_integers(st).to_html()}</div>")
+
+
+def whole_columns_as_integers(styler, missing: str = "—"):
+    """``styler`` with each float column whose values are all whole numbers (a count that became float
+    because a cell is missing) shown as integers, its missing cells as ``missing``; other columns
+    keep the formats already set."""
+    data = styler.data
+    for j in range(data.shape[1]):
+        values = data.iloc[:, j]
+        if values.dtype.kind == "f" and values.notna().any() and all(is_missing(v) or _is_whole(v) for v in values):
+            try:
+                styler = styler.format(lambda v: format_value(v, missing), subset=[data.columns[j]])
+            except (KeyError, ValueError, TypeError):   # duplicated or nested column names: left as set
+                continue
+    return styler
 
 
 def ipython_formatter(mime: str):

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.core.display import COLLAPSE_ROWS, MAX_SHOWN_ROWS, format_table, format_value, table_html
+from helpers.core.display import (COLLAPSE_ROWS, MAX_SHOWN_ROWS, format_table, format_value, table_html,
+                                  whole_columns_as_integers)
 
 
 @pytest.mark.parametrize("value, shown", [
@@ -55,3 +56,9 @@ def test_a_huge_table_says_how_much_of_it_the_report_holds():
     out = table_html(df)
     assert f"{MAX_SHOWN_ROWS + 5:,} rows × 1 column; the first {MAX_SHOWN_ROWS:,} shown" in out
     assert out.count("</tr>") == MAX_SHOWN_ROWS + 1
+
+
+def test_a_styled_table_prints_its_counts_as_integers_and_keeps_its_other_formats():
+    df = pd.DataFrame({"seeds": [2.0, np.nan], "acc": [0.76751, np.nan]})
+    out = whole_columns_as_integers(df.style.format(precision=4, na_rep="—")).to_html()
+    assert ">2<" in out and "2.0000" not in out and "0.7675" in out and "nan" not in out.lower()
