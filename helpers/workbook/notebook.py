@@ -170,8 +170,12 @@ def _style_plots() -> None:
 def _tidy_displayed_figures() -> None:
     """A figure a helper displays itself (07's picker redraws on every pick) goes through `tidy_figure`
     too, so a name with ``$`` or ``_`` in a label never fails the draw with a mathtext error."""
-    import matplotlib.pyplot  # noqa: F401 - activates the inline backend, which registers the formatter
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
+
+    # pyplot loads its backend at the first figure; the inline backend then registers its PNG formatter,
+    # which is the one wrapped below (a figure made and closed now shows nowhere).
+    plt.close(plt.figure())
 
     png = ipython_formatter("image/png")
     if png is None:
