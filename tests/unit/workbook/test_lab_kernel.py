@@ -63,3 +63,22 @@ def test_kernel_shows_tables_and_figures_through_the_report_formatters():
     finally:
         InteractiveShell.clear_instance()
         matplotlib.use("Agg")
+
+
+def test_a_real_kernel_draws_a_figure_whose_label_mathtext_cannot_parse():
+    """In a kernel the inline backend registers its PNG formatter only when pyplot loads it, after the
+    notebook's first helpers call; the figure hook must survive that (07's picker failed without it)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from helpers.core import paths
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from helpers.workbook.notebook import _style_plots\n_style_plots()"),
+                nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfrom IPython.display import display\n"
+                                          "fig, ax = plt.subplots()\nax.plot([1, 2], [1e-3, 1e-5])\nax.set_yscale('log')\n"
+                                          "ax.set_xticks([1, 2], ['lr_$_$', '$val_cos'])\ndisplay(fig)\nplt.close(fig)")]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(paths.PROJ_ROOT)}}).execute()
+    outputs = nb.cells[1].outputs
+    assert [o.output_type for o in outputs] == ["display_data"] and "image/png" in outputs[0].data
