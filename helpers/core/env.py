@@ -10,6 +10,10 @@ VERSION = "0.1.0"
 # Set by the runner for the kernels it starts; absent when a notebook is opened in JupyterLab.
 ENV_PROFILE = "PAIRWISE_PROFILE"
 ENV_THREADS = "PAIRWISE_THREADS"
+# torch and BLAS threads of every kernel the runner starts, and of a kernel started in JupyterLab, so
+# a notebook gives the same numbers in Lab as in a run: not the machine's core count.
+DEFAULT_THREADS = 2
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @contextmanager

@@ -88,12 +88,19 @@ def plot_confusion_matrix(cm, labels: Sequence[str] | None = None, normalize: bo
     """Heatmap of a confusion matrix (rows = truth, columns = prediction) with counts printed."""
     import matplotlib.pyplot as plt
 
+    import textwrap
+
     cm = np.asarray(cm, dtype=float)
     k = cm.shape[0]
-    labels = list(labels) if labels is not None else [str(i) for i in range(k)]
+    # Long class names wrap at spaces onto two lines, and the cells grow with them, so neighbouring
+    # labels never run into each other; the title wraps to the figure's width.
+    labels = [textwrap.fill(str(s), 12) for s in (labels if labels is not None else range(k))]
+    widest = max((len(line) for s in labels for line in s.splitlines()), default=1)
+    cell = max(0.75, 0.09 * widest + 0.2)
     shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * k, 0.8 + 0.7 * k))
+        fig, ax = plt.subplots(figsize=(1.4 + cell * k, 1.0 + 0.85 * cell * k))
+    title = textwrap.fill(title, max(24, int(ax.figure.get_figwidth() * 11)))
     fig = ax.figure
     ax.imshow(shown, cmap="Blues", vmin=0)
     ax.grid(False)
@@ -102,7 +109,8 @@ def plot_confusion_matrix(cm, labels: Sequence[str] | None = None, normalize: bo
             txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
             ax.text(j, i, txt, ha="center", va="center", fontsize=9,
                     color="white" if shown[i, j] > 0.6 * shown.max() else "black")
-    ax.set_xticks(range(k), labels, rotation=30 if k > 2 else 0, ha="right" if k > 2 else "center")
+    slant = k > 2 and widest > 4
+    ax.set_xticks(range(k), labels, rotation=30 if slant else 0, ha="right" if slant else "center")
     ax.set_yticks(range(k), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -150,3 +158,97 @@ def plot_fusion_weights(weights: Mapping[str, Mapping[str, float]], ax=None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def tidy_figure(fig):
+    """Make a finished figure readable before it is saved or shown: any text that is not valid
+    mathtext (a name with ``$`` or ``_`` drawn as a label) is drawn literally instead of failing the
+    draw; log axes label their ticks without mathtext; a legend that covers bars, points or line
+    vertices moves outside its axes (right of the rightmost panel, else below). Returns ``fig``."""
+    from matplotlib.ticker import FixedFormatter, FuncFormatter, LogFormatter, LogFormatterSciNotation
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for fmt in (axis.get_major_formatter(), axis.get_minor_formatter()):
+                # Labels given as strings (names): escaped in the formatter, so every redraw is safe.
+                if isinstance(fmt, FixedFormatter):
+                    fmt.seq = [_literal_text(s) for s in fmt.seq]
+                elif isinstance(fmt, FuncFormatter) and not getattr(fmt.func, "_literal", False):
+                    fmt.func = _literal_func(fmt.func)
+            if isinstance(axis.get_major_formatter(), LogFormatterSciNotation):
+                # the same ticks as plain text ("1e-04"; minor ones labelled when under ~a decade shows)
+                axis.set_major_formatter(LogFormatter())
+                axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+    _literal_invalid_math(fig)
+    renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    rightmost = max((a.get_position().x1 for a in fig.axes), default=1.0)
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is not None and _legend_covers_data(ax, legend, renderer):
+            _move_legend_outside(ax, legend, right=ax.get_position().x1 >= rightmost - 1e-6)
+    return fig
+
+
+def _literal_text(s: str) -> str:
+    """A user string for a tick label, with ``$`` escaped so mathtext never parses it."""
+    return str(s).replace("\\$", "$").replace("$", "\\$")
+
+
+def _literal_func(func):
+    def literal(x, pos=None):
+        return _literal_text(func(x, pos))
+
+    literal._literal = True
+    return literal
+
+
+def _literal_invalid_math(fig) -> None:
+    """Titles, labels, legend entries and annotations that mathtext cannot parse are drawn literally."""
+    from matplotlib.mathtext import MathTextParser
+    from matplotlib.text import Text
+
+    parser = MathTextParser("path")
+    for text in fig.findobj(Text):
+        s = text.get_text()
+        if "$" not in s or not text.get_parse_math():
+            continue
+        try:
+            parser.parse(s)
+        except ValueError:
+            text.set_parse_math(False)
+
+
+def _legend_covers_data(ax, legend, renderer) -> bool:
+    box = legend.get_window_extent(renderer)
+    for patch in ax.patches:
+        pb = patch.get_window_extent(renderer)
+        if pb.width > 0 and pb.height > 0 and box.overlaps(pb):
+            return True
+    for line in ax.lines:
+        xy = line.get_transform().transform(np.asarray(line.get_xydata(), dtype=float))
+        if len(xy) > 2 and _inside(box, xy):   # not axhline/axvline: two points spanning the axes
+            return True
+    for coll in ax.collections:
+        offsets = coll.get_offset_transform().transform(coll.get_offsets())
+        if len(offsets) and _inside(box, offsets):
+            return True
+    return False
+
+
+def _inside(box, xy) -> bool:
+    """Whether any finite display point of ``xy`` [N, 2] lies in ``box``."""
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    return bool(((xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0) & (xy[:, 1] <= box.y1)).any())
+
+
+def _move_legend_outside(ax, legend, right: bool) -> None:
+    handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+    size = legend.get_texts()[0].get_fontsize() if labels else None
+    title = legend.get_title().get_text() or None
+    if right:
+        ax.legend(handles, labels, title=title, fontsize=size, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0.0)
+    else:
+        ax.legend(handles, labels, title=title, fontsize=size, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                  ncol=min(len(labels), 3), borderaxespad=0.0)

@@ -52,6 +52,7 @@ from helpers.training.tasks import with_label_smoothing
 # TrainConfig fields that change what is printed or written, never a number: left out of the
 # fingerprint, so a last.pt resumes whatever their values (and one written before a field existed).
 _NOT_FINGERPRINTED = ("num_threads", "log_every", "tensorboard")
+TRAIN_LOG = "train.log"   # the per-epoch lines of a run with an output folder
 
 
 @dataclass
@@ -192,8 +193,17 @@ class _Run:
     fingerprint: dict                # identity of the run; last.pt is resumed only when it matches
 
     def log(self, msg: str) -> None:
-        if self.main and self.cfg.log_every:
+        """One progress line. With an output folder it goes to ``out/train.log`` (appended, so a resumed
+        run's lines follow the first ones) and not to stdout: printed, it would land in whatever notebook
+        cell is running, far from the section it belongs to; the report links the file instead."""
+        if not (self.main and self.cfg.log_every):
+            return
+        if self.out is None:
             print(msg, flush=True)
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / TRAIN_LOG, "a", encoding="utf-8") as f:
+            f.write(msg + "\n")
 
 
 @dataclass

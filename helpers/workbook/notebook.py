@@ -13,9 +13,11 @@ import numpy as np
 
 from helpers.core import io, paths
 from helpers.core.device import resolve_device
-from helpers.core.env import ENV_PROFILE, ENV_THREADS
+from helpers.core.display import format_value, install_notebook_display, ipython_formatter
+from helpers.core.env import DEFAULT_THREADS, ENV_PROFILE, ENV_THREADS, THREAD_VARS
 from helpers.core.errors import ParameterError, WorkbookError
 from helpers.core.runcard import make_config
+from helpers.evaluation.plots import tidy_figure
 from helpers.workbook.params import check_value, load_notebook_spec
 
 
@@ -53,6 +55,7 @@ class Context:
     def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as PNG in the output folder (atomically)."""
         path = self.path(name)
+        tidy_figure(fig)   # the same object is shown in the notebook afterwards, tidied too
         with io.atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
         return path
@@ -72,7 +75,7 @@ class Context:
         from IPython.display import Markdown  # deferred: only a notebook (IPython) calls this
 
         io.atomic_write_json(self.path("answer.json"), {"answer": answer, "headline": headline})
-        rows = "\n".join(f"- {k}: **{_fmt_headline(v)}**" for k, v in headline.items())
+        rows = "\n".join(f"- {k}: **{format_value(v)}**" for k, v in headline.items())
         return Markdown(f"## Answer\n\n{answer}\n\n{rows}")
 
     def write_metrics(self, metrics: dict[str, Any]):
@@ -87,12 +90,6 @@ class Context:
                             index=pd.Index(list(flat), name="metric"))
 
 
-def _fmt_headline(v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{v:.4g}"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -152,10 +149,7 @@ def start(stem: str, namespace: dict[str, Any]) -> Context:
         params[name] = check_value(ps, namespace[name], f"{stem} parameters")
     out = Path(params.get("out_dir") or paths.REPORTS / "interactive" / stem).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if os.environ.get(ENV_THREADS):
-        import torch
-
-        torch.set_num_threads(int(os.environ[ENV_THREADS]))
+    set_kernel_threads()
     if "seed" in params:
         seed_everything(int(params["seed"]))
     device = str(resolve_device(str(params.get("device", "cpu"))))
@@ -169,10 +163,42 @@ def _style_plots() -> None:
 
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.bbox": "tight", "axes.grid": True,
                                 "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
-    try:
-        import pandas as pd
+    install_notebook_display()
+    _tidy_displayed_figures()
 
-        pd.set_option("display.precision", 4)
-        pd.set_option("display.max_columns", 30)
-    except ImportError:  # pragma: no cover - pandas ships with the pinned environment
-        pass
+
+def _tidy_displayed_figures() -> None:
+    """A figure a helper displays itself (07's picker redraws on every pick) goes through `tidy_figure`
+    too, so a name with ``$`` or ``_`` in a label never fails the draw with a mathtext error."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    # pyplot loads its backend at the first figure; the inline backend then registers its PNG formatter,
+    # which is the one wrapped below (a figure made and closed now shows nowhere).
+    plt.close(plt.figure())
+
+    png = ipython_formatter("image/png")
+    if png is None:
+        return
+    try:
+        draw = png.lookup_by_type(Figure)
+    except KeyError:
+        return
+    if not getattr(draw, "_tidies", False):
+        tidied = lambda fig: draw(tidy_figure(fig))  # noqa: E731
+        tidied._tidies = True
+        png.for_type(Figure, tidied)
+
+
+def set_kernel_threads() -> int:
+    """torch's thread count: the runner's (``PAIRWISE_THREADS``) in a run, and the same default in a
+    kernel JupyterLab started, which would otherwise use every core and give other numbers. BLAS reads
+    its thread variables when it loads, so they are set only where it has not loaded yet."""
+    import torch
+
+    n = int(os.environ.get(ENV_THREADS) or DEFAULT_THREADS)
+    torch.set_num_threads(n)
+    for var in THREAD_VARS:
+        os.environ.setdefault(var, str(n))
+    os.environ.setdefault(ENV_THREADS, str(n))   # worker processes started from here inherit it
+    return n

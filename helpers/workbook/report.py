@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from helpers.core.display import TABLE_CSS, format_value
 from helpers.core.io import atomic_write_text
 
 
@@ -38,7 +39,15 @@ CARD_CSS = """
 .wb-toc{font-family:system-ui,sans-serif;max-width:1100px;margin:0 auto 12px auto;font-size:.9em}
 .wb-toc ul{margin:4px 0 4px 18px;padding:0}.wb-toc li.l3{margin-left:16px}
 details.wb-params summary{cursor:pointer}
-</style>
+details.wb-logs{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto}
+details.wb-logs summary{cursor:pointer;font-weight:600}
+details.wb-logs pre{max-height:24em;overflow:auto;background:#f6f8fa;padding:8px;font-size:.8em}
+/* Outputs never widen the page: what is wider than the column scrolls inside its own box. */
+.jp-OutputArea-output{max-width:100%;overflow-x:auto}
+.jp-RenderedHTMLCommon table{table-layout:auto}
+.jp-RenderedImage img{max-width:100%;height:auto}
+.jp-RenderedText pre{white-space:pre-wrap;overflow-wrap:anywhere}
+""" + TABLE_CSS + """</style>
 """
 
 
@@ -49,9 +58,8 @@ def strip_remote(text: str) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+    """A card or index value: the report tables' formatter (missing values said in words), escaped."""
+    return html.escape(format_value(v))
 
 
 def card_html(facts: dict[str, Any], metrics: dict[str, Any], params: dict[str, Any], n_metrics: int = 12) -> str:
@@ -130,7 +138,28 @@ def render_notebook_html(ipynb: Path, html_path: Path, facts: dict[str, Any], me
     insert = card_html(facts, headline, params) + toc_html(body)
     m = re.search(r"<main[^>]*>", body) or re.search(r"<body[^>]*>", body)
     body = body[:m.end()] + insert + body[m.end():] if m else insert + body
+    logs = training_logs_html(ipynb.parent)
+    end = body.rfind("</main>") if "</main>" in body else body.rfind("</body>")
+    body = body[:end] + logs + body[end:] if end >= 0 else body + logs
     return atomic_write_text(html_path, body)
+
+
+def training_logs_html(folder: Path, max_lines: int = 400) -> str:
+    """One collapsed block at the end of the report with every ``train.log`` under ``folder`` (the
+    per-epoch lines the training loop writes there instead of into a cell), each linked by its relative
+    path; "" when there is none. A long log shows its last ``max_lines`` lines."""
+    folder = Path(folder)
+    parts = []
+    for log in sorted(folder.rglob("train.log")):
+        rel = log.relative_to(folder).as_posix()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        cut = f" (last {max_lines} of {len(lines)} lines)" if len(lines) > max_lines else ""
+        parts.append(f'<p><a href="{html.escape(rel)}">{html.escape(rel)}</a>{cut}</p>'
+                     f'<pre>{html.escape(chr(10).join(lines[-max_lines:]))}</pre>')
+    if not parts:
+        return ""
+    return (f'<details class="wb-logs"><summary>Training logs ({len(parts)} run'
+            f'{"s" if len(parts) != 1 else ""}, per epoch)</summary>{"".join(parts)}</details>')
 
 
 def _answer_cell(answer: dict[str, Any], metrics: dict[str, Any], n_metrics: int) -> str:
@@ -152,16 +181,13 @@ def index_html(run: dict[str, Any], metrics: dict[str, dict[str, Any]], n_metric
         status = nb.get("status", "not run")
         dur = nb.get("duration_s")
         shown = _answer_cell((answers or {}).get(stem, {}), metrics.get(stem, {}), n_metrics)
-        links = []
-        if nb.get("html"):
-            links.append(f'<a href="{html.escape(nb["html"])}">report</a>')
-        if nb.get("ipynb"):
-            links.append(f'<a href="{html.escape(nb["ipynb"])}">notebook</a>')
+        links = [_relative_link(nb[key], label) for key, label in (("html", "report"), ("ipynb", "notebook"))
+                 if nb.get(key)]
         if nb.get("error"):
             links.append(f'<span class="failed">{html.escape(nb["error"][:200])}</span>')
         note = f'<br><span class="note">{html.escape(nb["note"])}</span>' if nb.get("note") else ""
-        rows.append(f'<tr><td>{html.escape(stem)}</td><td class="{status.replace(" ", "-")}">{status}{note}</td>'
-                    f'<td>{"" if dur is None else f"{dur:.1f} s"}</td><td>{shown}</td><td>{" · ".join(links)}</td></tr>')
+        rows.append(f'<tr><td>{html.escape(stem)}</td><td class="{html.escape(status.replace(" ", "-"))}">'
+                    f'{html.escape(status)}{note}</td><td>{"" if dur is None else f"{dur:.1f} s"}</td><td>{shown}</td><td>{" · ".join(links)}</td></tr>')
     git = run.get("git", {})
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Run {html.escape(run['run_id'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}}table{{border-collapse:collapse;width:100%}}
@@ -169,12 +195,34 @@ td,th{{border-bottom:1px solid #ddd;padding:6px 8px;text-align:left;vertical-ali
 .ok{{color:#1a7f37;font-weight:600}}.failed{{color:#cf222e;font-weight:600}}.not-run{{color:#6e7781}}
 .running{{color:#9a6700}}.reused{{color:#1a7f37}}.ran{{color:#1a7f37;font-weight:600}}
 .interrupted{{color:#9a6700;font-weight:600}}.note{{color:#57606a;font-size:.85em}}
-.answer{{max-width:640px}}ul{{margin:4px 0;padding-left:18px}}</style></head><body>
+.answer{{max-width:640px}}ul{{margin:4px 0;padding-left:18px}}#lab-note{{color:#57606a;font-size:.85em}}</style>
+</head><body>
 <h1>Workbook run {html.escape(run['run_id'])}</h1>
 <p>profile <b>{html.escape(run['profile'])}</b> · started {html.escape(run.get('started', ''))} ·
 finished {html.escape(str(run.get('finished') or '—'))} · status <b>{html.escape(run.get('status', ''))}</b> ·
 commit {html.escape(str(git.get('git_commit') or 'n/a')[:10])}{' (dirty)' if git.get('git_dirty') else ''}</p>
 <table><tr><th>notebook</th><th>status</th><th>duration</th><th>answer</th><th>links</th></tr>
 {''.join(rows)}</table>
-<p>Resolved parameters, versions and timings: <a href="run.json">run.json</a>.</p></body></html>
+<p>Resolved parameters, versions and timings: {_relative_link("run.json", "run.json")}.</p>
+{_LAB_LINKS}</body></html>
 """
+
+
+# JupyterLab shows an HTML file from a blob: URL in a sandboxed frame whose <base> is the file's /files/
+# URL with the session's ``_xsrf`` token. A link from a blob: page is sent without a Referer, so Jupyter
+# Server answers a /files/ request that has no ``_xsrf`` with "403 Forbidden". The script (it runs when the
+# viewer trusts the page, and in any plain browser) copies the token onto each relative link; the note
+# says what to do where scripts cannot run, and the script hides it where they can.
+_LAB_LINKS = """<p id="lab-note">In JupyterLab's HTML viewer the links open after <b>Trust HTML</b> (toolbar
+above this page), or open this page with <b>Open in New Browser Tab</b> (right-click it in the file browser).</p>
+<script>(function(){var note=document.getElementById("lab-note");if(note){note.style.display="none";}
+var xsrf=new URL(document.baseURI).searchParams.get("_xsrf");if(!xsrf){return;}
+document.querySelectorAll("a[data-relative]").forEach(function(a){var u=new URL(a.getAttribute("href"),
+document.baseURI);u.searchParams.set("_xsrf",xsrf);a.href=u.href;});})();</script>"""
+
+
+def _relative_link(target: str, label: str) -> str:
+    """A link to a file inside the run folder, by its path relative to index.html (opens in a new tab)."""
+    if target.startswith(("/", "\\")) or "://" in target or ".." in Path(target).parts:
+        raise ValueError(f"index link {target!r} is not a path inside the run folder")
+    return f'<a data-relative href="{html.escape(target)}" target="_blank" rel="noopener">{html.escape(label)}</a>'

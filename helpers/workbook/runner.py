@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.core import paths
-from helpers.core.env import ENV_PROFILE, ENV_THREADS, scoped_env
+from helpers.core.env import DEFAULT_THREADS, ENV_PROFILE, ENV_THREADS, THREAD_VARS, scoped_env
 from helpers.core.errors import WorkbookError
 from helpers.workbook import cache
 from helpers.workbook.claim import Claim, claim_existing, claim_new
@@ -33,8 +33,6 @@ from helpers.workbook.record import (check_resumable, diff_runs, finish_record, 
                                      mark_interrupted, new_run_record, point_latest, read_run_record, save_record)
 from helpers.workbook.params import check_profile_name, load_notebook_spec, validate
 
-DEFAULT_THREADS = 2   # not the machine's core count: the numbers must not depend on the machine
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 __all__ = ["run", "check", "status", "diff_runs", "list_notebooks", "resolve_parameters", "select_notebooks"]
 
 
@@ -180,7 +178,7 @@ def _stop_kernels() -> None:
 # -------------------------------------------------------------------------------------- commands
 def _kernel_env(profile: str, threads: int) -> dict[str, str]:
     """Kernels inherit these: the profile for run cards, one fixed thread count for torch and BLAS."""
-    return {ENV_PROFILE: profile, ENV_THREADS: str(threads), **{v: str(threads) for v in _THREAD_VARS}}
+    return {ENV_PROFILE: profile, ENV_THREADS: str(threads), **{v: str(threads) for v in THREAD_VARS}}
 
 
 def describe_oversubscription(n_jobs: int, threads: int, cores: int) -> str:

@@ -209,3 +209,19 @@ def test_writers_stay_silent_off_rank0(tmp_path):
     on.save_epoch(1, ["loss"], {"loss": {"value": 1.0, "epoch": 1}}, history.state_dict())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_loss.pt", "last.pt"]
     assert on.state_dict() == {"checkpoints": {"best_loss": str(tmp_path / "best_loss.pt")}}
+
+
+def test_epoch_lines_go_to_the_run_folder_not_into_the_cell(tmp_path, capsys):
+    """With an output folder the per-epoch lines land in out/train.log (a later run there appends) and
+    nothing is printed, so no notebook cell shows another section's training; without one they print."""
+    xa, xb, y = _image_pairs(48)
+    data = (xa, xb, y)
+    train_model(_small_model(), BinaryTask(), data, data, _cfg(epochs=2, log_every=1), out_dir=tmp_path)
+    assert capsys.readouterr().out == ""
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"] and all("val_loss=" in ln for ln in lines)
+    train_model(_small_model(), BinaryTask(), data, data, _cfg(epochs=3, log_every=1), out_dir=tmp_path)
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert "starting afresh" in lines[2] and [ln.split()[1] for ln in lines[3:]] == ["1/3", "2/3", "3/3"]
+    train_model(_small_model(), BinaryTask(), data, data, _cfg(epochs=1, log_every=1))
+    assert "epoch   1/1" in capsys.readouterr().out
