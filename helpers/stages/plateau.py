@@ -419,9 +419,14 @@ def diagnose_histories(histories: Mapping[str, str | Path]) -> tuple[pd.DataFram
         rows.append({"history": key, "metric": d.metric, "epochs": d.summary.get("rows"),
                      "best": d.summary.get("best"), "label": d.label, "kinds": ", ".join(d.kinds),
                      "plateau_epoch": d.summary.get("plateau_epoch"), "overfit_ratio": d.summary.get("overfit_ratio"),
-                     "reduce_lr_epoch": d.rules["reduce_lr_on_plateau"]["first_cut_epoch"],
-                     "early_stop_epoch": d.rules["early_stopping"]["stop_epoch"], "top_recommendation": top})
+                     "reduce_lr_epoch": _rule_epoch(d, "reduce_lr_on_plateau", "first_cut_epoch"),
+                     "early_stop_epoch": _rule_epoch(d, "early_stopping", "stop_epoch"), "top_recommendation": top})
     return pd.DataFrame(rows, columns=cols + (["finding"] if any("finding" in r for r in rows) else [])), diags
+
+
+def _rule_epoch(d: Diagnosis, rule: str, key: str) -> int | None:
+    """Where a Keras rule would act, or None: an unjudged history (too short, no usable monitor) has no rules."""
+    return (d.rules.get(rule) or {}).get(key)
 
 
 def _plot_metric_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None, title: str) -> None:
@@ -436,8 +441,8 @@ def _plot_metric_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis, ceiling: float
         ax.axhline(pl.evidence["level"], color="C3", ls=":", lw=1, label=f"plateau level {pl.evidence['level']:.3f}")
     if ceiling is not None and math.isfinite(ceiling):
         ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
-    cut = diagnosis.rules["reduce_lr_on_plateau"]["first_cut_epoch"]
-    stop = diagnosis.rules["early_stopping"]["stop_epoch"]
+    cut = _rule_epoch(diagnosis, "reduce_lr_on_plateau", "first_cut_epoch")
+    stop = _rule_epoch(diagnosis, "early_stopping", "stop_epoch")
     if cut is not None:
         ax.axvline(cut, color="C1", ls="-.", lw=1, label=f"ReduceLROnPlateau(10) cut: {cut}")
     if stop is not None:

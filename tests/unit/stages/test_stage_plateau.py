@@ -196,3 +196,18 @@ def test_histories_of_02_to_04_and_the_lab_fallback_to_the_latest_run(tmp_path, 
     found = find_histories(interactive)           # 07 alone in JupyterLab: 02 never ran interactively
     assert list(found) == ["02_stage1/digit_pairs/history.json"] and found[list(found)[0]].is_file()
     assert "reading its outputs from the latest completed run" in capsys.readouterr().out
+
+
+def test_an_unjudged_short_history_gets_a_row_not_a_traceback(tmp_path):
+    # A 2-epoch smoke history is too short to judge: the doctor returns no rules, and the summary row says
+    # where the Keras rules would act as "none" instead of failing notebook 07.
+    import json
+    from pathlib import Path
+
+    from helpers.stages.plateau import diagnose_histories
+    rows = json.loads(Path("tests/fixtures/histories/cases/workbook_smoke_history.json").read_text())[:2]
+    (tmp_path / "history.json").write_text(json.dumps(rows))
+    table, diags = diagnose_histories({"short": tmp_path / "history.json"})
+    assert len(table) == 1 and table.loc[0, "history"] == "short"
+    if "short" in diags and not diags["short"].rules:
+        assert table.loc[0, "reduce_lr_epoch"] is None and table.loc[0, "early_stop_epoch"] is None
