@@ -67,3 +67,13 @@ def test_audit_shows_the_same_scenes_notebook_01_samples(profile):
     a, b = plan["00_data_audit"]["resolved"], plan["01_pair_sampling"]["resolved"]
     assert (a["jrdb_root"], a["scene_seed"], a["scene_sequences"], a["scene_frames"], a["scene_keyframe_stride"]) == \
         (b["jrdb_root"], b["seed"], b["n_sequences"], b["frames_per_sequence"], b["keyframe_stride"])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "gpu"])
+def test_generated_scenes_keep_jrdb_act_keyframes(profile):
+    # 02 scores JRDB-Act group AP on keyframes 15, 30, 45, ... (KEYFRAME_STRIDE); a profile whose sampled frames
+    # (every keyframe_stride-th of frames_per_sequence) miss all of them leaves the AP undefined.
+    from helpers.evaluation.groups import KEYFRAME_STRIDE
+    r = runner.resolve_parameters(profile, ["01_pair_sampling"])["01_pair_sampling"]["resolved"]
+    kept = range(0, r["frames_per_sequence"], r["keyframe_stride"])
+    assert any(f >= KEYFRAME_STRIDE and f % KEYFRAME_STRIDE == 0 for f in kept), (profile, list(kept))
