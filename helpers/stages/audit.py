@@ -14,6 +14,7 @@ from helpers.data.pairs import PairSet
 from helpers.data.pairs import PairSplits
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import select_keyframes
+from helpers.stages.words import render_answer
 
 # What notebook 00 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_balance", "describe_leakage", "describe_scene_stats", "evaluate_leakage", "load_audit_pairs", "load_scenes", "make_dataset_card", "make_digit_frequency", "make_leakage_table", "make_scene_stats_table", "make_split_summary", "plot_sample_pairs", "plot_split_balance", "select_keyframes"]
@@ -119,26 +120,14 @@ def make_dataset_card(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any
 
 def describe_answer(summary: pd.DataFrame, leak: dict[str, Any], splits: PairSplits, scene_stats: pd.DataFrame,
                     tolerance: float = 0.25) -> str:
-    """The notebook's answer in a few sentences, computed from its tables."""
-    n = summary["pairs"]
-    rates = summary["positive rate"]
-    shared = leak.get("leaked_sources")
-    srcs = " / ".join(f"{len(x.sources):,}" for _, x in splits.items()) if shared is not None else ""
-    apart = (f"no source is in two splits (of {srcs} train / val / test sources)" if shared == 0 else
-             "sources could not be compared (no ids)" if shared is None else
-             f"WARNING: {shared} sources are in two splits (of {srcs} train / val / test sources)")
-    writers = (f"; but writers are not kept apart ({_DIGIT_WRITERS} writers, no writer id), so scores measure new "
-               "images of known writers" if splits.name == "digit_pairs" else "")
+    """The notebook's answer (template block ``answer``), filled from its tables."""
+    n, rates = summary["pairs"], summary["positive rate"]
     label = scene_stats.columns[0]
     rel = ((scene_stats[label] - scene_stats["JRDB reference"]).abs() / scene_stats["JRDB reference"].abs()).dropna()
-    return (f"The later notebooks train on {int(n['train']):,} pairs, tune on {int(n['val']):,} and are scored on "
-            f"{int(n['test']):,} pairs of {splits.source.split(';')[0].split(' (')[0]}, with a positive rate of "
-            f"{_rate_range(rates)}. {apart[0].upper() + apart[1:]} and "
-            f"{leak['duplicate_pairs_across_splits']} pairs repeat across splits{writers}. The scenes notebook 01 "
-            f"samples from are {'generated' if label == 'generated' else 'loaded from JRDB'}: "
-            f"{int((rel <= tolerance).sum())} of {len(rel)} of their statistics lie within {tolerance:.0%} of JRDB's.")
-
-
-def _rate_range(rates: pd.Series) -> str:
-    lo, hi = f"{rates.min():.3f}", f"{rates.max():.3f}"
-    return f"{lo} in every split" if lo == hi else f"{lo}-{hi} across splits"
+    return render_answer("00_data_audit", n_train=int(n["train"]), n_val=int(n["val"]), n_test=int(n["test"]),
+                        source=splits.source.split(";")[0].split(" (")[0], rate_low=float(rates.min()),
+                        rate_high=float(rates.max()), shared=leak.get("leaked_sources"),
+                        duplicates=int(leak["duplicate_pairs_across_splits"]),
+                        writers=_DIGIT_WRITERS if splits.name == "digit_pairs" else None,
+                        scenes_generated=label == "generated", stats_within=int((rel <= tolerance).sum()),
+                        stats_n=len(rel), tolerance=tolerance)

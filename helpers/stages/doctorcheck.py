@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from helpers.core.paths import PROJ_ROOT
-from helpers.evaluation.doctor.validation import (BASELINES, evaluate_split, load_labelled_logs, predict,
-                                                  scores_table, SCORED_KINDS)
+from helpers.evaluation.doctor.validation import (BASELINES, evaluate_split, GOAL_PRECISION, GOAL_RECALL,
+                                                  load_labelled_logs, predict, scores_table, SCORED_KINDS)
 
 # The files that hold the doctor's rules: frozen at the recorded commit before the held-out split was scored.
 RULE_FILES = ("curve.py", "diagnose.py", "findings.py", "formats.py", "history.py", "recommend.py", "rules.py")
@@ -86,7 +86,7 @@ def describe_validation(validation: dict[str, Any], frozen: dict[str, Any]) -> s
     s = validation["scores"].set_index(["split", "method"])
     h, d = s.loc[("heldout", "doctor")], s.loc[("dev", "doctor")]
     fmt = lambda r, k: f"{r[k]:.2f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]"  # noqa: E731
-    met = h["precision"] >= 0.85 and h["recall"] >= 0.80
+    met = h["precision"] >= GOAL_PRECISION and h["recall"] >= GOAL_RECALL
     base = "; ".join(f"{m}: precision {fmt(s.loc[('heldout', m)], 'precision')}, recall {fmt(s.loc[('heldout', m)], 'recall')}"
                      for m in BASELINES)
     frozen_txt = (f"rules frozen at commit {frozen['commit'][:10]} ({frozen['utc']})"

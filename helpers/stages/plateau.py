@@ -24,7 +24,9 @@ from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
 from helpers.training.loop import evaluate_model, train_model
 from helpers.training.recipes import make_note004_train_config as make_train_config
+from helpers.evaluation.doctor.validation import GOAL_PRECISION, GOAL_RECALL
 from helpers.training.tasks import RegressionTask
+from helpers.stages.words import render_answer
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["RUN_KEYS", "describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
@@ -287,15 +289,22 @@ def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: f
     return "; ".join(lines) + " (one run per arm, no seeds: differences are single measurements)"
 
 
-def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
-                    validation_text: str, planted_text: str) -> str:
-    """The notebook's answer: what the doctor reads in the baseline, which change helped most when run, how
-    it scores on held-out public logs (beside dev and the baselines) and on the planted faults."""
+def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, scores: pd.DataFrame,
+                    planted: pd.DataFrame) -> str:
+    """The notebook's answer (template block ``answer``): what the doctor reads in the baseline, which change
+    moved the validation cosine most when run, the held-out precision and recall on public logs against the
+    goal, and the planted-fault counts beside a random guess."""
     first = diagnosis.findings[0] if diagnosis.findings else None
-    reads = f"{first.kind}: {first.message}" if first else f"nothing ({diagnosis.summary.get('reason', '')})"
-    return (f"The curve doctor reads the baseline as {reads}. "
-            f"Run and measured, {describe_conclusion(head, table, ceiling, diagnosis)}. "
-            f"On hand-labelled public logs, {validation_text} Planted faults: {planted_text}.")
+    change = None
+    if head.get("best_change") is not None:
+        row = table.set_index("run").loc[head["best_change"]]
+        change = {"name": head["best_change"], "delta": float(head["best_change_delta"]),
+                  "before": float(head["baseline_best_cos"]), "after": float(row["best_val_cos"])}
+    h = scores.set_index(["split", "method"]).loc[("heldout", "doctor")].to_dict()
+    return render_answer("07_plateau_diagnosis", finding=first.kind if first else None,
+                        reason=diagnosis.summary.get("reason", "no finding"), change=change, heldout=h,
+                        goal=(GOAL_PRECISION, GOAL_RECALL), planted=dict(planted.attrs),
+                        goal_met=bool(h["precision"] >= GOAL_PRECISION and h["recall"] >= GOAL_RECALL))
 
 
 def make_answer_headline(diagnosis: Diagnosis, head: Mapping[str, Any], scores: pd.DataFrame,

@@ -15,6 +15,7 @@ from helpers.data.scene_pairs import (evaluate_split_leakage, TooShortToSplit, w
                                       MIN_GROUPS_PER_CLASS, write_pair_dataset)
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
+from helpers.stages.words import render_answer
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_written", "make_scene_pair_datasets", "write_scene_pair_datasets", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_example_crops", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_split_method", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
@@ -361,33 +362,19 @@ def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
 
 def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFrame, groups: pd.DataFrame,
                     distance_multiplier: float, min_groups: int = MIN_GROUPS_PER_CLASS, unsplittable: str = "") -> str:
-    """The notebook's answer in a few sentences, computed from its tables."""
+    """The notebook's answer (template block ``answer``), filled from its tables."""
     r = make_ratio_table(sample)["positives per negative"]
-    a = recall.loc["all"]
-    cells = groups[list(TYPE_NAMES)].to_numpy()
-    cover = (f"every split holds at least {int(cells.min())} groups of every interaction type"
-             if cells.min() >= min_groups else
-             f"some splits hold fewer than {min_groups} groups of a type (fewest {int(cells.min())}), too few to "
-             "score the type head per class")
     c = sample.counts
-    cut_pos, cut_neg = c["positives_sampled"] - c["positives"], c["negatives_capped"] - c["negatives"]
-    trimmed = ("balancing is off" if sample.settings["stage1_balance_ratio"] <= 0 else
-               f"balancing then trims {cut_pos:,} positives" if cut_pos else
-               f"balancing then trims {cut_neg:,} negatives" if cut_neg else "balancing trims nothing")
-    if sample.settings["stage1_balance_ratio"] > 0:
-        npp = f"{1 / r.iloc[4]:.3g}"
-        trimmed += (f", ending at {npp} negative{'' if npp == '1' else 's'} per positive (stage1_balance_ratio "
-                    f"{sample.settings['stage1_balance_ratio']:g})")
-    return (f"Distance-limited pairing at {distance_multiplier:g}x the wider box (with the wrap) keeps "
-            f"{at['candidate_frac_kept']:.1%} of same-frame pairs and {at['positive_recall']:.1%} of interacting "
-            f"pairs; the wrap saves {int(at['seam_positives_lost_without_wrap']):,} interacting pairs at the seam. "
-            f"The positive:negative balance comes from capping negatives per frame ({r.iloc[2]:.3g} -> {r.iloc[3]:.3g} "
-            f"positives per negative), not from group sampling ({r.iloc[1]:.3g} -> {r.iloc[2]:.3g}); {trimmed}. "
-            f"End to end, {a['end-to-end recall']:.1%} of all interacting pairs reach training "
-            + (f"({a['recall incl. inferred']:.1%} counting pairs inferable by transitivity). {unsplittable}."
-               if unsplittable else
-               f"(test split {recall.loc['test', 'end-to-end recall']:.1%}; {a['recall incl. inferred']:.1%} counting "
-               f"pairs inferable by transitivity), and {cover}."))
+    return render_answer("01_pair_sampling", multiplier=f"{distance_multiplier:g}",
+                        candidates_kept=at["candidate_frac_kept"], positive_recall=at["positive_recall"],
+                        per_negative_before=float(r.iloc[2]), per_negative_after=float(r.iloc[3]),
+                        balance_ratio=sample.settings["stage1_balance_ratio"],
+                        trimmed_positives=int(c["positives_sampled"] - c["positives"]),
+                        trimmed_negatives=int(c["negatives_capped"] - c["negatives"]),
+                        end_to_end=float(recall.loc["all", "end-to-end recall"]),
+                        with_inferred=float(recall.loc["all", "recall incl. inferred"]),
+                        unsplittable=unsplittable.rstrip("."), min_groups=min_groups,
+                        fewest_groups=int(groups[list(TYPE_NAMES)].to_numpy().min()))
 
 
 def describe_split(scenes: Scenes, leak: dict[str, Any]) -> str:

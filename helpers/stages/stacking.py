@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ from helpers.training.distill import DistillTask, make_distill_targets
 from helpers.training.loop import predict, train_model
 from helpers.training.search import load_recipe
 from helpers.training.workers import resolve_workers, run_in_workers
+from helpers.stages.words import render_answer
 
 # What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["check_no_leakage", "dataset_labels", "describe_answer", "describe_distillation", "describe_diversity",
@@ -221,40 +222,33 @@ def describe_goal(goal: pd.DataFrame) -> str:
     return text
 
 
-def describe_answer(result: StackingResult, goal_ratio: float = 0.8, distill: "DistillResult | None" = None,
-                    speed: "SpeedResult | None" = None) -> str:
-    """The notebook's answer in two to five sentences: stacking's accuracy, each reference with its paired
-    verdict (Holm), the goal verdict from the interval of the error ratio and, with a distilled student, how
-    much of the ensemble's gain one model keeps and at what inference cost."""
+def _answer_facts(result: StackingResult, goal_ratio: float) -> dict[str, Any]:
     h = result.headline(goal_ratio)
-    acc = result.comparison.set_index("method")["test_acc"]
-    names = {BEST: f"the best single model ({result.best_single})", TOPK: f"the top-{result.topk_k} average",
-             LOGREG: "the logistic-regression meta-learner"}
-    refs = "; ".join(f"{names.get(r.reference, r.reference)} {acc[r.reference]:.4f} "
-                     f"({r.stacking_minus_reference:+.4f}, {r.verdict}, {_p_text(r)})"
-                     for r in result.paired.itertuples())
-    return (f"On the test split of {result.dataset}, LightGBM stacking over {h['n_base_models']} base models scores "
-            f"{h['stacking_test_acc']:.4f} (95% interval {h['stacking_ci_low']:.4f}–{h['stacking_ci_high']:.4f} "
-            f"over {result.unit}s). Against the references, paired over {result.unit}s and Holm-adjusted: {refs}. "
-            f"Its error is {h['error_ratio']:.3f}× the best single model's (95% interval {h['error_ratio_ci_low']:.3f}–"
-            f"{h['error_ratio_ci_high']:.3f}), so the goal of at most {goal_ratio:g}× is {h['goal_verdict'].upper()}."
-            + (" " + _distill_sentence(distill, speed) if distill is not None else ""))
+    return {"name": result.dataset, "n_models": h["n_base_models"], "accuracy": h["stacking_test_acc"],
+            "ci_low": h["stacking_ci_low"], "ci_high": h["stacking_ci_high"], "ratio": h["error_ratio"],
+            "ratio_low": h["error_ratio_ci_low"], "ratio_high": h["error_ratio_ci_high"], "goal": h["goal_verdict"]}
 
 
-def _distill_sentence(d: "DistillResult", speed: "SpeedResult | None") -> str:
-    acc = d.accuracy.set_index("model")["test_acc"]
-    p = d.paired.set_index("reference")
-    t, b, u = STUDENT_REFERENCES
-    text = (f"Distilled into one stage-2 model (soft targets: the ensemble's out-of-fold probabilities on the "
-            f"validation pairs), the student scores {acc['distilled student']:.4f}: vs the teacher "
-            f"{p.loc[t, 'student_minus_reference']:+.4f} ({p.loc[t, 'verdict']}), vs the best single model "
-            f"{p.loc[b, 'student_minus_reference']:+.4f} ({p.loc[b, 'verdict']}), vs the same student without the "
-            f"teacher {p.loc[u, 'student_minus_reference']:+.4f} ({p.loc[u, 'verdict']}; Holm over the three, the "
-            f"undistilled twin scoring {acc[u]:.4f} on the same pairs); " + _kept_text(d.gain_kept))
-    if speed is not None:
-        text += (f", at {speed.student_samples_per_s:,.0f} test pairs/s against the whole ensemble's "
-                 f"{speed.ensemble_samples_per_s:,.0f} ({speed.speedup:.1f}× faster)")
-    return text + "."
+def _student_facts(name: str, d: "DistillResult", speed: "SpeedResult | None") -> dict[str, Any]:
+    """The student against its teacher (Holm over the student's three references) and its speed-up."""
+    t = d.paired.set_index("reference").loc[STUDENT_REFERENCES[0]]
+    return {"name": name, "accuracy": float(d.accuracy.set_index("model").loc["distilled student", "test_acc"]),
+            "diff": float(t["student_minus_reference"]), "ci_low": float(t["ci_low_adjusted"]),
+            "ci_high": float(t["ci_high_adjusted"]), "verdict": t["verdict"],
+            "speedup": None if speed is None else float(speed.speedup)}
+
+
+def describe_answer(results: Mapping[str, StackingResult], goal_ratio: float = 0.8,
+                    distilled: Mapping[str, "DistillResult"] | None = None,
+                    speeds: Mapping[str, "SpeedResult"] | None = None) -> str:
+    """The notebook's answer (template block ``answer``): per dataset stacking's accuracy and the goal verdict
+    from the interval of the error ratio; for the first distilled dataset, the student against the ensemble and
+    its speed-up."""
+    distilled, speeds = distilled or {}, speeds or {}
+    first = next(iter(distilled), None)
+    student = None if first is None else _student_facts(results[first].dataset, distilled[first], speeds.get(first))
+    return render_answer("05_stacking", datasets=[_answer_facts(r, goal_ratio) for r in results.values()],
+                        goal_ratio=f"{goal_ratio:g}", student=student)
 
 
 def describe_duplicates(base) -> str:

@@ -12,6 +12,7 @@ import torch
 
 from helpers.data.multiview import make_multiview_data
 from helpers.evaluation.doctor import diagnose_history, LABELLED_KINDS, load_history, make_synthetic_history, NOTE004_BASELINE
+from helpers.stages.words import sentences
 from helpers.stages.plateau import (describe_answer, describe_conclusion, diagnose_histories,
                                     learning_curve_points, make_answer_headline,
                                     make_before_after_table, make_doctor_metrics,
@@ -127,13 +128,17 @@ def test_answer_and_headline_come_from_the_results():
                           "gap_to_ceiling": [0.12, 0.11, 0.08]})
     head = summarize_followups(table)
     diag = diagnose_history(make_synthetic_history("schedule_ended"))
-    scores = pd.DataFrame([{"split": sp, "method": "doctor", "precision": p, "recall": r}
+    scores = pd.DataFrame([{"split": sp, "method": "doctor", "precision": p, "recall": r, "files": 30,
+                            "repositories": 12, "precision_low": p - 0.1, "precision_high": p + 0.1,
+                            "recall_low": r - 0.1, "recall_high": r + 0.1}
                            for sp, p, r in (("heldout", 0.75, 0.6), ("dev", 0.8, 0.7))])
     planted = pd.DataFrame()
     planted.attrs.update(faults=8, seeds=3, named=6, helped=4, random_named=1, random_helped=1)
-    text = describe_answer(diag, head, table, 0.92, "held out: X.", "on 8 planted faults Y")
-    assert text.startswith("The curve doctor reads the baseline as schedule_ended: ")
-    assert "control_more_data (control), val cos +0.0400" in text and "held out: X." in text
+    text = describe_answer(diag, head, table, scores, planted)
+    assert "as schedule ended." in text and "control more data" in text and "+0.040 (0.800 to 0.840)" in text
+    assert "precision is 0.75 (95% interval 0.65 to 0.85) and recall 0.60" in text and "is not met" in text
+    assert "in 6 (a random guess: 1)" in text and "helped in 4 (a random remedy: 1)" in text
+    assert len(sentences(text)) <= 4 and len(text.split()) <= 90
     h = make_answer_headline(diag, head, scores, planted)
     assert h == {"first finding": "schedule_ended", "val cos gain of control_more_data": 0.04,
                  "doctor precision / recall held out (dev)": "0.75 / 0.60 (0.80 / 0.70)",
