@@ -14,7 +14,7 @@ from helpers.data.pairs import PairSet
 from helpers.data.pairs import PairSplits
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import select_keyframes
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 00 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_balance", "describe_leakage", "describe_scene_stats", "evaluate_leakage", "load_audit_pairs", "load_scenes", "make_dataset_card", "make_digit_frequency", "make_leakage_table", "make_scene_stats_table", "make_split_summary", "plot_sample_pairs", "plot_split_balance", "select_keyframes"]

@@ -25,7 +25,7 @@ from helpers.models.registry import create_model
 from helpers.training.config import TrainConfig
 from helpers.training.loop import evaluate_model, predict, train_model, train_samples_per_s
 from helpers.training.multitask import metric_key, MultiTask, task_score_names
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 06 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["REFERENCE_STEP", "TrainConfig", "WORKBOOK_STEP", "describe_answer", "describe_chance", "describe_pareto_ranking", "describe_redundancy", "describe_resolution", "describe_seeds", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "evaluate_task_redundancy", "load_default_or_user_table", "load_table_tensors", "make_answer_headline", "make_bench_table", "make_chance_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_seed_table", "make_subject_split", "make_task_specs", "plot_finetune_curves", "plot_memory", "plot_pareto", "plot_seed_scores", "pretrained_note", "retrain_top_models", "summarize_comparison", "summarize_seeds", "train_backbones"]

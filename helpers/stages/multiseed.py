@@ -50,7 +50,7 @@ from helpers.training.search import (evaluate_importance, load_recipe, make_data
                                      RECIPE_STEMS, run_study, StudyResult, width_value)
 from helpers.training.tasks import BinaryTask
 from helpers.training.workers import resolve_workers, run_in_workers, WorkerOutcome
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 04 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["dataset_labels", "describe_answer", "describe_comparison", "describe_failures", "describe_search",

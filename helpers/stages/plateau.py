@@ -26,7 +26,7 @@ from helpers.training.loop import evaluate_model, train_model
 from helpers.training.recipes import make_note004_train_config as make_train_config
 from helpers.evaluation.doctor.validation import GOAL_PRECISION, GOAL_RECALL
 from helpers.training.tasks import RegressionTask
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["RUN_KEYS", "describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",

@@ -15,7 +15,7 @@ from helpers.data.scene_pairs import (evaluate_split_leakage, TooShortToSplit, w
                                       MIN_GROUPS_PER_CLASS, write_pair_dataset)
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_written", "make_scene_pair_datasets", "write_scene_pair_datasets", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_example_crops", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_split_method", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]

@@ -41,7 +41,7 @@ from helpers.training.distill import DistillTask, make_distill_targets
 from helpers.training.loop import predict, train_model
 from helpers.training.search import load_recipe
 from helpers.training.workers import resolve_workers, run_in_workers
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["check_no_leakage", "dataset_labels", "describe_answer", "describe_distillation", "describe_diversity",

@@ -57,7 +57,7 @@ from helpers.models.registry import count_parameters, create_model
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 02 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_groups", "describe_kinds", "describe_recall", "describe_summary",

@@ -59,7 +59,7 @@ from helpers.training.checkpoints import load_checkpoint
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask, make_class_weights, MulticlassTask
-from helpers.stages.words import render_answer
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 03 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_ablation_all", "describe_answer", "describe_budget", "describe_recipe", "describe_runs",

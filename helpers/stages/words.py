@@ -114,8 +114,14 @@ def render_answer(notebook: str, **facts: Any) -> str:
         return text
 
 
-def markdown(text: str):
-    """Rendered words for a notebook cell: Markdown, never printed monospace."""
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def markdown(text: str, plain: bool = True):
+    """Words for a notebook cell, shown as Markdown (never printed monospace): each line its own paragraph.
+    ``plain`` text (a stage's sentences, names from user data) has Markdown's special characters escaped so
+    that a name such as ``a_b*`` shows as written; a template's own Markdown passes with ``plain=False``."""
     from IPython.display import Markdown  # deferred: only a notebook (IPython) displays
 
-    return Markdown(text)
+    lines = [_MARKDOWN_SPECIAL.sub(r"\\\1", line) if plain else line for line in str(text).splitlines()]
+    return Markdown("\n\n".join(line for line in lines if line.strip()))
