@@ -14,7 +14,7 @@ from helpers.data.pairs import PairSet
 from helpers.data.pairs import PairSplits
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import select_keyframes
-from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
+from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 00 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_balance", "describe_leakage", "describe_scene_stats", "evaluate_leakage", "load_audit_pairs", "load_scenes", "make_dataset_card", "make_digit_frequency", "make_leakage_table", "make_scene_stats_table", "make_split_summary", "plot_sample_pairs", "plot_split_balance", "select_keyframes"]
@@ -70,27 +70,20 @@ def plot_split_balance(summary: pd.DataFrame, freq: pd.DataFrame | None = None):
 
 
 def describe_balance(summary: pd.DataFrame) -> str:
-    """One-line takeaway on split sizes and label balance, computed from the summary table."""
+    """One-line takeaway on split sizes and label balance (template block ``balance``)."""
     rates = summary["positive rate"]
-    spread = float(rates.max() - rates.min())
-    verdict = "balanced alike" if spread < 0.05 else "NOT balanced alike: compare accuracies with care"
-    return (f"{int(summary['pairs'].sum()):,} pairs in all; positive rate {rates.min():.3f}–{rates.max():.3f} "
-            f"across splits ({verdict}).")
+    return render("00_data_audit", "balance", pairs=int(summary["pairs"].sum()), rate_low=float(rates.min()),
+                  rate_high=float(rates.max()), balance_tolerance=0.05)
 
 
 def describe_leakage(leak: dict[str, Any], splits: PairSplits) -> str:
-    """What the leakage check compared, with the counts, and what the split does not keep apart."""
+    """What the leakage check compared, with the counts, and what the split does not keep apart (template
+    block ``leakage``)."""
     scope = _leak_scope(splits, leak)
-    pairs = " / ".join(f"{v:,}" for v in scope["pairs_per_split"].values())
-    dup = leak["duplicate_pairs_across_splits"]
-    if leak.get("ids_available"):
-        srcs = " / ".join(f"{v:,}" for v in scope["sources_per_split"].values())
-        ids = (f"Compared the source ids of the {pairs} train / val / test pairs ({srcs} distinct sources) between "
-               f"each two splits: {leak['leaked_sources']} shared")
-    else:
-        ids = f"The {pairs} train / val / test pairs carry no source ids, so shared sources could not be checked"
-    return (f"{ids}; compared the pairs' content: {dup} identical pair{'s' if dup != 1 else ''} in two splits. "
-            f"Not checked: {scope['not_checked']}.")
+    return render("00_data_audit", "leakage", ids_available=bool(leak.get("ids_available")),
+                  pairs_per_split=list(scope["pairs_per_split"].values()),
+                  sources_per_split=list(scope["sources_per_split"].values()), shared=leak.get("leaked_sources"),
+                  duplicates=int(leak["duplicate_pairs_across_splits"]), not_checked=scope["not_checked"])
 
 
 def _leak_scope(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any]:

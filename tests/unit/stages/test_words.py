@@ -147,3 +147,24 @@ def test_03_facts_come_from_the_stage2_results():
     assert "90.0% test accuracy over 3 seeds" in text and "+5.0 percentage points" in text and "stage 2 better" in text
     assert "0.500 (95% interval 0.400 to 0.600)" in text and "1 of 2 additions helped and 0 hurt" in text
     assert headline == {"digit_pairs: stage 2 minus matched stage 1": 0.05, "digit_pairs: type macro-F1": 0.5}
+
+
+def test_00_and_01_section_words_state_their_numbers():
+    import pandas as pd
+
+    from helpers.stages.audit import describe_balance
+    from helpers.stages.sampling import describe_at_multiplier, describe_recall
+
+    text = describe_balance(pd.DataFrame({"pairs": [1200, 600, 800], "positive rate": [0.5, 0.42, 0.5]}))
+    assert "2,600 pairs" in text and "42.0% to 50.0%" in text and "NOT balanced alike" in text
+    at = {"candidate_frac_kept": 0.227, "positive_recall": 0.789, "seam_positives_lost_without_wrap": 12,
+          "seam_positives_lost_frac": 0.031}
+    text = describe_at_multiplier(at, 3.0)
+    assert "At 3×" in text and "22.7%" in text and "77.3% removed" in text and "78.9%" in text and "12" in text
+    recall = pd.DataFrame({"interacting pairs": [80, 20, 100], "after distance rule": [70, 15, 85],
+                           "after group sampling": [50, 10, 60], "reach training": [40, 8, 48],
+                           "end-to-end recall": [0.5, float("nan"), 0.48], "recall incl. inferred": [0.6, 0.5, 0.58]},
+                          index=pd.Index(["train", "test", "all"], name="split"))
+    text = describe_recall(recall)
+    assert "48 of 100 interacting pairs" in text and "48.0%" in text and "train 50.0%" in text
+    assert "test not measured (no pairs)" in text and "the distance rule 15.0%" in text and "58.0%" in text
