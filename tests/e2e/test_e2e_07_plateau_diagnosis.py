@@ -91,4 +91,4 @@ def test_doctor_checks_in_the_notebook(smoke_run):
         assert (out / name).is_file()
     html = (out / f"{STEM}.html").read_text(encoding="utf-8")
     assert "Does the doctor hold on real logs it was not tuned on?" in html and "Conclusion:" in html
-    assert "Does the doctor name a planted cause" in html and "held out (" in html
+    assert "Does the doctor name a planted cause" in html and "Held out (" in html

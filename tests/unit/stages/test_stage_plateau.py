@@ -101,7 +101,8 @@ def test_train_probe_diagnose_follow_up_and_conclude(tmp_path, data):
     changes = table[table["role"] != "baseline"]
     assert head["best_change_delta"] == pytest.approx(changes["delta_vs_baseline"].max())
     text = describe_conclusion(head, table, data.ceiling_cos, diag)
-    assert text.startswith(f"the change that helped most: {head['best_change']}") and "gap to the ceiling" in text
+    assert text.startswith(f"The change that helped most: {head['best_change'].replace('_', ' ')}")
+    assert f"{head['best_change_delta']:+.4f}" in text and "gap to the ceiling" in text
     for r in runs:
         cfg = json.loads((tmp_path / "followups" / r.name / "config.json").read_text())
         assert cfg["role"] == "recommendation" and cfg["params"] == r.params
@@ -117,8 +118,8 @@ def test_summary_and_conclusion_pick_the_largest_gain():
     assert head["best_change_gap_closed"] == pytest.approx(0.04 / 0.12)
     diag = diagnose_history(make_synthetic_history("schedule_ended"))
     text = describe_conclusion(head, table, 0.92, diag)
-    assert "control_more_data (control), val cos +0.0400 (0.8000 → 0.8400), closing 33%" in text
-    assert "the doctor's first runnable remedy, longer_schedule: +0.0100" in text
+    assert "control more data (control), validation cosine +0.0400 (0.8000 to 0.8400), closing 33%" in text
+    assert "first runnable remedy, longer schedule: +0.0100" in text
 
 
 def test_answer_and_headline_come_from_the_results():

@@ -168,3 +168,24 @@ def test_00_and_01_section_words_state_their_numbers():
     text = describe_recall(recall)
     assert "48 of 100 interacting pairs" in text and "48.0%" in text and "train 50.0%" in text
     assert "test not measured (no pairs)" in text and "the distance rule 15.0%" in text and "58.0%" in text
+
+
+def test_07_section_words_state_the_held_out_scores_and_the_planted_counts():
+    import pandas as pd
+
+    from helpers.evaluation.doctor.validation import BASELINES
+    from helpers.stages.doctorcheck import describe_validation, planted_summary
+
+    rows = [{"split": sp, "method": m, "files": 40, "repositories": 15, "precision": 0.9, "precision_low": 0.8,
+             "precision_high": 0.95, "recall": 0.7, "recall_low": 0.6, "recall_high": 0.8}
+            for sp in ("heldout", "dev") for m in ("doctor", *BASELINES)]
+    text = describe_validation({"scores": pd.DataFrame(rows)}, {"commit": "0123456789abcdef", "utc": "2026-12-01",
+                                                               "unchanged": True})
+    assert "Held out (40 logs, 15 repositories; rules frozen at commit 0123456789" in text
+    assert "precision 0.90 (95% interval 0.80 to 0.95), recall 0.70 (95% interval 0.60 to 0.80)" in text
+    assert "NOT met" in text and "rule files unchanged since" in text and text.count("precision") == 3 + len(BASELINES)   # held out, dev, goal, baselines
+    planted = pd.DataFrame()
+    planted.attrs.update(faults=8, seeds=5, named=5, random_named=0, helped=2, random_helped=0)
+    text = planted_summary(planted)
+    assert "On 8 planted faults (5 seeds each)" in text and "cause in 5 (goal 7; a random kind: 0)" in text
+    assert "in 2 (goal 6; a random remedy: 0)" in text
