@@ -41,7 +41,7 @@ from helpers.training.distill import DistillTask, make_distill_targets
 from helpers.training.loop import predict, train_model
 from helpers.training.search import load_recipe
 from helpers.training.workers import resolve_workers, run_in_workers
-from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
+from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["check_no_leakage", "dataset_labels", "describe_answer", "describe_distillation", "describe_diversity",
@@ -130,18 +130,9 @@ def make_goal_table(result: StackingResult, goal_ratio: float = 0.8) -> pd.DataF
 
 
 def describe_leakage(table: pd.DataFrame) -> str:
-    """One line on the leakage check's outcome (it raised if anything leaked)."""
-    assumed = int((table["record"] != "recorded").sum())
-    keyed = int((table["checked_with"] == "train_keys").sum())
-    on_val = int((table["selected_on"] == "val").sum())
-    text = (f"Leakage check passed for {len(table)} base models: none trained on a validation or test example "
-            f"({keyed} checked against their recorded training examples, {len(table) - keyed} against their "
-            f"training split; {assumed} did not record what they trained on and were assumed to use 'train').")
-    if on_val:
-        text += (f" Note: {on_val} of them used the validation split for early stopping or checkpoint choice "
-                 "(selection, not training): their validation probabilities can be slightly optimistic, which "
-                 "also favours them when models are ranked on validation.")
-    return text
+    """One line on the leakage check's outcome (it raised if anything leaked); template block ``leakage``."""
+    return render("05_stacking", "leakage", n=len(table), keyed=int((table["checked_with"] == "train_keys").sum()),
+                  assumed=int((table["record"] != "recorded").sum()), on_val=int((table["selected_on"] == "val").sum()))
 
 
 def top_by_validation(base: BasePredictions, n: int = 10) -> list[str]:
@@ -150,22 +141,21 @@ def top_by_validation(base: BasePredictions, n: int = 10) -> list[str]:
 
 
 def describe_diversity(corr: pd.DataFrame) -> str:
+    """The base models' mean pairwise error correlation, its range and the most complementary pair."""
     c = corr.to_numpy()
     off = c[~np.eye(c.shape[0], dtype=bool)]
     if not off.size or not np.isfinite(off).any():
-        return "Fewer than two base models with errors: no diversity to measure."
+        return render("05_stacking", "diversity", mean=None)
     i, j = np.unravel_index(np.nanargmin(np.where(np.eye(c.shape[0], dtype=bool), np.nan, c)), c.shape)
-    return (f"Mean pairwise error correlation {np.nanmean(off):.3f} over all {c.shape[0]} base models (range "
-            f"{np.nanmin(off):.3f} to {np.nanmax(off):.3f}); the most complementary pair is "
-            f"{corr.index[i]} / {corr.columns[j]}.")
+    return render("05_stacking", "diversity", mean=float(np.nanmean(off)), n=c.shape[0], low=float(np.nanmin(off)),
+                  high=float(np.nanmax(off)), pair=(corr.index[i], corr.columns[j]))
 
 
 def describe_topk(result: StackingResult) -> str:
     t = result.topk
     chosen = t[t["chosen"]].iloc[0]
-    return (f"The top-k average uses the {int(chosen['k'])} best base models by validation accuracy "
-            f"(validation accuracy {chosen['val_acc']:.4f}; k from 1 to {len(t)} gives "
-            f"{t['val_acc'].min():.4f}–{t['val_acc'].max():.4f}); chosen on validation, so its test score is a fair reference.")
+    return render("05_stacking", "topk", k=int(chosen["k"]), val_acc=chosen["val_acc"], n=len(t),
+                  low=t["val_acc"].min(), high=t["val_acc"].max())
 
 
 def _p_text(r) -> str:
@@ -194,32 +184,25 @@ def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def describe_paired(result: StackingResult) -> str:
-    lines = []
-    for r in result.paired.itertuples():
-        lines.append(f"stacking vs {r.reference}: {r.stacking_minus_reference:+.4f} (Holm-adjusted interval "
-                     f"{r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, {len(result.paired)} tests)")
-    return "\n".join(lines) + f"\nUnit: {result.paired['method'].iloc[0]}."
+    """Stacking against each reference: the difference with its Holm-adjusted interval and the verdict."""
+    rows = [{"reference": r.reference, "diff": r.stacking_minus_reference, "ci_low": r.ci_low_adjusted,
+             "ci_high": r.ci_high_adjusted, "verdict": r.verdict, "p_text": _p_text(r)}
+            for r in result.paired.itertuples()]
+    return render("05_stacking", "paired", rows=rows, method=result.paired["method"].iloc[0])
 
 
 def describe_goal(goal: pd.DataFrame) -> str:
+    """The goal verdict from the interval of the error ratio, with the errors and the limits (template block)."""
     v = goal["value"]
-    ratio, target = float(v["error ratio stacking / best single"]), float(v["goal: ratio at most"])
-    lo, hi = float(v["error ratio, 95% interval low"]), float(v["error ratio, 95% interval high"])
-    verdict = str(v["goal verdict (from the interval)"])
-    why = {"met": f"the whole interval lies below {target:g}",
-           "missed": f"the whole interval lies above {target:g}",
-           "undecided": f"the interval contains {target:g}, so this test split cannot tell"}[verdict]
-    text = (f"Goal {verdict.upper()}: stacking's test error {float(v['stacking: test error']):.4f} vs the best single "
-            f"model's {float(v['best single model: test error']):.4f} — ratio {ratio:.3f} (95% interval {lo:.3f}–"
-            f"{hi:.3f}, {v['interval method']}); goal ≤ {target:g}, and {why}.")
-    r_cal = float(v["error ratio stacking / recalibrated best single"])
-    text += (f" Against the best single model recalibrated on validation (test error "
-             f"{float(v['best single recalibrated on val: test error']):.4f}) the ratio is {r_cal:.3f}.")
-    if verdict != "met":
-        text += (f" Limits: {float(v['limit: share of test examples every base model gets wrong']):.4f} of test "
-                 f"examples are wrong for every base model; mean error correlation "
-                 f"{float(v['limit: mean pairwise error correlation (val)']):.3f}.")
-    return text
+    return render("05_stacking", "goal", verdict=str(v["goal verdict (from the interval)"]),
+                  error=float(v["stacking: test error"]), best_error=float(v["best single model: test error"]),
+                  ratio=float(v["error ratio stacking / best single"]), low=float(v["error ratio, 95% interval low"]),
+                  high=float(v["error ratio, 95% interval high"]), method=v["interval method"],
+                  target=f'{float(v["goal: ratio at most"]):g}',
+                  recalibrated_error=float(v["best single recalibrated on val: test error"]),
+                  recalibrated_ratio=float(v["error ratio stacking / recalibrated best single"]),
+                  all_wrong=float(v["limit: share of test examples every base model gets wrong"]),
+                  correlation=float(v["limit: mean pairwise error correlation (val)"]))
 
 
 def _answer_facts(result: StackingResult, goal_ratio: float) -> dict[str, Any]:

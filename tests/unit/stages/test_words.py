@@ -189,3 +189,20 @@ def test_07_section_words_state_the_held_out_scores_and_the_planted_counts():
     text = planted_summary(planted)
     assert "On 8 planted faults (5 seeds each)" in text and "cause in 5 (goal 7; a random kind: 0)" in text
     assert "in 2 (goal 6; a random remedy: 0)" in text
+
+
+def test_05_goal_words_state_the_errors_the_ratio_and_the_verdict():
+    import pandas as pd
+
+    from helpers.stages.stacking import describe_goal
+
+    v = {"goal verdict (from the interval)": "missed", "stacking: test error": 0.12, "best single model: test error": 0.1,
+         "error ratio stacking / best single": 1.2, "error ratio, 95% interval low": 1.05,
+         "error ratio, 95% interval high": 1.4, "interval method": "bootstrap over source images",
+         "goal: ratio at most": 0.8, "best single recalibrated on val: test error": 0.11,
+         "error ratio stacking / recalibrated best single": 1.09,
+         "limit: share of test examples every base model gets wrong": 0.04,
+         "limit: mean pairwise error correlation (val)": 0.61}
+    text = describe_goal(pd.DataFrame({"value": pd.Series(v, dtype=object)}))
+    assert text.startswith("Goal MISSED") and "12.0%" in text and "10.0%" in text and "1.200 (95% interval 1.050 to 1.400" in text
+    assert "lies above 0.8" in text and "1.090" in text and "4.0% of test examples" in text and "0.610" in text
