@@ -130,7 +130,7 @@ def test_type_head_next_to_lightgbm_and_majority(smoke_run):
         m["scene_pairs.type_macro_f1"] - m["scene_pairs.type_baseline_lgbm_macro_f1"], abs=1e-6)
     assert m["scene_pairs.type_min_groups_per_class"] == _min_groups(smoke_run)       # computed from the data
     answer = json.loads((smoke_run / STEM / "answer.json").read_text())["answer"]
-    assert (f"only {m['scene_pairs.type_min_groups_per_class']} groups" in answer) == \
+    assert (f"only {m['scene_pairs.type_min_groups_per_class']} group" in answer) == \
         (m["scene_pairs.type_min_groups_per_class"] < 10)
     assert f"macro-F1 {m['scene_pairs.type_macro_f1']:.3f}" in answer
     folder = smoke_run / STEM / "scene_pairs"
