@@ -420,8 +420,9 @@ def diagnose_histories(histories: Mapping[str, str | Path]) -> tuple[pd.DataFram
         rows.append({"history": key, "metric": d.metric, "epochs": d.summary.get("rows"),
                      "best": d.summary.get("best"), "label": d.label, "kinds": ", ".join(d.kinds),
                      "plateau_epoch": d.summary.get("plateau_epoch"), "overfit_ratio": d.summary.get("overfit_ratio"),
-                     "reduce_lr_epoch": d.rules["reduce_lr_on_plateau"]["first_cut_epoch"],
-                     "early_stop_epoch": d.rules["early_stopping"]["stop_epoch"], "top_recommendation": top})
+                     # a history too short to judge has no rule replay: its epochs stay empty, not a KeyError
+                     "reduce_lr_epoch": d.rules.get("reduce_lr_on_plateau", {}).get("first_cut_epoch"),
+                     "early_stop_epoch": d.rules.get("early_stopping", {}).get("stop_epoch"), "top_recommendation": top})
     return pd.DataFrame(rows, columns=cols + (["finding"] if any("finding" in r for r in rows) else [])), diags
 
 
