@@ -202,3 +202,10 @@ def test_histories_of_02_to_04_and_the_lab_fallback_to_the_latest_run(tmp_path, 
     found = find_histories(interactive)           # 07 alone in JupyterLab: 02 never ran interactively
     assert list(found) == ["02_stage1/digit_pairs/history.json"] and found[list(found)[0]].is_file()
     assert "reading its outputs from the latest completed run" in capsys.readouterr().out
+
+
+def test_diagnose_histories_keeps_a_history_too_short_to_judge(tmp_path):
+    (tmp_path / "short.csv").write_text("epoch,train_loss,val_loss\n1,0.9,1.0\n2,0.8,0.95\n")
+    table, diags = diagnose_histories({"short": tmp_path / "short.csv"})
+    assert len(table) == 1 and table["reduce_lr_epoch"].isna().all() and table["early_stop_epoch"].isna().all()
+    assert not diags["short"].rules                    # no rule replay on two epochs: said as empty, no KeyError
