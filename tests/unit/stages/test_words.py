@@ -206,3 +206,10 @@ def test_05_goal_words_state_the_errors_the_ratio_and_the_verdict():
     text = describe_goal(pd.DataFrame({"value": pd.Series(v, dtype=object)}))
     assert text.startswith("Goal MISSED") and "12.0%" in text and "10.0%" in text and "1.200 (95% interval 1.050 to 1.400" in text
     assert "lies above 0.8" in text and "1.090" in text and "4.0% of test examples" in text and "0.610" in text
+
+
+def test_06_a_test_score_from_one_seed_says_why_it_has_no_interval():
+    best = dict(model="m", seeds=2, val_mean=0.3, test_seeds=1, test_mean=0.304, test_low=math.nan, test_high=math.nan,
+                runner_up=None, verdict="", diff=None, diff_low=None, diff_high=None)
+    text = _limits(render("06_backbones", best=best, front=[], at_chance=[], handicapped=[]))
+    assert "it scores 0.304 (no interval from one seed)." in text and "nan" not in text
