@@ -14,6 +14,7 @@ from helpers.data.pairs import PairSet
 from helpers.data.pairs import PairSplits
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import select_keyframes
+from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 00 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_balance", "describe_leakage", "describe_scene_stats", "evaluate_leakage", "load_audit_pairs", "load_scenes", "make_dataset_card", "make_digit_frequency", "make_leakage_table", "make_scene_stats_table", "make_split_summary", "plot_sample_pairs", "plot_split_balance", "select_keyframes"]
@@ -69,27 +70,20 @@ def plot_split_balance(summary: pd.DataFrame, freq: pd.DataFrame | None = None):
 
 
 def describe_balance(summary: pd.DataFrame) -> str:
-    """One-line takeaway on split sizes and label balance, computed from the summary table."""
+    """One-line takeaway on split sizes and label balance (template block ``balance``)."""
     rates = summary["positive rate"]
-    spread = float(rates.max() - rates.min())
-    verdict = "balanced alike" if spread < 0.05 else "NOT balanced alike: compare accuracies with care"
-    return (f"{int(summary['pairs'].sum()):,} pairs in all; positive rate {rates.min():.3f}–{rates.max():.3f} "
-            f"across splits ({verdict}).")
+    return render("00_data_audit", "balance", pairs=int(summary["pairs"].sum()), rate_low=float(rates.min()),
+                  rate_high=float(rates.max()), balance_tolerance=0.05)
 
 
 def describe_leakage(leak: dict[str, Any], splits: PairSplits) -> str:
-    """What the leakage check compared, with the counts, and what the split does not keep apart."""
+    """What the leakage check compared, with the counts, and what the split does not keep apart (template
+    block ``leakage``)."""
     scope = _leak_scope(splits, leak)
-    pairs = " / ".join(f"{v:,}" for v in scope["pairs_per_split"].values())
-    dup = leak["duplicate_pairs_across_splits"]
-    if leak.get("ids_available"):
-        srcs = " / ".join(f"{v:,}" for v in scope["sources_per_split"].values())
-        ids = (f"Compared the source ids of the {pairs} train / val / test pairs ({srcs} distinct sources) between "
-               f"each two splits: {leak['leaked_sources']} shared")
-    else:
-        ids = f"The {pairs} train / val / test pairs carry no source ids, so shared sources could not be checked"
-    return (f"{ids}; compared the pairs' content: {dup} identical pair{'s' if dup != 1 else ''} in two splits. "
-            f"Not checked: {scope['not_checked']}.")
+    return render("00_data_audit", "leakage", ids_available=bool(leak.get("ids_available")),
+                  pairs_per_split=list(scope["pairs_per_split"].values()),
+                  sources_per_split=list(scope["sources_per_split"].values()), shared=leak.get("leaked_sources"),
+                  duplicates=int(leak["duplicate_pairs_across_splits"]), not_checked=scope["not_checked"])
 
 
 def _leak_scope(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any]:
@@ -119,26 +113,14 @@ def make_dataset_card(splits: PairSplits, leak: dict[str, Any]) -> dict[str, Any
 
 def describe_answer(summary: pd.DataFrame, leak: dict[str, Any], splits: PairSplits, scene_stats: pd.DataFrame,
                     tolerance: float = 0.25) -> str:
-    """The notebook's answer in a few sentences, computed from its tables."""
-    n = summary["pairs"]
-    rates = summary["positive rate"]
-    shared = leak.get("leaked_sources")
-    srcs = " / ".join(f"{len(x.sources):,}" for _, x in splits.items()) if shared is not None else ""
-    apart = (f"no source is in two splits (of {srcs} train / val / test sources)" if shared == 0 else
-             "sources could not be compared (no ids)" if shared is None else
-             f"WARNING: {shared} sources are in two splits (of {srcs} train / val / test sources)")
-    writers = (f"; but writers are not kept apart ({_DIGIT_WRITERS} writers, no writer id), so scores measure new "
-               "images of known writers" if splits.name == "digit_pairs" else "")
+    """The notebook's answer (template block ``answer``), filled from its tables."""
+    n, rates = summary["pairs"], summary["positive rate"]
     label = scene_stats.columns[0]
     rel = ((scene_stats[label] - scene_stats["JRDB reference"]).abs() / scene_stats["JRDB reference"].abs()).dropna()
-    return (f"The later notebooks train on {int(n['train']):,} pairs, tune on {int(n['val']):,} and are scored on "
-            f"{int(n['test']):,} pairs of {splits.source.split(';')[0].split(' (')[0]}, with a positive rate of "
-            f"{_rate_range(rates)}. {apart[0].upper() + apart[1:]} and "
-            f"{leak['duplicate_pairs_across_splits']} pairs repeat across splits{writers}. The scenes notebook 01 "
-            f"samples from are {'generated' if label == 'generated' else 'loaded from JRDB'}: "
-            f"{int((rel <= tolerance).sum())} of {len(rel)} of their statistics lie within {tolerance:.0%} of JRDB's.")
-
-
-def _rate_range(rates: pd.Series) -> str:
-    lo, hi = f"{rates.min():.3f}", f"{rates.max():.3f}"
-    return f"{lo} in every split" if lo == hi else f"{lo}-{hi} across splits"
+    return render_answer("00_data_audit", n_train=int(n["train"]), n_val=int(n["val"]), n_test=int(n["test"]),
+                        source=splits.source.split(";")[0].split(" (")[0], rate_low=float(rates.min()),
+                        rate_high=float(rates.max()), shared=leak.get("leaked_sources"),
+                        duplicates=int(leak["duplicate_pairs_across_splits"]),
+                        writers=_DIGIT_WRITERS if splits.name == "digit_pairs" else None,
+                        scenes_generated=label == "generated", stats_within=int((rel <= tolerance).sum()),
+                        stats_n=len(rel), tolerance=tolerance)

@@ -25,6 +25,7 @@ from helpers.models.registry import create_model
 from helpers.training.config import TrainConfig
 from helpers.training.loop import evaluate_model, predict, train_model, train_samples_per_s
 from helpers.training.multitask import metric_key, MultiTask, task_score_names
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 06 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["REFERENCE_STEP", "TrainConfig", "WORKBOOK_STEP", "describe_answer", "describe_chance", "describe_pareto_ranking", "describe_redundancy", "describe_resolution", "describe_seeds", "describe_tasks", "evaluate_backbones_speed", "evaluate_split", "evaluate_task_redundancy", "load_default_or_user_table", "load_table_tensors", "make_answer_headline", "make_bench_table", "make_chance_table", "make_claims_table", "make_comparison_table", "make_dataset_card", "make_finetune_table", "make_metrics", "make_seed_table", "make_subject_split", "make_task_specs", "plot_finetune_curves", "plot_memory", "plot_pareto", "plot_seed_scores", "pretrained_note", "retrain_top_models", "summarize_comparison", "summarize_seeds", "train_backbones"]
@@ -612,36 +613,23 @@ def describe_seeds(summary: dict, n_val: int, epochs: int) -> str:
 
 
 def describe_answer(seed_summary: dict, table) -> str:
-    """The notebook's answer in a few computed sentences: the best backbone over seeds and whether
-    it is separated from the runner-up, the best per second among above-chance models, the models
-    at chance on a task, and those handicapped by the image size."""
+    """The notebook's answer (template block ``answer``): the best backbone over seeds, its test score over
+    the seeds that did not select it and whether it is separated from the runner-up, the Pareto front of
+    score against training time, the models at chance on a task and those handicapped by the image size."""
     s = seed_summary
+    best = None
     if s.get("best_model"):
-        text = (f"Best backbone, chosen by mean validation combined (chance-normalised) over {s['best_model_seeds']} "
-                f"seeds: {s['best_model']} ({s['best_model_mean']:.3f} on validation). {_fresh_text(s)}")
-        if s.get("runner_up"):
-            word = {"better": "ahead of", "worse": "behind"}.get(s.get("best_minus_runner_up_verdict", ""),
-                                                                 "not distinguishable from")
-            text += (f" It is {word} {s['runner_up']} "
-                     f"(test difference {s['best_minus_runner_up']:+.3f}, "
-                     f"{_interval_text(s['best_minus_runner_up_ci_low'], s['best_minus_runner_up_ci_high'])}, "
-                     f"{s['best_minus_runner_up_test']}, {_p_text(s.get('best_minus_runner_up_p'))})")
-        text += "."
-    else:
-        text = "No model was trained over several seeds, so no best backbone is claimed."
-    front = _front_names(table)
-    n_ok = int(table["pareto_front"].notna().sum()) if "pareto_front" in table else 0
-    text += (f" On the Pareto front of score against training time among the {n_ok} model(s) above chance overall "
-             f"and on every task (no other is both better and faster): {', '.join(front)}." if front else
-             " No model is above chance overall and on every task, so none is ranked against training time.")
+        best = {"model": s["best_model"], "seeds": s["best_model_seeds"], "val_mean": s["best_model_mean"],
+                "test_seeds": len(s["best_model_test_fresh_seeds"]),
+                "test_mean": s["best_model_test_fresh_mean"] if s["best_model_test_fresh_seeds"] else None,
+                "test_low": s["best_model_test_fresh_ci_low"], "test_high": s["best_model_test_fresh_ci_high"],
+                "runner_up": s.get("runner_up"), "verdict": s.get("best_minus_runner_up_verdict", ""),
+                "diff": s.get("best_minus_runner_up"), "diff_low": s.get("best_minus_runner_up_ci_low"),
+                "diff_high": s.get("best_minus_runner_up_ci_high")}
     weak = [f"{r['model']} ({r['tasks_at_chance']})" for _, r in table.iterrows() if r.get("tasks_at_chance")]
-    if weak:
-        text += " At chance on a task: " + ", ".join(weak) + "."
     hand = [str(r["model"]) for _, r in table.iterrows() if r.get("resolution_handicap") is True
             or r.get("resolution_handicap") is np.True_]
-    if hand:
-        text += f" Handicapped by the image size (fixed-size, below their native size): {', '.join(hand)}."
-    return text
+    return render_answer("06_backbones", best=best, front=_front_names(table), at_chance=weak, handicapped=hand)
 
 
 def make_answer_headline(seed_summary: dict, best: dict) -> dict[str, Any]:
@@ -659,16 +647,6 @@ def make_answer_headline(seed_summary: dict, best: dict) -> dict[str, Any]:
                                                                    s["best_model_test_fresh_ci_high"])
     out["Pareto front, score vs training time (above chance only)"] = ", ".join(best.get("pareto_front") or []) or None
     return out
-
-
-def _fresh_text(s: dict) -> str:
-    """The headline on test, over the re-trained seeds (not the screening run that put the model among them)."""
-    seeds = s["best_model_test_fresh_seeds"]
-    if not seeds:
-        return "It has no re-trained seed beyond its screening run, so no test figure free of the selection."
-    return (f"On the test split, over the {len(seeds)} seed(s) that did not select it (its screening seed "
-            f"{s['best_model_screening_seed']} left out): {s['best_model_test_fresh_mean']:.3f}, 95% t-interval "
-            f"{_interval_text(s['best_model_test_fresh_ci_low'], s['best_model_test_fresh_ci_high'])}.")
 
 
 def describe_resolution(results: Sequence[dict]) -> str:

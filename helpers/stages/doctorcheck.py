@@ -11,8 +11,9 @@ from typing import Any
 import pandas as pd
 
 from helpers.core.paths import PROJ_ROOT
-from helpers.evaluation.doctor.validation import (BASELINES, evaluate_split, load_labelled_logs, predict,
-                                                  scores_table, SCORED_KINDS)
+from helpers.evaluation.doctor.validation import (BASELINES, evaluate_split, GOAL_PRECISION, GOAL_RECALL,
+                                                  load_labelled_logs, predict, scores_table, SCORED_KINDS)
+from helpers.stages.words import render
 
 # The files that hold the doctor's rules: frozen at the recorded commit before the held-out split was scored.
 RULE_FILES = ("curve.py", "diagnose.py", "findings.py", "formats.py", "history.py", "recommend.py", "rules.py")
@@ -82,28 +83,15 @@ def frozen_record(folder: str | Path) -> dict[str, Any]:
 
 def describe_validation(validation: dict[str, Any], frozen: dict[str, Any]) -> str:
     """Held-out pooled precision and recall with their intervals, the dev figure beside, each baseline, and
-    whether the goal (precision >= 0.85, recall >= 0.80 held out) is met -- said plainly."""
+    whether the goal is met held out -- said plainly (template block ``validation`` of notebook 07)."""
     s = validation["scores"].set_index(["split", "method"])
-    h, d = s.loc[("heldout", "doctor")], s.loc[("dev", "doctor")]
-    fmt = lambda r, k: f"{r[k]:.2f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]"  # noqa: E731
-    met = h["precision"] >= 0.85 and h["recall"] >= 0.80
-    base = "; ".join(f"{m}: precision {fmt(s.loc[('heldout', m)], 'precision')}, recall {fmt(s.loc[('heldout', m)], 'recall')}"
-                     for m in BASELINES)
-    frozen_txt = (f"rules frozen at commit {frozen['commit'][:10]} ({frozen['utc']})"
-                  + ("" if frozen.get("unchanged") is None else
-                     ", rule files unchanged since" if frozen["unchanged"] else ", RULE FILES CHANGED SINCE")
-                  if frozen.get("commit") else "no freeze record")
-    return (f"held out ({int(h['files'])} logs, {int(h['repositories'])} repositories; {frozen_txt}): pooled precision "
-            f"{fmt(h, 'precision')}, recall {fmt(h, 'recall')} (95 % intervals, bootstrap over repositories); dev "
-            f"({int(d['files'])} logs, tuned there): precision {fmt(d, 'precision')}, recall {fmt(d, 'recall')}. "
-            f"Goal precision >= 0.85 and recall >= 0.80 held out: {'met' if met else 'NOT met'}. "
-            f"Baselines held out: {base}.")
+    h = s.loc[("heldout", "doctor")]
+    return render("07_plateau_diagnosis", "validation", heldout=h.to_dict(), dev=s.loc[("dev", "doctor")].to_dict(),
+                  frozen=frozen, goal=(GOAL_PRECISION, GOAL_RECALL),
+                  goal_met=bool(h["precision"] >= GOAL_PRECISION and h["recall"] >= GOAL_RECALL),
+                  baselines=[(m, s.loc[("heldout", m)].to_dict()) for m in BASELINES])
 
 
 def planted_summary(table: pd.DataFrame) -> str:
-    """One sentence on the planted-fault benchmark, with the random baselines beside."""
-    a = table.attrs
-    return (f"on {a['faults']} planted faults ({a['seeds']} seeds each) the doctor named the planted cause in "
-            f"{a['named']} (goal 7; a random kind: {a['random_named']}) and its first remedy, run, raised the "
-            f"selected checkpoint's test accuracy beyond seed noise (one-sided paired t-test over seeds, p < 0.05) "
-            f"in {a['helped']} (goal 6; a random remedy: {a['random_helped']})")
+    """One sentence on the planted-fault benchmark, with the random baselines beside (template block ``planted``)."""
+    return render("07_plateau_diagnosis", "planted", **table.attrs)

@@ -25,7 +25,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ from helpers.training.search import (evaluate_importance, load_recipe, make_data
                                      RECIPE_STEMS, run_study, StudyResult, width_value)
 from helpers.training.tasks import BinaryTask
 from helpers.training.workers import resolve_workers, run_in_workers, WorkerOutcome
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 04 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["dataset_labels", "describe_answer", "describe_comparison", "describe_failures", "describe_search",
@@ -617,41 +618,31 @@ def describe_spread(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def describe_answer(summary: pd.DataFrame, comparison: pd.DataFrame, label: str, tuning: dict[str, Any] | None = None,
-                    search: StudyResult | None = None, arch: str = "") -> str:
-    """The notebook's answer in two to five sentences: the seed sd of each architecture with its interval,
-    one model's SE, what a single-seed difference is worth, the architecture comparison's verdict and, with a
-    search, what tuning bought next to the seed sd."""
-    ok = summary[summary["n_ok"] > 0]
+def _answer_facts(label: str, summary: pd.DataFrame, comparison: pd.DataFrame) -> dict[str, Any]:
+    """One dataset's numbers the answer states: the largest seed sd against one model's SE, and the first
+    architecture comparison (its interval Holm-adjusted when the table holds several)."""
+    ok = summary[(summary["n_ok"] > 1) & summary["std_test_acc"].notna()]
     if ok.empty:
-        return f"On {label} no member finished, so the seed spread could not be measured."
-    parts = [f"{r.arch} {r.mean_test_acc:.4f} (seed sd {r.std_test_acc:.4f}, 95% chi-square interval "
-             f"{r.sd_ci_low:.4f}–{r.sd_ci_high:.4f}, {r.n_ok} seeds)" for r in ok.itertuples()]
-    text = f"On the test split of {label}, retraining the models 02/03 report with new seeds gives " + "; ".join(parts) + "."
-    sd = float(np.nanmax(ok["std_test_acc"])) if ok["std_test_acc"].notna().any() else float("nan")
-    n_sd = int(ok.loc[ok["std_test_acc"].idxmax(), "n_ok"]) if ok["std_test_acc"].notna().any() else 0
-    se, unit = float(ok["unit_se"].mean()), ok["unit"].iloc[0]
-    text += (f" One model's accuracy has a standard error of {se:.4f} over {unit}s (binomial "
-             f"{float(ok['binomial_se'].mean()):.4f}), and the largest seed sd is {sd / se:.1f}× that: two "
-             f"single-seed runs of one recipe can differ by {seed_prediction_bound(sd, n_sd):.4f} from the seed alone "
-             f"(95% prediction bound, t with {n_sd - 1} df).")
-    for r in comparison.itertuples():
-        text += (f" {r.arch} vs {r.baseline}: {r.diff:+.4f} ({'Holm-adjusted' if len(comparison) > 1 else '95%'} "
-                 f"interval {r.ci_low:+.4f} to {r.ci_high:+.4f}, "
-                 f"counting seed and test-split noise), {r.verdict}.")
-    if tuning is not None and search is not None and tuning["n_seeds"] and best_is_handset(search):
-        text += (f" Tuning {arch or 'the recipe'} bought nothing: the best of {search.n_trials} Optuna trials over "
-                 f"learning rate, weight decay and width (chosen on validation) is the hand-set recipe itself (trial "
-                 f"{search.best_trial}), so its re-run over the {tuning['n_seeds']} seeds repeats the hand-set members.")
-    elif tuning is not None and search is not None and tuning["n_seeds"]:
-        sd = tuning["handset_sd"]
-        text += (f" Tuning {arch or 'the recipe'} ({search.n_trials} Optuna trials over learning rate, weight decay and "
-                 f"width, chosen on validation) and re-running the best configuration over the same "
-                 f"{tuning['n_seeds']} seeds changes test accuracy by {tuning['diff']:+.4f} (95% interval "
-                 f"{tuning['ci_low']:+.4f} to {tuning['ci_high']:+.4f}), {tuning['verdict']}")
-        text += (f" — {abs(tuning['diff']) / sd:.1f}× the hand-set recipe's seed sd of {sd:.4f}." if np.isfinite(sd) and sd > 0
-                 else ".")
-    return text
+        return {"name": label, "sd": None}
+    top = ok.loc[ok["std_test_acc"].idxmax()]
+    first = comparison.iloc[0] if len(comparison) else None
+    return {"name": label, "sd": float(top["std_test_acc"]), "sd_arch": top["arch"], "n_seeds": int(top["n_ok"]),
+            "se": float(ok["unit_se"].mean()),
+            "comparison": None if first is None else {**first.to_dict(), "adjusted": len(comparison) > 1}}
+
+
+def describe_answer(results: Mapping[str, tuple], arch: str = "") -> str:
+    """The notebook's answer (template block ``answer``) from ``{label: (summary, comparison, tuning gain or
+    None, search or None)}``: per dataset the architecture verdict and the seed sd against one model's SE,
+    then what tuning bought on the first dataset with a search."""
+    facts = [_answer_facts(label, s, c) for label, (s, c, _, _) in results.items()]
+    tuning = None
+    for gain, search in ((g, r) for _, _, g, r in results.values()):
+        if gain is not None and search is not None and gain["n_seeds"]:
+            tuning = {"arch": arch or "the recipe", "trials": search.n_trials, "handset_best": best_is_handset(search),
+                      **{k: gain[k] for k in ("diff", "ci_low", "ci_high", "verdict")}}
+            break
+    return render_answer("04_multi_seed", datasets=facts, tuning=tuning)
 
 
 def make_answer_headline(summary: pd.DataFrame, comparison: pd.DataFrame,

@@ -24,7 +24,9 @@ from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
 from helpers.training.loop import evaluate_model, train_model
 from helpers.training.recipes import make_note004_train_config as make_train_config
+from helpers.evaluation.doctor.validation import GOAL_PRECISION, GOAL_RECALL
 from helpers.training.tasks import RegressionTask
+from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["RUN_KEYS", "describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
@@ -254,48 +256,47 @@ def summarize_followups(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def describe_followups(head: Mapping[str, Any]) -> str:
-    """Two printable lines from `summarize_followups`: the best recommendation and the data control."""
-    f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    d = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
-    lines = [f"best follow-up: {head['best_remedy']} (val cos {f(head['remedy_best_cos'])}, "
-             f"{d(head['remedy_delta'])} vs baseline {f(head['baseline_best_cos'])}); one run per arm on the "
-             "validation split, so the difference is a single measurement, not a tested one"]
-    if head.get("control_best_cos") is not None:
-        lines.append(f"control with more training data: val cos {f(head['control_best_cos'])} "
-                     f"({d(head['control_delta'])} vs baseline; the same epochs over more sequences, so also more "
-                     "optimiser steps: data and compute are not separated)")
-    return "\n".join(lines)
+    """The best recommendation and the data control, from `summarize_followups` (template block ``followups``)."""
+    return render("07_plateau_diagnosis", "followups", best_remedy=head["best_remedy"],
+                  remedy_cos=head["remedy_best_cos"], remedy_delta=head["remedy_delta"],
+                  baseline_cos=head["baseline_best_cos"], control_cos=head.get("control_best_cos"),
+                  control_delta=head.get("control_delta"))
 
 
 def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
                         diagnosis: Diagnosis) -> str:
     """The notebook's conclusion from the measured runs: which change helped most, by how much, next to
-    the ceiling, and where the doctor's first remedy and the data control landed."""
-    if head.get("best_change") is None:
-        return "no follow-up or control run: nothing to compare"
-    row = table.set_index("run").loc[head["best_change"]]
-    first = next((r.name for r in diagnosis.recommendations if r.name in set(table["run"])), None)
-    lines = [f"the change that helped most: {head['best_change']} ({head['best_change_role']}), val cos "
-             f"{head['best_change_delta']:+.4f} ({head['baseline_best_cos']:.4f} → {row['best_val_cos']:.4f})"
-             + (f", closing {100 * head['best_change_gap_closed']:.0f}% of the gap to the ceiling {ceiling:.4f}"
-                if head.get("best_change_gap_closed") is not None and ceiling is not None else "")]
-    if first is not None and first != head["best_change"]:
-        d = float(table.set_index("run").loc[first, "delta_vs_baseline"])
-        lines.append(f"the doctor's first runnable remedy, {first}: {d:+.4f}")
-    if head.get("control_delta") is not None and head["best_change"] != "control_more_data":
-        lines.append(f"more data (the control): {head['control_delta']:+.4f}")
-    return "; ".join(lines) + " (one run per arm, no seeds: differences are single measurements)"
+    the ceiling, and where the doctor's first remedy and the data control landed (template block ``conclusion``)."""
+    change = first_remedy = None
+    if head.get("best_change") is not None:
+        runs = table.set_index("run")
+        change = {"name": head["best_change"], "role": head["best_change_role"], "delta": head["best_change_delta"],
+                  "before": head["baseline_best_cos"], "after": float(runs.loc[head["best_change"], "best_val_cos"]),
+                  "gap_closed": head.get("best_change_gap_closed")}
+        first = next((r.name for r in diagnosis.recommendations if r.name in set(table["run"])), None)
+        if first is not None and first != head["best_change"]:
+            first_remedy = {"name": first, "delta": float(runs.loc[first, "delta_vs_baseline"])}
+    control = head.get("control_delta") if change and head["best_change"] != "control_more_data" else None
+    return render("07_plateau_diagnosis", "conclusion", change=change, first_remedy=first_remedy, ceiling=ceiling,
+                  control_delta=control)
 
 
-def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
-                    validation_text: str, planted_text: str) -> str:
-    """The notebook's answer: what the doctor reads in the baseline, which change helped most when run, how
-    it scores on held-out public logs (beside dev and the baselines) and on the planted faults."""
+def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, scores: pd.DataFrame,
+                    planted: pd.DataFrame) -> str:
+    """The notebook's answer (template block ``answer``): what the doctor reads in the baseline, which change
+    moved the validation cosine most when run, the held-out precision and recall on public logs against the
+    goal, and the planted-fault counts beside a random guess."""
     first = diagnosis.findings[0] if diagnosis.findings else None
-    reads = f"{first.kind}: {first.message}" if first else f"nothing ({diagnosis.summary.get('reason', '')})"
-    return (f"The curve doctor reads the baseline as {reads}. "
-            f"Run and measured, {describe_conclusion(head, table, ceiling, diagnosis)}. "
-            f"On hand-labelled public logs, {validation_text} Planted faults: {planted_text}.")
+    change = None
+    if head.get("best_change") is not None:
+        row = table.set_index("run").loc[head["best_change"]]
+        change = {"name": head["best_change"], "delta": float(head["best_change_delta"]),
+                  "before": float(head["baseline_best_cos"]), "after": float(row["best_val_cos"])}
+    h = scores.set_index(["split", "method"]).loc[("heldout", "doctor")].to_dict()
+    return render_answer("07_plateau_diagnosis", finding=first.kind if first else None,
+                        reason=diagnosis.summary.get("reason", "no finding"), change=change, heldout=h,
+                        goal=(GOAL_PRECISION, GOAL_RECALL), planted=dict(planted.attrs),
+                        goal_met=bool(h["precision"] >= GOAL_PRECISION and h["recall"] >= GOAL_RECALL))
 
 
 def make_answer_headline(diagnosis: Diagnosis, head: Mapping[str, Any], scores: pd.DataFrame,

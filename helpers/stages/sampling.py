@@ -15,6 +15,7 @@ from helpers.data.scene_pairs import (evaluate_split_leakage, TooShortToSplit, w
                                       MIN_GROUPS_PER_CLASS, write_pair_dataset)
 from helpers.data.scene_stats import describe_scene_stats, make_scene_stats_table
 from helpers.data.scenes import Scenes, select_keyframes, TYPE_NAMES
+from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 01 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_written", "make_scene_pair_datasets", "write_scene_pair_datasets", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall", "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "evaluate_at_multiplier", "evaluate_split_leakage", "load_example_crops", "load_scenes", "make_dataset_card", "make_dataset_meta", "make_dataset_summary", "make_metrics", "make_pair_sample", "make_pairs_per_frame_table", "make_presets_table", "make_ratio_table", "make_recall_table", "make_sampling_panel", "make_scene_pair_dataset", "make_scene_pairs", "make_scene_stats_table", "make_split_method", "make_sweep_table", "make_sweep_wide", "make_type_groups_table", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses", "select_keyframes", "write_pair_dataset"]
@@ -174,10 +175,10 @@ def evaluate_at_multiplier(pairs: dict[str, np.ndarray], distance_multiplier: fl
 
 
 def describe_at_multiplier(at: dict[str, float], distance_multiplier: float) -> str:
-    return (f"at {distance_multiplier:g}x with wrap: {at['candidate_frac_kept']:.1%} of same-frame pairs kept "
-            f"({1 - at['candidate_frac_kept']:.1%} removed; M0 claims 70-80% fewer), recall of interacting "
-            f"pairs {at['positive_recall']:.1%}; without wrap {at['seam_positives_lost_without_wrap']} interacting "
-            f"pairs ({at['seam_positives_lost_frac']:.1%}) are lost at the seam")
+    """Pairs kept and interacting pairs kept at the chosen multiplier, and what the wrap saves (template block)."""
+    return render("01_pair_sampling", "at_multiplier", multiplier=f"{distance_multiplier:g}",
+                  kept=at["candidate_frac_kept"], positive_recall=at["positive_recall"],
+                  seam_lost=at["seam_positives_lost_without_wrap"], seam_lost_frac=at["seam_positives_lost_frac"])
 
 
 def describe_ratios(sample: PairSample) -> str:
@@ -250,18 +251,15 @@ def make_recall_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
 
 
 def describe_recall(recall: pd.DataFrame) -> str:
-    """Where the interacting pairs go, from the recall table's overall row."""
+    """Where the interacting pairs go, from the recall table's overall row (template block ``recall``)."""
     a = recall.loc["all"]
     n = max(int(a["interacting pairs"]), 1)
     lost = {"the distance rule": a["interacting pairs"] - a["after distance rule"],
             "group sampling": a["after distance rule"] - a["after group sampling"],
             "balancing": a["after group sampling"] - a["reach training"]}
-    splits = ", ".join(f"{k} {v:.1%}" if np.isfinite(v) else f"{k} n/a (no pairs)"
-                       for k, v in recall["end-to-end recall"].drop("all").items())
-    return (f"{int(a['reach training']):,} of {n:,} interacting pairs reach training: end-to-end recall "
-            f"{a['end-to-end recall']:.1%} ({splits}). Lost to " +
-            ", ".join(f"{k} {v / n:.1%}" for k, v in lost.items()) +
-            f"; counting the pairs inferable by transitivity from those kept, {a['recall incl. inferred']:.1%}.")
+    return render("01_pair_sampling", "recall", reached=int(a["reach training"]), interacting=n,
+                  recall=a["end-to-end recall"], per_split=list(recall["end-to-end recall"].drop("all").items()),
+                  lost=[(k, v / n) for k, v in lost.items()], with_inferred=a["recall incl. inferred"])
 
 
 def make_type_groups_table(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -278,16 +276,13 @@ def make_type_groups_table(scenes: Scenes, sample: PairSample, ds: dict[str, dic
 
 
 def describe_type_coverage(groups: pd.DataFrame, min_groups: int = MIN_GROUPS_PER_CLASS) -> str:
-    """Whether every split holds enough groups of every interaction type to score the type head per class."""
+    """Whether every split holds enough groups of every interaction type to score the type head per class
+    (template block ``type_coverage``)."""
     cells = groups[list(TYPE_NAMES)].stack()
     split, name = cells.idxmin()
-    fewest = f"fewest: {int(cells.min())}, {name} in {split}"
-    if cells.min() >= min_groups:
-        return (f"Every split holds at least {min_groups} groups of every interaction type ({fewest}), so "
-                "notebook 03 can score the type head per class.")
-    return (f"NOT in this profile: {int((cells < min_groups).sum())} of {len(cells)} (split, type) cells hold fewer "
-            f"than {min_groups} groups ({fewest}; the smallest split has {int(groups['sequences'].min())} "
-            "sequence(s)), so per-class type scores of notebook 03 rest on a handful of groups here.")
+    return render("01_pair_sampling", "type_coverage", min_groups=min_groups, fewest=int(cells.min()),
+                  fewest_type=name, fewest_split=split, n_short=int((cells < min_groups).sum()), n_cells=len(cells),
+                  smallest_split_sequences=int(groups["sequences"].min()))
 
 
 def describe_wrap(sweep: pd.DataFrame, distance_multiplier: float) -> str:
@@ -361,33 +356,19 @@ def make_dataset_card(scenes: Scenes, sample: PairSample, ds: dict[str, dict[str
 
 def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFrame, groups: pd.DataFrame,
                     distance_multiplier: float, min_groups: int = MIN_GROUPS_PER_CLASS, unsplittable: str = "") -> str:
-    """The notebook's answer in a few sentences, computed from its tables."""
+    """The notebook's answer (template block ``answer``), filled from its tables."""
     r = make_ratio_table(sample)["positives per negative"]
-    a = recall.loc["all"]
-    cells = groups[list(TYPE_NAMES)].to_numpy()
-    cover = (f"every split holds at least {int(cells.min())} groups of every interaction type"
-             if cells.min() >= min_groups else
-             f"some splits hold fewer than {min_groups} groups of a type (fewest {int(cells.min())}), too few to "
-             "score the type head per class")
     c = sample.counts
-    cut_pos, cut_neg = c["positives_sampled"] - c["positives"], c["negatives_capped"] - c["negatives"]
-    trimmed = ("balancing is off" if sample.settings["stage1_balance_ratio"] <= 0 else
-               f"balancing then trims {cut_pos:,} positives" if cut_pos else
-               f"balancing then trims {cut_neg:,} negatives" if cut_neg else "balancing trims nothing")
-    if sample.settings["stage1_balance_ratio"] > 0:
-        npp = f"{1 / r.iloc[4]:.3g}"
-        trimmed += (f", ending at {npp} negative{'' if npp == '1' else 's'} per positive (stage1_balance_ratio "
-                    f"{sample.settings['stage1_balance_ratio']:g})")
-    return (f"Distance-limited pairing at {distance_multiplier:g}x the wider box (with the wrap) keeps "
-            f"{at['candidate_frac_kept']:.1%} of same-frame pairs and {at['positive_recall']:.1%} of interacting "
-            f"pairs; the wrap saves {int(at['seam_positives_lost_without_wrap']):,} interacting pairs at the seam. "
-            f"The positive:negative balance comes from capping negatives per frame ({r.iloc[2]:.3g} -> {r.iloc[3]:.3g} "
-            f"positives per negative), not from group sampling ({r.iloc[1]:.3g} -> {r.iloc[2]:.3g}); {trimmed}. "
-            f"End to end, {a['end-to-end recall']:.1%} of all interacting pairs reach training "
-            + (f"({a['recall incl. inferred']:.1%} counting pairs inferable by transitivity). {unsplittable}."
-               if unsplittable else
-               f"(test split {recall.loc['test', 'end-to-end recall']:.1%}; {a['recall incl. inferred']:.1%} counting "
-               f"pairs inferable by transitivity), and {cover}."))
+    return render_answer("01_pair_sampling", multiplier=f"{distance_multiplier:g}",
+                        candidates_kept=at["candidate_frac_kept"], positive_recall=at["positive_recall"],
+                        per_negative_before=float(r.iloc[2]), per_negative_after=float(r.iloc[3]),
+                        balance_ratio=sample.settings["stage1_balance_ratio"],
+                        trimmed_positives=int(c["positives_sampled"] - c["positives"]),
+                        trimmed_negatives=int(c["negatives_capped"] - c["negatives"]),
+                        end_to_end=float(recall.loc["all", "end-to-end recall"]),
+                        with_inferred=float(recall.loc["all", "recall incl. inferred"]),
+                        unsplittable=unsplittable.rstrip("."), min_groups=min_groups,
+                        fewest_groups=int(groups[list(TYPE_NAMES)].to_numpy().min()))
 
 
 def describe_split(scenes: Scenes, leak: dict[str, Any]) -> str:

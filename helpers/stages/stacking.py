@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ from helpers.training.distill import DistillTask, make_distill_targets
 from helpers.training.loop import predict, train_model
 from helpers.training.search import load_recipe
 from helpers.training.workers import resolve_workers, run_in_workers
+from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["check_no_leakage", "dataset_labels", "describe_answer", "describe_distillation", "describe_diversity",
@@ -129,18 +130,9 @@ def make_goal_table(result: StackingResult, goal_ratio: float = 0.8) -> pd.DataF
 
 
 def describe_leakage(table: pd.DataFrame) -> str:
-    """One line on the leakage check's outcome (it raised if anything leaked)."""
-    assumed = int((table["record"] != "recorded").sum())
-    keyed = int((table["checked_with"] == "train_keys").sum())
-    on_val = int((table["selected_on"] == "val").sum())
-    text = (f"Leakage check passed for {len(table)} base models: none trained on a validation or test example "
-            f"({keyed} checked against their recorded training examples, {len(table) - keyed} against their "
-            f"training split; {assumed} did not record what they trained on and were assumed to use 'train').")
-    if on_val:
-        text += (f" Note: {on_val} of them used the validation split for early stopping or checkpoint choice "
-                 "(selection, not training): their validation probabilities can be slightly optimistic, which "
-                 "also favours them when models are ranked on validation.")
-    return text
+    """One line on the leakage check's outcome (it raised if anything leaked); template block ``leakage``."""
+    return render("05_stacking", "leakage", n=len(table), keyed=int((table["checked_with"] == "train_keys").sum()),
+                  assumed=int((table["record"] != "recorded").sum()), on_val=int((table["selected_on"] == "val").sum()))
 
 
 def top_by_validation(base: BasePredictions, n: int = 10) -> list[str]:
@@ -149,22 +141,21 @@ def top_by_validation(base: BasePredictions, n: int = 10) -> list[str]:
 
 
 def describe_diversity(corr: pd.DataFrame) -> str:
+    """The base models' mean pairwise error correlation, its range and the most complementary pair."""
     c = corr.to_numpy()
     off = c[~np.eye(c.shape[0], dtype=bool)]
     if not off.size or not np.isfinite(off).any():
-        return "Fewer than two base models with errors: no diversity to measure."
+        return render("05_stacking", "diversity", mean=None)
     i, j = np.unravel_index(np.nanargmin(np.where(np.eye(c.shape[0], dtype=bool), np.nan, c)), c.shape)
-    return (f"Mean pairwise error correlation {np.nanmean(off):.3f} over all {c.shape[0]} base models (range "
-            f"{np.nanmin(off):.3f} to {np.nanmax(off):.3f}); the most complementary pair is "
-            f"{corr.index[i]} / {corr.columns[j]}.")
+    return render("05_stacking", "diversity", mean=float(np.nanmean(off)), n=c.shape[0], low=float(np.nanmin(off)),
+                  high=float(np.nanmax(off)), pair=(corr.index[i], corr.columns[j]))
 
 
 def describe_topk(result: StackingResult) -> str:
     t = result.topk
     chosen = t[t["chosen"]].iloc[0]
-    return (f"The top-k average uses the {int(chosen['k'])} best base models by validation accuracy "
-            f"(validation accuracy {chosen['val_acc']:.4f}; k from 1 to {len(t)} gives "
-            f"{t['val_acc'].min():.4f}–{t['val_acc'].max():.4f}); chosen on validation, so its test score is a fair reference.")
+    return render("05_stacking", "topk", k=int(chosen["k"]), val_acc=chosen["val_acc"], n=len(t),
+                  low=t["val_acc"].min(), high=t["val_acc"].max())
 
 
 def _p_text(r) -> str:
@@ -193,68 +184,54 @@ def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def describe_paired(result: StackingResult) -> str:
-    lines = []
-    for r in result.paired.itertuples():
-        lines.append(f"stacking vs {r.reference}: {r.stacking_minus_reference:+.4f} (Holm-adjusted interval "
-                     f"{r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, {len(result.paired)} tests)")
-    return "\n".join(lines) + f"\nUnit: {result.paired['method'].iloc[0]}."
+    """Stacking against each reference: the difference with its Holm-adjusted interval and the verdict."""
+    rows = [{"reference": r.reference, "diff": r.stacking_minus_reference, "ci_low": r.ci_low_adjusted,
+             "ci_high": r.ci_high_adjusted, "verdict": r.verdict, "p_text": _p_text(r)}
+            for r in result.paired.itertuples()]
+    return render("05_stacking", "paired", rows=rows, method=result.paired["method"].iloc[0])
 
 
 def describe_goal(goal: pd.DataFrame) -> str:
+    """The goal verdict from the interval of the error ratio, with the errors and the limits (template block)."""
     v = goal["value"]
-    ratio, target = float(v["error ratio stacking / best single"]), float(v["goal: ratio at most"])
-    lo, hi = float(v["error ratio, 95% interval low"]), float(v["error ratio, 95% interval high"])
-    verdict = str(v["goal verdict (from the interval)"])
-    why = {"met": f"the whole interval lies below {target:g}",
-           "missed": f"the whole interval lies above {target:g}",
-           "undecided": f"the interval contains {target:g}, so this test split cannot tell"}[verdict]
-    text = (f"Goal {verdict.upper()}: stacking's test error {float(v['stacking: test error']):.4f} vs the best single "
-            f"model's {float(v['best single model: test error']):.4f} — ratio {ratio:.3f} (95% interval {lo:.3f}–"
-            f"{hi:.3f}, {v['interval method']}); goal ≤ {target:g}, and {why}.")
-    r_cal = float(v["error ratio stacking / recalibrated best single"])
-    text += (f" Against the best single model recalibrated on validation (test error "
-             f"{float(v['best single recalibrated on val: test error']):.4f}) the ratio is {r_cal:.3f}.")
-    if verdict != "met":
-        text += (f" Limits: {float(v['limit: share of test examples every base model gets wrong']):.4f} of test "
-                 f"examples are wrong for every base model; mean error correlation "
-                 f"{float(v['limit: mean pairwise error correlation (val)']):.3f}.")
-    return text
+    return render("05_stacking", "goal", verdict=str(v["goal verdict (from the interval)"]),
+                  error=float(v["stacking: test error"]), best_error=float(v["best single model: test error"]),
+                  ratio=float(v["error ratio stacking / best single"]), low=float(v["error ratio, 95% interval low"]),
+                  high=float(v["error ratio, 95% interval high"]), method=v["interval method"],
+                  target=f'{float(v["goal: ratio at most"]):g}',
+                  recalibrated_error=float(v["best single recalibrated on val: test error"]),
+                  recalibrated_ratio=float(v["error ratio stacking / recalibrated best single"]),
+                  all_wrong=float(v["limit: share of test examples every base model gets wrong"]),
+                  correlation=float(v["limit: mean pairwise error correlation (val)"]))
 
 
-def describe_answer(result: StackingResult, goal_ratio: float = 0.8, distill: "DistillResult | None" = None,
-                    speed: "SpeedResult | None" = None) -> str:
-    """The notebook's answer in two to five sentences: stacking's accuracy, each reference with its paired
-    verdict (Holm), the goal verdict from the interval of the error ratio and, with a distilled student, how
-    much of the ensemble's gain one model keeps and at what inference cost."""
+def _answer_facts(result: StackingResult, goal_ratio: float) -> dict[str, Any]:
     h = result.headline(goal_ratio)
-    acc = result.comparison.set_index("method")["test_acc"]
-    names = {BEST: f"the best single model ({result.best_single})", TOPK: f"the top-{result.topk_k} average",
-             LOGREG: "the logistic-regression meta-learner"}
-    refs = "; ".join(f"{names.get(r.reference, r.reference)} {acc[r.reference]:.4f} "
-                     f"({r.stacking_minus_reference:+.4f}, {r.verdict}, {_p_text(r)})"
-                     for r in result.paired.itertuples())
-    return (f"On the test split of {result.dataset}, LightGBM stacking over {h['n_base_models']} base models scores "
-            f"{h['stacking_test_acc']:.4f} (95% interval {h['stacking_ci_low']:.4f}–{h['stacking_ci_high']:.4f} "
-            f"over {result.unit}s). Against the references, paired over {result.unit}s and Holm-adjusted: {refs}. "
-            f"Its error is {h['error_ratio']:.3f}× the best single model's (95% interval {h['error_ratio_ci_low']:.3f}–"
-            f"{h['error_ratio_ci_high']:.3f}), so the goal of at most {goal_ratio:g}× is {h['goal_verdict'].upper()}."
-            + (" " + _distill_sentence(distill, speed) if distill is not None else ""))
+    return {"name": result.dataset, "n_models": h["n_base_models"], "accuracy": h["stacking_test_acc"],
+            "ci_low": h["stacking_ci_low"], "ci_high": h["stacking_ci_high"], "ratio": h["error_ratio"],
+            "ratio_low": h["error_ratio_ci_low"], "ratio_high": h["error_ratio_ci_high"], "goal": h["goal_verdict"]}
 
 
-def _distill_sentence(d: "DistillResult", speed: "SpeedResult | None") -> str:
-    acc = d.accuracy.set_index("model")["test_acc"]
-    p = d.paired.set_index("reference")
-    t, b, u = STUDENT_REFERENCES
-    text = (f"Distilled into one stage-2 model (soft targets: the ensemble's out-of-fold probabilities on the "
-            f"validation pairs), the student scores {acc['distilled student']:.4f}: vs the teacher "
-            f"{p.loc[t, 'student_minus_reference']:+.4f} ({p.loc[t, 'verdict']}), vs the best single model "
-            f"{p.loc[b, 'student_minus_reference']:+.4f} ({p.loc[b, 'verdict']}), vs the same student without the "
-            f"teacher {p.loc[u, 'student_minus_reference']:+.4f} ({p.loc[u, 'verdict']}; Holm over the three, the "
-            f"undistilled twin scoring {acc[u]:.4f} on the same pairs); " + _kept_text(d.gain_kept))
-    if speed is not None:
-        text += (f", at {speed.student_samples_per_s:,.0f} test pairs/s against the whole ensemble's "
-                 f"{speed.ensemble_samples_per_s:,.0f} ({speed.speedup:.1f}× faster)")
-    return text + "."
+def _student_facts(name: str, d: "DistillResult", speed: "SpeedResult | None") -> dict[str, Any]:
+    """The student against its teacher (Holm over the student's three references) and its speed-up."""
+    t = d.paired.set_index("reference").loc[STUDENT_REFERENCES[0]]
+    return {"name": name, "accuracy": float(d.accuracy.set_index("model").loc["distilled student", "test_acc"]),
+            "diff": float(t["student_minus_reference"]), "ci_low": float(t["ci_low_adjusted"]),
+            "ci_high": float(t["ci_high_adjusted"]), "verdict": t["verdict"],
+            "speedup": None if speed is None else float(speed.speedup)}
+
+
+def describe_answer(results: Mapping[str, StackingResult], goal_ratio: float = 0.8,
+                    distilled: Mapping[str, "DistillResult"] | None = None,
+                    speeds: Mapping[str, "SpeedResult"] | None = None) -> str:
+    """The notebook's answer (template block ``answer``): per dataset stacking's accuracy and the goal verdict
+    from the interval of the error ratio; for the first distilled dataset, the student against the ensemble and
+    its speed-up."""
+    distilled, speeds = distilled or {}, speeds or {}
+    first = next(iter(distilled), None)
+    student = None if first is None else _student_facts(results[first].dataset, distilled[first], speeds.get(first))
+    return render_answer("05_stacking", datasets=[_answer_facts(r, goal_ratio) for r in results.values()],
+                        goal_ratio=f"{goal_ratio:g}", student=student)
 
 
 def describe_duplicates(base) -> str:

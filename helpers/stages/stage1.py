@@ -57,6 +57,7 @@ from helpers.models.registry import count_parameters, create_model
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 02 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_answer", "describe_groups", "describe_kinds", "describe_recall", "describe_summary",
@@ -1103,62 +1104,30 @@ def make_kinds_card(run: Stage1Run) -> dict[str, Any]:
                 "files": {k: str(v) for k, v in sk.groups["files"].items()}}}
 
 
-def _answer_sentence(run: Stage1Run) -> str:
-    t, b = run.eval_test, run.best_baseline
-    c = run.comparisons[b]
-    return (f"On {run.name}{' (generated)' if run.generated else ''}, stage 1 scores {t['accuracy']:.3f} test "
-            f"accuracy (95% CI {t['acc_ci_low']:.3f} to {t['acc_ci_high']:.3f}, intervals over "
-            f"{run.test_ci['n_units']:,} {run.unit.name}s) against {run.baselines[b]['test']['accuracy']:.3f} for "
-            f"the best baseline chosen on validation, {_label(b)}: {c['test']['diff']:+.3f} (Holm-adjusted CI "
-            f"{c['test']['ci_low_adjusted']:+.3f} to {c['test']['ci_high_adjusted']:+.3f}), "
-            f"{c['verdict'].split('; ')[0]}).")
+def _answer_facts(run: Stage1Run) -> dict[str, Any]:
+    """One dataset's numbers the answer states: stage 1's test accuracy and its difference to the best baseline."""
+    t, c = run.eval_test, run.comparisons[run.best_baseline]
+    return {"name": run.name, "generated": run.generated, "accuracy": t["accuracy"], "ci_low": t["acc_ci_low"],
+            "ci_high": t["acc_ci_high"], "baseline": _label(run.best_baseline), "diff": c["test"]["diff"],
+            "diff_low": c["test"]["ci_low_adjusted"], "diff_high": c["test"]["ci_high_adjusted"],
+            "comparison": c["test"]}
 
 
-def _scene_answer(run: Stage1Run) -> str:
-    """One or two sentences: the input kinds side by side (and whether appearance helps), then the groups."""
-    sk = run.scene
-    if sk is None:
-        return ""
-    if len(sk.kinds) == 1:
-        text = f"On {run.name} only the geometry input ran ({sk.notes[-1] if sk.notes else 'no other kind requested'})."
-    else:
-        accs = ", ".join(f"{k} {kr.eval_test['accuracy']:.3f}" for k, kr in sk.kinds.items())
-        text = f"Input kinds on {run.name} (test accuracy): {accs}; chosen on validation: {sk.best_kind}."
-        if "both" in sk.kinds:
-            c = sk.comparisons["both - geometry"]
-            words = {"better": "Adding appearance to geometry helps", "worse": "Adding appearance to geometry hurts"}.get(
-                c["test"]["verdict_word"], "With appearance added, geometry is not distinguishable")
-            text += (f" {words}: both minus geometry {c['test']['diff']:+.3f}, {c['verdict'].split('; ')[0]})"
-                     + (f" {_budget_note(sk)}" if "UNEQUAL" in _budget_note(sk) else "") + ".")
-    g = sk.groups
-    if g is not None:
-        text += (f" Groups from the {g['kind']} model over all candidate pairs of the test frames: PAR group F1 "
-                 f"{g['row']['par_f1']:.3f}, JRDB-Act AP {g['row']['act_ap']:.3f} (" + ("generated scenes; " if run.generated
-                 else "ground-truth boxes of this folder's test split; ") + f"SPDP-Net's {SPDP_NET['group_iou50']} is "
-                 "on JRDB's official test split, not comparable).")
-    return text
-
-
-def _answer_caveat(runs: Mapping[str, Stage1Run]) -> str:
-    """One closing sentence: scene recall over all pairs where counted, else which baselines could not run."""
+def _scene_facts(runs: Mapping[str, Stage1Run]) -> dict[str, Any] | None:
+    """The first scene dataset's input kinds verdict (appearance added to geometry) and its group F1."""
     for run in runs.values():
-        r = (run.recall or {}).get("stage 1 model")
-        if r and r["all"]:
-            return (f"Counting the interacting pairs the sampling dropped as misses, stage-1 recall on {run.name} "
-                    f"falls from {r['sampled']['mean']:.3f} to {r['all']['mean']:.3f}." + _candidate_recall(run))
-        if r:
-            return (f"Recall over all interacting pairs of {run.name} cannot be computed (meta.json has no "
-                    f"'all_interacting_pairs'); the sampled-pair recall is {r['sampled']['mean']:.3f}.")
-    missing = [n for n, r in runs.items() if not r.has_classes]
-    return (f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no per-image classes, so the "
-            "classify-then-compare baselines did not run there." if missing else "")
+        sk = run.scene
+        if sk is not None:
+            both = sk.comparisons.get("both - geometry") if "both" in sk.kinds else None
+            return {"name": run.name, "appearance": None if both is None else both["test"],
+                    "group_f1": None if sk.groups is None else sk.groups["row"]["par_f1"]}
+    return None
 
 
 def describe_answer(runs: Mapping[str, Stage1Run]) -> tuple[str, dict[str, Any]]:
-    """The notebook's answer (a sentence per dataset, the scene input kinds and groups, one caveat) and its two
-    or three headline numbers."""
-    text = " ".join(s for s in [*(_answer_sentence(r) for r in runs.values()), *(_scene_answer(r) for r in runs.values()),
-                                _answer_caveat(runs)] if s)
+    """The notebook's answer (template block ``answer``: a sentence per dataset, one on the scene input kinds
+    and groups) and its two or three headline numbers."""
+    text = render_answer("02_stage1", runs=[_answer_facts(r) for r in runs.values()], scene=_scene_facts(runs))
     headline: dict[str, Any] = {}
     for i, r in enumerate(list(runs.values())[:2]):
         if i == 0:

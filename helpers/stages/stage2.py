@@ -59,6 +59,7 @@ from helpers.training.checkpoints import load_checkpoint
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask, make_class_weights, MulticlassTask
+from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 03 calls; lower-layer functions are imported above so the notebook needs this module only.
 __all__ = ["describe_ablation_all", "describe_answer", "describe_budget", "describe_recipe", "describe_runs",
@@ -1225,39 +1226,35 @@ def describe_runs(runs: Mapping[str, Stage2Run]) -> str:
     return "\n".join([describe_comparison(r) for r in runs.values()] + [claim])
 
 
+def _answer_facts(r: Stage2Run) -> dict[str, Any]:
+    return {"name": r.name, "generated": r.generated, "n_seeds": len(r.stage2.seeds),
+            "accuracy": float(r.stage2.accuracies(r.test_y, r.threshold).mean()),
+            "matched": r.comparisons["matched_stage1"]}
+
+
+def _type_facts(r: Stage2Run) -> dict[str, Any]:
+    sc, tests = r.types["eval"]["scores"], r.types["eval"]["tests"]
+    head = sc["type head"]
+    return {"name": r.name, "f1": float(head["point"]["macro_f1"]), "f1_low": float(head["low"]["macro_f1"]),
+            "f1_high": float(head["high"]["macro_f1"]),
+            "lgbm": float(sc["LightGBM"]["point"]["macro_f1"]) if "LightGBM" in sc else None,
+            "lgbm_test": tests.get("LightGBM"), "fewest_groups": int(r.types["data"].min_groups),
+            "min_groups": MIN_GROUPS}
+
+
 def describe_answer(runs: Mapping[str, Stage2Run]) -> tuple[str, dict[str, Any]]:
-    """(two to four sentences answering 03's question, the headline numbers) from the results."""
-    sentences, headline = [], {}
-    for r in runs.values():
-        m = r.comparisons["matched_stage1"]
-        acc = r.stage2.accuracies(r.test_y, r.threshold)
-        s = (f"On {r.name}{' (generated)' if r.generated else ''}, stage 2 reaches {acc.mean():.3f} test accuracy over "
-             f"{len(acc)} seeds, {m['diff']:+.3f} ({m['ci_low']:+.3f} to {m['ci_high']:+.3f}) against stage 1 trained "
-             f"for the same epochs: {_vtext(m)}")
-        if "best_baseline" in r.comparisons:
-            b = r.comparisons["best_baseline"]
-            s += (f", and {b['diff']:+.3f} against 02's strongest baseline ({r.baseline['name']}): "
-                  f"{_vtext(b)}")
-        sentences.append(s + ".")
-        headline[f"{r.name}: stage 2 minus matched stage 1"] = round(m["diff"], 4)
+    """(03's answer, template block ``answer``; the headline numbers) from the results."""
     typed = [r for r in runs.values() if r.types is not None]
+    tests = [t for r in runs.values() for t in r.ablation_tests.values()]
+    ablation = {"n": len(tests), "helped": sum(t["p_holm"] < ALPHA and t["diff"] < 0 for t in tests),
+                "hurt": sum(t["p_holm"] < ALPHA and t["diff"] > 0 for t in tests)} if tests else None
+    text = render_answer("03_stage2", runs=[_answer_facts(r) for r in runs.values()],
+                        types=_type_facts(typed[0]) if typed else None, ablation=ablation)
+    headline = {f"{r.name}: stage 2 minus matched stage 1": round(r.comparisons["matched_stage1"]["diff"], 4)
+                for r in runs.values()}
     for r in typed[:1]:
-        sc, tests = r.types["eval"]["scores"], r.types["eval"]["tests"]
-        f1 = sc["type head"]["point"]["macro_f1"]
-        s = f"The interaction-type head on {r.name} reaches macro-F1 {f1:.3f} ({_ci(sc['type head'], 'macro_f1')})"
-        if "LightGBM" in sc:
-            lt = tests["LightGBM"]
-            s += (f" against {sc['LightGBM']['point']['macro_f1']:.3f} for tuned LightGBM "
-                  f"({_vtext(lt)})")
-        s += (f" and {sc['majority class']['point']['macro_f1']:.3f} for the majority class; "
-              f"{_groups_note(r.types['data'])}.")
-        sentences.append(s)
-        headline[f"{r.name}: type macro-F1"] = round(float(f1), 4)
-    tests = {f"{r.name}/{k}": t for r in runs.values() for k, t in r.ablation_tests.items()}
-    if tests:
-        sentences.append("In the ablation (one change at a time, same seeds): " + _count_helped(tests)[0].lower()
-                         + _count_helped(tests)[1:])
-    return " ".join(sentences[:4]), headline
+        headline[f"{r.name}: type macro-F1"] = round(float(r.types["eval"]["scores"]["type head"]["point"]["macro_f1"]), 4)
+    return text, headline
 
 
 # ------------------------------------------------------------------------------ figures

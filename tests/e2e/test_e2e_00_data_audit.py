@@ -53,7 +53,8 @@ def test_audit_opens_with_its_answer(smoke_run):
     out = smoke_run / "00_data_audit"
     answer = json.loads((out / "answer.json").read_text())
     m = read_metrics(smoke_run, "00_data_audit")
-    assert f"{m['n_train']:,} pairs" in answer["answer"] and "No source is in two splits" in answer["answer"]
+    # numbers and verdicts, not phrasing: the training count, no shared source, the writers caveat
+    assert f"{m['n_train']:,} pairs" in answer["answer"] and "No source image is in two splits" in answer["answer"]
     assert "writers" in answer["answer"] and answer["headline"]["source images in two splits"] == 0
     html = (out / "00_data_audit.html").read_text()
     assert html.index('id="Answer"') < html.index('id="How-many-pairs-are-there')

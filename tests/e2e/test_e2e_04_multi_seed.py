@@ -110,7 +110,11 @@ def test_comparison_answer_figures_and_run_card(smoke_run):
         assert m[f"{arch}.diff_vs_baseline"] == pytest.approx(m[f"{arch}.mean_test_acc"] - m[f"{first}.mean_test_acc"])
         assert 0 < m[f"{arch}.p_vs_baseline"] <= 1
     answer = json.loads((smoke_run / STEM / "answer.json").read_text())
-    assert "seed sd" in answer["answer"] and "chi-square" in answer["answer"] and 2 <= len(answer["headline"]) <= 3
+    assert 2 <= len(answer["headline"]) <= 3
+    for arch in others[:1]:             # the first difference in percentage points, and the largest seed sd
+        assert f"{100 * m[f'{arch}.diff_vs_baseline']:+.1f} percentage points" in answer["answer"]
+    sd = max(m[f"{a}.std_test_acc"] for a in p["grid"] if m.get(f"{a}.std_test_acc") is not None)
+    assert f"seed sd of test accuracy reaches {100 * sd:.1f} percentage points" in answer["answer"]
     for f in (f"seed_strip_{ds}.png", f"curves_{ds}.png", f"arch_summary_{ds}.csv", "config.json", f"{STEM}.html"):
         assert (smoke_run / STEM / f).is_file(), f
     card = json.loads((smoke_run / STEM / "config.json").read_text())
@@ -171,4 +175,5 @@ def test_search_study_trials_and_the_tuned_rerun(smoke_run):
     card = json.loads((smoke_run / STEM / "config.json").read_text())["search"][ds]
     assert card["study_file"] == str((folder / "study.db").resolve()) and "--study" in card["join_from_another_machine"]
     assert card["n_trials"] == m["search_n_trials"] and len(card["tuned_members"]) == len(seeds)
-    assert "Tuning" in json.loads((smoke_run / STEM / "answer.json").read_text())["answer"]
+    answer = json.loads((smoke_run / STEM / "answer.json").read_text())["answer"]
+    assert "Tuning" in answer and (f"{100 * m['tuned_vs_handset_diff']:+.1f} points" in answer or "bought nothing" in answer)

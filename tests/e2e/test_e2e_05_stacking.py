@@ -85,7 +85,8 @@ def test_report_answer_figures_and_run_card(smoke_run):
     assert card["dataset"]["meta_training_split"] == "val" and leak["verdict"] == "passed"
     assert leak["base_models"] == m["n_base_models"] and leak["val_rows_seen"] == leak["test_rows_seen"] == 0
     answer = json.loads((smoke_run / STEM / "answer.json").read_text())
-    assert m["goal_verdict"].upper() in answer["answer"] and "Holm" in answer["answer"]
+    assert f"is {m['goal_verdict']}" in answer["answer"] and f"{m['stacking_test_acc']:.1%}" in answer["answer"]
+    assert f"{m['error_ratio']:.2f} (95% interval {m['error_ratio_ci_low']:.2f}" in answer["answer"]
     assert "p = 0 " not in answer["answer"] and "p = 0.0 " not in answer["answer"] and 2 <= len(answer["headline"]) <= 3
 
 

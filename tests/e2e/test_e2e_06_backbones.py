@@ -126,4 +126,6 @@ def test_outputs_and_run_card(smoke_run):
     assert card["benchmark"]["train_step"] == "forward + loss + backward + AdamW step"
     assert "chance" in card["scoring"]["combined"]
     answer = json.loads((out / "answer.json").read_text())
-    assert answer["answer"].startswith("Best backbone") and answer["headline"]["best backbone (over seeds)"]
+    best = answer["headline"]["best backbone (over seeds)"]
+    assert best and f"best backbone on validation is {best}" in answer["answer"]
+    assert f"{answer['headline']['its mean validation combined (chance-normalised)']:.3f}" in answer["answer"]

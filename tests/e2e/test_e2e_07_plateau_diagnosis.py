@@ -90,5 +90,5 @@ def test_doctor_checks_in_the_notebook(smoke_run):
     for name in ("baseline_diagnosis.png", "followups.png", "learning_curve.png", "config.json", f"{STEM}.html"):
         assert (out / name).is_file()
     html = (out / f"{STEM}.html").read_text(encoding="utf-8")
-    assert "Does the doctor hold on real logs it was not tuned on?" in html and "conclusion:" in html
-    assert "Does the doctor name a planted cause" in html and "held out (" in html
+    assert "Does the doctor hold on real logs it was not tuned on?" in html and "Conclusion:" in html
+    assert "Does the doctor name a planted cause" in html and "Held out (" in html

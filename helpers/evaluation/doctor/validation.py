@@ -164,6 +164,7 @@ def keras_early_stopping(tr, va, patience: int = 0, min_delta: float = 0.0) -> b
     return False
 
 
+GOAL_PRECISION, GOAL_RECALL = 0.85, 0.80    # the doctor's goal on held-out logs (notebook 07, README)
 BASELINES: dict[str, tuple[tuple[Callable, str], ...]] = {
     "SageMaker Debugger (LossNotDecreasing, Overfit, Overtraining)": (
         (sm_loss_not_decreasing, "plateau"), (sm_overfit, "overfitting"), (sm_overtraining, "overfitting")),

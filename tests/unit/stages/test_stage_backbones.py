@@ -15,6 +15,7 @@ from helpers.core.taskspec import make_task_specs
 from helpers.data.tables import DEFAULT_TASKS, load_table_tensors, load_task_table, make_subject_split
 from helpers.models.multitask import make_multitask_model
 from helpers.stages import backbones as bb
+from helpers.stages.words import sentences
 from helpers.stages.backbones import (make_dataset_card, choose_lrs, describe_answer, describe_chance, describe_pareto_ranking,
                                       describe_resolution, describe_seeds, make_claims_table, make_comparison_table,
                                       make_lr_groups, make_answer_headline, make_metrics, make_resolution_info,
@@ -227,11 +228,12 @@ def test_comparison_ranks_per_second_only_above_chance():
     assert "Not ranked (interval includes or lies below chance): vit_tiny_patch16_224" in ranking
     seeds = summarize_seeds(make_seed_table(ft), ft)
     answer = describe_answer(seeds, comp)
-    assert answer.startswith("Best backbone, chosen by mean validation combined (chance-normalised) over 3 seeds: "
-                             "convnext_tiny (0.680 on validation). On the test split, over the 2 seed(s) that did not "
-                             "select it")
-    assert "ahead of resnet18" in answer and "(no other is both better and faster): convnext_tiny." in answer
-    assert "At chance on a task: resnet18 (digit)." in answer and "size): vit_tiny_patch16_224." in answer
+    assert "3 seeds, the best backbone on validation is convnext_tiny" in answer and "0.680" in answer
+    assert f"over the 2 seeds that did not select it, it scores {seeds['best_model_test_fresh_mean']:.3f}" in answer
+    assert "ahead of resnet18" in answer and f"{seeds['best_minus_runner_up']:+.3f} in combined score" in answer
+    assert "training time, among models above chance on every task: convnext_tiny." in answer
+    assert "At chance on a task: resnet18 (digit)" in answer and "size: vit_tiny_patch16_224." in answer
+    assert len(sentences(answer)) <= 4 and len(answer.split()) <= 90
     head = make_answer_headline(seeds, s)
     assert head["best backbone (over seeds)"] == "convnext_tiny"
     assert head["Pareto front, score vs training time (above chance only)"] == "convnext_tiny"

@@ -15,6 +15,7 @@ from helpers.data.predictions import load_base_predictions
 from helpers.evaluation.stacking import check_no_leakage, make_split_keys
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
+from helpers.stages.words import sentences
 from helpers.stages.multiseed import (best_is_handset, _Rows, _split_rows, describe_answer, describe_comparison, describe_failures,
                                       describe_search, describe_spread, describe_tuning, evaluate_member_leakage,
                                       evaluate_tuning_gain, load_recipes, make_answer_headline, make_arch_summary,
@@ -231,8 +232,12 @@ def test_comparison_adds_seed_and_test_noise_and_gives_a_verdict(tmp_path):
     shown = make_metrics_view(pd.DataFrame({"value": [1e-30, 0.5]}, index=["big.p_vs_baseline", "big.diff"]))
     assert shown.loc["big.p_vs_baseline", "value"] == "p < 1e-16" and shown.loc["big.diff", "value"] == 0.5
     s = make_arch_summary(m)
-    text = describe_answer(s, make_comparison_table(m, ROWS, n_boot=500), "tiny")
-    assert "big vs base" in text and "chi-square" in text and "p = 0 " not in text and "p = 0.0" not in text
+    comp = make_comparison_table(m, ROWS, n_boot=500)
+    text = describe_answer({"tiny": (s, comp, None, None)})
+    big = comp.set_index("arch").loc[comp["arch"].iloc[0]]
+    assert f"{100 * big['diff']:+.1f} percentage points" in text and "big better" in text    # number and verdict
+    assert f"{100 * s['std_test_acc'].max():.1f} percentage points" in text and "p = 0" not in text
+    assert len(sentences(text)) <= 4 and len(text.split()) <= 90
     head = make_answer_headline(s, make_comparison_table(m, ROWS, n_boot=500))
     assert 2 <= len(head) <= 3
     # one seed: no seed variance, so no test (and no p printed as 0)
@@ -428,8 +433,8 @@ def test_tuning_gain_is_paired_per_seed_then_combined_across_seeds(tmp_path):
     shown = make_metrics_view(pd.DataFrame({"value": [1e-30]}, index=["tuned_vs_handset_p"]))
     assert shown.loc["tuned_vs_handset_p", "value"] == "p < 1e-16"
     s = make_arch_summary(hand)
-    ans = describe_answer(s, make_comparison_table(hand, ROWS), "tiny", g, _study_result({}), "s1")
-    assert "Tuning s1 (4 Optuna trials" in ans and "seed sd" in ans
+    ans = describe_answer({"tiny": (s, make_comparison_table(hand, ROWS), g, _study_result({}))}, "s1")
+    assert "Tuning s1 (4 trials)" in ans and f"{100 * g['diff']:+.1f} points" in ans and "tuned better" in ans
     assert len(make_answer_headline(s, make_comparison_table(hand, ROWS), g, "s1")) <= 3
     # The study's best is the enqueued hand-set trial: the re-run repeats it, and the text says so.
     from dataclasses import replace
@@ -437,8 +442,8 @@ def test_tuning_gain_is_paired_per_seed_then_combined_across_seeds(tmp_path):
     handset_best = replace(_study_result({}), best_trial=0)
     assert best_is_handset(handset_best) and not best_is_handset(_study_result({}))
     assert "hand-set recipe itself (trial 0)" in describe_tuning(g, "s1", handset_best)
-    ans = describe_answer(s, make_comparison_table(hand, ROWS), "tiny", g, handset_best, "s1")
-    assert "Tuning s1 bought nothing" in ans and "× the hand-set" not in ans
+    ans = describe_answer({"tiny": (s, make_comparison_table(hand, ROWS), g, handset_best)}, "s1")
+    assert "Tuning s1 bought nothing" in ans and "changed test accuracy" not in ans
 
 
 def test_search_figure_and_description():

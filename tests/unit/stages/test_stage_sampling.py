@@ -13,6 +13,7 @@ from helpers.data.scene_generator import make_generated_people
 from helpers.data.scenes import Scenes, WIDTH
 from helpers.data.scene_pairs import make_scene_pair_dataset
 from helpers.data.scenes import TYPE_NAMES
+from helpers.stages import words
 from helpers.stages.sampling import (describe_answer, describe_ratios, describe_recall, describe_type_coverage,
                                      describe_wrap, evaluate_sampling_counts, make_dataset_card, make_metrics,
                                      make_pairs_per_frame_table, make_presets_table, make_ratio_table,
@@ -128,7 +129,8 @@ def test_recall_table_and_type_groups(gen):
     assert m["type_min_groups_per_split"] == int(groups[list(TYPE_NAMES)].to_numpy().min())
     at = {"candidate_frac_kept": 0.2, "positive_recall": 0.8, "seam_positives_lost_without_wrap": 1}
     answer = describe_answer(at, s, rec, groups, 3.0)
-    assert 2 <= answer.count(". ") + 1 <= 4 and f"{rec.loc['all', 'end-to-end recall']:.1%}" in answer
+    assert len(words.sentences(answer)) <= 4 and len(answer.split()) <= 90
+    assert f"{rec.loc['all', 'end-to-end recall']:.1%}" in answer and f"{at['positive_recall']:.1%}" in answer
 
 
 def test_dataset_card_carries_the_leakage_check(gen):

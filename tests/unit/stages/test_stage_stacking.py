@@ -19,6 +19,7 @@ from helpers.evaluation.stacking import (check_no_leakage, evaluate_gain_kept, e
                                          STACK)
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
+from helpers.stages.words import sentences
 from helpers.stages.stacking import (describe_answer, describe_distillation, describe_goal, describe_paired,
                                      describe_speed, describe_topk, evaluate_distillation, make_answer_headline,
                                      make_base_predictors, make_distill_card, make_distill_headline,
@@ -67,8 +68,9 @@ def test_goal_table_verdict_answer_and_error_correlation():
     assert make_goal_table(res, goal_ratio=mid)["value"]["goal verdict (from the interval)"] == "undecided"
     assert describe_goal(make_goal_table(res, goal_ratio=mid)).startswith("Goal UNDECIDED")
     assert make_goal_table(res, goal_ratio=h["error_ratio_ci_high"] + 0.01)["value"].iloc[7] == "met"
-    text = describe_answer(res)
-    assert text.count("Holm") >= 4 and "top-" in text and "p = 0 " not in text and "p = 0.0 " not in text
+    text = describe_answer({"d": res})
+    assert f"{h['stacking_test_acc']:.1%}" in text and f"{h['error_ratio']:.2f} (95% interval" in text   # numbers, verdict
+    assert f"is {h['goal_verdict']}" in text and len(sentences(text)) <= 4 and len(text.split()) <= 90
     assert len(make_answer_headline(res)) == 3
     shown = make_metrics_view(pd.DataFrame({"value": list(h.values())}, index=list(h)))
     assert str(shown.loc["stacking_vs_topk_p", "value"]).startswith("p ") and shown.loc["n_base_models", "value"] == 4
@@ -219,8 +221,9 @@ def test_teacher_targets_students_and_the_inference_comparison(tmp_path):
     assert 0 < head["student_vs_teacher_p"] <= 1 and "p (Holm)" in make_distill_paired_view(d).columns
     assert len(plot_distillation(d, speed).axes) == 2
     assert make_distill_card(d, speed)["inference"]["base_models_exact"] == 8
-    ans = describe_answer(res, 0.8, d, speed)
-    assert "student" in ans and "faster" in ans and len(make_answer_headline(res, 0.8, d, speed)) == 3
+    ans = describe_answer({"d": res}, 0.8, {"d": d}, {"d": speed})
+    student = float(d.accuracy.set_index("model").loc["distilled student", "test_acc"])
+    assert f"student scores {student:.1%}" in ans and f"{speed.speedup:.1f} times" in ans and "faster" in ans and len(make_answer_headline(res, 0.8, d, speed)) == 3
 
 
 def test_gain_kept_is_the_share_of_the_teachers_gain_with_an_interval():
