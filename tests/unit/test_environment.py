@@ -20,7 +20,7 @@ def test_requirements_pin_exact_versions_of_the_required_packages():
     pins = _pip_pins()
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     for name in ("timm", "jupyterlab", "papermill", "ipywidgets", "seaborn", "lightgbm", "scikit-learn",
-                 "nbconvert", "pyyaml", "tqdm", "pytest"):
+                 "nbconvert", "jinja2", "pyyaml", "tqdm", "pytest"):
         assert name in pins, f"{name} is not pinned"
 
 
