@@ -180,6 +180,10 @@ def tidy_figure(fig):
                 axis.set_major_formatter(LogFormatter())
                 axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     _literal_invalid_math(fig)
+    if not hasattr(fig.canvas, "get_renderer"):
+        # a Figure made without pyplot (e.g. 01's sampling panel) has a bare canvas: give it Agg's to measure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()
     fig.draw_without_rendering()
     rightmost = max((a.get_position().x1 for a in fig.axes), default=1.0)

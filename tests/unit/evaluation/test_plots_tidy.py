@@ -73,3 +73,15 @@ def test_a_log_axis_spanning_under_a_decade_keeps_readable_labels():
     _draw(fig)
     shown = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
     assert len(shown) >= 3 and not any("$" in s for s in shown)
+
+
+def test_a_figure_made_without_pyplot_is_tidied():
+    # 01's sampling panel builds matplotlib.figure.Figure directly: its canvas has no renderer of its own.
+    from matplotlib.figure import Figure
+
+    from helpers.evaluation.plots import tidy_figure
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.bar(["a", "b"], [1, 2], label="counts")
+    ax.legend()
+    assert tidy_figure(fig) is fig
