@@ -27,12 +27,21 @@ TB = next(FORMATS.glob("tensorboard.*tfevents*"))
     ("lightning_metrics.csv", "Lightning", "val_loss"),
     ("hf_trainer_state.json", "trainer_state", "val_accuracy"),
     (TB.name, "TensorBoard", "val_map50_95"),
+    ("timm_summary.csv", "timm", "val_top1"),
 ])
 def test_each_format_is_read_from_a_real_file_with_its_monitor_named(name, fmt, monitor):
     d = diagnose_history(FORMATS / name)
     assert d.judged and fmt in d.summary["format"] and d.metric == monitor
     assert d.summary["monitor_rule"] and d.summary["columns_read"]
     assert d.findings
+
+
+def test_real_timm_summary_reads_top1_in_percent_and_its_six_epochs():
+    raw = pd.read_csv(FORMATS / "timm_summary.csv")
+    h = load_history(FORMATS / "timm_summary.csv")
+    assert len(h) == 6 and np.allclose(h["val_top1"], raw["eval_top1"]) and np.allclose(h["val_loss"], raw["eval_loss"])
+    d = diagnose_history(FORMATS / "timm_summary.csv")
+    assert d.summary["columns_read"] == list(raw.columns) and d.kinds == ["healthy"]
 
 
 def test_yolov5_reads_its_map_and_learning_rate_columns():
