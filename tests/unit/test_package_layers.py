@@ -1,7 +1,7 @@
 """The package's layers: imports run one way, stage modules do not import each other, no circles.
 
-Layers, lowest first: core <- data, models <- training <- evaluation <- stages <- workbook <- bench and
-the entry modules (helpers/__main__.py, helpers/distributed.py). A module may import from its own
+Layers, lowest first: core <- data, models <- training <- evaluation <- stages <- reports <- workbook <- bench
+and the entry modules (helpers/__main__.py, helpers/distributed.py). A module may import from its own
 sub-package and from any lower layer; data and models are siblings (neither imports the other).
 Evaluation sits above training because measuring a training step's speed needs a task's loss.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "helpers"
-RANK = {"core": 0, "data": 1, "models": 1, "training": 2, "evaluation": 3, "stages": 4, "workbook": 5, "bench": 6,
-        "__main__": 6, "distributed": 6, "__init__": 6}
+RANK = {"core": 0, "data": 1, "models": 1, "training": 2, "evaluation": 3, "stages": 4, "reports": 5, "workbook": 6,
+        "bench": 7, "__main__": 7, "distributed": 7, "__init__": 7}
 
 
 # The one module every stage module may import: the report words (templates and their phrases), no stage logic.
@@ -74,8 +74,9 @@ def violations(root: Path = ROOT) -> list[str]:
             if theirs not in RANK:
                 bad.append(f"{where}: imports {target}, which is in no layer")
             elif mine == theirs:
-                if mine == "stages" and target.split(".")[:3] != me.split(".")[:3] and target not in SHARED_STAGE_MODULES:
-                    bad.append(f"{where}: stage module {me} imports another stage module {target}")
+                if mine in ("stages", "reports") and target.split(".")[:3] != me.split(".")[:3] \
+                        and target not in SHARED_STAGE_MODULES:
+                    bad.append(f"{where}: {mine[:-1]} module {me} imports another {mine[:-1]} module {target}")
             elif RANK[theirs] >= RANK[mine] and mine not in ("__init__",):
                 bad.append(f"{where}: {mine} (layer {RANK[mine]}) imports {target} ({theirs}, layer {RANK[theirs]})")
             elif mine == "__init__" and theirs not in ("core", "workbook"):
