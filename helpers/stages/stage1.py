@@ -89,7 +89,7 @@ BASELINE_DEFAULTS = {"svm_c_grid": [1.0, 10.0, 100.0], "svm_gamma_grid": [0.25, 
 
 
 # Scene settings a caller may leave out (the notebook declares them all; these are its defaults).
-SCENE_DEFAULTS = {"scene_inputs": list(INPUT_KINDS), "crop_size": [64, 32], "crop_epochs": 4, "crop_layers": [1, 1, 1],
+SCENE_DEFAULTS = {"scene_inputs": list(INPUT_KINDS), "crop_size": [64, 32], "crop_epochs": 0, "crop_layers": [1, 1, 1],
                   "crop_width_mult": 0.125, "crop_stem_stride": 2, "crop_backbone": "", "crop_backbone_weights": ""}
 
 KIND_LABELS = {"geometry": "geometry: person cues + pair geometry (MLP)",
@@ -366,8 +366,10 @@ def make_crop_model_spec(params: Mapping[str, Any], kind: str, pair_dim: int = 0
 
 
 def make_crop_train_config(params: Mapping[str, Any]):
-    """The crop models' TrainConfig: notebook 02's settings with ``crop_epochs`` (their flip is in the model)."""
-    return make_train_config(params, "vector", epochs=int(_scene_setting(params, "crop_epochs")))
+    """The crop models' TrainConfig: notebook 02's settings with ``crop_epochs`` (their flip is in the model);
+    ``crop_epochs`` 0 keeps ``epochs``, so every input kind trains under the same budget and stopping rule."""
+    epochs = int(_scene_setting(params, "crop_epochs")) or int(params["epochs"])
+    return make_train_config(params, "vector", epochs=epochs)
 
 
 def _geometry_kind(fit: dict, out: Path, test_ci: dict) -> KindRun:
