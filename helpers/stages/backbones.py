@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from helpers.core.errors import DataError
+from helpers.core.io import jsonable
 from helpers.core.taskspec import make_task_specs, TaskSpec
 from helpers.data.tables import (evaluate_split, evaluate_task_redundancy, load_default_or_user_table,
                                  load_table_tensors, make_subject_split, TableTensors, TaskTable)
@@ -296,17 +297,6 @@ _MODEL_METRICS = ("params_m", "train_samples_per_s", "infer_samples_per_s", "pea
                   "test_combined", "batch", "native_px", "resolution_handicap")
 
 
-def _metric_value(v):
-    """A table cell as a metrics.json value: bool/int kept, numbers as float, NaN/None as None."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return None
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    return float(v)
-
-
 def make_metrics(table, summary: dict, seed_summary: dict | None = None,
                  tasks: Sequence[TaskSpec] = (), chance: dict | None = None) -> dict:
     """metrics.json: per model the `_MODEL_METRICS` columns, its validation score per task (raw and
@@ -316,9 +306,9 @@ def make_metrics(table, summary: dict, seed_summary: dict | None = None,
     out: dict[str, Any] = {}
     scores = [f"val_{c}" for c in task_score_names(tasks)]
     for _, r in table.iterrows():
-        row = {c: _metric_value(r.get(c)) for c in _MODEL_METRICS if c in r}
-        row.update({c[4:]: _metric_value(r.get(c)) for c in scores if c in r})
-        row.update({f"{t.name}_norm": _metric_value(r.get(f"val_{t.name}_norm")) for t in tasks
+        row = {c: jsonable(r.get(c)) for c in _MODEL_METRICS if c in r}
+        row.update({c[4:]: jsonable(r.get(c)) for c in scores if c in r})
+        row.update({f"{t.name}_norm": jsonable(r.get(f"val_{t.name}_norm")) for t in tasks
                     if f"val_{t.name}_norm" in r})
         if "tasks_at_chance" in r:
             row["n_tasks_at_chance"] = len([t for t in str(r["tasks_at_chance"] or "").split(", ") if t])
