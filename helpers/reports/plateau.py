@@ -16,12 +16,23 @@ from helpers.stages.plateau import rule_epoch, Run3D
 from helpers.stages.words import markdown, render, render_answer
 
 # What notebook 07 shows; the doctor's own tables and words are imported above so the notebook needs this module.
-__all__ = ["describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve",
-           "describe_planted", "describe_rules", "describe_validation", "make_answer_headline",
-           "make_findings_table", "make_note004_comparison", "make_recommendations_table", "make_versus_table",
-           "markdown", "plot_diagnosis", "plot_followups", "plot_learning_curve", "show_history_picker"]
+__all__ = ["describe_answer", "describe_baseline", "describe_conclusion", "describe_followups",
+           "describe_learning_curve", "describe_planted", "describe_rules", "describe_synthetic",
+           "describe_validation", "make_answer_headline", "make_findings_table", "make_note004_comparison",
+           "make_recommendations_table", "make_versus_table", "markdown", "plot_diagnosis", "plot_followups",
+           "plot_learning_curve", "show_history_picker"]
 
 NOTEBOOK = "07_plateau_diagnosis"
+
+
+def describe_baseline(run: Run3D, ceiling: float | None) -> str:
+    """The baseline run's best validation cosine, where it was reached, the test cosine and the ceiling."""
+    return render(NOTEBOOK, "baseline", run=run, ceiling=ceiling)
+
+
+def describe_synthetic(table: pd.DataFrame) -> str:
+    """How many of the labelled generated curves (`evaluate_synthetic_set`) the doctor labels correctly."""
+    return render(NOTEBOOK, "synthetic", correct=int(table["correct"].sum()), total=len(table))
 
 
 def describe_rules(diagnosis: Diagnosis) -> str:

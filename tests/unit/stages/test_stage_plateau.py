@@ -177,6 +177,18 @@ def test_answer_and_headline_come_from_the_results():
                  "planted faults: cause named / remedy helped": "6 / 4 of 8"}
 
 
+def test_baseline_and_synthetic_words_state_their_numbers():
+    from helpers.reports.plateau import describe_baseline, describe_synthetic
+    from helpers.stages.plateau import Run3D
+
+    run = Run3D("baseline", {}, pd.DataFrame(), 0.8123, 17, 0.8011, 1.1, 25, 12.34, 18_000, None)
+    text = describe_baseline(run, 0.9252)
+    assert "0.8123, at epoch 17 of 25 (test cosine 0.8011)" in text and "ceiling is 0.9252" in text
+    assert "0.018 M parameters" in text and "12.3 s" in text
+    assert "ceiling of this data is unknown" in describe_baseline(run, None)
+    assert "labels 20 of 21 generated curves" in describe_synthetic(pd.DataFrame({"correct": [True] * 20 + [False]}))
+
+
 def test_note004_comparison_says_when_the_schedule_ran_out():
     h = make_synthetic_history("schedule_ended")
     diag = diagnose_history(h)
