@@ -28,6 +28,7 @@ from helpers.models.registry import create_model
 from helpers.training.checkpoints import read_checkpoint_file
 from helpers.training.loop import predict
 from helpers.training.tasks import BinaryTask, MulticlassTask
+from helpers.evaluation.metrics import correct
 from helpers.evaluation.stats import (compare, compare_to_references, dyadic_variance, interval, P_FLOOR, ROWS,
                                       unit_of, unit_weights, Unit)
 
@@ -207,12 +208,13 @@ class MetaResult:
 
 def train_lgbm_meta(X_val: np.ndarray, y_val: np.ndarray, feature_names: Sequence[str],
                     grid: str | list[dict[str, Any]] = "small", n_folds: int = 5, seed: int = 42,
-                    max_rounds: int = 500, early_stopping_rounds: int = 30) -> MetaResult:
+                    max_rounds: int = 500, early_stopping_rounds: int = 30, *, threshold: float) -> MetaResult:
     """Choose a LightGBM meta-learner by 5-fold stratified CV on the validation split, refit it there.
 
     Every candidate of `grid` gets out-of-fold predictions (`make_oof_predictions`); the one with the
     lowest out-of-fold log-loss wins, and is refitted on all validation rows for the median of its
-    folds' early-stopped round counts. Nothing here looks at the test split.
+    folds' early-stopped round counts. Nothing here looks at the test split. ``threshold`` only scores the
+    table's out-of-fold accuracy (the choice is by log-loss).
     """
     import lightgbm as lgb
 
@@ -225,7 +227,7 @@ def train_lgbm_meta(X_val: np.ndarray, y_val: np.ndarray, feature_names: Sequenc
         res = make_oof_predictions(X_val, y_val, cand, n_folds, seed, max_rounds=max_rounds,
                                    early_stopping_rounds=early_stopping_rounds)
         results.append(res)
-        rows.append({"candidate": i, **cand, "oof_acc": float(((res.oof >= 0.5) == y_val).mean()),
+        rows.append({"candidate": i, **cand, "oof_acc": float(correct(res.oof, y_val, threshold).mean()),
                      "oof_logloss": _logloss(res.oof, y_val),
                      "median_rounds": int(np.median(res.best_iterations))})
     cv = pd.DataFrame(rows)
@@ -315,6 +317,11 @@ class StackingResult:
     unit: str = "row"
 
     @property
+    def threshold(self) -> float:
+        """The threshold every method is scored at: the one the base models' notebooks declared."""
+        return self.base.threshold
+
+    @property
     def topk_k(self) -> int:
         return int(self.topk.loc[self.topk["chosen"], "k"].iloc[0]) if len(self.topk) else 0
 
@@ -390,20 +397,20 @@ def evaluate_error_ratio(err_ref: np.ndarray, err_new: np.ndarray, unit: Unit = 
             "method": f"{'cluster' if unit.ids else 'row'} bootstrap over {unit.describe(a.size)}, {n_boot:,} resamples"}
 
 
-def _acc_row(method: str, test_prob: np.ndarray, y: np.ndarray, val_acc: float, note: str,
+def _acc_row(method: str, test_prob: np.ndarray, y: np.ndarray, threshold: float, val_acc: float, note: str,
              unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    correct = ((np.asarray(test_prob) >= 0.5).astype(np.int64) == y).astype(np.float64)
-    a = interval(correct, unit, n_boot=n_boot, seed=seed)
+    a = interval(correct(test_prob, y, threshold), unit, n_boot=n_boot, seed=seed)
     return {"method": method, "val_acc": val_acc, "test_acc": a["mean"], "ci_low": a["ci_low"],
             "ci_high": a["ci_high"], "test_error": 1 - a["mean"], "n_test": a["n"], "how": note}
 
 
-def _majority(prob: np.ndarray) -> np.ndarray:
-    """Majority vote of thresholded probabilities [N, M] -> [N] in {0, 0.5, 1}; ties fall back to the mean."""
-    votes = (prob >= 0.5).mean(axis=1)
+def _majority(prob: np.ndarray, thresholds: np.ndarray, threshold: float) -> np.ndarray:
+    """Majority vote [N] in {0, 1} of probabilities [N, M], each model voting at its own threshold; a tie falls
+    back to the mean probability at the ensemble's ``threshold``."""
+    votes = (prob >= thresholds).mean(axis=1)
     tie = np.isclose(votes, 0.5)
     out = (votes > 0.5).astype(np.float64)
-    out[tie] = (prob[tie].mean(axis=1) >= 0.5).astype(np.float64)
+    out[tie] = (prob[tie].mean(axis=1) >= threshold).astype(np.float64)
     return out
 
 
@@ -415,7 +422,7 @@ def make_comparison_table(rows: list[dict[str, Any]], best_error: float) -> pd.D
 
 def rank_by_validation(base: BasePredictions) -> np.ndarray:
     """Base-model column indices, best first: highest validation accuracy, then lowest validation log-loss."""
-    val_acc = ((base.val_prob >= 0.5) == base.val_y[:, None]).mean(axis=0)
+    val_acc = correct(base.val_prob, base.val_y[:, None], base.thresholds).mean(axis=0)
     val_ll = np.array([_logloss(base.val_prob[:, j], base.val_y) for j in range(base.n_models)])
     return np.lexsort((val_ll, -val_acc))
 
@@ -426,9 +433,10 @@ def make_base_table(base: BasePredictions, leakage: pd.DataFrame) -> tuple[pd.Da
     yv, yt = base.val_y, base.test_y
     order = rank_by_validation(base)
     best = int(order[0])
-    base_table = pd.DataFrame({"model": base.names, "val_acc": ((base.val_prob >= 0.5) == yv[:, None]).mean(axis=0),
+    base_table = pd.DataFrame({"model": base.names,
+                               "val_acc": correct(base.val_prob, yv[:, None], base.thresholds).mean(axis=0),
                                "val_logloss": [_logloss(base.val_prob[:, j], yv) for j in range(base.n_models)],
-                               "test_acc": ((base.test_prob >= 0.5) == yt[:, None]).mean(axis=0),
+                               "test_acc": correct(base.test_prob, yt[:, None], base.thresholds).mean(axis=0),
                                "trained_on": leakage["trained_on"].values,
                                "selected_on": leakage["selected_on"].values})
     base_table["chosen_as_best"] = np.arange(base.n_models) == best
@@ -442,7 +450,7 @@ def choose_topk(base: BasePredictions) -> pd.DataFrame:
     Chosen on validation only: the test split never enters."""
     order = rank_by_validation(base)
     csum = np.cumsum(base.val_prob[:, order], axis=1) / np.arange(1, base.n_models + 1)   # [N, M] top-k means
-    acc = ((csum >= 0.5) == base.val_y[:, None]).mean(axis=0)
+    acc = correct(csum, base.val_y[:, None], base.threshold).mean(axis=0)     # an average: the shared threshold
     ll = np.array([_logloss(csum[:, k], base.val_y) for k in range(base.n_models)])
     table = pd.DataFrame({"k": np.arange(1, base.n_models + 1), "val_acc": acc, "val_logloss": ll,
                           "added_model": [base.names[j] for j in order]})
@@ -465,7 +473,8 @@ def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, see
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     yv = base.val_y
-    meta = train_lgbm_meta(base.val_prob, yv, base.names, grid, n_folds, seed, max_rounds, early_stopping_rounds)
+    meta = train_lgbm_meta(base.val_prob, yv, base.names, grid, n_folds, seed, max_rounds, early_stopping_rounds,
+                           threshold=base.threshold)
     logreg = train_logreg_meta(base.val_prob, yv, n_folds, seed)
     # Its out-of-fold validation accuracy, for the val column.
     logreg_oof = cross_val_predict(make_logreg_meta(n_folds, seed), base.val_prob, yv,
@@ -482,8 +491,11 @@ def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, see
 
 def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, metas: _MetaLearners
                         ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
-    """Per method: test P(y=1), validation accuracy (out-of-fold where fitted on val), how it was made."""
-    yv, meta = base.val_y, metas.lgbm
+    """Per method: test P(y=1), validation accuracy (out-of-fold where fitted on val), how it was made. Every
+    method's output is a probability of the same label as the base models', so it is scored at the threshold
+    their notebooks declared (`BasePredictions.threshold`), never at a literal 0.5."""
+    yv, meta, thr = base.val_y, metas.lgbm, base.threshold
+    acc = lambda p: float(correct(p, yv, thr).mean())      # noqa: E731
     k = int(topk.loc[topk["chosen"], "k"].iloc[0])
     top = rank_by_validation(base)[:k]
     preds = {
@@ -491,24 +503,24 @@ def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, me
         "best single, recalibrated on val": metas.recal.predict_proba(base.test_prob[:, [best]])[:, 1],
         TOPK: base.test_prob[:, top].mean(axis=1),
         "mean of probabilities": base.test_prob.mean(axis=1),
-        MAJORITY: _majority(base.test_prob),
+        MAJORITY: _majority(base.test_prob, base.thresholds, thr),
         LOGREG: metas.logreg.predict_proba(base.test_prob)[:, 1],
         STACK: meta.predict(base.test_prob),
     }
     val_side = {
-        BEST: float(((base.val_prob[:, best] >= 0.5) == yv).mean()),
-        "best single, recalibrated on val": float(((metas.recal_oof >= 0.5) == yv).mean()),
+        BEST: float(correct(base.val_prob[:, best], yv, base.thresholds[best]).mean()),
+        "best single, recalibrated on val": acc(metas.recal_oof),
         TOPK: float(topk.loc[topk["chosen"], "val_acc"].iloc[0]),
-        "mean of probabilities": float(((base.val_prob.mean(1) >= 0.5) == yv).mean()),
-        MAJORITY: float(((_majority(base.val_prob) >= 0.5) == yv).mean()),
-        LOGREG: float(((metas.logreg_oof >= 0.5) == yv).mean()),
-        STACK: float(((meta.oof.oof >= 0.5) == yv).mean()),
+        "mean of probabilities": acc(base.val_prob.mean(1)),
+        MAJORITY: acc(_majority(base.val_prob, base.thresholds, thr)),
+        LOGREG: acc(metas.logreg_oof),
+        STACK: acc(meta.oof.oof),
     }
     how = {
         BEST: base.names[best],
         "best single, recalibrated on val": "Platt scaling of its logit fitted on val (val_acc = out-of-fold)",
         TOPK: f"mean probability of the {k} best models by val accuracy; k chosen on val (val_acc in-sample)",
-        "mean of probabilities": f"average of all {base.n_models} models, threshold 0.5",
+        "mean of probabilities": f"average of all {base.n_models} models, threshold {thr:g}",
         MAJORITY: "thresholded votes of all models; ties -> mean probability",
         LOGREG: "on standardised logits, fitted on val (val_acc = out-of-fold)",
         STACK: f"{meta.n_rounds} rounds, {meta.params} (val_acc = out-of-fold)",
@@ -516,16 +528,17 @@ def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, me
     return preds, val_side, how
 
 
-def make_paired_table(preds: dict[str, np.ndarray], y: np.ndarray, unit: Unit = ROWS, n_boot: int = 2000,
-                      seed: int = 0, references: Sequence[str] = REFERENCES, alpha: float = 0.05) -> pd.DataFrame:
+def make_paired_table(preds: dict[str, np.ndarray], y: np.ndarray, threshold: float, unit: Unit = ROWS,
+                      n_boot: int = 2000, seed: int = 0, references: Sequence[str] = REFERENCES,
+                      alpha: float = 0.05) -> pd.DataFrame:
     """LightGBM stacking against each reference on the same test examples: `compare` over the data's
     independent unit (difference, 95% interval, p), Holm-adjusted over the references, and the verdict.
     A bootstrap that saw no replicate on the other side of zero gives p < 1/n_boot: it enters Holm at
     that bound, so the adjusted value is an upper bound. McNemar's exact p (rows as independent) is kept
-    for reference only."""
-    refs = {ref: ((preds[ref] >= 0.5) == y).astype(np.float64) for ref in references}
-    return _paired_frame(((preds[STACK] >= 0.5) == y).astype(np.float64), refs, "stacking_minus_reference", unit,
-                         n_boot, seed, alpha)
+    for reference only. Every method is scored at the declared ``threshold``."""
+    refs = {ref: correct(preds[ref], y, threshold) for ref in references}
+    return _paired_frame(correct(preds[STACK], y, threshold), refs, "stacking_minus_reference", unit, n_boot, seed,
+                         alpha)
 
 
 def _paired_frame(model: np.ndarray, refs: dict[str, np.ndarray], diff_col: str, unit: Unit, n_boot: int, seed: int,
@@ -577,11 +590,12 @@ def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] |
         _, preds["sklearn StackingClassifier (classical)"] = train_sklearn_stacking(splits, seed, n_folds, sklearn_max_train)
         val_side["sklearn StackingClassifier (classical)"] = float("nan")
         how["sklearn StackingClassifier (classical)"] = "logreg + LightGBM on pair features, refit on train"
-    yt = base.test_y
-    rows = [_acc_row(m, p, yt, val_side[m], how[m], unit, n_boot, seed) for m, p in preds.items()]
-    comparison = make_comparison_table(rows, 1 - float(((base.test_prob[:, best] >= 0.5) == yt).mean()))
-    paired = make_paired_table(preds, yt, unit, n_boot, seed)
-    ratio = evaluate_error_ratio((preds[BEST] >= 0.5) != yt, (preds[STACK] >= 0.5) != yt, unit, n_boot, seed)
+    yt, thr = base.test_y, base.threshold
+    rows = [_acc_row(m, p, yt, thr, val_side[m], how[m], unit, n_boot, seed) for m, p in preds.items()]
+    comparison = make_comparison_table(rows, 1 - float(correct(preds[BEST], yt, thr).mean()))
+    paired = make_paired_table(preds, yt, thr, unit, n_boot, seed)
+    ratio = evaluate_error_ratio(1 - correct(preds[BEST], yt, thr), 1 - correct(preds[STACK], yt, thr), unit, n_boot,
+                                 seed)
     return StackingResult(base.dataset, base, leakage, base_table, metas.lgbm, comparison, paired,
                           base.names[best], preds, topk, ratio, unit.name)
 
@@ -593,7 +607,7 @@ def make_error_correlation(base: BasePredictions, split: str = "val") -> pd.Data
     A model with no errors (constant indicator) gets NaN correlations.
     """
     prob, y = (base.val_prob, base.val_y) if split == "val" else (base.test_prob, base.test_y)
-    err = ((prob >= 0.5) != y[:, None]).astype(np.float64)     # [N, M]
+    err = 1 - correct(prob, y[:, None], base.thresholds)     # [N, M], each model at its declared threshold
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(err, rowvar=False)
     corr = np.atleast_2d(corr)
@@ -661,7 +675,7 @@ class BasePredictor:
     kind: str                       # "checkpoint" | "refit" | "architecture only" | "not rebuilt"
     how: str
     predict: Any = None             # () -> np.ndarray [N_test]
-    agreement: float = float("nan")  # share of test rows whose 0.5-thresholded prediction equals the file's
+    agreement: float = float("nan")  # share of test rows predicted as the file's, at the model's declared threshold
 
 
 def measure_seconds(fn, repeats: int = 3) -> tuple[float, Any]:
@@ -846,8 +860,9 @@ def _tabular_predictor(name: str, kind: str, info: dict[str, Any], splits, seed:
     return BasePredictor(name, "refit", how, run)
 
 
-def check_agreement(p: BasePredictor, file_prob: np.ndarray) -> BasePredictor:
-    """Set ``p.agreement``: the share of test rows whose thresholded prediction equals the prediction file's."""
+def check_agreement(p: BasePredictor, file_prob: np.ndarray, threshold: float) -> BasePredictor:
+    """Set ``p.agreement``: the share of test rows whose prediction at the model's declared ``threshold``
+    equals the prediction file's."""
     if p.predict is not None:
-        p.agreement = float(((np.asarray(p.predict()) >= 0.5) == (np.asarray(file_prob) >= 0.5)).mean())
+        p.agreement = float(((np.asarray(p.predict()) >= threshold) == (np.asarray(file_prob) >= threshold)).mean())
     return p

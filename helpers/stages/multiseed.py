@@ -38,7 +38,8 @@ from helpers.core.hashing import make_example_keys
 from helpers.core.io import atomic_savez, atomic_torch_save, atomic_write_json, read_json
 from helpers.core.paths import unique_slugs
 from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs
-from helpers.data.predictions import write_predictions
+from helpers.data.predictions import load_threshold, write_predictions
+from helpers.evaluation.metrics import correct
 from helpers.evaluation.stats import (adjust, compare, compare_over_seeds, format_p, interval, seed_prediction_bound,
                                       unit_of)
 from helpers.models.pair import transfer_weights
@@ -89,6 +90,7 @@ class MemberSpec:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields
     loss: str = "bce"
+    threshold: float | None = None  # the recipe's notebook's declared threshold (a registry model: given)
     focal_alpha: float = -1.0
     focal_gamma: float = 2.0
     start_checkpoint: str = ""     # weights the member starts from where names and shapes match ("" = none)
@@ -133,10 +135,17 @@ def _resolve_arch(arch: str, entry: Any, recipes: dict[str, dict], common: dict[
         raise WorkbookError(f"architectures[{arch!r}] names recipe {stem!r}, which was not loaded "
                             f"(loaded: {sorted(recipes) or 'none'}; known: {', '.join(RECIPE_STEMS)})")
     r = recipes.get(stem, {})
+    # One threshold per model: a recipe's is the one its notebook declared; a registry model's is given here.
+    given = entry.pop("threshold", None)
+    if stem and given is not None:
+        raise WorkbookError(f"architectures[{arch!r}] sets threshold {given!r}, but its recipe {stem} declared one: "
+                            f"set it in {stem}'s parameters")
+    threshold = r["threshold"] if stem else (given if given is not None else common.get("threshold"))
     start = entry.pop("start", r.get("start", ""))
     model = entry.pop("model", r.get("model", arch))
     fields = {"recipe": stem, "model": model, "vector_model": entry.pop("vector_model", ""),
-              "model_kwargs": {**r.get("kwargs", {}), **entry}, "start_checkpoint": str(start or ""), **common}
+              "model_kwargs": {**r.get("kwargs", {}), **entry}, "start_checkpoint": str(start or ""), **common,
+              "threshold": None if threshold is None else float(threshold)}
     if stem:   # the recipe's training and loss; the common train dict may only shorten or adjust it
         fields.update(train={**r["train"], **common.get("train", {})}, loss=r["loss"],
                       focal_alpha=r["focal_alpha"], focal_gamma=r["focal_gamma"])
@@ -146,6 +155,9 @@ def _resolve_arch(arch: str, entry: Any, recipes: dict[str, dict], common: dict[
             raise WorkbookError(f"grid/architectures: {arch!r} names model {m!r}, which is not in the registry "
                                 f"({', '.join(registry)}); add an architectures entry "
                                 f"{{{arch!r}: {{'recipe': '02_stage1'}}}} or {{{arch!r}: {{'model': <registry name>}}}}")
+    if threshold is None:
+        raise WorkbookError(f"architectures[{arch!r}] is a registry model, and no notebook declared its decision "
+                            f"threshold: give one, e.g. {{{arch!r}: {{'model': ..., 'threshold': 0.5}}}}")
     return fields
 
 
@@ -335,7 +347,7 @@ def _build_member(splits, spec: MemberSpec):
     transfer = None
     if spec.start_checkpoint:
         transfer = transfer_weights(model, read_checkpoint_file(spec.start_checkpoint)["model_state_dict"])
-    task = BinaryTask(loss_name=spec.loss, alpha=spec.focal_alpha, gamma=spec.focal_gamma)
+    task = BinaryTask(loss_name=spec.loss, alpha=spec.focal_alpha, gamma=spec.focal_gamma, threshold=spec.threshold)
     train = {**spec.train, "seed": spec.seed, "log_every": 0, "num_threads": 0, "checkpoint": False, "resume": False}
     if spec.max_epochs:
         train["epochs"] = min(int(train.get("epochs", spec.max_epochs)), spec.max_epochs)
@@ -350,10 +362,12 @@ def _write_member_predictions(spec: MemberSpec, out: Path, model, task, splits, 
     va, te, use_pair = splits.val, splits.test, _uses_pair(splits)
     val_prob = predict(model, task, make_inputs(va, use_pair), device=spec.device).astype(np.float64)
     test_prob = predict(model, task, make_inputs(te, use_pair), device=spec.device).astype(np.float64)
-    atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y)
+    atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y,
+                 threshold=np.float64(spec.threshold))
     # What this member trained on, for notebook 05's leakage check: the content keys of every training
     # row it could have seen (fitted rows and a training holdout it stopped on).
-    write_predictions(spec.predictions_path, val_prob, test_prob, va.y, te.y, trained_on=["train"],
+    write_predictions(spec.predictions_path, val_prob, test_prob, va.y, te.y, threshold=spec.threshold,
+                      trained_on=["train"],
                       selected_on=rows.split, train_keys=_keys(splits.train, rows.rows, use_pair))
     return val_prob, test_prob
 
@@ -362,13 +376,13 @@ def _member_metrics(spec: MemberSpec, model_name: str, model, result, val_prob: 
                     splits, rows: _Rows, leakage: dict[str, Any], t0: float, cpu0: float) -> dict[str, Any]:
     """metrics.json of a member: accuracies (test with its 95% interval over the data's independent unit and
     the standard error that interval implies), the binomial SE, the leakage check and the run's facts."""
-    test_correct = ((test_prob >= 0.5) == splits.test.y).astype(np.float64)
+    test_correct = correct(test_prob, splits.test.y, spec.threshold)
     iv = interval(test_correct, unit_of(splits.test))
     p, n = float(test_correct.mean()), int(test_correct.size)
     best = result.best.get("monitor", {})
     return {
         "name": spec.name, "arch": spec.arch, "model": model_name, "seed": spec.seed, "recipe": spec.recipe,
-        "val_acc": float(((val_prob >= 0.5) == splits.val.y).mean()), "test_acc": p,
+        "val_acc": float(correct(val_prob, splits.val.y, spec.threshold).mean()), "test_acc": p,
         "test_ci_low": iv["ci_low"], "test_ci_high": iv["ci_high"], "test_ci_method": iv["method"],
         "unit": iv["unit"], "unit_se": (iv["ci_high"] - iv["ci_low"]) / (2 * st.norm.ppf(0.975)),
         "binomial_se": math.sqrt(p * (1 - p) / n), "n_val": int(len(splits.val.y)), "n_test": n,
@@ -532,11 +546,8 @@ def make_test_unit(dataset: str, run_dir: str | Path, label: str | None = None):
 
 def _member_correct(members: pd.DataFrame, arch: str) -> np.ndarray:
     """Per-pair test correctness [seeds, N] of an architecture's members (from their predictions.npz)."""
-    out = []
-    for f in members.loc[(members["arch"] == arch) & (members["status"] == "ok"), "folder"]:
-        with np.load(Path(f) / "predictions.npz") as z:
-            out.append(((z["test_prob"] >= 0.5) == z["test_y"]).astype(np.float64))
-    return np.stack(out)
+    return np.stack([_correct_of(f) for f in members.loc[(members["arch"] == arch) & (members["status"] == "ok"),
+                                                        "folder"]])
 
 
 def make_comparison_table(members: pd.DataFrame, unit, baseline: str | None = None, n_boot: int = 2000,
@@ -819,6 +830,7 @@ def make_search_spec(arch: str, grid: dict[str, Sequence[int]], architectures: d
     if max_epochs:
         train["epochs"] = min(int(train.get("epochs", max_epochs)), max_epochs)
     recipe = {"stem": fields["recipe"], "model": fields["model"], "kwargs": fields["model_kwargs"], "train": train,
+              "threshold": fields["threshold"],
               "loss": fields["loss"], "focal_alpha": fields["focal_alpha"], "focal_gamma": fields["focal_gamma"],
               "start": fields["start_checkpoint"]}
     splits = load_pair_dataset(dataset, run_dir, label=label)
@@ -941,8 +953,11 @@ def make_tuned_strip(members: pd.DataFrame, tuned: pd.DataFrame, arch: str) -> p
 
 
 def _correct_of(folder: str | Path) -> np.ndarray:
-    with np.load(Path(folder) / "predictions.npz") as z:
-        return ((z["test_prob"] >= 0.5) == z["test_y"]).astype(np.float64)
+    """Per-pair test correctness of one member, at the threshold its predictions.npz records."""
+    path = Path(folder) / "predictions.npz"
+    threshold = load_threshold(path)
+    with np.load(path) as z:
+        return correct(z["test_prob"], z["test_y"], threshold)
 
 
 def make_tuning_view(gain: dict[str, Any]) -> pd.DataFrame:

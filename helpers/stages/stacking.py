@@ -26,12 +26,13 @@ from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
 from helpers.core.io import atomic_savez, atomic_torch_save, atomic_write_json, read_json
 from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs
-from helpers.data.predictions import BasePredictions, load_base_predictions
+from helpers.data.predictions import BasePredictions, load_base_predictions, load_threshold
 from helpers.evaluation.stacking import (BasePredictor, BEST, check_agreement, check_no_leakage, evaluate_gain_kept,
                                          evaluate_stacking, goal_verdict, LOGREG, make_baseline_predictor,
                                          make_checkpoint_predictor, make_comparison_frame, make_error_correlation,
                                          make_split_keys, make_teacher_targets, measure_ensemble_inference,
                                          measure_seconds, rank_by_validation, STACK, StackingResult, TOPK)
+from helpers.evaluation.metrics import correct
 from helpers.evaluation.stats import adjust, compare_over_seeds, format_p, interval, unit_of, with_seed_noise
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import create_model
@@ -99,11 +100,10 @@ def make_goal_table(result: StackingResult, goal_ratio: float = 0.8) -> pd.DataF
     gets wrong (no combination of their votes fixes those) and the mean pairwise error correlation on
     validation (high = little diversity to exploit).
     """
-    yt = result.base.test_y
+    yt, thr = result.base.test_y, result.threshold
     r = result.error_ratio
-    e_b = float(((result.test_pred[BEST] >= 0.5) != yt).mean())
-    e_s = float(((result.test_pred[STACK] >= 0.5) != yt).mean())
-    e_cal = float(((result.test_pred["best single, recalibrated on val"] >= 0.5) != yt).mean())
+    e_b, e_s, e_cal = (1 - float(correct(result.test_pred[m], yt, thr).mean()) for m in
+                       (BEST, STACK, "best single, recalibrated on val"))
     corr = make_error_correlation(result.base).to_numpy()
     off = corr[~np.eye(corr.shape[0], dtype=bool)]
     rows = [
@@ -121,7 +121,7 @@ def make_goal_table(result: StackingResult, goal_ratio: float = 0.8) -> pd.DataF
         ("best single recalibrated on val: test error", e_cal),
         ("error ratio stacking / recalibrated best single", e_s / e_cal if e_cal > 0 else float("nan")),
         ("limit: share of test examples every base model gets wrong",
-         float(((result.base.test_prob >= 0.5) != yt[:, None]).all(axis=1).mean())),
+         float((correct(result.base.test_prob, yt[:, None], result.base.thresholds) == 0).all(axis=1).mean())),
         ("limit: mean pairwise error correlation (val)",
          float(np.nanmean(off)) if off.size and np.isfinite(off).any() else float("nan")),
         ("base models", result.base.n_models),
@@ -337,6 +337,7 @@ class StudentSpec:
     soft_weight: float = 0.7
     hard_weight: float = 0.3
     hard_loss: str = "bce"
+    threshold: float | None = None  # the decision threshold the recipe's notebook (03) declared
     focal_alpha: float = -1.0
     focal_gamma: float = 2.0
     rows: str = "train+val"
@@ -367,7 +368,8 @@ def make_student_specs(run_dir: str | Path, dataset: str, label: str, out_dir: s
     loss = recipe["loss"] if hard_loss == "recipe" else "bce"
     common = dict(dataset=str(dataset), label=label, run_dir=str(run_dir), teacher_file=str(folder / "soft_targets.npz"),
                   model=recipe["model"], kwargs=recipe["kwargs"], train=recipe["train"], start=recipe["start"],
-                  temperature=float(temperature), hard_loss=loss, focal_alpha=recipe["focal_alpha"],
+                  temperature=float(temperature), hard_loss=loss, threshold=recipe["threshold"],
+                  focal_alpha=recipe["focal_alpha"],
                   focal_gamma=recipe["focal_gamma"], rows=rows, holdout_frac=float(holdout_frac),
                   max_epochs=int(max_epochs), device=str(device))
     weights = {"distilled": (float(soft_weight), float(hard_weight)), "undistilled": (0.0, float(soft_weight + hard_weight))}
@@ -458,7 +460,7 @@ def train_student(spec: StudentSpec | dict) -> dict[str, Any]:
     model = create_model(spec.model, **kw)
     transfer = transfer_weights(model, read_checkpoint_file(spec.start)["model_state_dict"]) if spec.start else None
     task = DistillTask(spec.temperature, spec.soft_weight, spec.hard_weight, spec.hard_loss, spec.focal_alpha,
-                       spec.focal_gamma)
+                       spec.focal_gamma, threshold=spec.threshold)
     train = {**spec.train, "seed": spec.seed, "log_every": 0, "num_threads": 0, "checkpoint": False,
              "resume": False, "tensorboard": True}
     if spec.max_epochs:
@@ -469,12 +471,12 @@ def train_student(spec: StudentSpec | dict) -> dict[str, Any]:
     val_prob = predict(model, task, vin, device=spec.device).astype(np.float64)
     test_prob = predict(model, task, make_inputs(te, pair), device=spec.device).astype(np.float64)
     atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y,
-                 fit_val_rows=fit_val, stop_rows=stop)
+                 fit_val_rows=fit_val, stop_rows=stop, threshold=np.float64(spec.threshold))
     atomic_torch_save({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "model_spec": getattr(model, "spec", None), "config": res.config}, out / "model.pt")
     n_soft = int(np.isfinite(fit[-1][:, 1]).sum())
-    metrics = {"name": spec.name, "test_acc": float(((test_prob >= 0.5) == te.y).mean()),
-               "stop_acc": float(((val_prob[stop] >= 0.5) == va.y[stop]).mean()),
+    metrics = {"name": spec.name, "test_acc": float(correct(test_prob, te.y, spec.threshold).mean()),
+               "stop_acc": float(correct(val_prob[stop], va.y[stop], spec.threshold).mean()),
                "n_fit": int(len(fit[-1])), "n_fit_train": int(len(tr.y)) if spec.rows == "train+val" else 0,
                "n_fit_val": int(fit_val.size), "n_with_teacher": n_soft, "n_stop": int(stop.size),
                "n_val_dropped": int(len(va.y) - fit_val.size - stop.size), "epochs_run": res.epochs_run,
@@ -517,13 +519,18 @@ def train_students(specs: Sequence[StudentSpec], workers: int = 0, verbose: bool
     return pd.DataFrame(rows)
 
 
-def _student_probs(students: pd.DataFrame, name: str) -> np.ndarray:
-    """Test probabilities of one student over its seeds [S, N], in seed order."""
-    out = []
+def _student_probs(students: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Test probabilities of one student over its seeds [S, N] in seed order, the test labels, and the threshold
+    its predictions.npz records."""
+    out, thresholds = [], set()
     for folder in students[students["student"] == name].sort_values("seed")["folder"]:
         with np.load(Path(folder) / "predictions.npz") as z:
             out.append(z["test_prob"].astype(np.float64))
-    return np.stack(out)
+            y = z["test_y"]
+        thresholds.add(load_threshold(Path(folder) / "predictions.npz"))
+    if len(thresholds) != 1:
+        raise WorkbookError(f"students {name!r}: their seeds record different thresholds {sorted(thresholds)}")
+    return np.stack(out), y, thresholds.pop()
 
 
 STUDENT_REFERENCES = ("teacher (LightGBM stacking)", "best single (chosen on val)", "undistilled student")
@@ -545,11 +552,13 @@ def evaluate_distillation(result: StackingResult, students: pd.DataFrame, unit, 
     """Test accuracy of the teacher, the best single model and both students (intervals over the unit); the
     distilled student against each of the other three (paired over the unit, Holm over the three); and the
     share of the teacher's gain over the best single model that the student keeps (`evaluate_gain_kept`)."""
-    y = result.base.test_y
-    correct = lambda p: ((np.asarray(p) >= 0.5) == y).astype(np.float64)      # noqa: E731
-    student = correct(_student_probs(students, "distilled"))                              # [S, N]
-    refs = {STUDENT_REFERENCES[0]: correct(result.test_pred[STACK]), STUDENT_REFERENCES[1]: correct(result.test_pred[BEST]),
-            STUDENT_REFERENCES[2]: correct(_student_probs(students, "undistilled"))}
+    y, thr = result.base.test_y, result.threshold
+    # The teacher and the best single model at the threshold the base models declared; each student at the one
+    # its recipe (03) declared, recorded in its predictions.npz.
+    student = correct(*_student_probs(students, "distilled"))                                # [S, N]
+    refs = {STUDENT_REFERENCES[0]: correct(result.test_pred[STACK], y, thr),
+            STUDENT_REFERENCES[1]: correct(result.test_pred[BEST], y, thr),
+            STUDENT_REFERENCES[2]: correct(*_student_probs(students, "undistilled"))}
     rows = []
     for name, c in [("distilled student", student), *refs.items()]:
         c2 = np.atleast_2d(c)
@@ -594,7 +603,7 @@ def make_base_predictors(base: BasePredictions, run_dir: str | Path, splits, lab
         if stem not in cards:
             cards[stem] = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
         p = _locate_predictor(name, stem, model, folder, cards[stem], splits, seed, threads, device)
-        out.append(check_agreement(p, base.test_prob[:, i]))
+        out.append(check_agreement(p, base.test_prob[:, i], float(base.thresholds[i])))
     return out
 
 
@@ -675,7 +684,8 @@ def measure_speed(result: StackingResult, predictors: Sequence[BasePredictor], s
     student = make_checkpoint_predictor("distilled student", folder / "model.pt", splits, device)
     sec, _ = measure_seconds(student.predict, repeats)
     timed = [p for p in predictors if p.predict is not None]
-    agree = float(((ens_prob >= 0.5) == (result.test_pred[STACK] >= 0.5)).mean()) if len(timed) == len(predictors) \
+    thr = result.threshold
+    agree = float(((ens_prob >= thr) == (result.test_pred[STACK] >= thr)).mean()) if len(timed) == len(predictors) \
         else float("nan")
     return SpeedResult(steps, len(splits.test.y), float(steps["seconds"].sum()), sec, len(predictors), len(timed),
                        sum(1 for p in timed if p.agreement == 1.0), agree, torch.get_num_threads())

@@ -11,7 +11,7 @@ import torch
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_savez, atomic_write_json
 from helpers.data.pairs import load_pair_folder, PairSet
-from helpers.data.predictions import load_base_predictions
+from helpers.data.predictions import load_base_predictions, write_predictions
 from helpers.evaluation.stacking import check_no_leakage, make_split_keys
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
@@ -39,29 +39,32 @@ def _tiny_pairs(folder, rng, n_src=48):
         offset += n_src
 
 
-def _write_recipe(run, stem, label, spec, train, card_training, start=None):
-    """A fake scored checkpoint and run card of notebook `stem`, as 02/03 write them."""
+def _write_recipe(run, stem, label, spec, train, card_training, start=None, threshold=0.5):
+    """A fake scored checkpoint, run card and prediction file (with its threshold) of notebook `stem`, as 02/03
+    write them."""
     folder = run / stem / label
     folder.mkdir(parents=True, exist_ok=True)
     model = create_model(spec["name"], **spec["kwargs"])
     torch.save({"model_state_dict": model.state_dict(), "model_spec": model.spec,
                 "config": TrainConfig(**train).to_dict(), "epoch": 1}, folder / "best_accuracy.pt")
     atomic_write_json(folder / "config.json", {"training": {"monitor": "accuracy", **card_training}})
+    write_predictions(folder / "predictions" / f"{stem[3:]}.npz", [0.2, 0.8], [0.3, 0.7], [0, 1], [0, 1],
+                      threshold=threshold)
     if start is not None:
         atomic_write_json(run / stem / "config.json", {"stage1_checkpoints": {label: str(start)}})
     return folder / "best_accuracy.pt"
 
 
-def _fake_run(tmp_path, label="pairs"):
+def _fake_run(tmp_path, label="pairs", threshold=0.5):
     run = tmp_path / "run"
     s1 = _write_recipe(run, "02_stage1", label, {"name": "stage1_fusion_cbam", "kwargs": {
         "in_channels": 1, "width_mult": 0.125, "feat_dim": 16, "layers": [1, 1, 1]}},
         {"epochs": 2, "batch_size": 32, "lr": 3e-3, "augment": True, "patience": 0, "monitor": "accuracy"},
-        {"loss_function": "BCEWithLogits"})
+        {"loss_function": "BCEWithLogits"}, threshold=threshold)
     _write_recipe(run, "03_stage2", label, {"name": "siamese_resnet", "kwargs": {
         "in_channels": 1, "width_mult": 0.125, "feat_dim": 16, "layers": [1, 1, 1], "fusion": "adaptive",
         "attention": "se"}}, {"epochs": 1, "batch_size": 32, "lr": 2e-3, "patience": 0, "monitor": "accuracy"},
-        {"loss_function": "focal", "focal_alpha": -1.0, "focal_gamma": 2.0}, start=s1)
+        {"loss_function": "focal", "focal_alpha": -1.0, "focal_gamma": 2.0}, start=s1, threshold=threshold)
     return run, s1
 
 
@@ -114,16 +117,19 @@ def test_make_grid_takes_model_training_and_start_from_the_recipe(tmp_path):
 def test_make_grid_expands_registry_labels_and_checks_input(tmp_path):
     arch = {"resnet": {"model": "siamese_resnet", "fusion": "concat", "width_mult": 0.125}}
     specs = make_grid({"resnet": [42, 2023], "siamese_fpn": [7]}, "digit_pairs", tmp_path, tmp_path / "out",
-                      arch, train={"epochs": 1})
+                      arch, train={"epochs": 1}, threshold=0.4)
     assert [s.name for s in specs] == ["resnet_s42", "resnet_s2023", "siamese_fpn_s7"]
     assert specs[0].model == "siamese_resnet" and specs[0].model_kwargs == {"fusion": "concat", "width_mult": 0.125}
     assert specs[2].predictions_path.endswith("out/digit_pairs/predictions/siamese_fpn_s7.npz")
+    assert [s.threshold for s in specs] == [0.4] * 3
+    with pytest.raises(WorkbookError, match="no notebook declared its decision threshold"):
+        make_grid({"siamese_fpn": [7]}, "d", tmp_path, tmp_path)
     with pytest.raises(WorkbookError, match="not in the registry"):
         make_grid({"no_such_model": [1]}, "d", tmp_path, tmp_path)
     with pytest.raises(WorkbookError, match="seeds"):
-        make_grid({"siamese_resnet": ["a"]}, "d", tmp_path, tmp_path)
+        make_grid({"siamese_resnet": ["a"]}, "d", tmp_path, tmp_path, threshold=0.5)
     with pytest.raises(WorkbookError, match="twice"):
-        make_grid({"siamese_resnet": [1, 1]}, "d", tmp_path, tmp_path)
+        make_grid({"siamese_resnet": [1, 1]}, "d", tmp_path, tmp_path, threshold=0.5)
     with pytest.raises(WorkbookError, match="was not loaded"):
         make_grid({"a": [1]}, "d", tmp_path, tmp_path, {"a": {"recipe": "02_stage1"}}, recipes={})
 
@@ -212,7 +218,7 @@ def _members_on_disk(tmp_path, accs: dict[str, list[float]], n=600, seed=0) -> p
             wrong = rng.choice(n, int(round((1 - a) * n)), replace=False)
             prob = y.astype(float)
             prob[wrong] = 1 - prob[wrong]
-            atomic_savez(folder / "predictions.npz", test_prob=prob, test_y=y, val_prob=prob, val_y=y)
+            atomic_savez(folder / "predictions.npz", test_prob=prob, test_y=y, val_prob=prob, val_y=y, threshold=0.5)
             rows.append({"member": f"{arch}_{i}", "arch": arch, "seed": i, "status": "ok", "test_acc": a,
                          "val_acc": a, "folder": str(folder), "unit": "row", "unit_se": 0.01, "n_test": n})
     return pd.DataFrame(rows)
@@ -276,7 +282,7 @@ def test_members_train_in_workers_write_their_folders_and_survive_a_crash(tmp_pa
     arch = {"r": {"model": "siamese_resnet", "fusion": "concat", "width_mult": 0.125, "feat_dim": 16}}
     run = tmp_path / "run"
     specs = make_grid({"r": [1, 2]}, str(data), run, run / "04_multi_seed", arch,
-                      train={"epochs": 1, "batch_size": 32, "patience": 0})
+                      train={"epochs": 1, "batch_size": 32, "patience": 0}, threshold=0.5)
     specs[1].crash = "exit"
     table = train_members(specs, workers=2, verbose=False)
     assert table["status"].tolist() == ["ok", "failed"]
@@ -332,7 +338,7 @@ def test_a_member_on_vector_pairs_with_pair_features_runs_inline(tmp_path):
                      ida=np.arange(n) + 10_000 * len(fname), idb=np.arange(n) + 1000 + 10_000 * len(fname))
     arch = {"r": {"model": "siamese_resnet", "width_mult": 0.125, "fusion": "concat", "vector_model": "siamese_mlp"}}
     spec = make_grid({"r": [3]}, str(data), tmp_path, tmp_path / "out", arch,
-                     train={"epochs": 1, "batch_size": 16, "patience": 0})[0]
+                     train={"epochs": 1, "batch_size": 16, "patience": 0}, threshold=0.5)[0]
     met = train_member(spec)
     assert met["model"] == "siamese_mlp" and met["n_test"] == 32
     card = json.loads((tmp_path / "out" / "scenes" / "members" / "r_s3" / "config.json").read_text())

@@ -44,7 +44,7 @@ def _base(m: int = 6, n: int = 400, seed: int = 0, trained_on=("train",)) -> Bas
     tp, ty = _synthetic(n, m, rng)
     names = [f"nb/m{i}" for i in range(m)]
     return BasePredictions("syn", names, [Path(f"m{i}.npz") for i in range(m)], vp, tp, vy, ty,
-                           [list(trained_on)] * m, ["train_holdout"] * m, [None] * m)
+                           [list(trained_on)] * m, ["train_holdout"] * m, [None] * m, np.full(m, 0.5))
 
 
 def _keys(n_train=300, n_val=400, n_test=400, seed=1):
@@ -154,7 +154,8 @@ def _ensemble_run(tmp_path):
     va, te = splits.val, splits.test
     for (stem, name), p in models.items():
         noisy = np.clip(va.y * 0.6 + 0.2 + rng.normal(0, 0.25, len(va.y)), 0.01, 0.99)
-        write_predictions(run / stem / "pairs" / "predictions" / f"{name}.npz", noisy, p.predict(), va.y, te.y)
+        write_predictions(run / stem / "pairs" / "predictions" / f"{name}.npz", noisy, p.predict(), va.y, te.y,
+                          threshold=0.5)
     return run, data, splits
 
 
