@@ -6,8 +6,9 @@ import pytest
 
 from helpers.core.errors import WorkbookError
 from helpers.data.predictions import BasePredictions, load_base_predictions, write_predictions
-from helpers.evaluation.stacking import (BEST, check_no_leakage, choose_topk, evaluate_error_ratio, evaluate_stacking,
-                                         goal_verdict, LeakageError, make_oof_predictions, make_paired_table,
+from helpers.evaluation.leakage import check_no_leakage, LeakageError
+from helpers.evaluation.stacking import (BEST, choose_topk, evaluate_error_ratio, evaluate_stacking,
+                                         goal_verdict, make_oof_predictions, make_paired_table,
                                          rank_by_validation, REFERENCES, STACK, TOPK, train_lgbm_meta)
 from helpers.evaluation.stats import ROWS, Unit
 

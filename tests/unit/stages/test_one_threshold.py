@@ -72,8 +72,10 @@ def test_one_model_has_one_test_accuracy_in_02_04_and_05_at_a_declared_threshold
 
 def test_no_literal_half_threshold_is_left_where_04_and_05_score():
     root = Path(__file__).resolve().parents[3] / "helpers"
-    files = [root / "stages" / "multiseed.py", root / "stages" / "stacking.py", *sorted((root / "evaluation").glob(
-        "stacking*.py")), *sorted((root / "reports").glob("*.py"))]
-    hits = [f"{f.name}:{i}" for f in files if f.is_file()
+    files = [root / "stages" / "multiseed.py", root / "stages" / "stacking.py", root / "reports" / "multiseed.py",
+             root / "reports" / "stacking.py", *[root / "evaluation" / f"{m}.py" for m in (
+                 "stacking", "distillation", "ensemble_inference", "leakage")]]
+    assert all(f.is_file() for f in files), files
+    hits = [f"{f.name}:{i}" for f in files
             for i, line in enumerate(f.read_text().splitlines(), 1) if re.search(r">=\s*0\.5\b", line)]
     assert not hits, f"scored at a literal 0.5 instead of the declared threshold: {hits}"

@@ -12,19 +12,20 @@ from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_savez, atomic_write_json
 from helpers.data.pairs import load_pair_folder, PairSet
 from helpers.data.predictions import load_base_predictions, write_predictions
-from helpers.evaluation.stacking import check_no_leakage, make_split_keys
+from helpers.evaluation.leakage import check_no_leakage, make_split_keys
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
 from helpers.stages.words import sentences
-from helpers.stages.multiseed import (best_is_handset, _Rows, _split_rows, describe_answer, describe_comparison, describe_failures,
-                                      describe_search, describe_spread, describe_tuning, evaluate_member_leakage,
-                                      evaluate_tuning_gain, load_recipes, make_answer_headline, make_arch_summary,
-                                      make_claims_table, make_comparison_table, make_comparison_view, make_grid,
-                                      make_headline, make_importance_table, make_leakage_summary, make_metrics_view,
-                                      make_plan_table, make_search_card, make_search_spec, make_source_holdout,
-                                      make_summary_view, make_trials_view, make_tuned_grid, make_tuning_view,
-                                      MemberSpec, plot_member_curves, plot_search, plot_seed_strip, run_search,
-                                      sd_interval, train_member, train_members)
+from helpers.reports.multiseed import (describe_answer, describe_comparison, describe_failures, describe_search,
+                                       describe_spread, describe_tuning, make_answer_headline, make_claims_table,
+                                       make_comparison_view, make_metrics_view, make_plan_table, make_summary_view,
+                                       make_trials_view, make_tuning_view, plot_member_curves, plot_search,
+                                       plot_seed_strip)
+from helpers.stages.multiseed import (best_is_handset, _Rows, _split_rows, evaluate_member_leakage, evaluate_tuning_gain,
+                                      load_recipes, make_arch_summary, make_comparison_table, make_grid, make_headline,
+                                      make_importance_table, make_leakage_summary, make_search_card, make_search_spec,
+                                      make_source_holdout, make_tuned_grid, MemberSpec, run_search, sd_interval,
+                                      train_member, train_members)
 from helpers.training.config import TrainConfig
 
 
@@ -165,7 +166,7 @@ def test_member_leakage_check_counts_what_it_compared(tmp_path):
     rows = _split_rows(spec, splits)
     ok = evaluate_member_leakage(splits, rows)
     assert ok["verdict"].startswith("passed") and ok["stop_sources_shared"] == 0 and ok["val_pairs_shared"] == 0
-    assert f"{rows.fit.size} fitted training pairs" in ok["compared"]
+    assert f"{rows.fit.size} fitted pairs" in ok["compared"]
     # plant a test pair (content and source ids) among the training rows it fits on
     splits.train.xa[rows.fit[0]], splits.train.xb[rows.fit[0]] = splits.test.xa[3], splits.test.xb[3]
     splits.train.ida[rows.fit[0]] = splits.test.ida[3]
@@ -200,7 +201,8 @@ def test_arch_summary_headline_and_describe():
     assert h["best_member"] == "f_s1"                                       # chosen on validation
     assert h["binomial_se"] == pytest.approx(np.sqrt(0.8575 * 0.1425 / 400))
     text = describe_spread(make_arch_summary(m))
-    assert "MORE than the test split" in text and "chi-square" in text      # sd interval above the SE
+    assert "more than the test split" in text and "chi-square" in text      # sd interval above the SE
+    assert "seed sd 5.00 percentage points" in text and "one seed" in text and "x: no member finished" in text
     assert "x_s1: boom" in describe_failures(m)
     assert list(make_summary_view(make_arch_summary(m)).columns)[:3] == ["seeds", "mean test acc", "seed sd"]
     assert set(make_claims_table(make_arch_summary(m))["architecture"]) >= {"resnet", "fusion", "r"}
@@ -425,7 +427,8 @@ def test_tuning_gain_is_paired_per_seed_then_combined_across_seeds(tmp_path):
     assert g["ci_high"] - g["ci_low"] == pytest.approx(2 * st.t.ppf(0.975, df) * se, rel=1e-4)
     assert g["handset_sd"] == pytest.approx(0.01) and g["verdict"].startswith("tuned better")
     text = describe_tuning(g, "s1")
-    assert "s1_tuned − s1 over 3 seed(s)" in text and "seed sd" in text and "× the hand-set" in text
+    assert "+6.0 percentage points (95% interval" in text and g["verdict"] in text     # the number, its unit, verdict
+    assert "6.0× the hand-set recipe's seed sd" in text                                # gain / seed sd = 0.06 / 0.01
     view = make_tuning_view(g)
     assert view.index[-1] == "across seeds" and view.loc["across seeds", "diff"] == pytest.approx(0.06, abs=1e-9)
     # no paired seed: nothing to test; one seed: no seed variance, so no p across seeds
@@ -467,6 +470,6 @@ def test_search_figure_and_description():
     members = pd.DataFrame({"arch": ["stage1"], "seed": [1], "status": ["ok"], "val_acc": [0.72]})
     text = describe_search(res, members, "stage1")
     assert "4 finished trials (3 completed, 1 pruned by the median rule" in text and "flatters" in text
-    assert "trial 0, enqueued: validation accuracy 0.7000" in text and "width ×2" in text
+    assert "trial 0, enqueued: validation accuracy 70.00%" in text and "width ×2" in text
     res.trials["handset"] = False
-    assert "validation accuracy 0.7200 with the search's seed" in describe_search(res, members, "stage1")
+    assert "validation accuracy 72.00% with the search's seed" in describe_search(res, members, "stage1")

@@ -14,19 +14,20 @@ from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_savez, atomic_write_json
 from helpers.data.pairs import load_pair_folder
 from helpers.data.predictions import BasePredictions, load_base_predictions, write_predictions
-from helpers.evaluation.stacking import (check_no_leakage, evaluate_gain_kept, evaluate_stacking,
-                                         make_baseline_predictor, make_checkpoint_predictor, make_error_correlation,
-                                         STACK)
+from helpers.evaluation.distillation import evaluate_gain_kept
+from helpers.evaluation.ensemble_inference import make_baseline_predictor, make_checkpoint_predictor
+from helpers.evaluation.leakage import check_no_leakage
+from helpers.evaluation.stacking import evaluate_stacking, make_error_correlation, STACK
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
+from helpers.reports.stacking import (describe_answer, describe_distillation, describe_goal, describe_paired,
+                                      describe_speed, describe_topk, make_answer_headline, make_distill_paired_view,
+                                      make_metrics_view, make_paired_view, make_speed_table, plot_distillation,
+                                      top_by_validation)
+from helpers.stages.stacking import (evaluate_distillation, make_base_predictors, make_distill_card,
+                                     make_distill_headline, make_goal_table, make_leakage_record, make_student_specs,
+                                     make_teacher_targets, make_val_holdout, measure_speed, train_students)
 from helpers.stages.words import sentences
-from helpers.stages.stacking import (describe_answer, describe_distillation, describe_goal, describe_paired,
-                                     describe_speed, describe_topk, evaluate_distillation, make_answer_headline,
-                                     make_base_predictors, make_distill_card, make_distill_headline,
-                                     make_distill_paired_view, make_goal_table, make_leakage_record,
-                                     make_metrics_view, make_paired_view, make_speed_table, make_student_specs,
-                                     make_teacher_targets, make_val_holdout, measure_speed, plot_distillation,
-                                     top_by_validation, train_students)
 from helpers.training.config import TrainConfig
 
 
@@ -214,7 +215,10 @@ def test_teacher_targets_students_and_the_inference_comparison(tmp_path):
     table = make_speed_table(speed)
     assert table.iloc[0]["samples_per_s"] == pytest.approx(speed.ensemble_samples_per_s)
     text = describe_speed(speed) + describe_distillation(d, 0.01)
-    assert "faster" in text and "Holm" in text and "seed sd of 0.0100" in text
+    assert f"{speed.speedup:.1f} times faster" in text and "Holm" in text
+    assert "seed sd of 1.00 percentage points" in text                  # 04's sd of 0.01, in points
+    for r in d.paired.itertuples():                                     # each comparison's number and verdict
+        assert f"{100 * r.student_minus_reference:+.1f} percentage points" in text and r.verdict in text
     head = make_distill_headline(d, speed)
     for k in ("student_test_acc", "student_vs_teacher_p", "student_vs_undistilled_p", "student_samples_per_s",
               "ensemble_samples_per_s", "gain_kept"):
