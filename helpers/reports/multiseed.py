@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from helpers.core.display import make_dataset_table  # noqa: F401 (the notebook shows tables with it)
 from helpers.evaluation.stats import format_p, seed_prediction_bound
 from helpers.stages.multiseed import best_is_handset, handset_val_acc, MemberSpec, StudyResult
 from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from helpers.core.display import make_dataset_table  # noqa: F401 (the notebook shows tables with it)
 from helpers.data.predictions import BasePredictions
 from helpers.evaluation.distillation import DistillResult, STUDENT_REFERENCES
 from helpers.evaluation.ensemble_inference import SpeedResult
