@@ -65,7 +65,6 @@ def test_a_styled_table_prints_its_counts_as_integers_and_keeps_its_other_format
 
 
 def test_tables_of_several_datasets_are_shown_as_one_with_the_dataset_named():
-    import pandas as pd
 
     from helpers.core.display import make_dataset_table
 
