@@ -3,6 +3,7 @@ distillation (the teacher's out-of-fold targets, both students, their paired tes
 and the ensemble's inference rebuilt and timed against the student's."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -20,10 +21,10 @@ from helpers.evaluation.leakage import check_no_leakage
 from helpers.evaluation.stacking import evaluate_stacking, make_error_correlation, STACK
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
-from helpers.reports.stacking import (describe_answer, describe_distillation, describe_goal, describe_paired,
-                                      describe_speed, describe_topk, make_answer_headline, make_distill_paired_view,
-                                      make_metrics_view, make_paired_view, make_speed_table, plot_distillation,
-                                      top_by_validation)
+from helpers.reports.stacking import (describe_answer, describe_bases, describe_distillation, describe_goal,
+                                      describe_paired, describe_speed, describe_topk, make_answer_headline,
+                                      make_distill_paired_view, make_metrics_view, make_paired_view, make_speed_table,
+                                      plot_distillation, top_by_validation)
 from helpers.stages.stacking import (evaluate_distillation, make_base_predictors, make_distill_card,
                                      make_distill_headline, make_goal_table, make_leakage_record, make_student_specs,
                                      make_teacher_targets, make_val_holdout, measure_speed, train_students)
@@ -79,6 +80,10 @@ def test_goal_table_verdict_answer_and_error_correlation():
     assert list(view.index) == list(res.paired["reference"]) and "p (Holm)" in view.columns
     assert "4 tests" in describe_paired(res) and "best base models by validation" in describe_topk(res)
     assert top_by_validation(base, 2)[0] == res.best_single and len(top_by_validation(base, 2)) == 2
+    base.duplicates = {"nb/m9": "nb/m0"}
+    text = describe_bases(base, SimpleNamespace(source="generated pairs"), ROWS)
+    assert "4 base models, 300 validation rows" in text and "300 rows" in text and "(0.50)" in text
+    assert "generated pairs" in text and "nb/m9 = nb/m0" in text             # the copy stacked once, named
     corr = make_error_correlation(base)
     assert corr.shape == (4, 4) and np.allclose(np.diag(corr), 1)
     base.val_prob[:, 1] = base.val_prob[:, 0]                       # identical models: correlated errors
