@@ -1,6 +1,7 @@
 """helpers.multiseed: recipes read from 02/03, the grid, the source holdout and leakage check, the spread
 statistics (sd interval, SE, the architecture comparison), the worker pool (crash isolation), tiny member runs."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -203,6 +204,8 @@ def test_arch_summary_headline_and_describe():
     text = describe_spread(make_arch_summary(m))
     assert "more than the test split" in text and "chi-square" in text      # sd interval above the SE
     assert "seed sd 5.00 percentage points" in text and "one seed" in text and "x: no member finished" in text
+    s2 = make_arch_summary(m).assign(sd_ci_low=0.005)                       # an interval that contains the SE
+    assert "cannot tell" in describe_spread(s2) and not re.search(r"[a-z]\.[A-Z]", describe_spread(s2))
     assert "x_s1: boom" in describe_failures(m)
     assert list(make_summary_view(make_arch_summary(m)).columns)[:3] == ["seeds", "mean test acc", "seed sd"]
     assert set(make_claims_table(make_arch_summary(m))["architecture"]) >= {"resnet", "fusion", "r"}
