@@ -146,7 +146,7 @@ def describe_bases(base: BasePredictions, splits, unit) -> str:
     independent unit, the data, and the prediction files stacked once because they were bit-identical to
     another (template block ``bases``)."""
     return render("05_stacking", "bases", name=base.dataset, n=base.n_models, n_val=len(base.val_y),
-                  test=unit.describe(len(base.test_y)), source=splits.source, threshold=base.threshold,
+                  n_test=len(base.test_y), test=unit.describe(len(base.test_y)), source=splits.source, threshold=base.threshold,
                   duplicates=list(base.duplicates.items()))
 
 
