@@ -159,3 +159,13 @@ def ipython_formatter(mime: str):
         return None
     shell = get_ipython()
     return None if shell is None else shell.display_formatter.formatters[mime]
+
+
+def make_dataset_table(tables: dict):
+    """Tables of the same kind for several datasets as one table, the dataset name its outer index level, so a
+    notebook shows every dataset it ran; a single dataset's table is returned as it is."""
+    import pandas as pd  # deferred: core does not need pandas to import
+
+    if len(tables) == 1:
+        return next(iter(tables.values()))
+    return pd.concat(tables, names=["dataset"])

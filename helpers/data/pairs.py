@@ -353,3 +353,33 @@ def open_dataset(dataset: str, run_dir: str | Path, out_dir: str | Path, label: 
     out = Path(out_dir) / splits.name
     out.mkdir(parents=True, exist_ok=True)
     return splits, out, _uses_pair(splits)
+
+
+def source_groups(s) -> tuple[np.ndarray, np.ndarray] | None:
+    """What each pair's two images come from: its sequence for both (scene pairs, split by sequence), else its
+    two source image ids; None when the split records neither."""
+    if "seq" in (s.extras or {}):
+        seq = np.asarray(s.extras["seq"])
+        return seq, seq
+    return (s.ida, s.idb) if s.ida is not None else None
+
+
+def make_source_holdout(s, rows: np.ndarray, frac: float, seed: int = 0,
+                        param: str = "holdout_frac") -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, held-out rows) among ``rows`` of split ``s``: a share ``frac`` of their source images (sequences
+    for scene pairs) is held out; pairs with both images held out are held out, pairs with neither fit, mixed
+    pairs are dropped (they would show the held-out pairs an image the model fits on). ``param`` names the
+    setting in errors."""
+    groups = source_groups(s)
+    if groups is None:
+        raise WorkbookError(f"{param}: holding out source images needs source ids (ida/idb) or sequences (seq) in "
+                            "the split")
+    ga, gb = groups[0][rows], groups[1][rows]
+    uniq = np.unique(np.concatenate([ga, gb]))
+    held = np.random.default_rng(seed).choice(uniq, max(1, int(round(frac * len(uniq)))), replace=False)
+    ina, inb = np.isin(ga, held), np.isin(gb, held)
+    fit, stop = rows[~ina & ~inb], rows[ina & inb]
+    if len(np.unique(s.y[stop])) < 2 or len(np.unique(s.y[fit])) < 2:
+        raise WorkbookError(f"{param} = {frac}: {len(stop)} held-out (early-stopping) and {len(fit)} fitting pairs, "
+                            f"one of them without both labels; raise {param}")
+    return fit, stop

@@ -1,7 +1,8 @@
 """Prediction files: what notebooks 02-04 write and notebook 05 stacks (``predictions/<model>.npz``).
 
-Each file holds val/test probabilities and labels, the splits the model trained on and was selected
-on, and optionally the content keys of its training examples for the exact leakage check."""
+Each file holds val/test probabilities and labels, the threshold the writing notebook declared for the
+model (every later scoring of these probabilities uses it, never a literal 0.5), the splits the model trained
+on and was selected on, and optionally the content keys of its training examples for the exact leakage check."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,19 +17,32 @@ from helpers.core.io import atomic_savez
 from helpers.data.pairs import dataset_labels
 
 
-def write_prediction_file(out_dir: Path, model_name: str, val_prob, test_prob, val_y, test_y,
+def write_prediction_file(out_dir: Path, model_name: str, val_prob, test_prob, val_y, test_y, *, threshold: float,
                           selected_on: str = "val") -> Path:
     """``<out_dir>/predictions/<model_name>.npz`` in notebook 05's format."""
     path = Path(out_dir) / "predictions" / f"{model_name}.npz"
+    return write_predictions(path, val_prob, test_prob, val_y, test_y, threshold=threshold, trained_on=["train"],
+                             selected_on=selected_on)
 
-    return write_predictions(path, val_prob, test_prob, val_y, test_y, trained_on=["train"], selected_on=selected_on)
+
+def check_threshold(threshold, where: str) -> float:
+    """The declared decision threshold as a float in (0, 1), else an error naming ``where`` it came from."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not 0.0 < t < 1.0:
+        raise DataError(f"{where}: threshold {threshold!r}; expected a number strictly between 0 and 1 (the "
+                        "threshold the notebook that scored the model declared)")
+    return t
 
 
 def write_predictions(path: str | Path, val_prob: np.ndarray, test_prob: np.ndarray, val_y: np.ndarray,
-                      test_y: np.ndarray, trained_on: Sequence[str] = ("train",),
+                      test_y: np.ndarray, *, threshold: float, trained_on: Sequence[str] = ("train",),
                       selected_on: str = "val", train_keys: np.ndarray | None = None) -> Path:
     """Write one base model's prediction file (the stacking contract), atomically.
 
+    threshold: the decision threshold the notebook declared for this model (read back by whoever re-scores it).
     trained_on: the split(s) whose examples the model's weights were fitted on.
     selected_on: the split used for early stopping / checkpoint choice ("val", "train_holdout", "none").
     train_keys: `make_example_keys` of every example the model trained on (optional, exact check).
@@ -44,10 +58,26 @@ def write_predictions(path: str | Path, val_prob: np.ndarray, test_prob: np.ndar
         "val_y": np.asarray(val_y, dtype=np.int64), "test_y": np.asarray(test_y, dtype=np.int64),
         "trained_on": np.asarray(list(trained_on), dtype=str),
         "selected_on": np.asarray(selected_on, dtype=str),
+        "threshold": np.asarray(check_threshold(threshold, str(path)), dtype=np.float64),
     }
     if train_keys is not None:
         arrays["train_keys"] = np.asarray(train_keys, dtype=np.uint64)
     return atomic_savez(path, **arrays)
+
+
+def load_threshold(path: str | Path) -> float:
+    """The threshold a prediction file records (the one its notebook declared for the model), else a
+    DataError naming the file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "threshold" not in z.files:
+                raise DataError(f"{path}: no 'threshold' recorded; a prediction file states the threshold its "
+                                "notebook declared (rerun the notebook that wrote it)")
+            value = z["threshold"]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read prediction file: {e}") from None
+    return check_threshold(value, str(path))
 
 
 @dataclass
@@ -63,18 +93,31 @@ class BasePredictions:
     trained_on: list[list[str] | None]   # None = the file does not say
     selected_on: list[str | None]
     train_keys: list[np.ndarray | None]
+    thresholds: np.ndarray           # [M] the threshold each model's notebook declared (recorded in its file)
     duplicates: dict[str, str] = field(default_factory=dict)   # dropped model -> the identical one kept
 
     @property
     def n_models(self) -> int:
         return len(self.names)
 
+    @property
+    def threshold(self) -> float:
+        """The one threshold the base models share. An ensemble's probability is one of the same label, so it
+        is scored at the threshold its members declared; members that declared different ones have none."""
+        values = np.unique(self.thresholds)
+        if values.size != 1:
+            declared = ", ".join(f"{n}: {t:g}" for n, t in zip(self.names, self.thresholds))
+            raise DataError(f"dataset {self.dataset!r}: the base models declared different thresholds ({declared}); "
+                            "an ensemble of one label needs one: set the same threshold in the notebooks that "
+                            "wrote them")
+        return float(values[0])
+
     def subset(self, keep: Sequence[int]) -> "BasePredictions":
         keep = list(keep)
         return BasePredictions(self.dataset, [self.names[i] for i in keep], [self.files[i] for i in keep],
                                self.val_prob[:, keep], self.test_prob[:, keep], self.val_y, self.test_y,
                                [self.trained_on[i] for i in keep], [self.selected_on[i] for i in keep],
-                               [self.train_keys[i] for i in keep], dict(self.duplicates))
+                               [self.train_keys[i] for i in keep], self.thresholds[keep], dict(self.duplicates))
 
 
 def drop_identical(bp: BasePredictions) -> BasePredictions:
@@ -120,7 +163,7 @@ def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[s
     if not files:
         raise DataError(f"no prediction files for dataset {ds!r} under {run_dir}/<stem>/{ds}/predictions/ "
                         f"(looked in {', '.join(stems) or 'no notebook folders'}): run notebooks 02-04 first")
-    names, vp, tp, tr_on, sel_on, keys = [], [], [], [], [], []
+    names, vp, tp, tr_on, sel_on, keys, thr = [], [], [], [], [], [], []
     val_y = test_y = None
     ref_file = None
     for f in files:
@@ -151,5 +194,6 @@ def load_base_predictions(run_dir: str | Path, dataset: str, sources: Sequence[s
         tr_on.append([str(s) for s in d["trained_on"].reshape(-1)] if "trained_on" in d else None)
         sel_on.append(str(d["selected_on"]) if "selected_on" in d else None)
         keys.append(d["train_keys"].astype(np.uint64) if "train_keys" in d else None)
+        thr.append(load_threshold(f))
     return drop_identical(BasePredictions(ds, names, files, np.stack(vp, 1), np.stack(tp, 1), val_y, test_y,
-                                          tr_on, sel_on, keys))
+                                          tr_on, sel_on, keys, np.asarray(thr, np.float64)))

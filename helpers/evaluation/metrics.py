@@ -24,6 +24,12 @@ def _check(y: np.ndarray, prob: np.ndarray, what: str) -> tuple[np.ndarray, np.n
     return y, prob
 
 
+def correct(prob, y, threshold) -> np.ndarray:
+    """1.0 where P(y = 1) at ``threshold`` (positive when prob >= threshold) matches the label, else 0.0.
+    Shapes broadcast: probabilities [N, M] of M models take labels ``y[:, None]`` and thresholds [M]."""
+    return ((np.asarray(prob) >= threshold) == (np.asarray(y) == 1)).astype(np.float64)
+
+
 def evaluate_binary(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5, confidence: float = 0.95) -> dict:
     """Accuracy (with a Wilson interval), F1, precision, recall, ROC-AUC and the confusion matrix
     of P(y = 1) thresholded at ``threshold`` (positive when prob >= threshold).

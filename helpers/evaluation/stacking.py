@@ -1,33 +1,24 @@
 """Stacking without leakage: out-of-fold LightGBM and logistic-regression meta-learners trained on the
-base models' validation probabilities, the leakage proof, and the comparison on test against fair
-references (the best single model and the average of the top-k models, both chosen on validation; majority
-vote; the logistic-regression meta-learner), with paired tests over the data's independent unit. For the
-distillation of notebook 05: the teacher's out-of-sample soft targets, the student's paired tests and the
-share of the ensemble's gain it keeps, and the ensemble's inference rebuilt (every base model and the
-meta-learner) and timed."""
+base models' validation probabilities, and the comparison on test against fair references (the best single
+model and the average of the top-k models, both chosen on validation; majority vote; the logistic-regression
+meta-learner), with paired tests over the data's independent unit. The leakage proof is in
+`helpers.evaluation.leakage`, the distillation in `helpers.evaluation.distillation`, the ensemble's inference
+cost in `helpers.evaluation.ensemble_inference`."""
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats as st
 
 from helpers.core.errors import WorkbookError
-from helpers.core.hashing import make_example_keys
-from helpers.data.pairs import _uses_pair, make_inputs
 from helpers.data.predictions import BasePredictions
-from helpers.evaluation.baselines import (_pair_rows, _svm_scores, CNNSettings, compare_probs, make_class_images,
-                                          make_pair_features, nearest_rows)
-from helpers.models.registry import create_model
-from helpers.training.checkpoints import read_checkpoint_file
-from helpers.training.loop import predict
-from helpers.training.tasks import BinaryTask, MulticlassTask
+from helpers.evaluation.baselines import make_pair_features
+from helpers.evaluation.leakage import check_no_leakage, make_split_keys
+from helpers.evaluation.metrics import correct
 from helpers.evaluation.stats import (compare, compare_to_references, dyadic_variance, interval, P_FLOOR, ROWS,
                                       unit_of, unit_weights, Unit)
 
@@ -49,67 +40,6 @@ META_GRIDS: dict[str, list[dict[str, Any]]] = {
         for nl, md, lr, l2 in itertools.product((4, 8, 15, 31), (10, 20, 50), (0.03, 0.1), (0.0, 1.0, 10.0))
     ],
 }
-
-
-class LeakageError(WorkbookError):
-    """An example the meta-learner trains on (or is scored on) was seen by a base model in training."""
-
-
-def check_no_leakage(base: BasePredictions, split_keys: dict[str, np.ndarray],
-                     meta_split: str = "val", test_split: str = "test") -> pd.DataFrame:
-    """Prove that no base model trained on an example the meta-learner trains or is scored on.
-
-    split_keys: `make_example_keys` of each split of the dataset ("train", "val", "test").
-    A model's training examples are its recorded ``train_keys`` when present, else the keys of the
-    splits it says it ``trained_on``; a file that says neither is assumed to have trained on
-    "train" (and the table says "assumed"). Raises `LeakageError` listing every offending model;
-    otherwise returns one row per model with what was checked.
-    """
-    for s in (meta_split, test_split):
-        if s not in split_keys:
-            raise WorkbookError(f"check_no_leakage: split_keys has no {s!r} split (has {sorted(split_keys)})")
-    meta_keys, test_keys = split_keys[meta_split], split_keys[test_split]
-    if meta_keys.shape[0] != base.val_y.shape[0] or test_keys.shape[0] != base.test_y.shape[0]:
-        raise LeakageError(f"dataset {base.dataset!r}: the prediction files hold {base.val_y.shape[0]} val / "
-                           f"{base.test_y.shape[0]} test rows but the dataset's splits have {meta_keys.shape[0]} / "
-                           f"{test_keys.shape[0]}: the predictions are not of this dataset's splits")
-    rows, problems = [], []
-    for i, name in enumerate(base.names):
-        record = "recorded"
-        trained_on = base.trained_on[i]
-        if trained_on is None:
-            trained_on, record = ["train"], "assumed train"
-        bad_splits = [s for s in trained_on if s in (meta_split, test_split)]
-        if base.train_keys[i] is not None:
-            seen = base.train_keys[i]
-            source = "train_keys"
-        else:
-            unknown = [s for s in trained_on if s not in split_keys]
-            if unknown:
-                raise WorkbookError(f"{base.files[i]}: trained_on names split(s) {unknown}; known: {sorted(split_keys)}")
-            seen = np.concatenate([split_keys[s] for s in trained_on]) if trained_on else np.zeros(0, np.uint64)
-            source = "split keys"
-        n_meta = int(np.isin(meta_keys, seen).sum())
-        n_test = int(np.isin(test_keys, seen).sum())
-        rows.append({"model": name, "trained_on": "+".join(trained_on), "record": record,
-                     "selected_on": base.selected_on[i] or "not recorded", "checked_with": source,
-                     "n_seen": int(seen.shape[0]), f"{meta_split}_rows_seen": n_meta, f"{test_split}_rows_seen": n_test})
-        if bad_splits or n_meta or n_test:
-            problems.append(f"{name} ({base.files[i]}): trained_on={trained_on}, {n_meta} of {meta_keys.shape[0]} "
-                            f"{meta_split} rows and {n_test} of {test_keys.shape[0]} {test_split} rows were in its training data")
-    if problems:
-        raise LeakageError("LEAKAGE: the meta-learner's data was seen by base models in training:\n  "
-                           + "\n  ".join(problems))
-    return pd.DataFrame(rows)
-
-
-def make_split_keys(splits) -> dict[str, np.ndarray]:
-    """Example keys (`make_example_keys`) of each split of a `helpers.data.pairs.PairSplits`."""
-    out = {}
-    for name in ("train", "val", "test"):
-        s = getattr(splits, name)
-        out[name] = make_example_keys(s.xa, s.xb, s.extras.get("pair") if s.extras else None)
-    return out
 
 
 @dataclass
@@ -207,12 +137,13 @@ class MetaResult:
 
 def train_lgbm_meta(X_val: np.ndarray, y_val: np.ndarray, feature_names: Sequence[str],
                     grid: str | list[dict[str, Any]] = "small", n_folds: int = 5, seed: int = 42,
-                    max_rounds: int = 500, early_stopping_rounds: int = 30) -> MetaResult:
+                    max_rounds: int = 500, early_stopping_rounds: int = 30, *, threshold: float) -> MetaResult:
     """Choose a LightGBM meta-learner by 5-fold stratified CV on the validation split, refit it there.
 
     Every candidate of `grid` gets out-of-fold predictions (`make_oof_predictions`); the one with the
     lowest out-of-fold log-loss wins, and is refitted on all validation rows for the median of its
-    folds' early-stopped round counts. Nothing here looks at the test split.
+    folds' early-stopped round counts. Nothing here looks at the test split. ``threshold`` only scores the
+    table's out-of-fold accuracy (the choice is by log-loss).
     """
     import lightgbm as lgb
 
@@ -225,7 +156,7 @@ def train_lgbm_meta(X_val: np.ndarray, y_val: np.ndarray, feature_names: Sequenc
         res = make_oof_predictions(X_val, y_val, cand, n_folds, seed, max_rounds=max_rounds,
                                    early_stopping_rounds=early_stopping_rounds)
         results.append(res)
-        rows.append({"candidate": i, **cand, "oof_acc": float(((res.oof >= 0.5) == y_val).mean()),
+        rows.append({"candidate": i, **cand, "oof_acc": float(correct(res.oof, y_val, threshold).mean()),
                      "oof_logloss": _logloss(res.oof, y_val),
                      "median_rounds": int(np.median(res.best_iterations))})
     cv = pd.DataFrame(rows)
@@ -315,6 +246,11 @@ class StackingResult:
     unit: str = "row"
 
     @property
+    def threshold(self) -> float:
+        """The threshold every method is scored at: the one the base models' notebooks declared."""
+        return self.base.threshold
+
+    @property
     def topk_k(self) -> int:
         return int(self.topk.loc[self.topk["chosen"], "k"].iloc[0]) if len(self.topk) else 0
 
@@ -390,20 +326,20 @@ def evaluate_error_ratio(err_ref: np.ndarray, err_new: np.ndarray, unit: Unit = 
             "method": f"{'cluster' if unit.ids else 'row'} bootstrap over {unit.describe(a.size)}, {n_boot:,} resamples"}
 
 
-def _acc_row(method: str, test_prob: np.ndarray, y: np.ndarray, val_acc: float, note: str,
+def _acc_row(method: str, test_prob: np.ndarray, y: np.ndarray, threshold: float, val_acc: float, note: str,
              unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    correct = ((np.asarray(test_prob) >= 0.5).astype(np.int64) == y).astype(np.float64)
-    a = interval(correct, unit, n_boot=n_boot, seed=seed)
+    a = interval(correct(test_prob, y, threshold), unit, n_boot=n_boot, seed=seed)
     return {"method": method, "val_acc": val_acc, "test_acc": a["mean"], "ci_low": a["ci_low"],
             "ci_high": a["ci_high"], "test_error": 1 - a["mean"], "n_test": a["n"], "how": note}
 
 
-def _majority(prob: np.ndarray) -> np.ndarray:
-    """Majority vote of thresholded probabilities [N, M] -> [N] in {0, 0.5, 1}; ties fall back to the mean."""
-    votes = (prob >= 0.5).mean(axis=1)
+def _majority(prob: np.ndarray, thresholds: np.ndarray, threshold: float) -> np.ndarray:
+    """Majority vote [N] in {0, 1} of probabilities [N, M], each model voting at its own threshold; a tie falls
+    back to the mean probability at the ensemble's ``threshold``."""
+    votes = (prob >= thresholds).mean(axis=1)
     tie = np.isclose(votes, 0.5)
     out = (votes > 0.5).astype(np.float64)
-    out[tie] = (prob[tie].mean(axis=1) >= 0.5).astype(np.float64)
+    out[tie] = (prob[tie].mean(axis=1) >= threshold).astype(np.float64)
     return out
 
 
@@ -415,7 +351,7 @@ def make_comparison_table(rows: list[dict[str, Any]], best_error: float) -> pd.D
 
 def rank_by_validation(base: BasePredictions) -> np.ndarray:
     """Base-model column indices, best first: highest validation accuracy, then lowest validation log-loss."""
-    val_acc = ((base.val_prob >= 0.5) == base.val_y[:, None]).mean(axis=0)
+    val_acc = correct(base.val_prob, base.val_y[:, None], base.thresholds).mean(axis=0)
     val_ll = np.array([_logloss(base.val_prob[:, j], base.val_y) for j in range(base.n_models)])
     return np.lexsort((val_ll, -val_acc))
 
@@ -426,9 +362,10 @@ def make_base_table(base: BasePredictions, leakage: pd.DataFrame) -> tuple[pd.Da
     yv, yt = base.val_y, base.test_y
     order = rank_by_validation(base)
     best = int(order[0])
-    base_table = pd.DataFrame({"model": base.names, "val_acc": ((base.val_prob >= 0.5) == yv[:, None]).mean(axis=0),
+    base_table = pd.DataFrame({"model": base.names,
+                               "val_acc": correct(base.val_prob, yv[:, None], base.thresholds).mean(axis=0),
                                "val_logloss": [_logloss(base.val_prob[:, j], yv) for j in range(base.n_models)],
-                               "test_acc": ((base.test_prob >= 0.5) == yt[:, None]).mean(axis=0),
+                               "test_acc": correct(base.test_prob, yt[:, None], base.thresholds).mean(axis=0),
                                "trained_on": leakage["trained_on"].values,
                                "selected_on": leakage["selected_on"].values})
     base_table["chosen_as_best"] = np.arange(base.n_models) == best
@@ -442,7 +379,7 @@ def choose_topk(base: BasePredictions) -> pd.DataFrame:
     Chosen on validation only: the test split never enters."""
     order = rank_by_validation(base)
     csum = np.cumsum(base.val_prob[:, order], axis=1) / np.arange(1, base.n_models + 1)   # [N, M] top-k means
-    acc = ((csum >= 0.5) == base.val_y[:, None]).mean(axis=0)
+    acc = correct(csum, base.val_y[:, None], base.threshold).mean(axis=0)     # an average: the shared threshold
     ll = np.array([_logloss(csum[:, k], base.val_y) for k in range(base.n_models)])
     table = pd.DataFrame({"k": np.arange(1, base.n_models + 1), "val_acc": acc, "val_logloss": ll,
                           "added_model": [base.names[j] for j in order]})
@@ -465,7 +402,8 @@ def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, see
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     yv = base.val_y
-    meta = train_lgbm_meta(base.val_prob, yv, base.names, grid, n_folds, seed, max_rounds, early_stopping_rounds)
+    meta = train_lgbm_meta(base.val_prob, yv, base.names, grid, n_folds, seed, max_rounds, early_stopping_rounds,
+                           threshold=base.threshold)
     logreg = train_logreg_meta(base.val_prob, yv, n_folds, seed)
     # Its out-of-fold validation accuracy, for the val column.
     logreg_oof = cross_val_predict(make_logreg_meta(n_folds, seed), base.val_prob, yv,
@@ -482,8 +420,11 @@ def _fit_meta_learners(base: BasePredictions, best: int, grid, n_folds: int, see
 
 def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, metas: _MetaLearners
                         ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
-    """Per method: test P(y=1), validation accuracy (out-of-fold where fitted on val), how it was made."""
-    yv, meta = base.val_y, metas.lgbm
+    """Per method: test P(y=1), validation accuracy (out-of-fold where fitted on val), how it was made. Every
+    method's output is a probability of the same label as the base models', so it is scored at the threshold
+    their notebooks declared (`BasePredictions.threshold`), never at a literal 0.5."""
+    yv, meta, thr = base.val_y, metas.lgbm, base.threshold
+    acc = lambda p: float(correct(p, yv, thr).mean())      # noqa: E731
     k = int(topk.loc[topk["chosen"], "k"].iloc[0])
     top = rank_by_validation(base)[:k]
     preds = {
@@ -491,24 +432,24 @@ def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, me
         "best single, recalibrated on val": metas.recal.predict_proba(base.test_prob[:, [best]])[:, 1],
         TOPK: base.test_prob[:, top].mean(axis=1),
         "mean of probabilities": base.test_prob.mean(axis=1),
-        MAJORITY: _majority(base.test_prob),
+        MAJORITY: _majority(base.test_prob, base.thresholds, thr),
         LOGREG: metas.logreg.predict_proba(base.test_prob)[:, 1],
         STACK: meta.predict(base.test_prob),
     }
     val_side = {
-        BEST: float(((base.val_prob[:, best] >= 0.5) == yv).mean()),
-        "best single, recalibrated on val": float(((metas.recal_oof >= 0.5) == yv).mean()),
+        BEST: float(correct(base.val_prob[:, best], yv, base.thresholds[best]).mean()),
+        "best single, recalibrated on val": acc(metas.recal_oof),
         TOPK: float(topk.loc[topk["chosen"], "val_acc"].iloc[0]),
-        "mean of probabilities": float(((base.val_prob.mean(1) >= 0.5) == yv).mean()),
-        MAJORITY: float(((_majority(base.val_prob) >= 0.5) == yv).mean()),
-        LOGREG: float(((metas.logreg_oof >= 0.5) == yv).mean()),
-        STACK: float(((meta.oof.oof >= 0.5) == yv).mean()),
+        "mean of probabilities": acc(base.val_prob.mean(1)),
+        MAJORITY: acc(_majority(base.val_prob, base.thresholds, thr)),
+        LOGREG: acc(metas.logreg_oof),
+        STACK: acc(meta.oof.oof),
     }
     how = {
         BEST: base.names[best],
         "best single, recalibrated on val": "Platt scaling of its logit fitted on val (val_acc = out-of-fold)",
         TOPK: f"mean probability of the {k} best models by val accuracy; k chosen on val (val_acc in-sample)",
-        "mean of probabilities": f"average of all {base.n_models} models, threshold 0.5",
+        "mean of probabilities": f"average of all {base.n_models} models, threshold {thr:g}",
         MAJORITY: "thresholded votes of all models; ties -> mean probability",
         LOGREG: "on standardised logits, fitted on val (val_acc = out-of-fold)",
         STACK: f"{meta.n_rounds} rounds, {meta.params} (val_acc = out-of-fold)",
@@ -516,16 +457,17 @@ def _method_predictions(base: BasePredictions, best: int, topk: pd.DataFrame, me
     return preds, val_side, how
 
 
-def make_paired_table(preds: dict[str, np.ndarray], y: np.ndarray, unit: Unit = ROWS, n_boot: int = 2000,
-                      seed: int = 0, references: Sequence[str] = REFERENCES, alpha: float = 0.05) -> pd.DataFrame:
+def make_paired_table(preds: dict[str, np.ndarray], y: np.ndarray, threshold: float, unit: Unit = ROWS,
+                      n_boot: int = 2000, seed: int = 0, references: Sequence[str] = REFERENCES,
+                      alpha: float = 0.05) -> pd.DataFrame:
     """LightGBM stacking against each reference on the same test examples: `compare` over the data's
     independent unit (difference, 95% interval, p), Holm-adjusted over the references, and the verdict.
     A bootstrap that saw no replicate on the other side of zero gives p < 1/n_boot: it enters Holm at
     that bound, so the adjusted value is an upper bound. McNemar's exact p (rows as independent) is kept
-    for reference only."""
-    refs = {ref: ((preds[ref] >= 0.5) == y).astype(np.float64) for ref in references}
-    return _paired_frame(((preds[STACK] >= 0.5) == y).astype(np.float64), refs, "stacking_minus_reference", unit,
-                         n_boot, seed, alpha)
+    for reference only. Every method is scored at the declared ``threshold``."""
+    refs = {ref: correct(preds[ref], y, threshold) for ref in references}
+    return _paired_frame(correct(preds[STACK], y, threshold), refs, "stacking_minus_reference", unit, n_boot, seed,
+                         alpha)
 
 
 def _paired_frame(model: np.ndarray, refs: dict[str, np.ndarray], diff_col: str, unit: Unit, n_boot: int, seed: int,
@@ -577,11 +519,12 @@ def evaluate_stacking(base: BasePredictions, split_keys: dict[str, np.ndarray] |
         _, preds["sklearn StackingClassifier (classical)"] = train_sklearn_stacking(splits, seed, n_folds, sklearn_max_train)
         val_side["sklearn StackingClassifier (classical)"] = float("nan")
         how["sklearn StackingClassifier (classical)"] = "logreg + LightGBM on pair features, refit on train"
-    yt = base.test_y
-    rows = [_acc_row(m, p, yt, val_side[m], how[m], unit, n_boot, seed) for m, p in preds.items()]
-    comparison = make_comparison_table(rows, 1 - float(((base.test_prob[:, best] >= 0.5) == yt).mean()))
-    paired = make_paired_table(preds, yt, unit, n_boot, seed)
-    ratio = evaluate_error_ratio((preds[BEST] >= 0.5) != yt, (preds[STACK] >= 0.5) != yt, unit, n_boot, seed)
+    yt, thr = base.test_y, base.threshold
+    rows = [_acc_row(m, p, yt, thr, val_side[m], how[m], unit, n_boot, seed) for m, p in preds.items()]
+    comparison = make_comparison_table(rows, 1 - float(correct(preds[BEST], yt, thr).mean()))
+    paired = make_paired_table(preds, yt, thr, unit, n_boot, seed)
+    ratio = evaluate_error_ratio(1 - correct(preds[BEST], yt, thr), 1 - correct(preds[STACK], yt, thr), unit, n_boot,
+                                 seed)
     return StackingResult(base.dataset, base, leakage, base_table, metas.lgbm, comparison, paired,
                           base.names[best], preds, topk, ratio, unit.name)
 
@@ -593,261 +536,8 @@ def make_error_correlation(base: BasePredictions, split: str = "val") -> pd.Data
     A model with no errors (constant indicator) gets NaN correlations.
     """
     prob, y = (base.val_prob, base.val_y) if split == "val" else (base.test_prob, base.test_y)
-    err = ((prob >= 0.5) != y[:, None]).astype(np.float64)     # [N, M]
+    err = 1 - correct(prob, y[:, None], base.thresholds)     # [N, M], each model at its declared threshold
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(err, rowvar=False)
     corr = np.atleast_2d(corr)
     return pd.DataFrame(corr, index=base.names, columns=base.names)
-
-
-# ------------------------------------------------------------------------------ distillation
-def make_teacher_targets(result: StackingResult) -> np.ndarray:
-    """The stacked ensemble's out-of-sample probabilities on the validation pairs, the teacher's soft targets.
-
-    Level 0: no base model trained on a validation pair (checked by `check_no_leakage`). Level 1: each value is
-    the out-of-fold prediction of the chosen LightGBM meta-learner fitted on the other folds (`MetaResult.oof`),
-    never on the row itself. Training pairs get none: every base model trained on them, so their probabilities
-    there are in-sample (overconfident) and the meta-learner, fitted on validation probabilities, would turn
-    them into targets that repeat the labels."""
-    oof = np.asarray(result.meta.oof.oof, dtype=np.float64)
-    if oof.shape != result.base.val_y.shape or not np.isfinite(oof).all():
-        raise WorkbookError("make_teacher_targets: the meta-learner's out-of-fold predictions do not cover every "
-                            "validation row")
-    return oof
-
-
-def evaluate_gain_kept(correct_best: np.ndarray, correct_teacher: np.ndarray, correct_student: np.ndarray,
-                       unit: Unit = ROWS, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
-    """Share of the teacher's gain over the best single model that the student keeps:
-    (acc_student − acc_best) / (acc_teacher − acc_best), on the same rows, with an interval over the unit
-    (delta method with the dyadic variance for two ids per row, else a cluster or row bootstrap of the ratio).
-    Undefined (NaN) when the teacher does not beat the best single model; an interval whose denominator's
-    own interval reaches 0 is unbounded, and ``denominator_p`` says so."""
-    b, t, s = (np.asarray(x, np.float64) for x in (correct_best, correct_teacher, correct_student))
-    num, den = s - b, t - b
-    out: dict[str, Any] = {"kept": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                           "teacher_gain": float(den.mean()), "student_gain": float(num.mean()), "unit": unit.name,
-                           "denominator_p": compare({"gain": (b, t)}, unit, n_boot=n_boot, seed=seed)["gain"].p}
-    if den.mean() <= 0:
-        return {**out, "method": "the teacher does not beat the best single model: no gain to keep"}
-    r = float(num.mean() / den.mean())
-    out["kept"] = r
-    z = float(st.norm.ppf(0.5 + confidence / 2))
-    if len(unit.ids) == 2:
-        se = float(np.sqrt(dyadic_variance((num - r * den) / den.mean(), *unit.ids)))
-        return {**out, "ci_low": r - z * se, "ci_high": r + z * se,
-                "method": f"delta method, dyadic cluster-robust variance over {unit.describe(b.size)}"}
-    w = unit_weights(list(unit.ids), b.size, n_boot, seed)
-    wn, wd = w @ num, w @ den
-    ratios = wn[wd > 0] / wd[wd > 0]
-    if ratios.size < 0.9 * n_boot:      # the resampled denominator is often not positive: no useful interval
-        return {**out, "method": f"{'cluster' if unit.ids else 'row'} bootstrap: the teacher's gain is not "
-                                 "positive in many resamples, so the share has no finite interval"}
-    lo, hi = np.quantile(ratios, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return {**out, "ci_low": float(lo), "ci_high": float(hi),
-            "method": f"{'cluster' if unit.ids else 'row'} bootstrap over {unit.describe(b.size)}, {n_boot:,} resamples"}
-
-
-# -------------------------------------------------------------------- inference cost of the ensemble
-@dataclass
-class BasePredictor:
-    """One base model rebuilt for timing its inference on the test split.
-
-    ``predict()`` computes its test P(y=1) from the raw test inputs (features included); ``how`` says what was
-    rebuilt: the kept weights (checkpoint), a refit with the recorded setting, or the recorded architecture
-    with fresh weights (inference time does not depend on the weight values, but its predictions then differ
-    from the file's, and ``agreement`` shows it)."""
-    name: str
-    kind: str                       # "checkpoint" | "refit" | "architecture only" | "not rebuilt"
-    how: str
-    predict: Any = None             # () -> np.ndarray [N_test]
-    agreement: float = float("nan")  # share of test rows whose 0.5-thresholded prediction equals the file's
-
-
-def measure_seconds(fn, repeats: int = 3) -> tuple[float, Any]:
-    """The fastest wall time of ``fn()`` over ``repeats`` calls after one untimed warm-up call (the least
-    disturbed by other processes, as ``timeit`` advises), and its last output."""
-    out = fn()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.min(times)), out
-
-
-def measure_ensemble_inference(predictors: Sequence[BasePredictor], meta: MetaResult, n_rows: int,
-                               repeats: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
-    """Time every base model's test-split inference and the meta-learner's on their outputs.
-
-    Returns one row per step (base models in ``predictors`` order, then the meta-learner): seconds (the fastest
-    of ``repeats``), samples/s, what was timed; and the ensemble's test P(y=1) from this very pipeline."""
-    rows, cols = [], []
-    for p in predictors:
-        if p.predict is None:
-            rows.append({"step": p.name, "kind": p.kind, "seconds": float("nan"), "how": p.how,
-                         "agreement_with_file": float("nan")})
-            cols.append(np.full(n_rows, np.nan))
-            continue
-        sec, prob = measure_seconds(p.predict, repeats)
-        cols.append(np.asarray(prob, np.float64).reshape(-1))
-        rows.append({"step": p.name, "kind": p.kind, "seconds": sec, "how": p.how, "agreement_with_file": p.agreement})
-    X = np.stack(cols, axis=1)
-    sec, prob = measure_seconds(lambda: meta.predict(X), repeats)
-    rows.append({"step": "LightGBM meta-learner", "kind": "meta", "seconds": sec,
-                 "how": f"{meta.n_rounds} rounds on the {X.shape[1]} base probabilities", "agreement_with_file": np.nan})
-    df = pd.DataFrame(rows)
-    df["samples_per_s"] = n_rows / df["seconds"]
-    df["share_of_time"] = df["seconds"] / df["seconds"].sum()
-    return df, np.asarray(prob)
-
-
-def make_checkpoint_predictor(name: str, path: str | Path, splits, device: str = "cpu", batch_size: int = 512,
-                              fresh: bool = False, changes: dict[str, Any] | None = None) -> BasePredictor:
-    """A pair model rebuilt from a checkpoint written by `train_model` (or a member's ``model.pt``): its
-    ``model_spec``, and its weights unless ``fresh`` (then only the architecture, with ``changes`` to its
-    kwargs: the weights were not kept)."""
-    ck = read_checkpoint_file(path)
-    spec = ck.get("model_spec")
-    if not isinstance(spec, dict) or "name" not in spec:
-        return BasePredictor(name, "not rebuilt", f"{path} holds no model_spec")
-    model = create_model(spec["name"], **{**(spec.get("kwargs") or {}), **((changes or {}) if fresh else {})})
-    if not fresh:
-        model.load_state_dict(ck["model_state_dict"])
-    model.eval()
-    inputs = make_inputs(splits.test, _uses_pair(splits))
-    task = BinaryTask()
-    torch_inputs = tuple(torch.as_tensor(np.ascontiguousarray(a)) for a in inputs)
-
-    def run() -> np.ndarray:
-        return predict(model, task, torch_inputs, device=device, batch_size=batch_size)
-
-    where = Path(path)
-    how = (f"{spec['name']} from {where.parent.name}/{where.name}" if not fresh else
-           f"{spec['name']} as recorded in {where.parent.name}/{where.name}"
-           + (f" with {changes}" if changes else "") + ", fresh weights (the trained ones are not kept)")
-    return BasePredictor(name, "architecture only" if fresh else "checkpoint", how, run)
-
-
-def _flat(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-
-
-def make_baseline_predictor(name: str, info: dict[str, Any], splits, seed: int = 42, threads: int = 1,
-                            device: str = "cpu") -> BasePredictor:
-    """A classical baseline of notebook 02 (``baselines.py``) refitted on the training split with the setting 02
-    recorded in its run card (chosen there on validation; nothing is chosen again), for timing its inference:
-    SVM / CNN classify-then-compare, 1-NN, logistic regression and LightGBM on pair features. The CNN's trained
-    weights are not kept by 02, so it is timed with its recorded architecture and fresh weights."""
-    kind = name.rsplit("/", 1)[-1].removeprefix("baseline_")     # "<stem>/baseline_<kind>" or "baseline_<kind>"
-    by_class = kind in ("svm_compare", "cnn_compare") or (kind == "1nn" and str(info.get("mode", "")).startswith("class"))
-    if by_class:
-        tr = splits.train
-        if tr.ca is None or tr.cb is None:
-            return BasePredictor(name, "not rebuilt", "the pair files have no classes (ca/cb)")
-        img = make_class_images(tr.xa, tr.xb, tr.ca, tr.cb, tr.ida, tr.idb)
-        build = {"svm_compare": _svm_compare_predictor, "cnn_compare": _cnn_compare_predictor,
-                 "1nn": _class_1nn_predictor}[kind]
-        return build(name, info, splits, img, seed=seed, device=device)
-    if kind == "1nn":
-        return _pair_1nn_predictor(name, info, splits)
-    if kind in ("logreg", "lgbm"):
-        return _tabular_predictor(name, kind, info, splits, seed, threads)
-    return BasePredictor(name, "not rebuilt", f"no rebuild rule for baseline {kind!r}")
-
-
-def _svm_compare_predictor(name: str, info: dict[str, Any], splits, img, **_) -> BasePredictor:
-    from sklearn.pipeline import make_pipeline  # deferred: scikit-learn is slow to import
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
-    te = splits.test
-    svc = SVC(C=float(info["C"]), gamma=float(info["gamma"]), decision_function_shape="ovr")
-    clf = (make_pipeline(StandardScaler(), svc) if splits.kind == "vector" else svc).fit(_flat(img.x), img.c)
-    temp = float(info["temperature"])
-
-    def run() -> np.ndarray:
-        return compare_probs(_svm_scores(clf, te.xa), _svm_scores(clf, te.xb), temp)
-    return BasePredictor(name, "refit", f"RBF-SVM C={info['C']:g}, gamma={info['gamma']:.3g} refitted on the "
-                                        f"{len(img.x)} training images, T={temp:.3g}", run)
-
-
-def _cnn_compare_predictor(name: str, info: dict[str, Any], splits, img, seed: int = 42,
-                           device: str = "cpu") -> BasePredictor:
-    te, classes = splits.test, np.unique(img.c)
-    torch.manual_seed(seed)
-    model = create_model("resnet", in_channels=int(img.x.shape[1]), layers=list(info["layers"]),
-                         width_mult=float(info["width_mult"]), feat_dim=CNNSettings().feat_dim,
-                         num_classes=len(classes)).eval()
-    task = MulticlassTask(len(classes))
-    temp = float(info["temperature"])
-    xa, xb = (torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) for x in (te.xa, te.xb))
-
-    def run() -> np.ndarray:
-        la = np.log(np.clip(predict(model, task, (xa,), device=device), 1e-12, None))
-        lb = np.log(np.clip(predict(model, task, (xb,), device=device), 1e-12, None))
-        return compare_probs(la, lb, temp)
-    return BasePredictor(name, "architecture only", f"ResNet {list(info['layers'])} ×{info['width_mult']:g} "
-                                                    "class CNN as recorded, fresh weights (02 keeps no weights)", run)
-
-
-def _standardizer(ref: np.ndarray, scale: bool):
-    """(reference rows as searched, a function putting query rows on the same scale)."""
-    mu, sd = ref.mean(0), np.where(ref.std(0) > 0, ref.std(0), 1.0)
-    return ((ref - mu) / sd, lambda q: (q - mu) / sd) if scale else (ref, lambda q: q)
-
-
-def _class_1nn_predictor(name: str, info: dict[str, Any], splits, img, **_) -> BasePredictor:
-    te = splits.test
-    ref, on_scale = _standardizer(_flat(img.x), bool(info.get("standardized")))
-
-    def run() -> np.ndarray:
-        qa, qb = on_scale(_flat(te.xa)), on_scale(_flat(te.xb))
-        return (img.c[nearest_rows(qa, ref)] == img.c[nearest_rows(qb, ref)]).astype(np.float64)
-    return BasePredictor(name, "refit", f"class of the nearest of {len(ref)} training images", run)
-
-
-def _pair_1nn_predictor(name: str, info: dict[str, Any], splits) -> BasePredictor:
-    tr, te, use_pair = splits.train, splits.test, _uses_pair(splits)
-    fwd, rev = _pair_rows(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
-    y_ref = np.concatenate([tr.y, tr.y])
-    ref, on_scale = _standardizer(np.concatenate([fwd, rev]), bool(info.get("standardized")))
-
-    def run() -> np.ndarray:
-        q = _pair_rows(te.xa, te.xb, te.extras.get("pair") if use_pair else None)[0]
-        return y_ref[nearest_rows(on_scale(q), ref)].astype(np.float64)
-    return BasePredictor(name, "refit", f"label of the nearest of {len(fwd)} training pairs", run)
-
-
-def _tabular_predictor(name: str, kind: str, info: dict[str, Any], splits, seed: int,
-                       threads: int) -> BasePredictor:
-    """Logistic regression or LightGBM on the pair features, refitted with 02's recorded setting."""
-    from sklearn.linear_model import LogisticRegression  # deferred: scikit-learn is slow to import
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    tr, te, use_pair = splits.train, splits.test, _uses_pair(splits)
-    x_tr = make_pair_features(tr.xa, tr.xb, tr.extras.get("pair") if use_pair else None)
-    if kind == "logreg":
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=float(info["C"]), max_iter=2000,
-                                                                 random_state=seed)).fit(x_tr, tr.y)
-        how = f"logistic regression C={info['C']:g} refitted on the training pair features"
-    else:
-        import lightgbm as lgb  # deferred: only this baseline needs LightGBM
-
-        clf = lgb.LGBMClassifier(n_estimators=int(info["best_iteration"]), learning_rate=float(info["learning_rate"]),
-                                 num_leaves=int(info["num_leaves"]), subsample=0.8, subsample_freq=1,
-                                 colsample_bytree=0.8, random_state=seed, n_jobs=threads, verbose=-1).fit(x_tr, tr.y)
-        how = (f"LightGBM {info['best_iteration']} rounds, {info['num_leaves']} leaves refitted on the training "
-               "pair features")
-
-    def run() -> np.ndarray:
-        return clf.predict_proba(make_pair_features(te.xa, te.xb, te.extras.get("pair") if use_pair else None))[:, 1]
-    return BasePredictor(name, "refit", how, run)
-
-
-def check_agreement(p: BasePredictor, file_prob: np.ndarray) -> BasePredictor:
-    """Set ``p.agreement``: the share of test rows whose thresholded prediction equals the prediction file's."""
-    if p.predict is not None:
-        p.agreement = float(((np.asarray(p.predict()) >= 0.5) == (np.asarray(file_prob) >= 0.5)).mean())
-    return p

@@ -23,9 +23,9 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,169 +34,30 @@ from scipy import stats as st
 
 from helpers.core import paths
 from helpers.core.errors import WorkbookError
-from helpers.core.hashing import make_example_keys
 from helpers.core.io import atomic_savez, atomic_torch_save, atomic_write_json, read_json
 from helpers.core.paths import unique_slugs
-from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs
-from helpers.data.predictions import write_predictions
-from helpers.evaluation.stats import (adjust, compare, compare_over_seeds, format_p, interval, seed_prediction_bound,
-                                      unit_of)
+from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs, make_source_holdout
+from helpers.data.predictions import load_threshold, write_predictions
+from helpers.evaluation.leakage import evaluate_fit_leakage, make_row_keys
+from helpers.evaluation.metrics import correct
+from helpers.evaluation.stats import adjust, compare, compare_over_seeds, format_p, interval, unit_of
 from helpers.models.pair import transfer_weights
-from helpers.models.registry import create_model, list_models
+from helpers.models.registry import create_model
 from helpers.training.checkpoints import read_checkpoint_file
 from helpers.training.config import TrainConfig
 from helpers.training.loop import predict, train_model
-from helpers.training.search import (evaluate_importance, load_recipe, make_data_fingerprint, make_trial_spec,
-                                     RECIPE_STEMS, run_study, StudyResult, width_value)
+from helpers.training.grid import EARLY_STOP_SPLITS, load_recipes, make_grid, MemberSpec, resolve_architecture
+from helpers.training.search import (evaluate_importance, make_data_fingerprint, make_trial_spec, run_study,
+                                     StudyResult)
 from helpers.training.tasks import BinaryTask
 from helpers.training.workers import resolve_workers, run_in_workers, WorkerOutcome
-from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
-# What notebook 04 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["dataset_labels", "describe_answer", "describe_comparison", "describe_failures", "describe_search",
-           "describe_spread", "describe_tuning", "evaluate_tuning_gain", "handset_val_acc", "load_member_histories",
-           "load_recipes", "make_answer_headline", "make_arch_summary", "make_claims_table", "make_comparison_table",
-           "make_comparison_view", "make_grid", "make_headline", "make_importance_table", "make_leakage_summary",
-           "make_metrics_view", "make_plan_table", "make_search_card", "make_search_spec", "make_summary_view",
-           "make_test_unit", "make_trials_view", "make_tuned_grid", "make_tuned_strip", "make_tuning_view",
-           "plot_member_curves", "plot_search", "plot_seed_strip", "resolve_workers", "run_search", "train_members"]
-
-
-# M1 stage 3, validation accuracy per (family, seed), on the note's own 28x28 pair data.
-NOTE_001_CLAIMS: dict[tuple[str, int], float] = {
-    ("resnet", 42): 0.8538, ("resnet", 2023): 0.8702, ("resnet", 2024): 0.8671, ("resnet", 2025): 0.8739,
-    ("fpn", 42): 0.8730,
-    ("fusion", 42): 0.8538, ("fusion", 123): 0.8436, ("fusion", 456): 0.8439,
-}
-
-EARLY_STOP_SPLITS = ("val", "source_holdout")
-
-
-@dataclass
-class MemberSpec:
-    """One member of the grid: an architecture (a recipe or a registry name) trained with one seed."""
-    name: str                      # "<arch slug>_s<seed>", unique; also the folder and prediction-file name
-    arch: str                      # the grid's label (e.g. "stage1")
-    seed: int
-    model: str = ""                # registry name ("" = the label itself)
-    dataset: str = ""              # built-in name or folder
-    label: str = ""                # the dataset's folder name (dataset_labels)
-    run_dir: str = ""              # where the dataset's notebook wrote it
-    out_dir: str = ""              # this member's folder
-    predictions_path: str = ""     # <run>/04_multi_seed/<label>/predictions/<name>.npz
-    recipe: str = ""               # notebook stem the model and training come from ("" = given here)
-    vector_model: str = ""         # registry name used instead when the dataset holds vectors (no recipe)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields
-    loss: str = "bce"
-    focal_alpha: float = -1.0
-    focal_gamma: float = 2.0
-    start_checkpoint: str = ""     # weights the member starts from where names and shapes match ("" = none)
-    early_stop_split: str = "val"  # val | source_holdout
-    holdout_frac: float = 0.3      # source_holdout: share of training source images held out
-    max_train: int = 0
-    max_epochs: int = 0            # cap on the recipe's epochs (0 = the recipe's own)
-    device: str = "cpu"
-    crash: str = ""                # testing aid: "raise" | "exit" | "segv" makes this member fail
-
-
-# ----------------------------------------------------------------------------------- recipes
-def load_recipes(run_dir: str | Path, label: str, architectures: dict[str, dict] | None) -> dict[str, dict]:
-    """`load_recipe` of every notebook the architectures name (``{"recipe": "02_stage1"}``), by stem."""
-    stems = sorted({e["recipe"] for e in (architectures or {}).values() if isinstance(e, dict) and e.get("recipe")})
-    bad = [s for s in stems if s not in RECIPE_STEMS]
-    if bad:
-        raise WorkbookError(f"architectures name recipe(s) {bad}; expected one of {', '.join(RECIPE_STEMS)}")
-    return {s: load_recipe(run_dir, s, label) for s in stems}
-
-
-# -------------------------------------------------------------------------------------- grid
-def _check_seeds(arch: str, seeds) -> list[int]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise WorkbookError(f"grid[{arch!r}] = {seeds!r}: expected a non-empty list of non-negative int seeds")
-    if len(set(seeds)) != len(seeds):
-        raise WorkbookError(f"grid[{arch!r}] lists a seed twice: {seeds}")
-    return [int(s) for s in seeds]
-
-
-def _resolve_arch(arch: str, entry: Any, recipes: dict[str, dict], common: dict[str, Any]) -> dict[str, Any]:
-    """MemberSpec fields of one architecture: from its recipe (entry keys override the model and its
-    kwargs; ``start: ""`` trains from scratch), else the registry model with the common training settings."""
-    if not isinstance(entry, dict):
-        raise WorkbookError(f"architectures[{arch!r}] = {entry!r}: expected a mapping with a 'recipe' or 'model' key")
-    entry = dict(entry)
-    stem = entry.pop("recipe", "")
-    if stem and stem not in recipes:
-        raise WorkbookError(f"architectures[{arch!r}] names recipe {stem!r}, which was not loaded "
-                            f"(loaded: {sorted(recipes) or 'none'}; known: {', '.join(RECIPE_STEMS)})")
-    r = recipes.get(stem, {})
-    start = entry.pop("start", r.get("start", ""))
-    model = entry.pop("model", r.get("model", arch))
-    fields = {"recipe": stem, "model": model, "vector_model": entry.pop("vector_model", ""),
-              "model_kwargs": {**r.get("kwargs", {}), **entry}, "start_checkpoint": str(start or ""), **common}
-    if stem:   # the recipe's training and loss; the common train dict may only shorten or adjust it
-        fields.update(train={**r["train"], **common.get("train", {})}, loss=r["loss"],
-                      focal_alpha=r["focal_alpha"], focal_gamma=r["focal_gamma"])
-    registry = list_models()
-    for m in (fields["model"], fields["vector_model"]):
-        if m and m not in registry:
-            raise WorkbookError(f"grid/architectures: {arch!r} names model {m!r}, which is not in the registry "
-                                f"({', '.join(registry)}); add an architectures entry "
-                                f"{{{arch!r}: {{'recipe': '02_stage1'}}}} or {{{arch!r}: {{'model': <registry name>}}}}")
-    return fields
-
-
-def make_grid(grid: dict[str, Sequence[int]], dataset: str, run_dir: str | Path, out_dir: str | Path,
-              architectures: dict[str, dict] | None = None, label: str | None = None,
-              recipes: dict[str, dict] | None = None, **common: Any) -> list[MemberSpec]:
-    """Expand ``{"label": [seed, ...], ...}`` into member specs (one folder each).
-
-    Member folders: ``out_dir/<dataset label>/members/<arch slug>_s<seed>/``; prediction files for
-    stacking: ``out_dir/<dataset label>/predictions/<arch slug>_s<seed>.npz``. ``label`` defaults to
-    `dataset_labels` of the dataset alone.
-
-    architectures: ``{"label": {"recipe": "02_stage1" | "03_stage2", [model, kwargs, start overrides]}}``
-    (the recipe of the notebook that reports the model, `load_recipes`), or ``{"label": {"model":
-    registry name, "vector_model": name for vector data, **create_model kwargs}}``; a label without an
-    entry must itself be a registry name. recipes: `load_recipes` output (loaded from ``run_dir`` when
-    omitted). common: MemberSpec fields shared by all members (train=..., early_stop_split=..., device=...).
-    """
-    if not isinstance(grid, dict) or not grid:
-        raise WorkbookError(f"grid = {grid!r}: expected a non-empty mapping of architecture -> list of seeds, "
-                            'e.g. {"stage1": [42, 2023]}')
-    label = label or dataset_labels([str(dataset)])[0]
-    architectures = architectures or {}
-    if recipes is None:
-        recipes = load_recipes(run_dir, label, {a: architectures.get(a, {}) for a in grid})
-    # Labels become folder and file names: safe, unique slugs (the table shows label and name side by side).
-    slugs = dict(zip(grid, unique_slugs([str(a) for a in grid])))
-    root = Path(out_dir) / label
-    specs = []
-    for arch, seeds in grid.items():
-        fields = _resolve_arch(arch, architectures.get(arch, {}), recipes, common)
-        for s in _check_seeds(arch, seeds):
-            name = f"{slugs[arch]}_s{s}"
-            specs.append(MemberSpec(name=name, arch=arch, seed=s, dataset=str(dataset), label=label,
-                                    run_dir=str(run_dir), out_dir=str(root / "members" / name),
-                                    predictions_path=str(root / "predictions" / f"{name}.npz"), **fields))
-    return specs
-
-
-def make_plan_table(specs: Sequence[MemberSpec]) -> pd.DataFrame:
-    """The grid as planned: one row per member with the recipe it follows and what that recipe sets."""
-    rows = []
-    for s in specs:
-        t = s.train
-        epochs = min(t.get("epochs", 0), s.max_epochs) if s.max_epochs else t.get("epochs")
-        rows.append({"member": s.name, "arch": s.arch, "seed": s.seed, "recipe": s.recipe or "(given here)",
-                     "model": s.model or s.arch, "model_kwargs": json.dumps(s.model_kwargs), "epochs": epochs,
-                     "lr": t.get("lr"), "batch_size": t.get("batch_size"), "augment": t.get("augment", False),
-                     "loss": s.loss, "starts_from": Path(s.start_checkpoint).name if s.start_checkpoint else "scratch",
-                     "early_stop_split": s.early_stop_split, "crash_planted": s.crash or ""})
-    return pd.DataFrame(rows)
+# What notebook 04 calls here (its tables, figures and words are in helpers.reports.multiseed); lower-layer
+# functions are imported above so the notebook needs this module and its report only.
+__all__ = ["dataset_labels", "evaluate_tuning_gain", "handset_val_acc", "load_member_histories", "load_recipes",
+           "make_arch_summary", "make_comparison_table", "make_grid", "make_headline", "make_importance_table",
+           "make_leakage_summary", "make_search_card", "make_search_spec", "make_test_unit", "make_tuned_grid",
+           "resolve_workers", "run_search", "train_members"]
 
 
 # ------------------------------------------------------------------------------ one member
@@ -247,35 +108,6 @@ class _Rows:
     split: str
 
 
-def _source_groups(s) -> tuple[np.ndarray, np.ndarray] | None:
-    """What a pair's images come from: its sequence (scene pairs, split by sequence) or its two source images."""
-    if "seq" in (s.extras or {}):
-        seq = np.asarray(s.extras["seq"])
-        return seq, seq
-    if s.ida is not None:
-        return s.ida, s.idb
-    return None
-
-
-def make_source_holdout(tr, rows: np.ndarray, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, early-stopping rows): a share ``frac`` of the training source images (sequences for scene
-    pairs) is held out; pairs with both images held out stop, pairs with neither fit, mixed pairs are dropped
-    (they would show the stopping split a training image). The same holdout for every seed (``seed`` fixed)."""
-    groups = _source_groups(tr)
-    if groups is None:
-        raise WorkbookError("early_stop_split = 'source_holdout' needs source ids (ida/idb) or sequences (seq) in "
-                            "the training split; use early_stop_split = 'val'")
-    ga, gb = groups[0][rows], groups[1][rows]
-    uniq = np.unique(np.concatenate([ga, gb]))
-    held = np.random.default_rng(seed).choice(uniq, max(1, int(round(frac * len(uniq)))), replace=False)
-    ina, inb = np.isin(ga, held), np.isin(gb, held)
-    fit, stop = rows[~ina & ~inb], rows[ina & inb]
-    if len(np.unique(tr.y[stop])) < 2 or len(np.unique(tr.y[fit])) < 2:
-        raise WorkbookError(f"source_holdout with holdout_frac {frac}: {len(stop)} early-stopping and {len(fit)} "
-                            "fitting pairs, one of them without both labels; raise holdout_frac or use 'val'")
-    return fit, stop
-
-
 def _split_rows(spec: MemberSpec, splits) -> _Rows:
     """The rows a member trains on and what it early-stops on: the validation split (images disjoint from
     training, as in 02/03) or a holdout of training source images (`make_source_holdout`). Training rows
@@ -294,36 +126,12 @@ def _split_rows(spec: MemberSpec, splits) -> _Rows:
     raise WorkbookError(f"early_stop_split = {spec.early_stop_split!r}; expected one of {'|'.join(EARLY_STOP_SPLITS)}")
 
 
-def _keys(s, rows=None, use_pair: bool = False) -> np.ndarray:
-    r = slice(None) if rows is None else rows
-    return make_example_keys(s.xa[r], s.xb[r], s.extras["pair"][r] if use_pair else None)
-
-
 def evaluate_member_leakage(splits, rows: _Rows) -> dict[str, Any]:
-    """What a member was fitted on, held against every split it is stopped or scored on: pairs with the
-    same content (order-free keys) and shared source ids (sequences for scene pairs). Returns the counts
-    and a verdict; nothing here trusts the split names."""
-    tr, use_pair = splits.train, _uses_pair(splits)
-    fit_keys = _keys(tr, rows.fit, use_pair)
-    others = {"val": (splits.val, None), "test": (splits.test, None)}
+    """What a member was fitted on against every split it is stopped or scored on (`evaluate_fit_leakage`)."""
+    against = {"val": (splits.val, None), "test": (splits.test, None)}
     if rows.stop is not None:
-        others["stop"] = (tr, rows.stop)
-    groups = _source_groups(tr)
-    fit_src = None if groups is None else np.unique(np.concatenate([g[rows.fit] for g in groups]))
-    out: dict[str, Any] = {"compared": f"{len(fit_keys):,} fitted training pairs (content keys"
-                                       + (", source ids)" if fit_src is not None else ")") + " against "
-                                       + ", ".join(f"{k} ({len(s.y) if r is None else len(r):,} pairs)"
-                                                   for k, (s, r) in others.items())}
-    for name, (s, r) in others.items():
-        out[f"{name}_pairs_shared"] = int(np.isin(_keys(s, r, use_pair), fit_keys).sum())
-        g = _source_groups(s)
-        if fit_src is not None and g is not None:
-            src = np.unique(np.concatenate([x if r is None else x[r] for x in g]))
-            out[f"{name}_sources_shared"] = int(np.intersect1d(src, fit_src).size)
-    shared = sum(v for k, v in out.items() if k.endswith("_shared"))
-    out["verdict"] = ("passed: no pair and no source image shared" if shared == 0
-                      else f"FAILED: {shared} shared pairs/sources")
-    return out
+        against["stop"] = (splits.train, rows.stop)
+    return evaluate_fit_leakage([(splits.train, rows.fit)], against, _uses_pair(splits))
 
 
 def _build_member(splits, spec: MemberSpec):
@@ -335,7 +143,7 @@ def _build_member(splits, spec: MemberSpec):
     transfer = None
     if spec.start_checkpoint:
         transfer = transfer_weights(model, read_checkpoint_file(spec.start_checkpoint)["model_state_dict"])
-    task = BinaryTask(loss_name=spec.loss, alpha=spec.focal_alpha, gamma=spec.focal_gamma)
+    task = BinaryTask(loss_name=spec.loss, alpha=spec.focal_alpha, gamma=spec.focal_gamma, threshold=spec.threshold)
     train = {**spec.train, "seed": spec.seed, "log_every": 0, "num_threads": 0, "checkpoint": False, "resume": False}
     if spec.max_epochs:
         train["epochs"] = min(int(train.get("epochs", spec.max_epochs)), spec.max_epochs)
@@ -350,11 +158,13 @@ def _write_member_predictions(spec: MemberSpec, out: Path, model, task, splits, 
     va, te, use_pair = splits.val, splits.test, _uses_pair(splits)
     val_prob = predict(model, task, make_inputs(va, use_pair), device=spec.device).astype(np.float64)
     test_prob = predict(model, task, make_inputs(te, use_pair), device=spec.device).astype(np.float64)
-    atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y)
+    atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y,
+                 threshold=np.float64(spec.threshold))
     # What this member trained on, for notebook 05's leakage check: the content keys of every training
     # row it could have seen (fitted rows and a training holdout it stopped on).
-    write_predictions(spec.predictions_path, val_prob, test_prob, va.y, te.y, trained_on=["train"],
-                      selected_on=rows.split, train_keys=_keys(splits.train, rows.rows, use_pair))
+    write_predictions(spec.predictions_path, val_prob, test_prob, va.y, te.y, threshold=spec.threshold,
+                      trained_on=["train"],
+                      selected_on=rows.split, train_keys=make_row_keys(splits.train, rows.rows, use_pair))
     return val_prob, test_prob
 
 
@@ -362,13 +172,13 @@ def _member_metrics(spec: MemberSpec, model_name: str, model, result, val_prob: 
                     splits, rows: _Rows, leakage: dict[str, Any], t0: float, cpu0: float) -> dict[str, Any]:
     """metrics.json of a member: accuracies (test with its 95% interval over the data's independent unit and
     the standard error that interval implies), the binomial SE, the leakage check and the run's facts."""
-    test_correct = ((test_prob >= 0.5) == splits.test.y).astype(np.float64)
+    test_correct = correct(test_prob, splits.test.y, spec.threshold)
     iv = interval(test_correct, unit_of(splits.test))
     p, n = float(test_correct.mean()), int(test_correct.size)
     best = result.best.get("monitor", {})
     return {
         "name": spec.name, "arch": spec.arch, "model": model_name, "seed": spec.seed, "recipe": spec.recipe,
-        "val_acc": float(((val_prob >= 0.5) == splits.val.y).mean()), "test_acc": p,
+        "val_acc": float(correct(val_prob, splits.val.y, spec.threshold).mean()), "test_acc": p,
         "test_ci_low": iv["ci_low"], "test_ci_high": iv["ci_high"], "test_ci_method": iv["method"],
         "unit": iv["unit"], "unit_se": (iv["ci_high"] - iv["ci_low"]) / (2 * st.norm.ppf(0.975)),
         "binomial_se": math.sqrt(p * (1 - p) / n), "n_val": int(len(splits.val.y)), "n_test": n,
@@ -517,14 +327,6 @@ def make_arch_summary(members: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([_arch_row(a, g) for a, g in members.groupby("arch", sort=False)])
 
 
-def make_summary_view(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary trimmed to what answers the spread question, one row per architecture."""
-    cols = {"n_ok": "seeds", "mean_test_acc": "mean test acc", "std_test_acc": "seed sd",
-            "sd_ci_low": "sd 95% low", "sd_ci_high": "sd 95% high", "binomial_se": "binomial SE",
-            "unit_se": "SE over unit", "sd_over_unit_se": "sd / SE", "min_test_acc": "min", "max_test_acc": "max"}
-    return summary.set_index("arch")[list(cols)].rename(columns=cols)
-
-
 def make_test_unit(dataset: str, run_dir: str | Path, label: str | None = None):
     """The independent unit of the dataset's test split (`unit_of`): source images, person pairs or rows."""
     return unit_of(load_pair_dataset(dataset, run_dir, label=label).test)
@@ -532,11 +334,8 @@ def make_test_unit(dataset: str, run_dir: str | Path, label: str | None = None):
 
 def _member_correct(members: pd.DataFrame, arch: str) -> np.ndarray:
     """Per-pair test correctness [seeds, N] of an architecture's members (from their predictions.npz)."""
-    out = []
-    for f in members.loc[(members["arch"] == arch) & (members["status"] == "ok"), "folder"]:
-        with np.load(Path(f) / "predictions.npz") as z:
-            out.append(((z["test_prob"] >= 0.5) == z["test_y"]).astype(np.float64))
-    return np.stack(out)
+    return np.stack([_correct_of(f) for f in members.loc[(members["arch"] == arch) & (members["status"] == "ok"),
+                                                        "folder"]])
 
 
 def make_comparison_table(members: pd.DataFrame, unit, baseline: str | None = None, n_boot: int = 2000,
@@ -559,109 +358,6 @@ def make_comparison_table(members: pd.DataFrame, unit, baseline: str | None = No
                                      "p_value", "p_holm", "verdict"])
     df.attrs.update(unit=getattr(unit, "name", "row"), n_tests=int(df["p_value"].notna().sum()))
     return df
-
-
-def make_comparison_view(comparison: pd.DataFrame) -> pd.DataFrame:
-    """The comparison as shown: p-values as text (a tiny p is never displayed as a rounded 0)."""
-    out = comparison.copy()
-    for col in ("p_value", "p_holm"):
-        out[col] = [format_p(p) if np.isfinite(p) else "n/a" for p in out[col]]
-    return out.set_index("arch")
-
-
-def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
-    """metrics.json as shown: p-values as text (never a rounded 0); the file keeps the numbers."""
-    out = table.astype(object)
-    for key in out.index[out.index.str.endswith(("p_vs_baseline", "tuned_vs_handset_p"))]:
-        v = out.loc[key, "value"]
-        out.loc[key, "value"] = format_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
-    return out
-
-
-def describe_comparison(comparison: pd.DataFrame) -> str:
-    """One line per architecture against the baseline, with the test that decided it."""
-    if comparison.empty:
-        return "Only one architecture finished: nothing to compare."
-    holm_note = " (Holm-adjusted over the rows)" if comparison.attrs.get("n_tests", 0) > 1 else ""
-    which = "Holm-adjusted interval" if comparison.attrs.get("n_tests", 0) > 1 else "95% interval"
-    lines = [f"{r.arch} vs {r.baseline}: {r.diff:+.4f} ({which} {r.ci_low:+.4f} to {r.ci_high:+.4f}; seed SE "
-             f"{r.se_seed:.4f}, test-split SE {r.se_test:.4f} over {comparison.attrs.get('unit', 'row')}s) — "
-             f"{r.verdict}{holm_note}" for r in comparison.itertuples()]
-    return "\n".join(lines)
-
-
-def describe_spread(summary: pd.DataFrame) -> str:
-    """Per architecture: the seed sd with its chi-square interval against one model's standard error, and
-    how far apart two single-seed runs of the same recipe can land from the seed alone."""
-    lines = []
-    for r in summary.itertuples():
-        if not r.n_ok:
-            lines.append(f"{r.arch}: no member finished")
-            continue
-        head = f"{r.arch}: test accuracy {r.mean_test_acc:.4f} over {r.n_ok} seed(s)"
-        if r.n_ok < 2:
-            lines.append(f"{head}; one seed, so no seed spread (one model's SE {r.unit_se:.4f} over {r.unit}s)")
-            continue
-        if r.sd_ci_low > r.unit_se:
-            reading = "the seed moves accuracy MORE than the test split's sampling noise"
-        elif r.sd_ci_high < r.unit_se:
-            reading = "the seed moves accuracy less than the test split's sampling noise"
-        else:
-            reading = ("the sd's interval contains one model's SE: these seeds cannot tell whether the seed moves "
-                       "accuracy more or less than the test split's sampling noise")
-        lines.append(f"{head}: seed sd {r.std_test_acc:.4f} (95% chi-square interval {r.sd_ci_low:.4f}–"
-                     f"{r.sd_ci_high:.4f}) vs one model's SE {r.unit_se:.4f} over {r.unit}s (binomial "
-                     f"{r.binomial_se:.4f}); {reading}. Two single-seed runs of this recipe differ by up to "
-                     f"{seed_prediction_bound(r.std_test_acc, r.n_ok):.4f} from the seed alone (95% prediction bound, "
-                     f"t with {r.n_ok - 1} df for the sd's own uncertainty; range here "
-                     f"{r.min_test_acc:.4f}–{r.max_test_acc:.4f}).")
-    return "\n".join(lines)
-
-
-def _answer_facts(label: str, summary: pd.DataFrame, comparison: pd.DataFrame) -> dict[str, Any]:
-    """One dataset's numbers the answer states: the largest seed sd against one model's SE, and the first
-    architecture comparison (its interval Holm-adjusted when the table holds several)."""
-    ok = summary[(summary["n_ok"] > 1) & summary["std_test_acc"].notna()]
-    if ok.empty:
-        return {"name": label, "sd": None}
-    top = ok.loc[ok["std_test_acc"].idxmax()]
-    first = comparison.iloc[0] if len(comparison) else None
-    return {"name": label, "sd": float(top["std_test_acc"]), "sd_arch": top["arch"], "n_seeds": int(top["n_ok"]),
-            "se": float(ok["unit_se"].mean()),
-            "comparison": None if first is None else {**first.to_dict(), "adjusted": len(comparison) > 1}}
-
-
-def describe_answer(results: Mapping[str, tuple], arch: str = "") -> str:
-    """The notebook's answer (template block ``answer``) from ``{label: (summary, comparison, tuning gain or
-    None, search or None)}``: per dataset the architecture verdict and the seed sd against one model's SE,
-    then what tuning bought on the first dataset with a search."""
-    facts = [_answer_facts(label, s, c) for label, (s, c, _, _) in results.items()]
-    tuning = None
-    for gain, search in ((g, r) for _, _, g, r in results.values()):
-        if gain is not None and search is not None and gain["n_seeds"]:
-            tuning = {"arch": arch or "the recipe", "trials": search.n_trials, "handset_best": best_is_handset(search),
-                      **{k: gain[k] for k in ("diff", "ci_low", "ci_high", "verdict")}}
-            break
-    return render_answer("04_multi_seed", datasets=facts, tuning=tuning)
-
-
-def make_answer_headline(summary: pd.DataFrame, comparison: pd.DataFrame,
-                         tuning: dict[str, Any] | None = None, arch: str = "") -> dict[str, float]:
-    """The two or three numbers the answer rests on (with a search: the seed sd, the architecture difference
-    and what tuning bought)."""
-    ok = summary[summary["n_ok"] > 1]
-    out: dict[str, float] = {}
-    if len(ok):
-        r = ok.loc[ok["std_test_acc"].idxmax()]
-        out[f"largest seed sd ({r['arch']})"] = round(float(r["std_test_acc"]), 4)
-    if len(summary) and not (tuning and tuning["n_seeds"]):
-        out["one model's SE over the unit"] = round(float(summary["unit_se"].mean()), 4)
-    if len(comparison):
-        r = comparison.iloc[0]
-        out[f"{r['arch']} − {r['baseline']}"] = round(float(r["diff"]), 4)
-    if tuning and tuning["n_seeds"]:
-        out[f"{arch}_tuned − {arch} (test)"] = round(float(tuning["diff"]), 4)
-    return out
 
 
 def make_headline(members: pd.DataFrame, summary: pd.DataFrame, comparison: pd.DataFrame | None = None,
@@ -710,28 +406,6 @@ def make_leakage_summary(members: pd.DataFrame) -> dict[str, Any]:
                         else "FAILED" if checks else "not run: no member finished")}
 
 
-def make_claims_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """M1's seed spreads (validation accuracy on its own 28x28 pairs) next to this run's (test accuracy)."""
-    rows = []
-    for fam in ("resnet", "fusion"):
-        v = np.array([a for (f, _), a in NOTE_001_CLAIMS.items() if f == fam])
-        rows.append({"source": "M1 (their data, val)", "architecture": fam, "seeds": len(v),
-                     "seed sd": float(v.std(ddof=1)), "min–max range": float(v.max() - v.min())})
-    for r in summary.itertuples():
-        rows.append({"source": "this run (test)", "architecture": r.arch, "seeds": r.n_ok,
-                     "seed sd": r.std_test_acc, "min–max range": r.spread})
-    return pd.DataFrame(rows)
-
-
-def describe_failures(members: pd.DataFrame) -> str:
-    bad = members[members["status"] != "ok"]
-    if not len(bad):
-        return f"All {len(members)} members finished."
-    lines = [f"{len(bad)} of {len(members)} members FAILED (the other {len(members) - len(bad)} finished and are used):"]
-    lines += [f"  {r.member}: {r.error}" for r in bad.itertuples()]
-    return "\n".join(lines)
-
-
 def load_member_histories(members: pd.DataFrame) -> dict[str, list[dict]]:
     """history.json of every member that finished, keyed by member name."""
     out = {}
@@ -740,64 +414,6 @@ def load_member_histories(members: pd.DataFrame) -> dict[str, list[dict]]:
         if p.is_file():
             out[r["member"]] = json.loads(p.read_text())
     return out
-
-
-def plot_seed_strip(members: pd.DataFrame, ax=None):
-    """Seed variance on the test split: one dot per member (test accuracy with its 95% interval over the
-    data's independent unit), per architecture, with the architecture's mean as a bar."""
-    import matplotlib.pyplot as plt
-
-    ok = members[members["status"] == "ok"]
-    archs = list(dict.fromkeys(members["arch"]))
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.8 + 1.6 * len(archs), 3.8))
-    for i, arch in enumerate(archs):
-        g = ok[ok["arch"] == arch].reset_index(drop=True)
-        if not len(g):
-            continue
-        # Spread the dots sideways so overlapping seeds stay visible.
-        x = i + (np.linspace(-0.18, 0.18, len(g)) if len(g) > 1 else np.zeros(1))
-        y = g["test_acc"].astype(float).to_numpy()
-        err = np.vstack([y - g["test_ci_low"].astype(float), g["test_ci_high"].astype(float) - y])
-        ax.errorbar(x, y, yerr=err, fmt="o", ms=6, capsize=3, color=f"C{i}", alpha=0.9)
-        for xi, yi, s in zip(x, y, g["seed"]):
-            ax.annotate(str(s), (xi, yi), textcoords="offset points", xytext=(5, 3), fontsize=7)
-        ax.hlines(y.mean(), i - 0.3, i + 0.3, color=f"C{i}", lw=2)
-    ax.set_xticks(range(len(archs)), archs)
-    unit = ok["unit"].iloc[0] if len(ok) else "row"
-    ax.set_ylabel(f"test-split accuracy (95% interval over {unit}s)")
-    failed = members.loc[members["status"] != "ok", "member"].tolist()
-    ax.set_title("Seed spread per architecture, test split" + (f" — failed: {', '.join(failed)}" if failed else ""))
-    return ax.figure
-
-
-def plot_member_curves(histories: dict[str, list[dict]], members: pd.DataFrame,
-                       metrics: Sequence[str] = ("train_loss", "val_loss", "accuracy"), stop_split: str = "val",
-                       axes=None):
-    """Training curves of every member overlaid, one colour per architecture, one panel per metric.
-    ``val_loss`` and ``accuracy`` are on the early-stopping split, which the titles name."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    where = {"val": "validation split", "source_holdout": "held-out training source images"}.get(stop_split, stop_split)
-    archs = list(dict.fromkeys(members["arch"]))
-    colour = {a: f"C{i}" for i, a in enumerate(archs)}
-    arch_of = dict(zip(members["member"], members["arch"]))
-    if axes is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-        axes = axes[0]
-    fig = axes[0].figure
-    for ax, m in zip(axes, metrics):
-        for name, hist in histories.items():
-            ep = [r["epoch"] for r in hist if m in r]
-            if ep:
-                ax.plot(ep, [r[m] for r in hist if m in r], color=colour[arch_of[name]], alpha=0.75, lw=1.3)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{m} (training pairs)" if m.startswith("train") else f"{m} ({where})", fontsize=9)
-    axes[-1].legend(handles=[plt.Line2D([], [], color=colour[a], label=a) for a in archs], fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 # -------------------------------------------------------------------------- the search (M1)
@@ -811,7 +427,7 @@ def make_search_spec(arch: str, grid: dict[str, Sequence[int]], architectures: d
     pruner's) is a quarter of the budget, between 2 and 10 trials."""
     if arch not in grid:
         raise WorkbookError(f"search_arch = {arch!r} is not an architecture of the grid ({', '.join(grid)})")
-    fields = _resolve_arch(arch, (architectures or {}).get(arch, {}), recipes, {})
+    fields = resolve_architecture(arch, (architectures or {}).get(arch, {}), recipes, {})
     if not fields["recipe"]:
         raise WorkbookError(f"search_arch = {arch!r}: the search tunes a recipe of 02/03; give the architecture "
                             "a 'recipe' entry")
@@ -819,6 +435,7 @@ def make_search_spec(arch: str, grid: dict[str, Sequence[int]], architectures: d
     if max_epochs:
         train["epochs"] = min(int(train.get("epochs", max_epochs)), max_epochs)
     recipe = {"stem": fields["recipe"], "model": fields["model"], "kwargs": fields["model_kwargs"], "train": train,
+              "threshold": fields["threshold"],
               "loss": fields["loss"], "focal_alpha": fields["focal_alpha"], "focal_gamma": fields["focal_gamma"],
               "start": fields["start_checkpoint"]}
     splits = load_pair_dataset(dataset, run_dir, label=label)
@@ -861,22 +478,6 @@ def make_importance_table(result: StudyResult, seed: int = 0) -> pd.DataFrame:
 
     study = optuna.load_study(study_name=result.name, storage=result.storage)
     return evaluate_importance(study, seed)
-
-
-def make_trials_view(result: StudyResult, n: int = 10) -> pd.DataFrame:
-    """The best ``n`` completed trials (validation accuracy, the parameters and what the width means)."""
-    t = result.trials
-    cols = ["number", "value", "lr", "weight_decay", "width", "width_value", "epochs_run", "seconds", "handset",
-            "worker"]
-    return (t[t["state"] == "COMPLETE"].sort_values(["value", "number"], ascending=[False, True])[cols].head(n)
-            .rename(columns={"value": "val_acc", "width": "width ×"}).set_index("number"))
-
-
-def make_handset_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's own (hand-set) values of the searched parameters."""
-    return {"lr": float(spec["train"].get("lr", float("nan"))),
-            "weight_decay": float(spec["train"].get("weight_decay", float("nan"))), "width": 1.0,
-            "width_value": width_value(spec["kwargs"])}
 
 
 def make_tuned_grid(result: StudyResult, arch: str, grid: dict[str, Sequence[int]], dataset: str,
@@ -935,26 +536,12 @@ def evaluate_tuning_gain(members: pd.DataFrame, tuned: pd.DataFrame, arch: str, 
     return out
 
 
-def make_tuned_strip(members: pd.DataFrame, tuned: pd.DataFrame, arch: str) -> pd.DataFrame:
-    """The hand-set members of ``arch`` and the tuned ones in one table, for `plot_seed_strip`."""
-    return pd.concat([members[members["arch"] == arch], tuned], ignore_index=True)
-
-
 def _correct_of(folder: str | Path) -> np.ndarray:
-    with np.load(Path(folder) / "predictions.npz") as z:
-        return ((z["test_prob"] >= 0.5) == z["test_y"]).astype(np.float64)
-
-
-def make_tuning_view(gain: dict[str, Any]) -> pd.DataFrame:
-    """Per seed and across seeds: hand-set and tuned test accuracy, the paired difference, its interval and p."""
-    df = gain["per_seed"].copy()
-    df["p"] = [format_p(p) for p in df["p_value"]]
-    across = {"seed": "across seeds", "handset_test_acc": gain["handset_mean"], "tuned_test_acc": gain["tuned_mean"],
-              "diff": gain["diff"], "ci_low": gain["ci_low"], "ci_high": gain["ci_high"], "p_value": gain["p_value"],
-              "p": format_p(gain["p_value"]) if np.isfinite(gain["p_value"]) else "n/a (one seed)",
-              "handset_val_acc": df["handset_val_acc"].mean(), "tuned_val_acc": df["tuned_val_acc"].mean()}
-    df = pd.concat([df.astype({"seed": object}), pd.DataFrame([across])], ignore_index=True)
-    return df.drop(columns=["p_value"]).set_index("seed")
+    """Per-pair test correctness of one member, at the threshold its predictions.npz records."""
+    path = Path(folder) / "predictions.npz"
+    threshold = load_threshold(path)
+    with np.load(path) as z:
+        return correct(z["test_prob"], z["test_y"], threshold)
 
 
 def handset_val_acc(members: pd.DataFrame, arch: str, seed: int) -> float:
@@ -979,33 +566,6 @@ def make_search_card(result: StudyResult) -> dict[str, Any]:
             "best_kwargs": result.best_kwargs, "trials_dir": spec["trials_dir"]}
 
 
-def describe_search(result: StudyResult, members: pd.DataFrame | None = None, arch: str = "") -> str:
-    """The study in a few sentences: trials (complete, pruned, failed), workers, time, the best configuration
-    next to the hand-set one, and why the best validation accuracy is optimistic."""
-    handset = make_handset_config(result.spec)
-    handset_val = handset_val_acc(members, arch, result.spec["seed"]) if members is not None else None
-    t = result.trials
-    enq = t[t["handset"].fillna(False).astype(bool) & (t["state"] == "COMPLETE")] if "handset" in t else t.iloc[:0]
-    pr = {"median": "the median rule", "halving": "successive halving", "none": "no pruner"}[result.spec["pruner"]]
-    bp = result.best_params
-    text = (f"Study {result.name!r}: {result.n_trials} finished trials ({result.n_complete} completed, "
-            f"{result.n_pruned} pruned by {pr} on the per-epoch validation accuracy"
-            + (f", {result.n_failed} failed" if result.n_failed else "")
-            + (f"; {result.n_before} of them continued from {result.resumed_from}" if result.n_before else "")
-            + f"), run on {max(result.workers, 1)} worker process(es) in {result.seconds:.0f} s. "
-            f"Best: trial {result.best_trial}, validation accuracy {result.best_value:.4f} at lr {bp['lr']:.2e}, "
-            f"weight decay {bp['weight_decay']:.2e}, width ×{bp['width']:g} ({width_value(result.best_kwargs)}); "
-            f"the hand-set recipe uses lr {handset['lr']:.2e}, weight decay {handset['weight_decay']:.2e}, width "
-            f"{handset['width_value']}")
-    if len(enq):
-        text += f" (trial {int(enq['number'].iloc[0])}, enqueued: validation accuracy {float(enq['value'].iloc[0]):.4f})"
-    elif handset_val is not None and np.isfinite(handset_val):
-        text += f" (validation accuracy {handset_val:.4f} with the search's seed)"
-    return text + (". The best validation accuracy is the maximum over the trials on the split they were chosen "
-                   "on, so it flatters the winner; the re-run over the grid's seeds, scored on the untouched test "
-                   "split, is the fair measure.")
-
-
 def best_is_handset(result: StudyResult) -> bool:
     """Whether the study's best trial is the enqueued hand-set recipe (then the tuned re-run repeats it)."""
     t = result.trials
@@ -1013,28 +573,6 @@ def best_is_handset(result: StudyResult) -> bool:
         return False
     best = t[t["number"] == result.best_trial]
     return bool(len(best) and best["handset"].fillna(False).astype(bool).iloc[0])
-
-
-def describe_tuning(gain: dict[str, Any], arch: str, result: StudyResult | None = None) -> str:
-    """Tuned minus hand-set, across seeds with its interval, set against the seed sd."""
-    if not gain["n_seeds"]:
-        return f"No seed finished for both {arch} and {arch}_tuned: no comparison."
-    if result is not None and best_is_handset(result):
-        return (f"The study's best configuration is the hand-set recipe itself (trial {result.best_trial}): "
-                f"{arch}_tuned repeats {arch} with the same seeds, so the difference is {gain['diff']:+.4f} by "
-                f"construction and tuning bought nothing over the hand-set values in {result.n_trials} trials.")
-    sd = gain["handset_sd"]
-    ratio = abs(gain["diff"]) / sd if np.isfinite(sd) and sd > 0 else float("nan")
-    text = (f"{arch}_tuned − {arch} over {gain['n_seeds']} seed(s), on the same test pairs: {gain['diff']:+.4f} "
-            f"(95% interval {gain['ci_low']:+.4f} to {gain['ci_high']:+.4f}, counting seed noise and the test "
-            f"split's over {gain['unit']}s), {gain['verdict']}. Test accuracy {gain['handset_mean']:.4f} → "
-            f"{gain['tuned_mean']:.4f}; ")
-    if np.isfinite(sd):
-        text += (f"the seed sd is {sd:.4f} hand-set and {gain['tuned_sd']:.4f} tuned, so the gain is "
-                 f"{ratio:.1f}× the hand-set recipe's seed sd.")
-    else:
-        text += "one seed: no seed sd to compare with."
-    return text
 
 
 def make_search_headline(result: StudyResult, gain: dict[str, Any]) -> dict[str, Any]:
@@ -1055,103 +593,3 @@ def make_search_headline(result: StudyResult, gain: dict[str, Any]) -> dict[str,
             "tuned_gain_over_seed_sd": abs(gain["diff"]) / sd if np.isfinite(sd) and sd > 0 else float("nan")}
 
 
-def plot_optimization_history(trials: pd.DataFrame, reference: float | None = None, ax=None):
-    """Validation accuracy of every trial in trial order (pruned trials at the last value they reported), the
-    best so far as a step line, and the hand-set recipe's value as a dashed line when given."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.6))
-    t = trials.sort_values("number")
-    done, pruned = t[t["state"] == "COMPLETE"], t[t["state"] == "PRUNED"]
-    ax.scatter(done["number"], done["value"], s=22, color="tab:blue", label="completed", zorder=3)
-    if len(pruned):
-        ax.scatter(pruned["number"], pruned["last_value"], s=22, marker="x", color="tab:gray",
-                   label="pruned (last reported)", zorder=3)
-    hand = t[t["handset"].fillna(False).astype(bool)] if "handset" in t else t.iloc[:0]
-    if len(hand):
-        ax.scatter(hand["number"], hand["value"].fillna(hand["last_value"]), s=90, marker="*", color="tab:orange",
-                   label="hand-set recipe (enqueued)", zorder=4)
-    if len(done):
-        best = done.set_index("number")["value"].reindex(t["number"]).ffill().cummax()
-        ax.step(best.index, best.to_numpy(), where="post", color="tab:red", lw=1.5, label="best so far")
-    if reference is not None and np.isfinite(reference):
-        ax.axhline(reference, ls="--", color="black", lw=1, label="hand-set member, same seed")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("best validation accuracy")
-    ax.set_title("Optimisation history", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    return ax.figure
-
-
-def plot_param_importances(importance: pd.DataFrame, ax=None):
-    """Horizontal bars: each searched parameter's importance (fANOVA share, completed trials)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 2.4))
-    if importance.empty:
-        ax.text(0.5, 0.5, "fewer than three completed trials:\nno importance", ha="center", va="center",
-                transform=ax.transAxes, fontsize=8)
-    else:
-        df = importance.sort_values("importance")
-        ax.barh(df["parameter"], df["importance"], color="tab:blue")
-        for y, v in enumerate(df["importance"]):
-            ax.text(v, y, f" {v:.2f}", va="center", fontsize=8)
-        ax.set_xlim(0, max(1.0, float(df["importance"].max()) * 1.15))
-    ax.set_xlabel("importance (fANOVA share of the variance)")
-    ax.set_title("Parameter importance", fontsize=10)
-    return ax.figure
-
-
-def plot_trial_curves(curves: pd.DataFrame, ax=None):
-    """Each trial's validation accuracy per epoch, as reported to the pruner: completed trials in blue, pruned
-    ones in grey ending where they were stopped."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.4))
-    for (_, state), g in curves.groupby(["number", "state"]):
-        c = "tab:gray" if state == "PRUNED" else "tab:blue"
-        ax.plot(g["epoch"], g["value"], color=c, alpha=0.55 if state == "PRUNED" else 0.8, lw=1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("Trials per epoch (grey: pruned)", fontsize=10)
-    return ax.figure
-
-
-def plot_lr_slice(trials: pd.DataFrame, ax=None):
-    """Validation accuracy of the completed trials against the learning rate (log axis), coloured by width."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.4))
-    done = trials[trials["state"] == "COMPLETE"]
-    lw = np.log10(done["weight_decay"].astype(float))
-    size = 12 + 60 * (lw - lw.min()) / max(float(lw.max() - lw.min()), 1e-12)     # larger = more weight decay
-    for i, (w, g) in enumerate(done.groupby("width")):
-        ax.scatter(g["lr"], g["value"], s=size[g.index], color=f"C{i}", label=f"width ×{w:g}", alpha=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (marker size: weight decay, log)")
-    ax.set_ylabel("best validation accuracy")
-    ax.set_title("Completed trials by learning rate", fontsize=10)
-    if len(done):
-        ax.legend(fontsize=7)
-    return ax.figure
-
-
-def plot_search(result: StudyResult, importance: pd.DataFrame, reference: float | None = None, label: str = ""):
-    """The study on one figure: optimisation history, parameter importance, per-epoch curves, lr slice."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    plot_optimization_history(result.trials, reference, axes[0, 0])
-    plot_param_importances(importance, axes[0, 1])
-    plot_trial_curves(result.curves, axes[1, 0])
-    plot_lr_slice(result.trials, axes[1, 1])
-    fig.suptitle((f"{label}: " if label else "") + f"study {result.name}, {result.n_trials} trials "
-                 f"({result.n_pruned} pruned)", fontsize=11)
-    fig.tight_layout()
-    return fig

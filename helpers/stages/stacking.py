@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,16 +23,19 @@ import torch
 
 from helpers.core import paths
 from helpers.core.errors import WorkbookError
-from helpers.core.hashing import make_example_keys
 from helpers.core.io import atomic_savez, atomic_torch_save, atomic_write_json, read_json
-from helpers.data.pairs import _uses_pair, dataset_labels, load_pair_dataset, make_inputs
+from helpers.data.pairs import (_uses_pair, dataset_labels, load_pair_dataset, make_inputs, make_source_holdout,
+                                source_groups)
 from helpers.data.predictions import BasePredictions, load_base_predictions
-from helpers.evaluation.stacking import (BasePredictor, BEST, check_agreement, check_no_leakage, evaluate_gain_kept,
-                                         evaluate_stacking, goal_verdict, LOGREG, make_baseline_predictor,
-                                         make_checkpoint_predictor, make_comparison_frame, make_error_correlation,
-                                         make_split_keys, make_teacher_targets, measure_ensemble_inference,
-                                         measure_seconds, rank_by_validation, STACK, StackingResult, TOPK)
-from helpers.evaluation.stats import adjust, compare_over_seeds, format_p, interval, unit_of, with_seed_noise
+from helpers.evaluation.distillation import (DistillResult, evaluate_distillation, make_teacher_targets,
+                                             STUDENT_REFERENCES)
+from helpers.evaluation.ensemble_inference import (BasePredictor, check_agreement, make_baseline_predictor,
+                                                   make_checkpoint_predictor, measure_speed, SpeedResult)
+from helpers.evaluation.leakage import check_no_leakage, evaluate_fit_leakage, make_split_keys
+from helpers.evaluation.metrics import correct
+from helpers.evaluation.stacking import (BEST, evaluate_stacking, goal_verdict, make_error_correlation, STACK,
+                                         StackingResult)
+from helpers.evaluation.stats import unit_of
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import create_model
 from helpers.training.checkpoints import read_checkpoint_file
@@ -41,39 +44,13 @@ from helpers.training.distill import DistillTask, make_distill_targets
 from helpers.training.loop import predict, train_model
 from helpers.training.search import load_recipe
 from helpers.training.workers import resolve_workers, run_in_workers
-from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
-# What notebook 05 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["check_no_leakage", "dataset_labels", "describe_answer", "describe_distillation", "describe_diversity",
-           "describe_duplicates",
-           "describe_goal", "describe_leakage", "describe_paired", "describe_speed", "describe_topk",
-           "evaluate_distillation", "evaluate_stacking", "load_base_predictions", "load_pair_dataset",
-           "load_seed_sd", "make_answer_headline", "make_base_predictors", "make_claims_table",
-           "make_distill_card", "make_distill_headline", "make_distill_paired_view", "make_error_correlation",
-           "make_goal_table", "make_leakage_record", "make_metrics_view", "make_paired_view", "make_speed_table",
-           "make_split_keys", "make_student_specs", "make_teacher_targets", "measure_speed", "plot_distillation",
-           "plot_error_correlation", "plot_meta_importance", "plot_method_comparison", "top_by_validation",
-           "train_students", "unit_of"]
-
-
-# What M1 reports for stage 4 on its own data (validation accuracy, 10 base models).
-NOTE_001_STACKING_CLAIM = {"stacking_val_acc": 0.9309, "best_single_val_acc": 0.8875, "n_base_models": 10}
-
-
-def make_claims_table(result: StackingResult) -> pd.DataFrame:
-    """M1's stage-4 claim next to what this run measured (their data vs this data)."""
-    h = result.headline()
-    claim = NOTE_001_STACKING_CLAIM
-    return pd.DataFrame([
-        {"quantity": "base models", "M1 (their data)": claim["n_base_models"], "this run": h["n_base_models"]},
-        {"quantity": "best single accuracy", "M1 (their data)": claim["best_single_val_acc"],
-         "this run": h["best_single_test_acc"]},
-        {"quantity": "stacking accuracy", "M1 (their data)": claim["stacking_val_acc"],
-         "this run": h["stacking_test_acc"]},
-        {"quantity": "error ratio stacking / best single",
-         "M1 (their data)": (1 - claim["stacking_val_acc"]) / (1 - claim["best_single_val_acc"]),
-         "this run": h["error_ratio"]},
-    ])
+# What notebook 05 calls here (its tables, figures and words are in helpers.reports.stacking); lower-layer
+# functions are imported above so the notebook needs this module and its report only.
+__all__ = ["check_no_leakage", "dataset_labels", "evaluate_distillation", "evaluate_stacking", "load_base_predictions",
+           "load_pair_dataset", "load_seed_sd", "make_base_predictors", "make_distill_card", "make_distill_headline",
+           "make_error_correlation", "make_goal_table", "make_leakage_record", "make_split_keys", "make_student_specs",
+           "make_teacher_targets", "measure_speed", "train_students", "unit_of"]
 
 
 def make_leakage_record(table: pd.DataFrame) -> dict[str, Any]:
@@ -99,11 +76,10 @@ def make_goal_table(result: StackingResult, goal_ratio: float = 0.8) -> pd.DataF
     gets wrong (no combination of their votes fixes those) and the mean pairwise error correlation on
     validation (high = little diversity to exploit).
     """
-    yt = result.base.test_y
+    yt, thr = result.base.test_y, result.threshold
     r = result.error_ratio
-    e_b = float(((result.test_pred[BEST] >= 0.5) != yt).mean())
-    e_s = float(((result.test_pred[STACK] >= 0.5) != yt).mean())
-    e_cal = float(((result.test_pred["best single, recalibrated on val"] >= 0.5) != yt).mean())
+    e_b, e_s, e_cal = (1 - float(correct(result.test_pred[m], yt, thr).mean()) for m in
+                       (BEST, STACK, "best single, recalibrated on val"))
     corr = make_error_correlation(result.base).to_numpy()
     off = corr[~np.eye(corr.shape[0], dtype=bool)]
     rows = [
@@ -121,196 +97,12 @@ def make_goal_table(result: StackingResult, goal_ratio: float = 0.8) -> pd.DataF
         ("best single recalibrated on val: test error", e_cal),
         ("error ratio stacking / recalibrated best single", e_s / e_cal if e_cal > 0 else float("nan")),
         ("limit: share of test examples every base model gets wrong",
-         float(((result.base.test_prob >= 0.5) != yt[:, None]).all(axis=1).mean())),
+         float((correct(result.base.test_prob, yt[:, None], result.base.thresholds) == 0).all(axis=1).mean())),
         ("limit: mean pairwise error correlation (val)",
          float(np.nanmean(off)) if off.size and np.isfinite(off).any() else float("nan")),
         ("base models", result.base.n_models),
     ]
     return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
-
-
-def describe_leakage(table: pd.DataFrame) -> str:
-    """One line on the leakage check's outcome (it raised if anything leaked); template block ``leakage``."""
-    return render("05_stacking", "leakage", n=len(table), keyed=int((table["checked_with"] == "train_keys").sum()),
-                  assumed=int((table["record"] != "recorded").sum()), on_val=int((table["selected_on"] == "val").sum()))
-
-
-def top_by_validation(base: BasePredictions, n: int = 10) -> list[str]:
-    """Names of the ``n`` best base models by validation accuracy (then log-loss)."""
-    return [base.names[j] for j in rank_by_validation(base)[:n]]
-
-
-def describe_diversity(corr: pd.DataFrame) -> str:
-    """The base models' mean pairwise error correlation, its range and the most complementary pair."""
-    c = corr.to_numpy()
-    off = c[~np.eye(c.shape[0], dtype=bool)]
-    if not off.size or not np.isfinite(off).any():
-        return render("05_stacking", "diversity", mean=None)
-    i, j = np.unravel_index(np.nanargmin(np.where(np.eye(c.shape[0], dtype=bool), np.nan, c)), c.shape)
-    return render("05_stacking", "diversity", mean=float(np.nanmean(off)), n=c.shape[0], low=float(np.nanmin(off)),
-                  high=float(np.nanmax(off)), pair=(corr.index[i], corr.columns[j]))
-
-
-def describe_topk(result: StackingResult) -> str:
-    t = result.topk
-    chosen = t[t["chosen"]].iloc[0]
-    return render("05_stacking", "topk", k=int(chosen["k"]), val_acc=chosen["val_acc"], n=len(t),
-                  low=t["val_acc"].min(), high=t["val_acc"].max())
-
-
-def _p_text(r) -> str:
-    """The Holm-adjusted p of one paired-table row; a bootstrap bound is shown as an upper bound."""
-    return f"Holm p ≤ {r.p_holm:.2g}" if r.p_is_bound else f"Holm {format_p(r.p_holm)}"
-
-
-def make_paired_view(result: StackingResult) -> pd.DataFrame:
-    """The paired tests as shown: stacking minus each reference, its interval, raw and Holm-adjusted p, verdict."""
-    df = result.paired.rename(columns={"ci_low_adjusted": "CI low (Holm)", "ci_high_adjusted": "CI high (Holm)"})
-    df["p (raw)"] = [f"p < {r.p_value:.0e}" if r.p_is_bound else format_p(r.p_value) for r in df.itertuples()]
-    df["p (Holm)"] = [_p_text(r) for r in df.itertuples()]
-    cols = ["reference", "reference_test_acc", "stacking_minus_reference", "CI low (Holm)", "CI high (Holm)", "p (raw)",
-            "p (Holm)", "verdict", "method"]
-    return df[cols].set_index("reference")
-
-
-def make_metrics_view(table: pd.DataFrame) -> pd.DataFrame:
-    """metrics.json as shown: p-values as text (never a rounded 0; a bootstrap bound reads as its value,
-    an upper bound); the file keeps the numbers."""
-    out = table.astype(object)
-    for key in out.index[out.index.str.endswith(("_p", "_p_value"))]:
-        v = out.loc[key, "value"]
-        out.loc[key, "value"] = format_p(float(v)) if isinstance(v, (int, float)) and np.isfinite(v) else v
-    return out
-
-
-def describe_paired(result: StackingResult) -> str:
-    """Stacking against each reference: the difference with its Holm-adjusted interval and the verdict."""
-    rows = [{"reference": r.reference, "diff": r.stacking_minus_reference, "ci_low": r.ci_low_adjusted,
-             "ci_high": r.ci_high_adjusted, "verdict": r.verdict, "p_text": _p_text(r)}
-            for r in result.paired.itertuples()]
-    return render("05_stacking", "paired", rows=rows, method=result.paired["method"].iloc[0])
-
-
-def describe_goal(goal: pd.DataFrame) -> str:
-    """The goal verdict from the interval of the error ratio, with the errors and the limits (template block)."""
-    v = goal["value"]
-    return render("05_stacking", "goal", verdict=str(v["goal verdict (from the interval)"]),
-                  error=float(v["stacking: test error"]), best_error=float(v["best single model: test error"]),
-                  ratio=float(v["error ratio stacking / best single"]), low=float(v["error ratio, 95% interval low"]),
-                  high=float(v["error ratio, 95% interval high"]), method=v["interval method"],
-                  target=f'{float(v["goal: ratio at most"]):g}',
-                  recalibrated_error=float(v["best single recalibrated on val: test error"]),
-                  recalibrated_ratio=float(v["error ratio stacking / recalibrated best single"]),
-                  all_wrong=float(v["limit: share of test examples every base model gets wrong"]),
-                  correlation=float(v["limit: mean pairwise error correlation (val)"]))
-
-
-def _answer_facts(result: StackingResult, goal_ratio: float) -> dict[str, Any]:
-    h = result.headline(goal_ratio)
-    return {"name": result.dataset, "n_models": h["n_base_models"], "accuracy": h["stacking_test_acc"],
-            "ci_low": h["stacking_ci_low"], "ci_high": h["stacking_ci_high"], "ratio": h["error_ratio"],
-            "ratio_low": h["error_ratio_ci_low"], "ratio_high": h["error_ratio_ci_high"], "goal": h["goal_verdict"]}
-
-
-def _student_facts(name: str, d: "DistillResult", speed: "SpeedResult | None") -> dict[str, Any]:
-    """The student against its teacher (Holm over the student's three references) and its speed-up."""
-    t = d.paired.set_index("reference").loc[STUDENT_REFERENCES[0]]
-    return {"name": name, "accuracy": float(d.accuracy.set_index("model").loc["distilled student", "test_acc"]),
-            "diff": float(t["student_minus_reference"]), "ci_low": float(t["ci_low_adjusted"]),
-            "ci_high": float(t["ci_high_adjusted"]), "verdict": t["verdict"],
-            "speedup": None if speed is None else float(speed.speedup)}
-
-
-def describe_answer(results: Mapping[str, StackingResult], goal_ratio: float = 0.8,
-                    distilled: Mapping[str, "DistillResult"] | None = None,
-                    speeds: Mapping[str, "SpeedResult"] | None = None) -> str:
-    """The notebook's answer (template block ``answer``): per dataset stacking's accuracy and the goal verdict
-    from the interval of the error ratio; for the first distilled dataset, the student against the ensemble and
-    its speed-up."""
-    distilled, speeds = distilled or {}, speeds or {}
-    first = next(iter(distilled), None)
-    student = None if first is None else _student_facts(results[first].dataset, distilled[first], speeds.get(first))
-    return render_answer("05_stacking", datasets=[_answer_facts(r, goal_ratio) for r in results.values()],
-                        goal_ratio=f"{goal_ratio:g}", student=student)
-
-
-def describe_duplicates(base) -> str:
-    """Which prediction files were bit-identical to another and so stacked once ("" when none)."""
-    if not base.duplicates:
-        return ""
-    pairs = "; ".join(f"{d} = {k}" for d, k in base.duplicates.items())
-    return (f" {len(base.duplicates)} prediction file(s) were bit-identical to another and are stacked once, so "
-            f"no model counts twice in the ensembles or the references ({pairs}).")
-
-
-def make_answer_headline(result: StackingResult, goal_ratio: float = 0.8, distill: "DistillResult | None" = None,
-                         speed: "SpeedResult | None" = None) -> dict[str, Any]:
-    h = result.headline(goal_ratio)
-    if distill is not None:
-        out = {"stacking test accuracy": h["stacking_test_acc"],
-               "distilled student test accuracy": float(distill.accuracy.set_index("model").loc["distilled student",
-                                                                                              "test_acc"])}
-        if speed is not None:
-            out["student inference speed-up ×"] = speed.speedup
-        else:
-            out["share of the gain kept"] = distill.gain_kept["kept"]
-        return out
-    return {"stacking test accuracy": h["stacking_test_acc"],
-            f"stacking − top-{result.topk_k} average": h["stacking_test_acc"] - h["topk_average_test_acc"],
-            "error ratio, 95% upper end": h["error_ratio_ci_high"]}
-
-
-def plot_error_correlation(corr: pd.DataFrame, keep: Sequence[str] | None = None, ax=None):
-    """Heatmap of the error correlations (validation split) of the base models in ``keep`` (all when None)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    corr = corr.loc[list(keep), list(keep)] if keep is not None else corr
-    n = corr.shape[0]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
-    sns.heatmap(corr, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", annot=n <= 16, fmt=".2f",
-                annot_kws={"size": 7}, square=True, cbar_kws={"shrink": 0.7, "label": "error correlation"})
-    ax.set_title(f"Error correlation, validation split ({n} best base models by validation)", fontsize=9)
-    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-    ax.tick_params(axis="y", labelsize=7)
-    return ax.figure
-
-
-def plot_meta_importance(importance: pd.DataFrame, ax=None):
-    """Horizontal bars: share of the LightGBM meta-learner's split gain per base model (fitted on validation)."""
-    import matplotlib.pyplot as plt
-
-    df = importance.sort_values("gain_share")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 0.8 + 0.3 * len(df)))
-    ax.barh(df["model"], df["gain_share"], color="tab:blue")
-    ax.set_xlabel("share of total split gain (meta-learner fitted on the validation split)")
-    ax.set_title("LightGBM meta-learner: which base models it relies on")
-    ax.tick_params(axis="y", labelsize=7)
-    return ax.figure
-
-
-def plot_method_comparison(comparison: pd.DataFrame, unit: str = "row", ax=None):
-    """Test accuracy of each method with its 95% interval over the unit; dashed line = best single model."""
-    import matplotlib.pyplot as plt
-
-    df = comparison.reset_index(drop=True)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 0.8 + 0.45 * len(df)))
-    y = np.arange(len(df))
-    err = np.vstack([df["test_acc"] - df["ci_low"], df["ci_high"] - df["test_acc"]])
-    colors = ["tab:red" if m == STACK else "tab:gray" for m in df["method"]]
-    ax.errorbar(df["test_acc"], y, xerr=err, fmt="none", ecolor="black", capsize=3)
-    ax.scatter(df["test_acc"], y, c=colors, zorder=3)
-    best = df.loc[df["method"] == BEST, "test_acc"]
-    if len(best):
-        ax.axvline(float(best.iloc[0]), ls="--", color="tab:gray", lw=1)
-    ax.set_yticks(y, df["method"])
-    ax.invert_yaxis()
-    ax.set_xlabel(f"test-split accuracy (95% interval over {unit}s)")
-    ax.set_title("Ensembles vs the references, same test split")
-    return ax.figure
 
 
 # ------------------------------------------------------------------------------ distillation
@@ -337,6 +129,7 @@ class StudentSpec:
     soft_weight: float = 0.7
     hard_weight: float = 0.3
     hard_loss: str = "bce"
+    threshold: float | None = None  # the decision threshold the recipe's notebook (03) declared
     focal_alpha: float = -1.0
     focal_gamma: float = 2.0
     rows: str = "train+val"
@@ -367,7 +160,8 @@ def make_student_specs(run_dir: str | Path, dataset: str, label: str, out_dir: s
     loss = recipe["loss"] if hard_loss == "recipe" else "bce"
     common = dict(dataset=str(dataset), label=label, run_dir=str(run_dir), teacher_file=str(folder / "soft_targets.npz"),
                   model=recipe["model"], kwargs=recipe["kwargs"], train=recipe["train"], start=recipe["start"],
-                  temperature=float(temperature), hard_loss=loss, focal_alpha=recipe["focal_alpha"],
+                  temperature=float(temperature), hard_loss=loss, threshold=recipe["threshold"],
+                  focal_alpha=recipe["focal_alpha"],
                   focal_gamma=recipe["focal_gamma"], rows=rows, holdout_frac=float(holdout_frac),
                   max_epochs=int(max_epochs), device=str(device))
     weights = {"distilled": (float(soft_weight), float(hard_weight)), "undistilled": (0.0, float(soft_weight + hard_weight))}
@@ -376,56 +170,15 @@ def make_student_specs(run_dir: str | Path, dataset: str, label: str, out_dir: s
             for sd in range(int(seed), int(seed) + int(n_seeds)) for name, (sw, hw) in weights.items()]
 
 
-def _groups(s) -> tuple[np.ndarray, np.ndarray] | None:
-    if "seq" in (s.extras or {}):
-        return np.asarray(s.extras["seq"]), np.asarray(s.extras["seq"])
-    return (s.ida, s.idb) if s.ida is not None else None
-
-
 def make_val_holdout(val, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, early-stopping rows) of the validation split: a share ``frac`` of its source images (sequences
-    for scene pairs) is held out; pairs with both images held out stop, pairs with neither fit, mixed pairs
-    are dropped, so the stopping pairs show the student no image it fits on. Rows without ids: a random share."""
+    """(fit rows, early-stopping rows) of the validation split: a share ``frac`` of its source images held out
+    (`make_source_holdout`), so the stopping pairs show the student no image it fits on. Rows without source
+    ids: a random share."""
     n = len(val.y)
-    rng = np.random.default_rng(seed)
-    g = _groups(val)
-    if g is None:
-        stop = np.sort(rng.choice(n, max(2, int(round(frac * n))), replace=False))
+    if source_groups(val) is None:
+        stop = np.sort(np.random.default_rng(seed).choice(n, max(2, int(round(frac * n))), replace=False))
         return np.setdiff1d(np.arange(n), stop), stop
-    uniq = np.unique(np.concatenate(g))
-    held = rng.choice(uniq, max(1, int(round(frac * len(uniq)))), replace=False)
-    ina, inb = np.isin(g[0], held), np.isin(g[1], held)
-    fit, stop = np.flatnonzero(~ina & ~inb), np.flatnonzero(ina & inb)
-    if len(np.unique(val.y[stop])) < 2 or len(np.unique(val.y[fit])) < 2:
-        raise WorkbookError(f"student_holdout_frac = {frac}: {len(stop)} early-stopping and {len(fit)} fitting "
-                            "validation pairs, one of them without both labels; raise student_holdout_frac")
-    return fit, stop
-
-
-def _sources(s, rows) -> np.ndarray | None:
-    g = _groups(s)
-    return None if g is None else np.unique(np.concatenate([g[0][rows], g[1][rows]]))
-
-
-def _student_leakage(splits, fit_val: np.ndarray, stop: np.ndarray, use_train: bool) -> dict[str, Any]:
-    """What the student fitted on (training pairs and/or validation fitting pairs) held against the test pairs
-    and its early-stopping pairs: equal content (order-free keys) and shared source images."""
-    tr, va, te = splits.train, splits.val, splits.test
-    pair = _uses_pair(splits)
-    key = lambda s, r: make_example_keys(s.xa[r], s.xb[r], s.extras["pair"][r] if pair else None)  # noqa: E731
-    fit_keys = np.concatenate(([key(tr, slice(None))] if use_train else []) + [key(va, fit_val)])
-    out = {"test_pairs_shared": int(np.isin(key(te, slice(None)), fit_keys).sum()),
-           "stop_pairs_shared": int(np.isin(key(va, stop), fit_keys).sum())}
-    src_fit = [x for x in ([_sources(tr, slice(None))] if use_train else []) + [_sources(va, fit_val)] if x is not None]
-    if src_fit:
-        fit_src = np.unique(np.concatenate(src_fit))
-        for name, s, r in (("test", te, slice(None)), ("stop", va, stop)):
-            src = _sources(s, r)
-            if src is not None:
-                out[f"{name}_sources_shared"] = int(np.intersect1d(src, fit_src).size)
-    shared = sum(out.values())
-    out["verdict"] = "passed: no pair and no source image shared" if shared == 0 else f"FAILED: {shared} shared"
-    return out
+    return make_source_holdout(val, np.arange(n), frac, seed, "student_holdout_frac")
 
 
 def train_student(spec: StudentSpec | dict) -> dict[str, Any]:
@@ -444,7 +197,9 @@ def train_student(spec: StudentSpec | dict) -> dict[str, Any]:
     if teacher.shape != va.y.shape:
         raise WorkbookError(f"{spec.teacher_file}: {teacher.shape[0]} teacher probabilities for {len(va.y)} validation pairs")
     fit_val, stop = make_val_holdout(va, spec.holdout_frac, spec.seed)
-    leakage = _student_leakage(splits, fit_val, stop, spec.rows == "train+val")
+    # What the student fits (training pairs and/or validation fitting pairs) against the test and stopping pairs.
+    leakage = evaluate_fit_leakage(([(tr, None)] if spec.rows == "train+val" else []) + [(va, fit_val)],
+                                   {"test": (te, None), "stop": (va, stop)}, pair)
     if not leakage["verdict"].startswith("passed"):
         raise WorkbookError(f"student {spec.name}: leakage check {leakage}")
     vin = make_inputs(va, pair)
@@ -458,7 +213,7 @@ def train_student(spec: StudentSpec | dict) -> dict[str, Any]:
     model = create_model(spec.model, **kw)
     transfer = transfer_weights(model, read_checkpoint_file(spec.start)["model_state_dict"]) if spec.start else None
     task = DistillTask(spec.temperature, spec.soft_weight, spec.hard_weight, spec.hard_loss, spec.focal_alpha,
-                       spec.focal_gamma)
+                       spec.focal_gamma, threshold=spec.threshold)
     train = {**spec.train, "seed": spec.seed, "log_every": 0, "num_threads": 0, "checkpoint": False,
              "resume": False, "tensorboard": True}
     if spec.max_epochs:
@@ -469,12 +224,12 @@ def train_student(spec: StudentSpec | dict) -> dict[str, Any]:
     val_prob = predict(model, task, vin, device=spec.device).astype(np.float64)
     test_prob = predict(model, task, make_inputs(te, pair), device=spec.device).astype(np.float64)
     atomic_savez(out / "predictions.npz", val_prob=val_prob, test_prob=test_prob, val_y=va.y, test_y=te.y,
-                 fit_val_rows=fit_val, stop_rows=stop)
+                 fit_val_rows=fit_val, stop_rows=stop, threshold=np.float64(spec.threshold))
     atomic_torch_save({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        "model_spec": getattr(model, "spec", None), "config": res.config}, out / "model.pt")
     n_soft = int(np.isfinite(fit[-1][:, 1]).sum())
-    metrics = {"name": spec.name, "test_acc": float(((test_prob >= 0.5) == te.y).mean()),
-               "stop_acc": float(((val_prob[stop] >= 0.5) == va.y[stop]).mean()),
+    metrics = {"name": spec.name, "test_acc": float(correct(test_prob, te.y, spec.threshold).mean()),
+               "stop_acc": float(correct(val_prob[stop], va.y[stop], spec.threshold).mean()),
                "n_fit": int(len(fit[-1])), "n_fit_train": int(len(tr.y)) if spec.rows == "train+val" else 0,
                "n_fit_val": int(fit_val.size), "n_with_teacher": n_soft, "n_stop": int(stop.size),
                "n_val_dropped": int(len(va.y) - fit_val.size - stop.size), "epochs_run": res.epochs_run,
@@ -517,68 +272,6 @@ def train_students(specs: Sequence[StudentSpec], workers: int = 0, verbose: bool
     return pd.DataFrame(rows)
 
 
-def _student_probs(students: pd.DataFrame, name: str) -> np.ndarray:
-    """Test probabilities of one student over its seeds [S, N], in seed order."""
-    out = []
-    for folder in students[students["student"] == name].sort_values("seed")["folder"]:
-        with np.load(Path(folder) / "predictions.npz") as z:
-            out.append(z["test_prob"].astype(np.float64))
-    return np.stack(out)
-
-
-STUDENT_REFERENCES = ("teacher (LightGBM stacking)", "best single (chosen on val)", "undistilled student")
-
-
-@dataclass
-class DistillResult:
-    """The distilled student against the teacher, the best single model and its undistilled twin."""
-    students: pd.DataFrame
-    accuracy: pd.DataFrame           # per model: test accuracy with its 95% interval over the unit
-    paired: pd.DataFrame             # student minus each reference, Holm-adjusted
-    gain_kept: dict[str, Any]
-    unit: str
-    best_single: str
-
-
-def evaluate_distillation(result: StackingResult, students: pd.DataFrame, unit, n_boot: int = 2000,
-                          seed: int = 0) -> DistillResult:
-    """Test accuracy of the teacher, the best single model and both students (intervals over the unit); the
-    distilled student against each of the other three (paired over the unit, Holm over the three); and the
-    share of the teacher's gain over the best single model that the student keeps (`evaluate_gain_kept`)."""
-    y = result.base.test_y
-    correct = lambda p: ((np.asarray(p) >= 0.5) == y).astype(np.float64)      # noqa: E731
-    student = correct(_student_probs(students, "distilled"))                              # [S, N]
-    refs = {STUDENT_REFERENCES[0]: correct(result.test_pred[STACK]), STUDENT_REFERENCES[1]: correct(result.test_pred[BEST]),
-            STUDENT_REFERENCES[2]: correct(_student_probs(students, "undistilled"))}
-    rows = []
-    for name, c in [("distilled student", student), *refs.items()]:
-        c2 = np.atleast_2d(c)
-        a = interval(c2.mean(0), unit, n_boot=n_boot, seed=seed)      # the seed-averaged rows: test-split noise
-        rows.append({"model": name, "test_acc": a["mean"], "ci_low": a["ci_low"], "ci_high": a["ci_high"],
-                     "n_seeds": len(c2), "seed_sd": float(c2.mean(1).std(ddof=1)) if len(c2) > 1 else float("nan")})
-    # each reference against the student's seeds (the twin paired by seed): seed noise and test-split noise
-    tests = adjust({k: compare_over_seeds(c, student, unit, paired_seeds=True, n_boot=n_boot, seed=seed)
-                    for k, c in refs.items()})
-    paired = make_comparison_frame(tests, {k: float(np.mean(c)) for k, c in refs.items()}, "student_minus_reference")
-    kept = _gain_kept_over_seeds(refs[STUDENT_REFERENCES[1]], refs[STUDENT_REFERENCES[0]], student, unit, n_boot, seed)
-    return DistillResult(students, pd.DataFrame(rows), paired, kept, getattr(unit, "name", "row"), result.best_single)
-
-
-def _gain_kept_over_seeds(best: np.ndarray, teacher: np.ndarray, student: np.ndarray, unit, n_boot: int,
-                          seed: int) -> dict[str, Any]:
-    """`evaluate_gain_kept` of the seed-averaged student (test-split noise), its interval widened by the seed
-    noise of the per-seed shares (`stats.with_seed_noise`, t with Welch-Satterthwaite df)."""
-    k = evaluate_gain_kept(best, teacher, student.mean(0), unit, n_boot, seed)
-    den = float(np.mean(teacher) - np.mean(best))
-    if len(student) < 2 or not np.isfinite(k["kept"]) or not np.isfinite(k["ci_low"]):
-        return {**k, "n_seeds": len(student), "seed_noise": len(student) >= 2}
-    per_seed = (student.mean(1) - np.mean(best)) / den
-    se_test = (k["ci_high"] - k["ci_low"]) / (2 * 1.959964)
-    lo, hi = with_seed_noise(k["kept"], se_test, [(per_seed.var(ddof=1) / len(per_seed), len(per_seed) - 1)]).interval(0.95)
-    return {**k, "ci_low": lo, "ci_high": hi, "n_seeds": len(student), "seed_noise": True,
-            "kept_per_seed": per_seed.tolist(), "method": f"{k['method']}, widened by the spread of {len(student)} seeds"}
-
-
 def make_base_predictors(base: BasePredictions, run_dir: str | Path, splits, label: str, seed: int = 42,
                          threads: int = 1, device: str = "cpu") -> list[BasePredictor]:
     """Every base model of the ensemble rebuilt for timing, in the meta-learner's column order: 04's members
@@ -594,7 +287,7 @@ def make_base_predictors(base: BasePredictions, run_dir: str | Path, splits, lab
         if stem not in cards:
             cards[stem] = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
         p = _locate_predictor(name, stem, model, folder, cards[stem], splits, seed, threads, device)
-        out.append(check_agreement(p, base.test_prob[:, i]))
+        out.append(check_agreement(p, base.test_prob[:, i], float(base.thresholds[i])))
     return out
 
 
@@ -639,119 +332,11 @@ def _variant_changes(model: str) -> dict[str, Any]:
     return {"layers": [int(v) for v in m.group(1).split("_")]} if m else {}
 
 
-@dataclass
-class SpeedResult:
-    """Test-split inference of the whole ensemble (every base model + the meta-learner) and of the student."""
-    steps: pd.DataFrame              # one row per base model and the meta-learner (`measure_ensemble_inference`)
-    n_rows: int
-    ensemble_seconds: float
-    student_seconds: float
-    n_models: int
-    n_timed: int                     # base models rebuilt and timed
-    n_exact: int                     # ... that reproduce their prediction file on every test row
-    pipeline_agreement: float        # share of test rows where the timed pipeline's ensemble = the reported one
-    threads: int
-
-    @property
-    def ensemble_samples_per_s(self) -> float:
-        return self.n_rows / self.ensemble_seconds if self.ensemble_seconds > 0 else float("nan")
-
-    @property
-    def student_samples_per_s(self) -> float:
-        return self.n_rows / self.student_seconds if self.student_seconds > 0 else float("nan")
-
-    @property
-    def speedup(self) -> float:
-        return self.ensemble_seconds / self.student_seconds if self.student_seconds > 0 else float("nan")
-
-
-def measure_speed(result: StackingResult, predictors: Sequence[BasePredictor], students: pd.DataFrame, splits,
-                  repeats: int = 5, device: str = "cpu") -> SpeedResult:
-    """Time the ensemble (`measure_ensemble_inference`: each base model from raw test inputs, then the
-    meta-learner on their probabilities) and the distilled student (its kept weights) on the same test split,
-    in this process, with the same threads; the fastest of ``repeats`` runs after a warm-up."""
-    steps, ens_prob = measure_ensemble_inference(predictors, result.meta, len(splits.test.y), repeats)
-    folder = Path(students[students["student"] == "distilled"].sort_values("seed")["folder"].iloc[0])
-    student = make_checkpoint_predictor("distilled student", folder / "model.pt", splits, device)
-    sec, _ = measure_seconds(student.predict, repeats)
-    timed = [p for p in predictors if p.predict is not None]
-    agree = float(((ens_prob >= 0.5) == (result.test_pred[STACK] >= 0.5)).mean()) if len(timed) == len(predictors) \
-        else float("nan")
-    return SpeedResult(steps, len(splits.test.y), float(steps["seconds"].sum()), sec, len(predictors), len(timed),
-                       sum(1 for p in timed if p.agreement == 1.0), agree, torch.get_num_threads())
-
-
-def make_speed_table(speed: SpeedResult) -> pd.DataFrame:
-    """Ensemble and student side by side: seconds for the test split, samples/s, and what was timed."""
-    return pd.DataFrame([
-        {"model": f"ensemble: {speed.n_models} base models + LightGBM meta-learner", "seconds": speed.ensemble_seconds,
-         "samples_per_s": speed.ensemble_samples_per_s,
-         "timed": f"{speed.n_timed} of {speed.n_models} base models rebuilt ({speed.n_exact} reproduce their "
-                  f"prediction file exactly) and the meta-learner"},
-        {"model": "distilled student (stage-2 recipe)", "seconds": speed.student_seconds,
-         "samples_per_s": speed.student_samples_per_s, "timed": "its kept weights"},
-    ]).set_index("model")
-
-
-def make_distill_paired_view(d: DistillResult) -> pd.DataFrame:
-    df = d.paired.rename(columns={"ci_low_adjusted": "CI low (Holm)", "ci_high_adjusted": "CI high (Holm)"})
-    df["p (raw)"] = [f"p < {r.p_value:.0e}" if r.p_is_bound else format_p(r.p_value) for r in df.itertuples()]
-    df["p (Holm)"] = [_p_text(r) for r in df.itertuples()]
-    return df[["reference", "reference_test_acc", "student_minus_reference", "CI low (Holm)", "CI high (Holm)",
-               "p (raw)", "p (Holm)", "verdict", "method"]].set_index("reference")
-
-
-def _kept_text(k: dict[str, Any]) -> str:
-    if not np.isfinite(k["kept"]):
-        return "no share of the gain to keep: the teacher does not beat the best single model on test"
-    ci = (f" (95% interval {k['ci_low']:.2f} to {k['ci_high']:.2f})" if np.isfinite(k["ci_low"])
-          else " (no finite interval: the teacher's own gain is not clearly positive)")
-    caveat = "" if k["denominator_p"] < 0.05 else (f"; the teacher's gain itself is not significant "
-                                                    f"({format_p(k['denominator_p'])}), so the share is poorly determined")
-    return f"the student keeps {k['kept']:.2f} of the teacher's gain over the best single model{ci}{caveat}"
-
-
 def load_seed_sd(run_dir: str | Path, label: str, arch: str = "stage2") -> float:
     """Notebook 04's seed sd of the stage-2 recipe's test accuracy on this dataset (NaN when not measured)."""
     f = paths.upstream(run_dir, "04_multi_seed") / "metrics.json"
     v = read_json(f).get(f"{label}.{arch}.std_test_acc") if f.is_file() else None
     return float(v) if isinstance(v, (int, float)) else float("nan")
-
-
-def describe_distillation(d: DistillResult, seed_sd: float | None = None) -> str:
-    """The student against the three references (Holm), the share of the gain it keeps, and the seed sd of
-    the recipe (from notebook 04) as the scale of a single-seed difference."""
-    acc = d.accuracy.set_index("model")["test_acc"]
-    lines = [f"distilled student: test accuracy {acc['distilled student']:.4f}; " + _kept_text(d.gain_kept) + "."]
-    for r in d.paired.itertuples():
-        lines.append(f"student vs {r.reference} ({r.reference_test_acc:.4f}): {r.student_minus_reference:+.4f} "
-                     f"(Holm-adjusted interval {r.ci_low_adjusted:+.4f} to {r.ci_high_adjusted:+.4f}), {r.verdict} ({_p_text(r)}, "
-                     f"{len(d.paired)} tests)")
-    n = int(d.students.loc[d.students["student"] == "distilled", "seed"].nunique())
-    own = d.accuracy.set_index("model")["seed_sd"]
-    lines.append(f"Student and twin ran {n} seed(s) each (seed sd of the student {own['distilled student']:.4f}, of the "
-                 f"twin {own[STUDENT_REFERENCES[2]]:.4f}); the paired tests count that seed noise and the test split's"
-                 + ("." if n >= 2 else ": with one seed they cannot, and say 'not testable'."))
-    if seed_sd is not None and np.isfinite(seed_sd):
-        lines.append(f"For scale: notebook 04 measured a seed sd of {seed_sd:.4f} for the stage-2 recipe.")
-    return "\n".join(lines)
-
-
-def describe_speed(speed: SpeedResult) -> str:
-    top = speed.steps.sort_values("seconds", ascending=False).iloc[0]
-    text = (f"Inference on the {speed.n_rows:,} test pairs ({speed.threads} torch thread(s)): the ensemble takes "
-            f"{speed.ensemble_seconds * 1e3:.0f} ms ({speed.ensemble_samples_per_s:,.0f} samples/s) — {speed.n_models} "
-            f"base models and the meta-learner, the slowest step {top['step']} ({top['share_of_time']:.0%}) — the "
-            f"student {speed.student_seconds * 1e3:.1f} ms ({speed.student_samples_per_s:,.0f} samples/s): "
-            f"{speed.speedup:.1f}× faster.")
-    if speed.n_timed < speed.n_models:
-        text += f" {speed.n_models - speed.n_timed} base model(s) could not be rebuilt: the ensemble time is a lower bound."
-    if speed.n_exact < speed.n_timed:
-        text += (f" {speed.n_timed - speed.n_exact} rebuilt model(s) do not reproduce their prediction file exactly "
-                 "(architecture only, or a refit that differs slightly); their time is that of the same computation.")
-    if np.isfinite(speed.pipeline_agreement):
-        text += f" The timed pipeline's ensemble agrees with the reported one on {speed.pipeline_agreement:.1%} of test pairs."
-    return text
 
 
 def make_distill_headline(d: DistillResult, speed: SpeedResult | None) -> dict[str, Any]:
@@ -780,35 +365,6 @@ def make_distill_headline(d: DistillResult, speed: SpeedResult | None) -> dict[s
                    student_speedup=speed.speedup, ensemble_models_timed=speed.n_timed,
                    ensemble_models_exact=speed.n_exact, ensemble_pipeline_agreement=speed.pipeline_agreement)
     return out
-
-
-def plot_distillation(d: DistillResult, speed: SpeedResult | None = None, axes=None):
-    """Left: test accuracy of the student, its undistilled twin, the best single model and the teacher, with
-    95% intervals over the unit. Right: samples/s of the ensemble and the student (log scale)."""
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2 if speed is not None else 1, figsize=(11 if speed is not None else 6, 3.2),
-                               squeeze=False)
-        axes = axes[0]
-    df = d.accuracy.reset_index(drop=True)
-    y = np.arange(len(df))
-    ax = axes[0]
-    ax.errorbar(df["test_acc"], y, xerr=np.vstack([df["test_acc"] - df["ci_low"], df["ci_high"] - df["test_acc"]]),
-                fmt="o", color="black", ecolor="gray", capsize=3)
-    ax.set_yticks(y, df["model"])
-    ax.invert_yaxis()
-    ax.set_xlabel(f"test accuracy (95% interval over {d.unit}s)")
-    ax.set_title("Distilled student vs the references", fontsize=10)
-    if speed is not None:
-        ax = axes[1]
-        ax.barh(["ensemble", "student"], [speed.ensemble_samples_per_s, speed.student_samples_per_s],
-                color=["tab:gray", "tab:red"])
-        ax.set_xscale("log")
-        ax.set_xlabel(f"test pairs per second (log scale, {speed.threads} thread(s))")
-        ax.set_title(f"Inference: the student is {speed.speedup:.1f}× faster", fontsize=10)
-    axes[0].figure.tight_layout()
-    return axes[0].figure
 
 
 def make_distill_card(d: DistillResult, speed: SpeedResult | None = None) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def _train_stage1(splits, use_pair: bool, params: Mapping[str, Any], out: Path, 
     # The model now holds the best-`monitor` weights (the best_<monitor>.pt checkpoint).
     val_prob = predict(model, task, make_inputs(va, use_pair), device=device).astype(np.float64)
     test_prob = predict(model, task, make_inputs(te, use_pair), device=device).astype(np.float64)
-    write_prediction_file(out, "stage1", val_prob, test_prob, va.y, te.y)
+    write_prediction_file(out, "stage1", val_prob, test_prob, va.y, te.y, threshold=thr)
     return {"spec": spec, "model": model, "cfg": cfg, "result": res, "fit_s": fit_s, "val_prob": val_prob,
             "test_prob": test_prob, "eval_val": evaluate_binary(va.y, val_prob, thr),
             "eval_test": evaluate_binary(te.y, test_prob, thr)}
@@ -305,7 +305,7 @@ def _fit_baselines(splits, use_pair: bool, params: Mapping[str, Any], out: Path,
                              "n_features": b.n_features, "info": b.info, "selected_on": b.selected_on,
                              "val_prob": b.val_prob, "test_prob": b.test_prob}
         write_prediction_file(out, f"baseline_{b.name}", b.val_prob, b.test_prob, va.y, te.y,
-                              selected_on=b.selected_on)
+                              threshold=thr, selected_on=b.selected_on)
     return baselines
 
 
@@ -395,7 +395,7 @@ def train_crop_kind(kind: str, splits, crops: PairCrops, params: Mapping[str, An
     fit_s = time.perf_counter() - t0
     val_prob = predict(model, task, inputs["val"], device=device).astype(np.float64)
     test_prob = predict(model, task, inputs["test"], device=device).astype(np.float64)
-    write_prediction_file(out, f"stage1_{kind}", val_prob, test_prob, va.y, te.y)
+    write_prediction_file(out, f"stage1_{kind}", val_prob, test_prob, va.y, te.y, threshold=thr)
     ev_val, ev_test = evaluate_binary(va.y, val_prob, thr), evaluate_binary(te.y, test_prob, thr)
     test_ci = interval(_correct(test_prob, te.y, thr), unit_of(te))
     val_ci = interval(_correct(val_prob, va.y, thr), unit_of(va))

@@ -298,7 +298,7 @@ def run_ablation(splits, stage1_spec: dict, stage1_state: dict, params: Mapping[
         runs = train_over_seeds(variant, stage2.seeds, fit)[0]
         rows.append({"variant": variant, "change": change, "runs": runs})
         write_prediction_file(out, "ablation_" + folder.name, runs.val_prob[0], runs.test_prob[0], splits.val.y,
-                              splits.test.y)
+                              splits.test.y, threshold=float(params["threshold"]))
     return rows
 
 
@@ -764,7 +764,8 @@ def run_stage2(dataset: str, run_dir: str | Path, out_dir: str | Path, params: M
     s1_val, s1_test, s1_test_prob = _score_stage1(s1_model, splits, use_pair, params, device)
     spec = make_stage2_model_spec(s1_spec, params)
     stage2, fit = train_stage2_seeds(spec, s1_state, splits, params, out, device)
-    write_prediction_file(out, "stage2", fit["val_prob"], fit["test_prob"], splits.val.y, splits.test.y)
+    write_prediction_file(out, "stage2", fit["val_prob"], fit["test_prob"], splits.val.y, splits.test.y,
+                          threshold=float(params["threshold"]))
     res, cfg = fit["result"], fit["config"]
     run = Stage2Run(name=splits.name, kind=splits.kind, generated=splits.generated, source=splits.source,
                     out_dir=out, threshold=float(params["threshold"]), unit=unit_of(splits.test), stage1_path=ck_path,

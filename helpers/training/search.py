@@ -51,6 +51,7 @@ from helpers.core.errors import WorkbookError
 from helpers.core.hashing import make_example_keys
 from helpers.core.io import read_json
 from helpers.data.pairs import _uses_pair, load_pair_dataset, make_inputs
+from helpers.data.predictions import load_threshold
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import create_model
 from helpers.training.checkpoints import read_checkpoint_file
@@ -61,6 +62,8 @@ from helpers.training.workers import resolve_workers, run_in_workers, WorkerOutc
 
 # The notebooks whose models can be retrained from their recipe (their scored checkpoint holds spec and config).
 RECIPE_STEMS = ("02_stage1", "03_stage2")
+# The prediction file of the model each recipe notebook reports: it records the threshold that notebook declared.
+RECIPE_PREDICTIONS = {"02_stage1": "stage1", "03_stage2": "stage2"}
 PRUNERS = ("median", "halving", "none")
 SPACE_KEYS = ("lr", "weight_decay", "width")
 # M1's ranges; the width multipliers are the workbook's (M1 names the two rates only).
@@ -89,7 +92,8 @@ def _stage1_start(run_dir: str | Path, label: str) -> Path:
 
 def load_recipe(run_dir: str | Path, stem: str, label: str) -> dict[str, Any]:
     """How notebook ``stem`` trained the model it reports on dataset ``label`` in this run: the model spec and
-    TrainConfig of its scored checkpoint, the loss from its run card, and (03) the stage-1 start."""
+    TrainConfig of its scored checkpoint, the loss from its run card, the decision threshold the notebook
+    declared (recorded in its prediction file), and (03) the stage-1 start."""
     if stem not in RECIPE_STEMS:
         raise WorkbookError(f"recipe {stem!r}: expected one of {', '.join(RECIPE_STEMS)}")
     folder = paths.upstream(run_dir, stem) / label
@@ -110,7 +114,8 @@ def load_recipe(run_dir: str | Path, stem: str, label: str) -> dict[str, Any]:
     return {"stem": stem, "model": spec["name"], "kwargs": dict(spec.get("kwargs") or {}),
             "train": {k: v for k, v in cfg.items() if k in _TRAIN_FIELDS}, "loss": "focal" if focal else "bce",
             "focal_alpha": float(training.get("focal_alpha", -1.0)), "focal_gamma": float(training.get("focal_gamma", 2.0)),
-            "checkpoint": str(ckpt), "start": str(start or "")}
+            "checkpoint": str(ckpt), "start": str(start or ""),
+            "threshold": load_threshold(folder / "predictions" / f"{RECIPE_PREDICTIONS[stem]}.npz")}
 
 
 def scale_width(kwargs: dict[str, Any], factor: float) -> dict[str, Any]:
@@ -172,7 +177,7 @@ def make_trial_spec(recipe: dict[str, Any], dataset: str, label: str, run_dir: s
                "weight_decay": float(recipe["train"].get("weight_decay", float("nan"))), "width": 1.0}
     return {"dataset": str(dataset), "label": label, "run_dir": str(run_dir), "trials_dir": str(trials_dir),
             "recipe": recipe.get("stem", ""), "model": recipe["model"], "kwargs": dict(recipe["kwargs"]),
-            "train": dict(recipe["train"]), "loss": recipe.get("loss", "bce"),
+            "train": dict(recipe["train"]), "loss": recipe.get("loss", "bce"), "threshold": float(recipe["threshold"]),
             "focal_alpha": float(recipe.get("focal_alpha", -1.0)), "focal_gamma": float(recipe.get("focal_gamma", 2.0)),
             "start": str(recipe.get("start", "")), "space": space, "seed": int(seed), "device": str(device),
             "pruner": pruner, "n_startup_trials": int(n_startup_trials), "data": data_fingerprint,
@@ -186,8 +191,8 @@ def in_space(params: dict[str, float], space: dict[str, Any]) -> bool:
 
 
 # What must agree between a study and a run that continues it (paths and the device may differ).
-_COMPARABLE = ("label", "model", "kwargs", "train", "loss", "focal_alpha", "focal_gamma", "start", "space", "seed",
-               "data", "max_train", "handset")
+_COMPARABLE = ("label", "model", "kwargs", "train", "loss", "threshold", "focal_alpha", "focal_gamma", "start",
+               "space", "seed", "data", "max_train", "handset")
 
 
 def check_compatible(stored: dict[str, Any], spec: dict[str, Any], where: str) -> None:
@@ -255,7 +260,8 @@ def _train_trial(trial, spec: dict[str, Any], params: dict[str, float], out_dir:
     splits = _load_splits(spec["dataset"], spec["run_dir"], spec["label"])
     use_pair = _uses_pair(splits)
     model, kw = _build_model(spec, splits, float(params["width"]))
-    task = BinaryTask(loss_name=spec["loss"], alpha=spec["focal_alpha"], gamma=spec["focal_gamma"])
+    task = BinaryTask(loss_name=spec["loss"], alpha=spec["focal_alpha"], gamma=spec["focal_gamma"],
+                      threshold=spec["threshold"])
     cfg = make_trial_config(spec, params)
     monitor = "accuracy"
     state = {"pruned_at": 0, "curve": []}

@@ -62,3 +62,14 @@ def test_a_styled_table_prints_its_counts_as_integers_and_keeps_its_other_format
     df = pd.DataFrame({"seeds": [2.0, np.nan], "acc": [0.76751, np.nan]})
     out = whole_columns_as_integers(df.style.format(precision=4, na_rep="—")).to_html()
     assert ">2<" in out and "2.0000" not in out and "0.7675" in out and "nan" not in out.lower()
+
+
+def test_tables_of_several_datasets_are_shown_as_one_with_the_dataset_named():
+
+    from helpers.core.display import make_dataset_table
+
+    a = pd.DataFrame({"acc": [0.9, 0.8]}, index=pd.Index(["stage1", "stage2"], name="arch"))
+    assert make_dataset_table({"digits": a}) is a                       # one dataset: its table as it is
+    both = make_dataset_table({"digits": a, "scenes": a * 0.5})
+    assert both.index.names == ["dataset", "arch"] and len(both) == 4
+    assert both.loc[("scenes", "stage2"), "acc"] == 0.4                  # every dataset's rows, none dropped

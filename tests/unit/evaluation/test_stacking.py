@@ -6,8 +6,9 @@ import pytest
 
 from helpers.core.errors import WorkbookError
 from helpers.data.predictions import BasePredictions, load_base_predictions, write_predictions
-from helpers.evaluation.stacking import (BEST, check_no_leakage, choose_topk, evaluate_error_ratio, evaluate_stacking,
-                                         goal_verdict, LeakageError, make_oof_predictions, make_paired_table,
+from helpers.evaluation.leakage import check_no_leakage, LeakageError
+from helpers.evaluation.stacking import (BEST, choose_topk, evaluate_error_ratio, evaluate_stacking,
+                                         goal_verdict, make_oof_predictions, make_paired_table,
                                          rank_by_validation, REFERENCES, STACK, TOPK, train_lgbm_meta)
 from helpers.evaluation.stats import ROWS, Unit
 
@@ -25,7 +26,7 @@ def _base(m: int = 6, n: int = 400, seed: int = 0, trained_on=("train",)) -> Bas
     tp, ty = _synthetic(n, m, rng)
     names = [f"nb/m{i}" for i in range(m)]
     return BasePredictions("syn", names, [Path(f"m{i}.npz") for i in range(m)], vp, tp, vy, ty,
-                              [list(trained_on)] * m, ["train_holdout"] * m, [None] * m)
+                              [list(trained_on)] * m, ["train_holdout"] * m, [None] * m, np.full(m, 0.5))
 
 def _keys(n_train=300, n_val=400, n_test=400, seed=1):
     rng = np.random.default_rng(seed)
@@ -138,7 +139,7 @@ def test_best_single_is_chosen_on_validation_not_test():
 def test_bad_meta_grid_and_labels_are_refused():
     base = _base(m=2, n=100)
     with pytest.raises(WorkbookError, match="meta_grid"):
-        train_lgbm_meta(base.val_prob, base.val_y, base.names, grid="huge")
+        train_lgbm_meta(base.val_prob, base.val_y, base.names, grid="huge", threshold=0.5)
     with pytest.raises(WorkbookError, match="both 0 and 1"):
         make_oof_predictions(base.val_prob, np.zeros(100, int), {}, n_folds=5)
 
@@ -194,7 +195,7 @@ def test_paired_table_never_reports_p_zero_and_adjusts_with_holm():
     right = y.astype(float)
     preds = {BEST: 1 - right, TOPK: right.copy(), "majority vote": right.copy(),
              "logistic-regression meta": np.where(rng.random(500) < 0.5, right, 1 - right), STACK: right}
-    t = make_paired_table(preds, y, ROWS, n_boot=200, seed=0).set_index("reference")
+    t = make_paired_table(preds, y, 0.5, ROWS, n_boot=200, seed=0).set_index("reference")
     assert t.loc[BEST, "p_is_bound"] and t.loc[BEST, "p_value"] == pytest.approx(1 / 200)   # p < 1/B, never 0
     assert t.loc[BEST, "verdict"] == "better" and t.loc[TOPK, "verdict"] == "not distinguishable"
     assert (t["p_value"] > 0).all() and (t["p_holm"] >= t["p_value"]).all()
@@ -203,6 +204,7 @@ def test_paired_table_never_reports_p_zero_and_adjusts_with_holm():
 def test_base_predictions_are_found_under_the_dataset_label(tmp_path):
     rng = np.random.default_rng(0)
     vy, ty = rng.integers(0, 2, 20), rng.integers(0, 2, 30)
-    write_predictions(tmp_path / "02_stage1" / "pairs-2" / "predictions" / "m.npz", rng.random(20), rng.random(30), vy, ty)
+    write_predictions(tmp_path / "02_stage1" / "pairs-2" / "predictions" / "m.npz", rng.random(20), rng.random(30),
+                      vy, ty, threshold=0.5)
     base = load_base_predictions(tmp_path, "/some/where/pairs", label="pairs-2")
     assert base.dataset == "pairs-2" and base.names == ["02_stage1/m"]

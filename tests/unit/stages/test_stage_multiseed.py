@@ -1,6 +1,7 @@
 """helpers.multiseed: recipes read from 02/03, the grid, the source holdout and leakage check, the spread
 statistics (sd interval, SE, the architecture comparison), the worker pool (crash isolation), tiny member runs."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,20 +12,21 @@ import torch
 from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_savez, atomic_write_json
 from helpers.data.pairs import load_pair_folder, PairSet
-from helpers.data.predictions import load_base_predictions
-from helpers.evaluation.stacking import check_no_leakage, make_split_keys
+from helpers.data.predictions import load_base_predictions, write_predictions
+from helpers.evaluation.leakage import check_no_leakage, make_split_keys
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
 from helpers.stages.words import sentences
-from helpers.stages.multiseed import (best_is_handset, _Rows, _split_rows, describe_answer, describe_comparison, describe_failures,
-                                      describe_search, describe_spread, describe_tuning, evaluate_member_leakage,
-                                      evaluate_tuning_gain, load_recipes, make_answer_headline, make_arch_summary,
-                                      make_claims_table, make_comparison_table, make_comparison_view, make_grid,
-                                      make_headline, make_importance_table, make_leakage_summary, make_metrics_view,
-                                      make_plan_table, make_search_card, make_search_spec, make_source_holdout,
-                                      make_summary_view, make_trials_view, make_tuned_grid, make_tuning_view,
-                                      MemberSpec, plot_member_curves, plot_search, plot_seed_strip, run_search,
-                                      sd_interval, train_member, train_members)
+from helpers.reports.multiseed import (describe_answer, describe_comparison, describe_failures, describe_search,
+                                       describe_spread, describe_tuning, make_answer_headline, make_claims_table,
+                                       make_comparison_view, make_metrics_view, make_plan_table, make_summary_view,
+                                       make_trials_view, make_tuning_view, plot_member_curves, plot_search,
+                                       plot_seed_strip)
+from helpers.stages.multiseed import (best_is_handset, _Rows, _split_rows, evaluate_member_leakage, evaluate_tuning_gain,
+                                      load_recipes, make_arch_summary, make_comparison_table, make_grid, make_headline,
+                                      make_importance_table, make_leakage_summary, make_search_card, make_search_spec,
+                                      make_source_holdout, make_tuned_grid, MemberSpec, run_search, sd_interval,
+                                      train_member, train_members)
 from helpers.training.config import TrainConfig
 
 
@@ -39,29 +41,32 @@ def _tiny_pairs(folder, rng, n_src=48):
         offset += n_src
 
 
-def _write_recipe(run, stem, label, spec, train, card_training, start=None):
-    """A fake scored checkpoint and run card of notebook `stem`, as 02/03 write them."""
+def _write_recipe(run, stem, label, spec, train, card_training, start=None, threshold=0.5):
+    """A fake scored checkpoint, run card and prediction file (with its threshold) of notebook `stem`, as 02/03
+    write them."""
     folder = run / stem / label
     folder.mkdir(parents=True, exist_ok=True)
     model = create_model(spec["name"], **spec["kwargs"])
     torch.save({"model_state_dict": model.state_dict(), "model_spec": model.spec,
                 "config": TrainConfig(**train).to_dict(), "epoch": 1}, folder / "best_accuracy.pt")
     atomic_write_json(folder / "config.json", {"training": {"monitor": "accuracy", **card_training}})
+    write_predictions(folder / "predictions" / f"{stem[3:]}.npz", [0.2, 0.8], [0.3, 0.7], [0, 1], [0, 1],
+                      threshold=threshold)
     if start is not None:
         atomic_write_json(run / stem / "config.json", {"stage1_checkpoints": {label: str(start)}})
     return folder / "best_accuracy.pt"
 
 
-def _fake_run(tmp_path, label="pairs"):
+def _fake_run(tmp_path, label="pairs", threshold=0.5):
     run = tmp_path / "run"
     s1 = _write_recipe(run, "02_stage1", label, {"name": "stage1_fusion_cbam", "kwargs": {
         "in_channels": 1, "width_mult": 0.125, "feat_dim": 16, "layers": [1, 1, 1]}},
         {"epochs": 2, "batch_size": 32, "lr": 3e-3, "augment": True, "patience": 0, "monitor": "accuracy"},
-        {"loss_function": "BCEWithLogits"})
+        {"loss_function": "BCEWithLogits"}, threshold=threshold)
     _write_recipe(run, "03_stage2", label, {"name": "siamese_resnet", "kwargs": {
         "in_channels": 1, "width_mult": 0.125, "feat_dim": 16, "layers": [1, 1, 1], "fusion": "adaptive",
         "attention": "se"}}, {"epochs": 1, "batch_size": 32, "lr": 2e-3, "patience": 0, "monitor": "accuracy"},
-        {"loss_function": "focal", "focal_alpha": -1.0, "focal_gamma": 2.0}, start=s1)
+        {"loss_function": "focal", "focal_alpha": -1.0, "focal_gamma": 2.0}, start=s1, threshold=threshold)
     return run, s1
 
 
@@ -114,16 +119,19 @@ def test_make_grid_takes_model_training_and_start_from_the_recipe(tmp_path):
 def test_make_grid_expands_registry_labels_and_checks_input(tmp_path):
     arch = {"resnet": {"model": "siamese_resnet", "fusion": "concat", "width_mult": 0.125}}
     specs = make_grid({"resnet": [42, 2023], "siamese_fpn": [7]}, "digit_pairs", tmp_path, tmp_path / "out",
-                      arch, train={"epochs": 1})
+                      arch, train={"epochs": 1}, threshold=0.4)
     assert [s.name for s in specs] == ["resnet_s42", "resnet_s2023", "siamese_fpn_s7"]
     assert specs[0].model == "siamese_resnet" and specs[0].model_kwargs == {"fusion": "concat", "width_mult": 0.125}
     assert specs[2].predictions_path.endswith("out/digit_pairs/predictions/siamese_fpn_s7.npz")
+    assert [s.threshold for s in specs] == [0.4] * 3
+    with pytest.raises(WorkbookError, match="no notebook declared its decision threshold"):
+        make_grid({"siamese_fpn": [7]}, "d", tmp_path, tmp_path)
     with pytest.raises(WorkbookError, match="not in the registry"):
         make_grid({"no_such_model": [1]}, "d", tmp_path, tmp_path)
     with pytest.raises(WorkbookError, match="seeds"):
-        make_grid({"siamese_resnet": ["a"]}, "d", tmp_path, tmp_path)
+        make_grid({"siamese_resnet": ["a"]}, "d", tmp_path, tmp_path, threshold=0.5)
     with pytest.raises(WorkbookError, match="twice"):
-        make_grid({"siamese_resnet": [1, 1]}, "d", tmp_path, tmp_path)
+        make_grid({"siamese_resnet": [1, 1]}, "d", tmp_path, tmp_path, threshold=0.5)
     with pytest.raises(WorkbookError, match="was not loaded"):
         make_grid({"a": [1]}, "d", tmp_path, tmp_path, {"a": {"recipe": "02_stage1"}}, recipes={})
 
@@ -159,7 +167,7 @@ def test_member_leakage_check_counts_what_it_compared(tmp_path):
     rows = _split_rows(spec, splits)
     ok = evaluate_member_leakage(splits, rows)
     assert ok["verdict"].startswith("passed") and ok["stop_sources_shared"] == 0 and ok["val_pairs_shared"] == 0
-    assert f"{rows.fit.size} fitted training pairs" in ok["compared"]
+    assert f"{rows.fit.size} fitted pairs" in ok["compared"]
     # plant a test pair (content and source ids) among the training rows it fits on
     splits.train.xa[rows.fit[0]], splits.train.xb[rows.fit[0]] = splits.test.xa[3], splits.test.xb[3]
     splits.train.ida[rows.fit[0]] = splits.test.ida[3]
@@ -194,7 +202,10 @@ def test_arch_summary_headline_and_describe():
     assert h["best_member"] == "f_s1"                                       # chosen on validation
     assert h["binomial_se"] == pytest.approx(np.sqrt(0.8575 * 0.1425 / 400))
     text = describe_spread(make_arch_summary(m))
-    assert "MORE than the test split" in text and "chi-square" in text      # sd interval above the SE
+    assert "more than the test split" in text and "chi-square" in text      # sd interval above the SE
+    assert "seed sd 5.00 percentage points" in text and "one seed" in text and "x: no member finished" in text
+    s2 = make_arch_summary(m).assign(sd_ci_low=0.005)                       # an interval that contains the SE
+    assert "cannot tell" in describe_spread(s2) and not re.search(r"[a-z]\.[A-Z]", describe_spread(s2))
     assert "x_s1: boom" in describe_failures(m)
     assert list(make_summary_view(make_arch_summary(m)).columns)[:3] == ["seeds", "mean test acc", "seed sd"]
     assert set(make_claims_table(make_arch_summary(m))["architecture"]) >= {"resnet", "fusion", "r"}
@@ -212,7 +223,7 @@ def _members_on_disk(tmp_path, accs: dict[str, list[float]], n=600, seed=0) -> p
             wrong = rng.choice(n, int(round((1 - a) * n)), replace=False)
             prob = y.astype(float)
             prob[wrong] = 1 - prob[wrong]
-            atomic_savez(folder / "predictions.npz", test_prob=prob, test_y=y, val_prob=prob, val_y=y)
+            atomic_savez(folder / "predictions.npz", test_prob=prob, test_y=y, val_prob=prob, val_y=y, threshold=0.5)
             rows.append({"member": f"{arch}_{i}", "arch": arch, "seed": i, "status": "ok", "test_acc": a,
                          "val_acc": a, "folder": str(folder), "unit": "row", "unit_se": 0.01, "n_test": n})
     return pd.DataFrame(rows)
@@ -276,7 +287,7 @@ def test_members_train_in_workers_write_their_folders_and_survive_a_crash(tmp_pa
     arch = {"r": {"model": "siamese_resnet", "fusion": "concat", "width_mult": 0.125, "feat_dim": 16}}
     run = tmp_path / "run"
     specs = make_grid({"r": [1, 2]}, str(data), run, run / "04_multi_seed", arch,
-                      train={"epochs": 1, "batch_size": 32, "patience": 0})
+                      train={"epochs": 1, "batch_size": 32, "patience": 0}, threshold=0.5)
     specs[1].crash = "exit"
     table = train_members(specs, workers=2, verbose=False)
     assert table["status"].tolist() == ["ok", "failed"]
@@ -332,7 +343,7 @@ def test_a_member_on_vector_pairs_with_pair_features_runs_inline(tmp_path):
                      ida=np.arange(n) + 10_000 * len(fname), idb=np.arange(n) + 1000 + 10_000 * len(fname))
     arch = {"r": {"model": "siamese_resnet", "width_mult": 0.125, "fusion": "concat", "vector_model": "siamese_mlp"}}
     spec = make_grid({"r": [3]}, str(data), tmp_path, tmp_path / "out", arch,
-                     train={"epochs": 1, "batch_size": 16, "patience": 0})[0]
+                     train={"epochs": 1, "batch_size": 16, "patience": 0}, threshold=0.5)[0]
     met = train_member(spec)
     assert met["model"] == "siamese_mlp" and met["n_test"] == 32
     card = json.loads((tmp_path / "out" / "scenes" / "members" / "r_s3" / "config.json").read_text())
@@ -419,7 +430,8 @@ def test_tuning_gain_is_paired_per_seed_then_combined_across_seeds(tmp_path):
     assert g["ci_high"] - g["ci_low"] == pytest.approx(2 * st.t.ppf(0.975, df) * se, rel=1e-4)
     assert g["handset_sd"] == pytest.approx(0.01) and g["verdict"].startswith("tuned better")
     text = describe_tuning(g, "s1")
-    assert "s1_tuned − s1 over 3 seed(s)" in text and "seed sd" in text and "× the hand-set" in text
+    assert "+6.0 percentage points (95% interval" in text and g["verdict"] in text     # the number, its unit, verdict
+    assert "6.0× the hand-set recipe's seed sd" in text                                # gain / seed sd = 0.06 / 0.01
     view = make_tuning_view(g)
     assert view.index[-1] == "across seeds" and view.loc["across seeds", "diff"] == pytest.approx(0.06, abs=1e-9)
     # no paired seed: nothing to test; one seed: no seed variance, so no p across seeds
@@ -461,6 +473,6 @@ def test_search_figure_and_description():
     members = pd.DataFrame({"arch": ["stage1"], "seed": [1], "status": ["ok"], "val_acc": [0.72]})
     text = describe_search(res, members, "stage1")
     assert "4 finished trials (3 completed, 1 pruned by the median rule" in text and "flatters" in text
-    assert "trial 0, enqueued: validation accuracy 0.7000" in text and "width ×2" in text
+    assert "trial 0, enqueued: validation accuracy 70.00%" in text and "width ×2" in text
     res.trials["handset"] = False
-    assert "validation accuracy 0.7200 with the search's seed" in describe_search(res, members, "stage1")
+    assert "validation accuracy 72.00% with the search's seed" in describe_search(res, members, "stage1")

@@ -3,6 +3,7 @@ distillation (the teacher's out-of-fold targets, both students, their paired tes
 and the ensemble's inference rebuilt and timed against the student's."""
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -14,19 +15,20 @@ from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_savez, atomic_write_json
 from helpers.data.pairs import load_pair_folder
 from helpers.data.predictions import BasePredictions, load_base_predictions, write_predictions
-from helpers.evaluation.stacking import (check_no_leakage, evaluate_gain_kept, evaluate_stacking,
-                                         make_baseline_predictor, make_checkpoint_predictor, make_error_correlation,
-                                         STACK)
+from helpers.evaluation.distillation import evaluate_gain_kept
+from helpers.evaluation.ensemble_inference import make_baseline_predictor, make_checkpoint_predictor
+from helpers.evaluation.leakage import check_no_leakage
+from helpers.evaluation.stacking import evaluate_stacking, make_error_correlation, STACK
 from helpers.evaluation.stats import ROWS, Unit
 from helpers.models.registry import create_model
+from helpers.reports.stacking import (describe_answer, describe_bases, describe_distillation, describe_goal,
+                                      describe_paired, describe_speed, describe_topk, make_answer_headline,
+                                      make_distill_paired_view, make_metrics_view, make_paired_view, make_speed_table,
+                                      plot_distillation, top_by_validation)
+from helpers.stages.stacking import (evaluate_distillation, make_base_predictors, make_distill_card,
+                                     make_distill_headline, make_goal_table, make_leakage_record, make_student_specs,
+                                     make_teacher_targets, make_val_holdout, measure_speed, train_students)
 from helpers.stages.words import sentences
-from helpers.stages.stacking import (describe_answer, describe_distillation, describe_goal, describe_paired,
-                                     describe_speed, describe_topk, evaluate_distillation, make_answer_headline,
-                                     make_base_predictors, make_distill_card, make_distill_headline,
-                                     make_distill_paired_view, make_goal_table, make_leakage_record,
-                                     make_metrics_view, make_paired_view, make_speed_table, make_student_specs,
-                                     make_teacher_targets, make_val_holdout, measure_speed, plot_distillation,
-                                     top_by_validation, train_students)
 from helpers.training.config import TrainConfig
 
 
@@ -44,7 +46,7 @@ def _base(m: int = 6, n: int = 400, seed: int = 0, trained_on=("train",)) -> Bas
     tp, ty = _synthetic(n, m, rng)
     names = [f"nb/m{i}" for i in range(m)]
     return BasePredictions("syn", names, [Path(f"m{i}.npz") for i in range(m)], vp, tp, vy, ty,
-                           [list(trained_on)] * m, ["train_holdout"] * m, [None] * m)
+                           [list(trained_on)] * m, ["train_holdout"] * m, [None] * m, np.full(m, 0.5))
 
 
 def _keys(n_train=300, n_val=400, n_test=400, seed=1):
@@ -78,6 +80,10 @@ def test_goal_table_verdict_answer_and_error_correlation():
     assert list(view.index) == list(res.paired["reference"]) and "p (Holm)" in view.columns
     assert "4 tests" in describe_paired(res) and "best base models by validation" in describe_topk(res)
     assert top_by_validation(base, 2)[0] == res.best_single and len(top_by_validation(base, 2)) == 2
+    base.duplicates = {"nb/m9": "nb/m0"}
+    text = describe_bases(base, SimpleNamespace(source="generated pairs"), ROWS)
+    assert "4 base models, 300 validation rows" in text and "300 rows" in text and "(0.50)" in text
+    assert "generated pairs" in text and "nb/m9 = nb/m0" in text             # the copy stacked once, named
     corr = make_error_correlation(base)
     assert corr.shape == (4, 4) and np.allclose(np.diag(corr), 1)
     base.val_prob[:, 1] = base.val_prob[:, 0]                       # identical models: correlated errors
@@ -154,7 +160,8 @@ def _ensemble_run(tmp_path):
     va, te = splits.val, splits.test
     for (stem, name), p in models.items():
         noisy = np.clip(va.y * 0.6 + 0.2 + rng.normal(0, 0.25, len(va.y)), 0.01, 0.99)
-        write_predictions(run / stem / "pairs" / "predictions" / f"{name}.npz", noisy, p.predict(), va.y, te.y)
+        write_predictions(run / stem / "pairs" / "predictions" / f"{name}.npz", noisy, p.predict(), va.y, te.y,
+                          threshold=0.5)
     return run, data, splits
 
 
@@ -213,7 +220,10 @@ def test_teacher_targets_students_and_the_inference_comparison(tmp_path):
     table = make_speed_table(speed)
     assert table.iloc[0]["samples_per_s"] == pytest.approx(speed.ensemble_samples_per_s)
     text = describe_speed(speed) + describe_distillation(d, 0.01)
-    assert "faster" in text and "Holm" in text and "seed sd of 0.0100" in text
+    assert f"{speed.speedup:.1f} times faster" in text and "Holm" in text
+    assert "seed sd of 1.00 percentage points" in text                  # 04's sd of 0.01, in points
+    for r in d.paired.itertuples():                                     # each comparison's number and verdict
+        assert f"{100 * r.student_minus_reference:+.1f} percentage points" in text and r.verdict in text
     head = make_distill_headline(d, speed)
     for k in ("student_test_acc", "student_vs_teacher_p", "student_vs_undistilled_p", "student_samples_per_s",
               "ensemble_samples_per_s", "gain_kept"):

@@ -126,9 +126,11 @@ def _runs(acc_rows: list[list[int]]) -> SeedRuns:
 def test_best_baseline_is_chosen_on_validation_and_checked_against_the_split(tmp_path):
     folder = tmp_path / "02_stage1" / "toy" / "predictions"
     val_y, test_y = np.array([0, 1, 0, 1]), np.array([1, 0, 1])
-    write_predictions(folder / "stage1.npz", [0.1, 0.9, 0.1, 0.9], [0.9, 0.1, 0.9], val_y, test_y)
-    write_predictions(folder / "baseline_a.npz", [0.9, 0.9, 0.1, 0.9], [0.9, 0.1, 0.9], val_y, test_y)   # val 3/4
-    write_predictions(folder / "baseline_b.npz", [0.1, 0.9, 0.1, 0.9], [0.1, 0.9, 0.1], val_y, test_y)   # val 4/4, test 0/3
+    write_predictions(folder / "stage1.npz", [0.1, 0.9, 0.1, 0.9], [0.9, 0.1, 0.9], val_y, test_y, threshold=0.5)
+    write_predictions(folder / "baseline_a.npz", [0.9, 0.9, 0.1, 0.9], [0.9, 0.1, 0.9], val_y, test_y,
+                      threshold=0.5)   # val 3/4
+    write_predictions(folder / "baseline_b.npz", [0.1, 0.9, 0.1, 0.9], [0.1, 0.9, 0.1], val_y, test_y,
+                      threshold=0.5)   # val 4/4, test 0/3
     splits = SimpleNamespace(name="toy", val=SimpleNamespace(y=val_y), test=SimpleNamespace(y=test_y))
     best = stage2.load_best_baseline(tmp_path, splits, 0.5)
     assert best["name"] == "b" and best["val_acc"] == 1.0 and best["candidates"] == {"a": 0.75, "b": 1.0}

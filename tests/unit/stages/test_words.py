@@ -194,7 +194,7 @@ def test_07_section_words_state_the_held_out_scores_and_the_planted_counts():
 def test_05_goal_words_state_the_errors_the_ratio_and_the_verdict():
     import pandas as pd
 
-    from helpers.stages.stacking import describe_goal
+    from helpers.reports.stacking import describe_goal
 
     v = {"goal verdict (from the interval)": "missed", "stacking: test error": 0.12, "best single model: test error": 0.1,
          "error ratio stacking / best single": 1.2, "error ratio, 95% interval low": 1.05,

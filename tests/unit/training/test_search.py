@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.core.errors import WorkbookError
+from helpers.core.errors import DataError, WorkbookError
 from helpers.core.io import atomic_savez, atomic_write_json
 from helpers.data.pairs import load_pair_folder
+from helpers.data.predictions import write_predictions
 from helpers.models.registry import create_model
 from helpers.training.config import TrainConfig
 from helpers.training.search import (_train_trial, check_space, load_recipe, main, make_data_fingerprint,
@@ -34,7 +35,7 @@ RECIPE = {"stem": "02_stage1", "model": "siamese_resnet",
           "kwargs": {"layers": [1, 1, 1], "width_mult": 0.125, "feat_dim": 8, "fusion": "concat"},
           "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "weight_decay": 5e-4, "patience": 0,
                     "monitor": "accuracy", "warmup_epochs": 0},
-          "loss": "bce", "focal_alpha": -1.0, "focal_gamma": 2.0, "start": ""}
+          "loss": "bce", "threshold": 0.5, "focal_alpha": -1.0, "focal_gamma": 2.0, "start": ""}
 
 
 def _spec(tmp_path, data, **kw):
@@ -165,8 +166,11 @@ def test_recipes_are_read_from_a_notebooks_scored_checkpoint(tmp_path):
     torch.save({"model_state_dict": model.state_dict(), "model_spec": model.spec,
                 "config": TrainConfig(epochs=2, lr=3e-3).to_dict()}, folder / "best_accuracy.pt")
     atomic_write_json(folder / "config.json", {"training": {"monitor": "accuracy", "loss_function": "BCEWithLogits"}})
+    with pytest.raises(DataError, match=r"stage1\.npz"):           # the threshold 02 declared must be recorded
+        load_recipe(tmp_path / "run", "02_stage1", "pairs")
+    write_predictions(folder / "predictions" / "stage1.npz", [0.2, 0.8], [0.4], [0, 1], [1], threshold=0.35)
     r = load_recipe(tmp_path / "run", "02_stage1", "pairs")
     assert r["model"] == "siamese_resnet" and r["kwargs"]["width_mult"] == 0.125 and r["train"]["lr"] == 3e-3
-    assert r["loss"] == "bce" and r["start"] == ""
+    assert r["loss"] == "bce" and r["start"] == "" and r["threshold"] == 0.35
     with pytest.raises(WorkbookError, match="run it first"):
         load_recipe(tmp_path / "run", "02_stage1", "other")

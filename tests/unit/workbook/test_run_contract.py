@@ -226,7 +226,7 @@ def test_grid_labels_cannot_escape_the_run_folder(tmp_path):
     from helpers.stages.multiseed import make_grid
 
     specs = make_grid({"../../../../x": [1]}, "digit_pairs", tmp_path, tmp_path / "04",
-                      architectures={"../../../../x": {"model": "siamese_resnet"}})
+                      architectures={"../../../../x": {"model": "siamese_resnet", "threshold": 0.5}})
     for s in specs:
         assert paths.inside(tmp_path / "04", s.out_dir) and paths.inside(tmp_path / "04", s.predictions_path)
 
