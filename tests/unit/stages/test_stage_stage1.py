@@ -19,10 +19,10 @@ from helpers.evaluation.groups import SIZE_CLASSES
 from helpers.evaluation.recall import evaluate_scene_recall
 from helpers.evaluation.stats import ROWS, Unit, holm
 from helpers.stages.words import sentences
-from helpers.stages.stage1 import (describe_answer, describe_groups, describe_kinds, describe_recall, describe_run,
-                                   evaluate_against_baselines, make_display_table,
-                                   make_groups_table, make_kinds_card, make_kinds_table, make_metrics,
-                                   make_recall_table, make_summary_table, run_stage1, run_stage1_datasets)
+from helpers.reports.stage1 import (describe_answer, describe_groups, describe_kinds, describe_recall, describe_run,
+                                    make_display_table, make_groups_table, make_kinds_card, make_kinds_table,
+                                    make_metrics, make_recall_table, make_summary_table)
+from helpers.stages.stage1 import evaluate_against_baselines, run_stage1, run_stage1_datasets
 
 
 torch.set_num_threads(1)
