@@ -14,7 +14,7 @@ from helpers.evaluation.plots import (plot_confusion_matrix, plot_fusion_weights
 from helpers.evaluation.scene_kinds import KindRun, SceneKinds
 from helpers.evaluation.stats import format_p, MIN_SEQUENCES
 from helpers.stages.stage1 import ALPHA, baseline_label, best_on_val, Stage1Run
-from helpers.stages.words import markdown, render_answer
+from helpers.stages.words import markdown, render, render_answer
 
 # What notebook 02 shows.
 __all__ = ["describe_answer", "describe_groups", "describe_kinds", "describe_recall", "describe_summary",
@@ -212,44 +212,33 @@ def make_metrics(runs: Mapping[str, Stage1Run]) -> dict[str, dict]:
     return out
 
 
-def describe_run(run: Stage1Run) -> str:
-    """Takeaway for one dataset: stage 1 with its interval, the best baseline on validation and the
-    paired verdict, then which baselines stage 1 beats, ties and loses to (all from the paired tests)."""
+def _comparison_facts(run: Stage1Run, name: str) -> dict[str, Any]:
+    c = run.comparisons[name]
+    return {"label": baseline_label(name), "test": c["test"], "p": format_p(c["p_holm"], c["test"].get("p_floor"))}
+
+
+def _summary_facts(run: Stage1Run) -> dict[str, Any]:
+    """What the summary says of one dataset: stage 1 with its interval, the best baseline on validation with
+    its paired difference, and the verdict on every other baseline."""
     t, b = run.eval_test, run.best_baseline
-    c, bt = run.comparisons[b], run.baselines[b]["test"]
-    text = (f"{run.name}: stage-1 test accuracy {t['accuracy']:.4f} (95% CI {t['acc_ci_low']:.4f} to "
-            f"{t['acc_ci_high']:.4f}, {run.test_ci['method']}). Best baseline on validation: {baseline_label(b)} "
-            f"({_settings_text(b, run.baselines[b])}), test {bt['accuracy']:.4f} (95% CI {c['ci']['ci_low']:.4f} to "
-            f"{c['ci']['ci_high']:.4f}); stage 1 minus it {c['test']['diff']:+.4f} (Holm-adjusted CI "
-            f"{c['test']['ci_low_adjusted']:+.4f} to {c['test']['ci_high_adjusted']:+.4f}): {c['verdict']}.")
-    groups = {"better": [], "worse": [], "not distinguishable": []}
-    for name, comp in run.comparisons.items():
-        key = next(k for k in groups if comp["verdict"].startswith(("stage 1 " + k, k)))
-        p = format_p(comp["p_holm"], comp["test"].get("p_floor"))
-        groups[key].append(f"{baseline_label(name)} ({comp['test']['diff']:+.4f}, {p})")
-    for key, what in (("worse", "Stage 1 is WORSE than"), ("not distinguishable", "Stage 1 is not distinguishable "
-                      "from"), ("better", "Stage 1 beats")):
-        if groups[key]:
-            text += f" {what}: {'; '.join(groups[key])}."
-    if not run.has_classes:
-        text += (" This data has no per-image classes ('ca'/'cb' in the pair files): the classify-then-compare "
-                 "baselines need them and did not run.")
-    return text
+    ci = run.comparisons[b]["ci"]
+    best = {**_comparison_facts(run, b), "settings": _settings_text(b, run.baselines[b]),
+            "acc": run.baselines[b]["test"]["accuracy"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
+    return {"name": run.name, "claim": STAGE1_CLAIM_VAL_ACC if run.kind == "image" else None,
+            "val_acc": run.eval_val["accuracy"], "acc": t["accuracy"], "ci_low": t["acc_ci_low"],
+            "ci_high": t["acc_ci_high"], "ci_method": run.test_ci["method"], "best": best,
+            "others": [_comparison_facts(run, n) for n in run.comparisons], "has_classes": run.has_classes}
+
+
+def describe_run(run: Stage1Run) -> str:
+    """Takeaway for one dataset (template block ``summary``): stage 1 with its interval, the best baseline on
+    validation and the paired verdict, then which baselines stage 1 beats, ties and loses to."""
+    return describe_summary({run.name: run})
 
 
 def describe_summary(runs: Mapping[str, Stage1Run]) -> str:
-    lines = []
-    for name, r in runs.items():
-        if r.kind == "image":
-            gap = r.eval_val["accuracy"] - STAGE1_CLAIM_VAL_ACC
-            lines.append(f"{name}: val accuracy {r.eval_val['accuracy']:.4f} vs M1's claimed "
-                         f"{STAGE1_CLAIM_VAL_ACC:.4f} on its own data ({gap:+.4f}; different data, so a "
-                         "reference, not a replication).")
-        lines.append(describe_run(r))
-    lines.append(f"Verdicts come from paired tests on the test split over each dataset's independent unit (pairs "
-                 f"that share an image or a person pair are not independent), Holm-adjusted across the baselines, "
-                 f"at alpha {ALPHA:g}; never from overlapping intervals.")
-    return "\n".join(lines)
+    """Stage 1 against the baselines on every dataset, from the paired tests (template block ``summary``)."""
+    return render("02_stage1", "summary", runs=[_summary_facts(r) for r in runs.values()], alpha=f"{ALPHA:g}")
 
 
 def make_recall_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
@@ -271,40 +260,17 @@ def make_recall_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 
 
-def describe_recall(runs: Mapping[str, Stage1Run]) -> str:
-    """What the recall figures mean, or why the all-pairs one cannot be computed."""
-    lines = []
-    for name, run in runs.items():
-        if not run.recall:
-            continue
-        r = run.recall["stage 1 model"]
-        s = r["sampled"]
-        head = (f"{name}: stage-1 recall {s['mean']:.4f} (95% CI {s['ci_low']:.4f} to {s['ci_high']:.4f}) on the "
-                f"{r['n_sampled']:,} interacting test pairs notebook 01 sampled")
-        if r["all"] is None:
-            lines.append(head + "; meta.json has no 'all_interacting_pairs', so recall over all interacting pairs "
-                                "of the test frames cannot be computed: this figure ignores the pairs the sampling "
-                                "dropped.")
-            continue
-        a = r["all"]
-        lines.append(head + f"; over all {r['n_all']:,} interacting pairs of the test frames (the "
-                            f"{r['n_all'] - r['n_sampled']:,} the sampling dropped counted as misses) it is "
-                            f"{a['mean']:.4f} (95% CI {a['ci_low']:.4f} to {a['ci_high']:.4f}): the sampling kept "
-                            f"{r['share_sampled']:.1%} of them, so this counts the sampling's losses, not the "
-                            "model's." + _candidate_recall(run))
-    return "\n".join(lines) or "No dataset here is scene data: recall over all interacting pairs does not apply."
-
-
-def _candidate_recall(run: Stage1Run) -> str:
-    """The model scored on every candidate pair of the test frames (the distance rule only, no sampling), where
-    the groups were formed: what it finds when nothing but the distance rule stands between it and a pair."""
+def _recall_facts(run: Stage1Run) -> dict[str, Any]:
+    """Stage 1's recall of the interacting test pairs, and on every candidate pair where the groups were formed."""
     g = run.scene.groups if run.scene is not None else None
-    if g is None:
-        return ""
-    cp, n = g["candidate_pairs_test"], g["n_candidates"]["candidates_test"]
-    return (f" Scored on all {n:,} candidate pairs of the test frames instead (the distance rule only, no "
-            f"sampling), the {g['kind']} model's recall is {cp['recall']:.3f} and its F1 {cp['f1']:.3f} "
-            f"(accuracy {cp['accuracy']:.3f}).")
+    cand = None if g is None else {"n": g["n_candidates"]["candidates_test"], "kind": g["kind"],
+                                   **{k: g["candidate_pairs_test"][k] for k in ("recall", "f1", "accuracy")}}
+    return {"name": run.name, **run.recall["stage 1 model"], "candidates": cand}
+
+
+def describe_recall(runs: Mapping[str, Stage1Run]) -> str:
+    """What the recall figures mean, or why the all-pairs one cannot be computed (template block ``recall``)."""
+    return render("02_stage1", "recall", runs=[_recall_facts(r) for r in runs.values() if r.recall])
 
 
 def _scene_runs(runs: Mapping[str, Stage1Run]) -> dict[str, Stage1Run]:
@@ -337,78 +303,33 @@ def make_kinds_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dataset", "input kind"]) if rows else pd.DataFrame()
 
 
-def _kind_verdict(sk: SceneKinds, b: str, a: str) -> str:
-    c = sk.comparisons[f"{b} - {a}"]
-    t = c["test"]
-    return (f"{t['diff']:+.3f} (Holm-adjusted CI {t['ci_low_adjusted']:+.3f} to {t['ci_high_adjusted']:+.3f}), "
-            f"{c['verdict'].split('; ')[0]})")
+def _kind_test(sk: SceneKinds, key: str) -> dict[str, Any] | None:
+    c = sk.comparisons.get(key)
+    return None if c is None else {**c, "p": format_p(c["p_holm"], c["test"].get("p_floor"))}
 
 
-def _appearance_sentence(sk: SceneKinds) -> str:
-    """Whether appearance helps, in plain words, from the paired tests."""
-    out = []
-    if "both" in sk.kinds:
-        c = sk.comparisons["both - geometry"]
-        words = {"better": "Adding appearance to geometry HELPS", "worse": "Adding appearance to geometry HURTS"}.get(
-            c["test"]["verdict_word"], "With appearance added, geometry is not distinguishable")
-        out.append(f"{words}: both minus geometry {_kind_verdict(sk, 'both', 'geometry')}.")
-    out += [_budget_note(sk)] if _budget_note(sk) else []
-    if "appearance" in sk.kinds:
-        c = sk.comparisons["appearance - geometry"]
-        word = ("is better than" if c["test"]["diff"] > 0 else "is worse than") if c["p_holm"] < ALPHA else \
-            "is not distinguishable from"
-        out.append(f"Appearance alone {word} geometry: {_kind_verdict(sk, 'appearance', 'geometry')}.")
-    return " ".join(out)
-
-
-def _budget_note(sk: SceneKinds) -> str:
-    """Whether the kinds were compared at matched training budgets (epochs run): said plainly when not."""
-    epochs = {k: kr.epochs_run for k, kr in sk.kinds.items()}
-    if len(set(epochs.values())) <= 1:
-        return f"The kinds ran matched budgets ({next(iter(epochs.values()), 0)} epochs each)." if epochs else ""
-    return ("The kinds ran UNEQUAL budgets (" + ", ".join(f"{k} {e} epochs" for k, e in epochs.items()) +
-            "): the comparison is at those budgets, not at matched epochs.")
+def _kinds_facts(run: Stage1Run) -> dict[str, Any]:
+    """What the kinds section says of one scene dataset: each kind's accuracy, the paired tests, budgets,
+    crops and wall time, and why a kind did not run."""
+    sk = run.scene
+    kinds = [{"name": k, "acc": kr.eval_test["accuracy"], "ci_low": kr.test_ci["ci_low"], "ci_high": kr.test_ci["ci_high"],
+              "samples_per_s": kr.train_samples_per_s} for k, kr in sk.kinds.items()]
+    lgbm = [_kind_test(sk, f"{k} - lgbm") for k in sk.kinds] if "lgbm" in run.baselines else []
+    return {"name": run.name, "kinds": kinds, "unit": run.unit.describe(run.test_ci["n"]), "best_kind": sk.best_kind,
+            "both": _kind_test(sk, "both - geometry") if "both" in sk.kinds else None,
+            "appearance": _kind_test(sk, "appearance - geometry") if "appearance" in sk.kinds else None,
+            "epochs": {k: kr.epochs_run for k, kr in sk.kinds.items()}, "lgbm": lgbm,
+            "lgbm_acc": run.baselines["lgbm"]["test"]["accuracy"] if lgbm else None, "crops": sk.crops,
+            "crop_size": sk.crop_size, "seconds": sk.seconds, "notes": sk.notes,
+            "not_run": [k for k in sk.requested if k not in sk.kinds]}
 
 
 def describe_kinds(runs: Mapping[str, Stage1Run]) -> str:
-    """What the kinds comparison says (from the paired tests), why a kind did not run, and where the
-    scenes came from; the published ablation as context only."""
-    lines = []
-    for name, run in _scene_runs(runs).items():
-        sk = run.scene
-        accs = ", ".join(f"{k} {kr.eval_test['accuracy']:.4f} (95% CI {kr.test_ci['ci_low']:.4f} to "
-                         f"{kr.test_ci['ci_high']:.4f})" for k, kr in sk.kinds.items())
-        lines.append(f"{name}: test accuracy {accs}; intervals over {run.unit.describe(run.test_ci['n'])}. "
-                     f"Chosen on validation: {sk.best_kind}.")
-        if len(sk.kinds) > 1:
-            lines.append(_appearance_sentence(sk))
-        if "lgbm" in run.baselines:
-            vs = "; ".join(f"{k} {_kind_verdict(sk, k, 'lgbm')}" for k in sk.kinds)
-            lines.append(f"Each kind minus the tuned LightGBM baseline ({run.baselines['lgbm']['test']['accuracy']:.4f}): {vs}.")
-        if len(sk.kinds) > 1:
-            lines.append("Training throughput (median samples/s over epochs): " + ", ".join(
-                f"{k} {kr.train_samples_per_s:,.0f}" for k, kr in sk.kinds.items()) + (
-                f"; the crops ({sk.crops['n_crops']:,} people at {sk.crop_size[0]} x {sk.crop_size[1]} px, "
-                f"{sk.crops['mb']:.0f} MB uint8 in memory) took {sk.crops['seconds']:.1f} s to "
-                f"{'build (' + format(sk.crops['n_decoded'], ',') + ' images decoded)' if sk.crops['n_decoded'] else 'read from the crop cache'}."
-                if sk.crops else "."))
-        if sk.seconds:
-            lines.append("Wall time beyond the stage-1 run: " + ", ".join(f"{k} {v:.1f} s" for k, v in sk.seconds.items())
-                         + f" (total {sum(sk.seconds.values()):.1f} s).")
-        if set(sk.requested) - set(sk.kinds):
-            lines.append(f"Requested but not run: {', '.join(k for k in sk.requested if k not in sk.kinds)}.")
-        lines += [f"Note: {n}." for n in sk.notes]
-        lines.append("The union crop of a pair (JRDB-Social's third view) is not used: each model sees the two "
-                     "people's own crops.")
-    if not lines:
-        return "No dataset here is scene data: the input kinds do not apply."
-    lines.append(f"Verdicts come from paired tests over the test split's independent unit (the sequence when "
-                 f"there are {MIN_SEQUENCES} or more; otherwise person pairs, conditional on those sequences), Holm-adjusted across the kind "
-                 f"differences and the comparisons with LightGBM, at alpha {ALPHA:g}. For context only: SPDP-Net's "
-                 f"ablation (ECCV 2024) on real JRDB found a distance-over-time cue alone at "
-                 f"{SPDP_NET['distance_over_time_only']} group detection (IoU 0.5) against appearance alone at "
-                 f"{SPDP_NET['appearance_only']}; " + _anchor_note(all(r.generated for r in _scene_runs(runs).values())) + ".")
-    return "\n".join(lines)
+    """What the kinds comparison says (from the paired tests), why a kind did not run, and where the scenes
+    came from; the published ablation as context only (template block ``kinds``)."""
+    scene = _scene_runs(runs)
+    return render("02_stage1", "kinds", runs=[_kinds_facts(r) for r in scene.values()], alpha=f"{ALPHA:g}",
+                  min_sequences=MIN_SEQUENCES, spdp=SPDP_NET, generated=all(r.generated for r in scene.values()))
 
 
 def make_groups_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
@@ -431,44 +352,16 @@ def make_groups_table(runs: Mapping[str, Stage1Run]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["dataset", "grouping"]) if rows else pd.DataFrame()
 
 
-def _anchor_note(generated: bool) -> str:
-    """How this run's scene figures relate to the published JRDB ones: never comparable on generated scenes;
-    on a user's JRDB copy, only on the same protocol (official split, detected boxes)."""
-    if generated:
-        return "these scenes are generated, so the figures are not comparable"
-    return ("this is the user's JRDB data, but the figures are comparable only on the same protocol: the official "
-            "test split and the toolkit run on detected boxes (groups here are formed on ground-truth boxes of this "
-            "folder's test split)")
-
-
 def describe_groups(runs: Mapping[str, Stage1Run]) -> str:
-    """The group figures next to the pair figures, with how they were made and what they can be compared to."""
-    lines = []
+    """The group figures next to the pair figures, with how they were made and what they can be compared to
+    (template block ``groups``)."""
+    facts = []
     for name, run in _scene_runs(runs).items():
-        sk, g = run.scene, run.scene.groups
-        if g is None:
-            why = [n for n in sk.notes if "group" in n or "scene" in n]
-            lines.append(f"{name}: no groups formed ({'; '.join(why) or 'see the notes above'}).")
-            continue
-        r, cp = g["row"], g["candidate_pairs_test"]
-        sizes = ", ".join(f"{c.replace('plus', '+')}: {r[f'act_ap_size_{c}']:.3f}" if np.isfinite(r[f"act_ap_size_{c}"])
-                          else f"{c.replace('plus', '+')}: none" for c in SIZE_CLASSES)
-        lines.append(
-            f"{name}: groups from the {g['kind']} model's probabilities for all {g['n_candidates']['candidates_test']:,} "
-            f"candidate pairs of the {g['n_frames']['candidates_test']:,} test frames (every same-frame pair within "
-            f"the distance rule, not only the sampled ones; {g['n_candidates']['candidates_val']:,} on validation, "
-            f"where the method and threshold were chosen): {g['best']} at threshold {r['threshold']:.2f}. PAR group "
-            f"F1 {r['par_f1']:.3f} (precision {r['par_precision']:.3f}, recall {r['par_recall']:.3f}); JRDB-Act AP "
-            f"{r['act_ap']:.3f} over {int(r['act_n_people']):,} people in {int(r['act_n_keyframes'])} keyframes "
-            f"(frames 15, 30, 45, ... only, as the toolkit scores), AP per true group size {sizes}. On the same "
-            f"candidate pairs the pair model scores accuracy {cp['accuracy']:.3f}, recall {cp['recall']:.3f}, "
-            f"F1 {cp['f1']:.3f}.")
-        lines.append(f"Groups here are formed on ground-truth boxes, so the AP is the share of people whose group is "
-                     f"recovered. Published anchor, context only: SPDP-Net (ECCV 2024) reaches {SPDP_NET['group_iou50']} "
-                     f"group detection at IoU 0.5 on real JRDB (its ablation: distance over time alone "
-                     f"{SPDP_NET['distance_over_time_only']}, appearance alone {SPDP_NET['appearance_only']}); "
-                     + _anchor_note(run.generated) + ".")
-    return "\n".join(lines) or "No dataset here is scene data: groups do not apply."
+        g = run.scene.groups
+        sizes = [(c.replace("plus", "+"), g["row"][f"act_ap_size_{c}"]) for c in SIZE_CLASSES] if g else []
+        why = "; ".join(n for n in run.scene.notes if "group" in n or "scene" in n)
+        facts.append({"name": name, "groups": g, "sizes": sizes, "why": why, "generated": run.generated})
+    return render("02_stage1", "groups", runs=facts, spdp=SPDP_NET)
 
 
 def make_kinds_card(run: Stage1Run) -> dict[str, Any]:

@@ -333,7 +333,7 @@ def test_scene_kinds_side_by_side_then_groups_from_all_candidate_pairs(scene_ima
     text = describe_kinds({run.name: run})
     # the verdict words of the test, never "does not help" for a test that could not tell them apart
     words = sk.comparisons["both - geometry"]["test"]["verdict_word"]
-    assert {"better": "Adding appearance to geometry HELPS", "worse": "Adding appearance to geometry HURTS",
+    assert {"better": "Adding appearance to geometry helps", "worse": "Adding appearance to geometry hurts",
             "not distinguishable": "geometry is not distinguishable"}[words] in text and "not help" not in text
     assert "budgets" in text          # matched epochs, or said plainly that they were not
     assert "not comparable" in text and "union crop" in text
