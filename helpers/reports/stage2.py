@@ -14,7 +14,7 @@ from helpers.evaluation.plots import plot_confusion_matrix, plot_probability_dis
 from helpers.evaluation.stats import format_p
 from helpers.evaluation.type_head import LGBM_GRID, TypeData
 from helpers.stages.stage2 import ALPHA, make_seeds, Stage2Run, variant_key
-from helpers.stages.words import markdown, render_answer
+from helpers.stages.words import markdown, render, render_answer
 
 # What notebook 03 shows.
 __all__ = ["describe_ablation_all", "describe_answer", "describe_budget", "describe_recipe", "describe_runs",
@@ -268,189 +268,121 @@ def make_metrics(runs: Mapping[str, Stage2Run]) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------ takeaways
-def _epochs(n: int) -> str:
-    return f"{n} epoch" + ("" if int(n) == 1 else "s")
-
-
 def describe_recipe(params: Mapping[str, Any]) -> str:
-    """What ran, from the parameters: the stage-2 recipe (mixed precision only when amp is on), seeds,
-    stopping rule and cap, and the type head's balancing and stopping."""
-    seeds = make_seeds(params)
-    amp = "mixed precision (autocast)" if params["amp"] else "float32 (amp off: no mixed precision)"
-    return (f"What ran: stage 2 = SE-ResNet {list(params['layers'])} for image pairs, MLP {list(params['mlp_hidden'])} "
-            f"for vector pairs, focal loss (gamma {params['focal_gamma']}), {amp}; every binary recipe trained with "
-            f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), each until validation {params['monitor']} has not "
-            f"improved for {_epochs(params['patience'])} (at most {params['epochs']}). Type head: type_balance "
-            f"{params['type_balance']} (one mechanism), early stopping on validation macro-F1 (patience "
-            f"{params['type_patience']}, at most {params['type_epochs']} epochs).")
-
-
-def _vtext(t: dict) -> str:
-    """'stage 2 better (p = 0.003, Holm)': the verdict words and the Holm-adjusted p of one comparison."""
-    return f"{t['verdict'].split(' (')[0]} ({format_p(t['p_holm'], t.get('p_floor'))}, Holm)"
+    """What ran, from the parameters (template block ``recipe``): the stage-2 recipe (mixed precision only when
+    amp is on), seeds, stopping rule and cap, and the type head's balancing and stopping."""
+    keys = ("focal_gamma", "amp", "monitor", "patience", "epochs", "type_balance", "type_patience", "type_epochs")
+    return render("03_stage2", "recipe", layers=list(params["layers"]), mlp_hidden=list(params["mlp_hidden"]),
+                  seeds=make_seeds(params), **{k: params[k] for k in keys})
 
 
 def describe_budget(runs: Mapping[str, Stage2Run]) -> str:
-    """The training budget that ran: binary runs, their epochs and fitting time, per dataset."""
-    parts = []
+    """The training budget that ran: binary runs, their epochs and fitting time, per dataset (block ``budget``)."""
+    facts = []
     for r in runs.values():
         recipes = [r.stage2, r.matched] + [a["runs"] for a in r.ablation[1:]]
-        n_runs = sum(len(x.seeds) for x in recipes)
-        epochs = sum(sum(x.epochs_run) for x in recipes)
-        fit_s = sum(sum(x.fit_s) for x in recipes)
-        typed = f" + type head {r.types['head']['epochs_run']} epochs" if r.types is not None else ""
-        parts.append(f"{r.name}: {n_runs} binary runs ({len(recipes)} recipes x {len(r.stage2.seeds)} seeds), "
-                     f"{epochs} epochs in all{typed}, {fit_s:.0f} s of binary training on this machine")
-    return "Training budget: " + "; ".join(parts) + "."
+        facts.append({"name": r.name, "n_runs": sum(len(x.seeds) for x in recipes), "n_recipes": len(recipes),
+                      "n_seeds": len(r.stage2.seeds), "epochs": sum(sum(x.epochs_run) for x in recipes),
+                      "fit_s": sum(sum(x.fit_s) for x in recipes),
+                      "type_epochs": r.types["head"]["epochs_run"] if r.types is not None else None})
+    return render("03_stage2", "budget", runs=facts)
 
 
-def _convergence(run: Stage2Run) -> str:
+def _with_p(t: dict) -> dict:
+    """A comparison's record with its Holm-adjusted p as the reports print it."""
+    return {**t, "p": format_p(t["p_holm"], t.get("p_floor"))}
+
+
+def _comparison_facts(run: Stage2Run) -> dict[str, Any]:
+    """Stage 2 over seeds, how its runs ended, and its paired differences to the matched stage 1 and 02's baseline."""
+    acc = run.stage2.accuracies(run.test_y, run.threshold)
     runs = [run.stage2] + [a["runs"] for a in run.ablation[1:]]
-    n = sum(len(r.seeds) for r in runs)
-    stopped = sum(sum(r.stopped_early) for r in runs)
-    if stopped == n:
-        return f"all {n} runs stopped early (validation had flattened)"
-    return (f"{n - stopped} of {n} runs hit the cap of {run.config['epochs']} epochs with validation possibly still "
-            "improving")
+    base = run.comparisons.get("best_baseline")
+    return {"name": run.name, "acc_mean": float(acc.mean()), "acc_sd": _sd(acc), "n_seeds": len(acc),
+            "n_runs": sum(len(r.seeds) for r in runs), "stopped": sum(sum(r.stopped_early) for r in runs),
+            "cap": run.config["epochs"], "matched": _with_p(run.comparisons["matched_stage1"]),
+            "baseline": _with_p(base) if base else None, "baseline_name": run.baseline["name"] if base else None,
+            "recall": run.recall}
 
 
-def describe_comparison(run: Stage2Run) -> str:
-    y, thr = run.test_y, run.threshold
-    acc, m = run.stage2.accuracies(y, thr), run.comparisons["matched_stage1"]
-    parts = [f"{run.name}: stage 2 test accuracy {acc.mean():.3f} ± {_sd(acc):.3f} "
-             f"(mean ± sd over {len(acc)} seeds; {_convergence(run)}). Against stage 1 trained on for the same "
-             f"epochs: {m['diff']:+.3f} (Holm-adjusted CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}; per seed "
-             f"{_seed_text(m['per_seed'])}), {_vtext(m)}"]
-    if "best_baseline" in run.comparisons:
-        b = run.comparisons["best_baseline"]
-        parts.append(f"against 02's strongest baseline ({run.baseline['name']}, chosen on validation): "
-                     f"{b['diff']:+.3f} ({b['ci_low']:+.3f} to {b['ci_high']:+.3f}), {_vtext(b)}")
-    else:
-        parts.append("notebook 02 wrote no baseline prediction files, so no baseline comparison")
-    return "; ".join(parts) + "." + _describe_recall(run)
+def describe_runs(runs: Mapping[str, Stage2Run]) -> str:
+    """Per dataset, stage 2 against its references, and the method notes' own figure (template block ``runs``)."""
+    return render("03_stage2", "runs", runs=[_comparison_facts(r) for r in runs.values()],
+                  claim=STAGE2_CLAIMS["val_acc"])
 
 
-def _describe_recall(run: Stage2Run) -> str:
-    """Scene data: the first seed's recall of interacting test pairs, sampled and over all of them."""
-    r = run.recall
-    if r is None:
-        return ""
-    s = r["sampled"]
-    text = (f" Recall of interacting test pairs (first seed): {s['mean']:.3f} ({s['ci_low']:.3f} to "
-            f"{s['ci_high']:.3f}) over the {r['n_sampled']:,} that notebook 01 sampled")
-    if r["all"] is None:
-        return text + "; meta.json has no 'all_interacting_pairs', so recall over all of them cannot be computed."
-    a = r["all"]
-    return text + (f"; over all {r['n_all']:,} interacting pairs of the test frames, the ones the sampling dropped "
-                   f"counted as misses, {a['mean']:.3f} ({a['ci_low']:.3f} to {a['ci_high']:.3f}).")
+def _count_helped(tests: Mapping[str, dict]) -> tuple[int, int]:
+    """How many of the stage-2 additions helped (the variant that takes one away is worse, Holm) and hurt."""
+    return (sum(t["p_holm"] < ALPHA and t["diff"] < 0 for t in tests.values()),
+            sum(t["p_holm"] < ALPHA and t["diff"] > 0 for t in tests.values()))
 
 
-def describe_ablation(run: Stage2Run) -> str:
-    if not run.ablation:
-        return f"{run.name}: no ablation run."
-    parts = []
-    for a in run.ablation[1:]:
-        t = run.ablation_tests[a["variant"]]
-        parts.append(f"{a['variant']}: {t['diff']:+.3f} ({t['ci_low']:+.3f} to {t['ci_high']:+.3f}; "
-                     f"{t['same_sign']} of {t['n_seeds']} seeds agree in sign), {_vtext(t)}")
-    focal = run.ablation_tests.get("BCE instead of focal")
-    focal_txt = _describe_focal_claim(focal) if focal is not None else ""
-    return (f"{run.name}: test accuracy of each variant minus the stage-2 reference, over {len(run.stage2.seeds)} "
-            "seeds — " + "; ".join(parts) + "." + focal_txt + " " + _count_helped(run.ablation_tests)
-            + _amp_text(run))
+def _focal_facts(focal: dict | None) -> dict | None:
+    """Focal's gain over BCE from the Holm-adjusted paired test: the variant is BCE, so focal's gain is minus its
+    difference and the interval flips."""
+    if focal is None:
+        return None
+    gain = -focal["diff"]
+    word = ("better" if gain > 0 else "worse") if focal["p_holm"] < ALPHA else "not distinguishable"
+    return {"gain": gain, "low": -focal["ci_high"], "high": -focal["ci_low"], "claim": STAGE2_CLAIMS["focal_gain"],
+            "word": word, "p": format_p(focal["p_holm"])}
 
 
-def _amp_text(run: Stage2Run) -> str:
-    """The mixed-precision speed probe in one sentence, against M1's GPU claim."""
-    if not run.amp_probe:
-        return ""
-    amp = run.amp_speedup
-    return (f" Mixed precision speed-up {amp:.2f}x on this device (median of {run.amp_probe['repeats']} alternating "
-            f"timed epochs per mode after a warm-up; M1 claims {STAGE2_CLAIMS['amp_speedup']:.0f}x on a GPU"
-            + ("; here it is SLOWER" if amp < 1 else "") + ").")
-
-
-def _describe_focal_claim(focal: dict) -> str:
-    """Focal's gain over BCE against M1's claim, worded from the Holm-adjusted paired test: the variant is
-    BCE, so focal's gain is minus its difference and the interval flips."""
-    gain, lo, hi, claim = -focal["diff"], -focal["ci_high"], -focal["ci_low"], STAGE2_CLAIMS["focal_gain"]
-    head = f" Focal over BCE: {gain:+.4f} (Holm-adjusted CI {lo:+.4f} to {hi:+.4f}) here vs the +{claim:.4f} M1 claims"
-    if focal["p_holm"] < ALPHA:
-        return head + (": focal helps here, as M1 claims." if gain > 0 else ": focal is worse here, against M1's claim.")
-    test = f": the paired test cannot tell focal from BCE ({format_p(focal['p_holm'])}, Holm)"
-    if lo <= claim <= hi:
-        return head + test + ", and the interval includes M1's gain: this run neither reproduces nor refutes it."
-    return head + test + ", and the whole interval lies below M1's gain: the claimed gain is not reproduced."
-
-
-def _count_helped(tests: Mapping[str, dict]) -> str:
-    """How many of the stage-2 additions helped: a variant that takes one away and is worse (Holm)."""
-    helped = sum(t["p_holm"] < ALPHA and t["diff"] < 0 for t in tests.values())
-    hurt = sum(t["p_holm"] < ALPHA and t["diff"] > 0 for t in tests.values())
-    return (f"Of {len(tests)} additions, {helped} helped, {hurt} made it worse (the variant without it was better) "
-            f"and {len(tests) - helped - hurt} made no difference the paired test could tell (Holm, alpha {ALPHA:g}).")
+def _ablation_facts(run: Stage2Run) -> dict[str, Any]:
+    variants = [{"name": a["variant"], **_with_p(run.ablation_tests[a["variant"]])} for a in run.ablation[1:]]
+    helped, hurt = _count_helped(run.ablation_tests)
+    amp = None if not run.amp_probe else {"speedup": run.amp_speedup, "repeats": run.amp_probe["repeats"],
+                                          "claim": STAGE2_CLAIMS["amp_speedup"]}
+    return {"name": run.name, "variants": variants if run.ablation else [], "n_seeds": len(run.stage2.seeds),
+            "focal": _focal_facts(run.ablation_tests.get("BCE instead of focal")), "n_tests": len(run.ablation_tests),
+            "helped": helped, "hurt": hurt, "amp": amp}
 
 
 def describe_ablation_all(runs: Mapping[str, Stage2Run]) -> str:
-    return "\n".join(describe_ablation(r) for r in runs.values())
+    """Each variant minus the stage-2 reference, per dataset (template block ``ablation``)."""
+    return render("03_stage2", "ablation", runs=[_ablation_facts(r) for r in runs.values()], alpha=f"{ALPHA:g}")
 
 
-def _groups_note(td: TypeData) -> str:
-    split, cls = np.unravel_index(int(td.groups.argmin()), td.groups.shape)
-    where = f"'{td.names[cls]}' in {('train', 'val', 'test')[split]}"
-    if td.min_groups >= MIN_GROUPS:
-        return f"every split holds at least {td.min_groups} groups of every class (fewest: {where})"
-    return (f"this profile's data cannot hold {MIN_GROUPS} groups of every class in every split: the fewest is "
-            f"{td.min_groups} ({where}), so per-class scores of such classes rest on a handful of groups")
+def _class_facts(td: TypeData, k: int, f1: float) -> dict[str, Any]:
+    return {"cls": td.names[k], "f1": f1, "pairs": int(td.pairs[2][k]), "groups": int(td.groups[2][k])}
 
 
-def describe_types(run: Stage2Run) -> str:
-    if run.types is None:
-        return run.type_note
-    t, td = run.types, run.types["data"]
-    sc, tests = t["eval"]["scores"], t["eval"]["tests"]
-    h = sc["type head"]
-    f1 = h["point"]["f1"]
-    present = td.pairs[2] > 0
-    worst = int(np.flatnonzero(present)[np.argmin(f1[present])])
-    text = (f"{run.name}: type head macro-F1 {h['point']['macro_f1']:.3f} ({_ci(h, 'macro_f1')}), accuracy "
-            f"{h['point']['accuracy']:.3f} on {t['summary']['n']} interacting test pairs "
-            f"({td.units['test'].describe(t['summary']['n'])}); majority class macro-F1 "
-            f"{sc['majority class']['point']['macro_f1']:.3f} (head vs majority: {_vtext(tests['majority class'])})")
-    if "LightGBM" in sc:
-        lt = tests["LightGBM"]
-        text += (f"; tuned LightGBM {sc['LightGBM']['point']['macro_f1']:.3f}: head minus LightGBM {lt['diff']:+.3f} "
-                 f"({lt['ci_low']:+.3f} to {lt['ci_high']:+.3f}), {_vtext(lt)}")
-        if lt["diff"] < 0:
-            text += ". " + _describe_type_gap(run)
-    return (text + f". Weakest class '{td.names[worst]}' (F1 {f1[worst]:.3f}, {td.pairs[2][worst]} test pairs in "
-            f"{td.groups[2][worst]} groups); {_groups_note(td)}.")
-
-
-def _describe_type_gap(run: Stage2Run) -> str:
-    """Measured evidence of why the head falls short of LightGBM: validation macro-F1 of both (what each
-    was chosen on), the class with the largest F1 gap and its groups, and the head's loss gap."""
+def _type_gap_facts(run: Stage2Run) -> dict[str, Any]:
+    """Measured evidence of why the head falls short of LightGBM: validation macro-F1 of both (what each was
+    chosen on), the class with the largest F1 gap and its groups, and the head's loss gap."""
     t, td = run.types, run.types["data"]
     sc, head = t["eval"]["scores"], t["head"]
     gap = np.where(td.pairs[2] > 0, sc["LightGBM"]["point"]["f1"] - sc["type head"]["point"]["f1"], -np.inf)
     c = int(np.argmax(gap))
-    return (f"The head does NOT match the tabular baseline on test. Measured: on validation, where each was chosen, "
-            f"the head scored macro-F1 {head['val_macro_f1']:.3f} and LightGBM {t['lgbm']['chosen']['val_macro_f1']:.3f}; "
-            f"the largest test gap is '{td.names[c]}' (F1 {sc['type head']['point']['f1'][c]:.3f} vs "
-            f"{sc['LightGBM']['point']['f1'][c]:.3f}, {td.pairs[2][c]} test pairs in {td.groups[2][c]} groups); at its "
-            f"kept epoch {head['best_epoch']} of {head['epochs_run']} the head's validation loss was "
-            f"{head['kept_val_loss']:.2f} against a training loss of {head['kept_train_loss']:.2f}")
+    return {**_class_facts(td, c, sc["type head"]["point"]["f1"][c]), "head_f1": sc["type head"]["point"]["f1"][c],
+            "lgbm_f1": sc["LightGBM"]["point"]["f1"][c], "head_val": head["val_macro_f1"],
+            "lgbm_val": t["lgbm"]["chosen"]["val_macro_f1"], "epoch": head["best_epoch"], "epochs": head["epochs_run"],
+            "val_loss": head["kept_val_loss"], "train_loss": head["kept_train_loss"]}
+
+
+def _types_facts(run: Stage2Run) -> dict[str, Any]:
+    if run.types is None:
+        return {"note": run.type_note}
+    t, td = run.types, run.types["data"]
+    sc, tests = t["eval"]["scores"], t["eval"]["tests"]
+    h, n = sc["type head"], t["summary"]["n"]
+    present = td.pairs[2] > 0
+    worst = int(np.flatnonzero(present)[np.argmin(h["point"]["f1"][present])])
+    split, cls = np.unravel_index(int(td.groups.argmin()), td.groups.shape)
+    lgbm = _with_p(tests["LightGBM"]) if "LightGBM" in sc else None
+    return {"note": "", "name": run.name, "f1": h["point"]["macro_f1"], "f1_low": h["low"]["macro_f1"],
+            "f1_high": h["high"]["macro_f1"], "accuracy": h["point"]["accuracy"], "n": n,
+            "unit": td.units["test"].describe(n), "majority_f1": sc["majority class"]["point"]["macro_f1"],
+            "vs_majority": _with_p(tests["majority class"]), "lgbm": lgbm,
+            "lgbm_f1": sc["LightGBM"]["point"]["macro_f1"] if lgbm else None,
+            "gap": _type_gap_facts(run) if lgbm and lgbm["diff"] < 0 else None,
+            "worst": _class_facts(td, worst, h["point"]["f1"][worst]), "fewest": td.min_groups,
+            "fewest_cls": td.names[cls], "fewest_split": ("train", "val", "test")[split]}
 
 
 def describe_types_all(runs: Mapping[str, Stage2Run]) -> str:
-    return "\n".join(describe_types(r) for r in runs.values())
-
-
-def describe_runs(runs: Mapping[str, Stage2Run]) -> str:
-    """Per dataset, stage 2 against its references (`describe_comparison`), and the method notes' own figure."""
-    claim = (f"For reference, the method notes report {STAGE2_CLAIMS['val_acc']:.2%} validation accuracy for "
-             "stage 2 on their own 28x28 data: other data, so not a target these runs can replicate.")
-    return "\n".join([describe_comparison(r) for r in runs.values()] + [claim])
+    """The type head against LightGBM and the majority class, per dataset (template block ``types``)."""
+    return render("03_stage2", "types", runs=[_types_facts(r) for r in runs.values()], min_groups=MIN_GROUPS)
 
 
 def _answer_facts(r: Stage2Run) -> dict[str, Any]:
@@ -473,8 +405,8 @@ def describe_answer(runs: Mapping[str, Stage2Run]) -> tuple[str, dict[str, Any]]
     """(03's answer, template block ``answer``; the headline numbers) from the results."""
     typed = [r for r in runs.values() if r.types is not None]
     tests = [t for r in runs.values() for t in r.ablation_tests.values()]
-    ablation = {"n": len(tests), "helped": sum(t["p_holm"] < ALPHA and t["diff"] < 0 for t in tests),
-                "hurt": sum(t["p_holm"] < ALPHA and t["diff"] > 0 for t in tests)} if tests else None
+    helped, hurt = _count_helped(dict(enumerate(tests)))
+    ablation = {"n": len(tests), "helped": helped, "hurt": hurt} if tests else None
     text = render_answer("03_stage2", runs=[_answer_facts(r) for r in runs.values()],
                         types=_type_facts(typed[0]) if typed else None, ablation=ablation)
     headline = {f"{r.name}: stage 2 minus matched stage 1": round(r.comparisons["matched_stage1"]["diff"], 4)
