@@ -16,7 +16,7 @@ from helpers.stages.words import markdown, render, render_answer
 
 # What notebook 01 shows; the lower-layer words are imported above so the notebook needs this module.
 __all__ = ["describe_answer", "describe_at_multiplier", "describe_crops", "describe_ratios", "describe_recall",
-           "describe_scene_stats", "describe_split", "describe_type_coverage", "describe_wrap", "describe_written",
+           "describe_scene_stats", "describe_type_coverage", "describe_wrap", "describe_written",
            "make_dataset_summary", "make_metrics", "make_ratio_table", "make_sampling_panel", "make_sweep_wide",
            "markdown", "plot_example_crops", "plot_pairs_per_frame", "plot_reduction_recall", "plot_seam_losses",
            "plot_sweep"]
@@ -96,7 +96,7 @@ def describe_at_multiplier(at: dict[str, float], distance_multiplier: float) -> 
 
 
 def describe_ratios(sample: PairSample) -> str:
-    """Which step moves the positive:negative ratio, and how far, computed from the ratio table."""
+    """Which step moves the positive:negative ratio, and how far, computed from the ratio table (block ``ratios``)."""
     t = make_ratio_table(sample)
     r = t["positives per negative"].to_numpy()
     steps = [s.lstrip("+ ") for s in t.index[1:]]
@@ -105,25 +105,22 @@ def describe_ratios(sample: PairSample) -> str:
         size = np.abs(np.log(np.where(factor > 0, factor, np.nan)))
     big = int(np.nanargmax(size)) if np.isfinite(size).any() else 0
     verbs = {1: "raises it to", -1: "lowers it to", 0: "keeps it at"}
-    parts = [f"{s} {verbs[int(np.sign(f - 1))]} {v:.3g}" for s, f, v in zip(steps[1:], factor[1:], r[2:])
-             if np.isfinite(f)]
+    moves = [(s, verbs[int(np.sign(f - 1))], v) for s, f, v in zip(steps[1:], factor[1:], r[2:]) if np.isfinite(f)]
     c = sample.counts
-    removed = 1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1)
-    if r[1] < 1:
-        claim = (f"here candidates hold 1 positive per {1 / r[1]:.3g} negatives, so group sampling, which removes "
-                 "positives, cannot balance them" if r[1] > 0 else "here candidates hold no positive")
-    else:
-        claim = f"here candidates hold {r[1]:.3g} positives per negative and group sampling leaves {r[2]:.3g}"
-    return (f"Positives per negative: {r[0]:.3g} among all same-frame pairs, {r[1]:.3g} among candidates; "
-            f"{'; '.join(parts)}. The step that changes it most is '{steps[big]}' (x{factor[big]:.3g}). "
-            f"M0 claims 10:1 -> 2:1 from group sampling; {claim}. Pairs trained on vs all same-frame pairs: "
-            f"{removed:.1%} fewer (claim: 70-80%).")
+    return render("01_pair_sampling", "ratios", all_pairs=r[0], candidates=r[1], after_groups=r[2], steps=moves,
+                  biggest=steps[big], biggest_factor=factor[big],
+                  removed=1 - (c["positives"] + c["negatives"]) / max(c["all_pairs"], 1))
 
 
 def describe_written(scenes: Scenes, folder, leak: dict[str, Any], unsplittable: str) -> str:
-    if unsplittable:
-        return unsplittable + "."
-    return f"written to {folder} ({'generated' if scenes.generated else 'real'} scenes); {describe_split(scenes, leak)}"
+    """Where the pair datasets went, how they were split and what the leakage check found on the written arrays
+    (template block ``written``); or why none were written."""
+    gaps = [g for g in leak.get("closest_frames_apart", {}).values() if g is not None]
+    return render("01_pair_sampling", "written", unsplittable=unsplittable.rstrip("."), folder=folder,
+                  generated=bool(scenes.generated), by_sequence=make_split_method(scenes) == "by_sequence",
+                  n_sequences=len(scenes.sequences), sequences_shared=sum(leak["sequences_shared"].values()),
+                  ids_shared=sum(leak["person_ids_shared"].values()),
+                  frames_shared=sum(leak.get("frames_shared", {}).values()), closest=min(gaps) if gaps else None)
 
 
 def describe_recall(recall: pd.DataFrame) -> str:
@@ -149,28 +146,18 @@ def describe_type_coverage(groups: pd.DataFrame, min_groups: int = MIN_GROUPS_PE
 
 
 def describe_wrap(sweep: pd.DataFrame, distance_multiplier: float) -> str:
-    """What the wrap buys at the chosen multiplier, and how the two curves of the reduction-recall
-    figure lie against each other at equal shares of pairs removed."""
+    """What the wrap buys at the chosen multiplier, and how the two curves of the reduction-recall figure lie
+    against each other at equal shares of pairs removed (template block ``wrap``)."""
     on = sweep[sweep["wrap"]].sort_values("reduction")
     off = sweep[~sweep["wrap"]].sort_values("reduction")
     inside = (on["reduction"] >= off["reduction"].min()) & (on["reduction"] <= off["reduction"].max())
     gap = np.interp(on["reduction"][inside], off["reduction"], off["positive_recall"]) - on["positive_recall"][inside]
     at_on = on[np.isclose(on["distance_multiplier"], distance_multiplier)]
     at_off = off[np.isclose(off["distance_multiplier"], distance_multiplier)]
-    lost = int(at_off["seam_positives_lost"].iloc[0]) if len(at_off) else 0
-    extra = float(at_on["frac_kept"].iloc[0] - at_off["frac_kept"].iloc[0]) if len(at_on) and len(at_off) else 0.0
-    most = float(np.abs(gap).max()) if len(gap) else 0.0
-    if most < 0.01:
-        where, verdict = "within 1 point of recall of the wrap-on curve", "the trade-off is the same"
-    elif gap.mean() > 0:
-        where, verdict = (f"above the wrap-on curve (by up to {most * 100:.1f} points of recall)",
-                          "per pair removed, ignoring the seam is no worse")
-    else:
-        where, verdict = (f"below the wrap-on curve (by up to {most * 100:.1f} points of recall)",
-                          "ignoring the seam also worsens the trade-off")
-    return (f"At {distance_multiplier:g}x the wrap keeps {lost:,} more interacting pairs and {extra:.1%} more of all "
-            f"pairs than a plain distance. Plotted against the share of pairs removed the wrap-off curve lies {where}: "
-            f"{verdict}; what the wrap buys is the people standing side by side across the seam (next figure).")
+    return render("01_pair_sampling", "wrap", multiplier=f"{distance_multiplier:g}",
+                  lost=int(at_off["seam_positives_lost"].iloc[0]) if len(at_off) else 0,
+                  extra=float(at_on["frac_kept"].iloc[0] - at_off["frac_kept"].iloc[0]) if len(at_on) and len(at_off)
+                  else 0.0, most=float(np.abs(gap).max()) if len(gap) else 0.0, above=bool(gap.mean() > 0))
 
 
 def make_metrics(scenes: Scenes, at: dict[str, float], sample: PairSample, ds: dict[str, dict[str, np.ndarray]],
@@ -219,19 +206,6 @@ def describe_answer(at: dict[str, float], sample: PairSample, recall: pd.DataFra
                         fewest_groups=int(groups[list(TYPE_NAMES)].to_numpy().min()))
 
 
-def describe_split(scenes: Scenes, leak: dict[str, Any]) -> str:
-    """How the pair datasets were split and what the leakage check found on the written arrays."""
-    shared = (f"sequences shared between splits: {sum(leak['sequences_shared'].values())}, person ids shared: "
-              f"{sum(leak['person_ids_shared'].values())}")
-    if make_split_method(scenes) == "by_sequence":
-        return f"split by sequence; {shared}"
-    gaps = [g for g in leak["closest_frames_apart"].values() if g is not None]
-    return (f"split by frame blocks: {len(scenes.sequences)} sequence(s) cannot give train, val and test a sequence "
-            f"each, so every sequence is cut into a train, a val and a test block with a keyframe left out between "
-            f"them; frames shared between splits: {sum(leak['frames_shared'].values())}, closest frames of two splits "
-            f"{min(gaps) if gaps else 'n/a'} frames apart; the same people appear in several splits ({shared})")
-
-
 def plot_example_crops(examples: dict[str, Any], ax=None):
     """Each example pair as a column: person a above person b, titled with the pair's label (``ax`` is used
     for the no-images note only: the pairs need a grid of their own)."""
@@ -257,14 +231,9 @@ def plot_example_crops(examples: dict[str, Any], ax=None):
 
 
 def describe_crops(scenes: Scenes, size) -> str:
-    """Where the pictures come from and how the crops are kept."""
-    if scenes.n_images == 0:
-        return (f"No stitched images ({scenes.root}/images/image_stitched): the data are geometry only, so the "
-                "pair models see box cues, not pictures.")
-    what = ("generated panoramas drawn from the generated labels, not JRDB images" if scenes.generated
-            else "stitched panoramas")
-    return (f"{scenes.n_images:,} stitched images ({what}); person crops are {size[0]} x {size[1]} px, the box "
-            "taken across the seam where it spills over, decoded once and cached as uint8 arrays [N, 3, H, W].")
+    """Where the pictures come from and how the crops are kept (template block ``crops``)."""
+    return render("01_pair_sampling", "crops", n_images=scenes.n_images, root=scenes.root,
+                  generated=bool(scenes.generated), size=list(size))
 
 
 def _axes(ax, figsize=(6.4, 4.2)):

@@ -186,8 +186,8 @@ def test_notebook_01_reports_a_two_sequence_folder_in_full():
     assert recall.drop("all")["interacting pairs"].sum() < recall.loc["all", "interacting pairs"]
     card = sampling.make_dataset_card(sc, s, ds, 0)
     assert card["split_method"] == "by_frame_block" and card["data_leakage_prevention"] is False
-    said = sampling_report.describe_split(sc, sampling.evaluate_split_leakage(ds, "by_frame_block"))
-    assert "split by frame blocks" in said and "frames shared between splits: 0" in said
+    said = sampling_report.describe_written(sc, "scene_pairs", sampling.evaluate_split_leakage(ds, "by_frame_block"), "")
+    assert "split by frame blocks" in said and "0 frames are shared between splits" in said
     assert "reach training" in sampling_report.describe_answer(at, s, recall, groups, 3.0)
 
 

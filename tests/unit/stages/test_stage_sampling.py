@@ -146,5 +146,5 @@ def test_describe_wrap_reads_the_curves(tiny):
     pairs = make_frame_pairs(tiny.people["fid"].to_numpy(), tiny.people["cx"].to_numpy(),
                              tiny.people["w"].to_numpy(), tiny.people["group"].to_numpy())
     line = describe_wrap(make_sweep_table(pairs, [1, 2, 3, 6]), 3.0)
-    assert line.startswith("At 3x the wrap keeps 2 more interacting pairs")
+    assert line.startswith("At 3× the wrap keeps 2 more interacting pairs")
     assert any(w in line for w in ("above the wrap-on", "below the wrap-on", "within 1 point"))
