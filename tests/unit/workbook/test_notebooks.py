@@ -35,8 +35,9 @@ def test_notebook_is_committed_clean_and_thin(path: Path):
     assert f'helpers.start("{path.stem}", globals())' in start_cell, "the cell after parameters starts the context"
     imports = [line for c in code for line in "".join(c["source"]).splitlines()
                if line.startswith(("import ", "from "))]
-    assert imports and all(line.startswith("import helpers") or line.startswith("from helpers.stages import ")
-                           for line in imports), f"a notebook imports only its stage module: {imports}"
+    assert imports and all(line.startswith(("import helpers", "from helpers.stages import ",
+                                            "from helpers.reports import ")) for line in imports), \
+        f"a notebook imports only its stage module and its report module: {imports}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
