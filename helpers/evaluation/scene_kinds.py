@@ -31,7 +31,7 @@ from helpers.training.tasks import BinaryTask
 
 
 # Scene settings a caller may leave out (the notebook declares them all; these are its defaults).
-SCENE_DEFAULTS = {"scene_inputs": list(INPUT_KINDS), "crop_size": [64, 32], "crop_epochs": 4, "crop_layers": [1, 1, 1],
+SCENE_DEFAULTS = {"scene_inputs": list(INPUT_KINDS), "crop_size": [64, 32], "crop_epochs": 0, "crop_layers": [1, 1, 1],
                   "crop_width_mult": 0.125, "crop_stem_stride": 2, "crop_backbone": "", "crop_backbone_weights": ""}
 
 
@@ -98,8 +98,10 @@ def make_crop_model_spec(params: Mapping[str, Any], kind: str, pair_dim: int = 0
 
 
 def make_crop_train_config(params: Mapping[str, Any]):
-    """The crop models' TrainConfig: notebook 02's settings with ``crop_epochs`` (their flip is in the model)."""
-    return make_train_config(params, "vector", epochs=int(_scene_setting(params, "crop_epochs")))
+    """The crop models' TrainConfig: notebook 02's settings with ``crop_epochs`` (their flip is in the model);
+    ``crop_epochs`` 0 keeps ``epochs``, so every input kind trains under the same budget and stopping rule."""
+    epochs = int(_scene_setting(params, "crop_epochs")) or int(params["epochs"])
+    return make_train_config(params, "vector", epochs=epochs)
 
 
 def _geometry_kind(fit: dict, out: Path, test_ci: dict) -> KindRun:

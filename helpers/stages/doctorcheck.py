@@ -11,9 +11,8 @@ from typing import Any
 import pandas as pd
 
 from helpers.core.paths import PROJ_ROOT
-from helpers.evaluation.doctor.validation import (BASELINES, evaluate_split, GOAL_PRECISION, GOAL_RECALL,
-                                                  load_labelled_logs, predict, scores_table, SCORED_KINDS)
-from helpers.stages.words import render
+from helpers.evaluation.doctor.validation import (evaluate_split, load_labelled_logs, predict, scores_table,
+                                                  SCORED_KINDS)
 
 # The files that hold the doctor's rules: frozen at the recorded commit before the held-out split was scored.
 RULE_FILES = ("curve.py", "diagnose.py", "findings.py", "formats.py", "history.py", "recommend.py", "rules.py")
@@ -35,17 +34,6 @@ def validate_on_public_logs(folder: str | Path) -> dict[str, Any]:
                              for x, p in zip(logs, preds["doctor"])])
     return {"results": {r["split"]: r for r in results}, "scores": scores_table(results), "per_file": per_file,
             "logs": logs}
-
-
-def versus_table(validation: dict[str, Any], split: str = "heldout") -> pd.DataFrame:
-    """The doctor minus each baseline on one split: differences in pooled precision and recall, their 95 %
-    intervals and p-values (paired bootstrap over repositories)."""
-    rows = []
-    for name, v in validation["results"][split]["versus"].items():
-        rows.append({"baseline": name, **{k: v[k] for k in ("precision_diff", "precision_diff_low", "precision_diff_high",
-                                                             "precision_p", "recall_diff", "recall_diff_low",
-                                                             "recall_diff_high", "recall_p")}})
-    return pd.DataFrame(rows)
 
 
 def per_kind_both(validation: dict[str, Any]) -> pd.DataFrame:
@@ -81,17 +69,3 @@ def frozen_record(folder: str | Path) -> dict[str, Any]:
     return {**rec, "unchanged": unchanged}
 
 
-def describe_validation(validation: dict[str, Any], frozen: dict[str, Any]) -> str:
-    """Held-out pooled precision and recall with their intervals, the dev figure beside, each baseline, and
-    whether the goal is met held out -- said plainly (template block ``validation`` of notebook 07)."""
-    s = validation["scores"].set_index(["split", "method"])
-    h = s.loc[("heldout", "doctor")]
-    return render("07_plateau_diagnosis", "validation", heldout=h.to_dict(), dev=s.loc[("dev", "doctor")].to_dict(),
-                  frozen=frozen, goal=(GOAL_PRECISION, GOAL_RECALL),
-                  goal_met=bool(h["precision"] >= GOAL_PRECISION and h["recall"] >= GOAL_RECALL),
-                  baselines=[(m, s.loc[("heldout", m)].to_dict()) for m in BASELINES])
-
-
-def planted_summary(table: pd.DataFrame) -> str:
-    """One sentence on the planted-fault benchmark, with the random baselines beside (template block ``planted``)."""
-    return render("07_plateau_diagnosis", "planted", **table.attrs)

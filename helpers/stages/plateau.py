@@ -1,7 +1,7 @@
-"""Notebook 07: the 3D plateau: the baseline run, the curve doctor's findings, the follow-up runs."""
+"""Notebook 07: the 3D plateau: the baseline run, the curve doctor's findings, the follow-up runs (the tables,
+figures and words are made from these results in `helpers.reports.plateau`)."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,28 +16,20 @@ from helpers.core.errors import WorkbookError
 from helpers.core.io import atomic_write_json, atomic_write_text
 from helpers.core.progress import progress
 from helpers.data.multiview import evaluate_ceiling, load_multiview_data, MultiViewData, MultiViewSplit
-from helpers.evaluation.doctor import (describe_learning_curve, describe_rules, diagnose_history, Diagnosis,
-                                       evaluate_synthetic_set, load_history, load_run_config,
-                                       make_findings_table, make_recommendations_table,
-                                       make_synthetic_history)
+from helpers.evaluation.doctor import (diagnose_history, Diagnosis, evaluate_synthetic_set, load_history,
+                                       load_run_config, make_synthetic_history, Recommendation)
 from helpers.models.registry import create_model
 from helpers.models.transformer3d import Transformer3D
 from helpers.training.loop import evaluate_model, train_model
 from helpers.training.recipes import make_note004_train_config as make_train_config
-from helpers.evaluation.doctor.validation import GOAL_PRECISION, GOAL_RECALL
 from helpers.training.tasks import RegressionTask
-from helpers.stages.words import markdown, render, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
 
 # What notebook 07 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["RUN_KEYS", "describe_answer", "describe_conclusion", "describe_followups", "describe_learning_curve", "describe_rules",
-           "diagnose_histories", "diagnose_history", "evaluate_ceiling",
-           "evaluate_synthetic_set", "find_histories", "learning_curve_points", "load_multiview_data",
-           "make_answer_headline", "make_before_after_table", "make_doctor_metrics", "make_findings_table", "make_learning_curve_table",
-           "make_note004_comparison", "make_recommendations_table", "make_train_config", "make_training_subset",
-           "make_transformer3d", "plot_diagnosis", "plot_followups", "plot_learning_curve", "show_history_picker",
-           "summarize_followups", "train_data_control", "train_followups", "train_learning_curve",
-           "train_transformer3d", "write_foreign_histories"]
-
+__all__ = ["RUN_KEYS", "diagnose_histories", "diagnose_history", "evaluate_ceiling", "evaluate_synthetic_set",
+           "find_histories", "learning_curve_points", "load_multiview_data", "make_before_after_table",
+           "make_doctor_metrics", "make_learning_curve_table", "make_train_config", "make_training_subset",
+           "make_transformer3d", "runnable_followups", "summarize_followups", "train_data_control",
+           "train_followups", "train_learning_curve", "train_transformer3d", "write_foreign_histories"]
 
 
 def make_transformer3d(data: MultiViewData, params: Mapping[str, Any]) -> Transformer3D:
@@ -122,19 +114,26 @@ def make_followup_params(base: Mapping[str, Any], rec_params: Mapping[str, Any],
     return p
 
 
+def runnable_followups(diagnosis: Diagnosis, base: Mapping[str, Any], n: int) -> list[Recommendation]:
+    """The first ``n`` recommendations that change a model or training flag of ``base`` (the others advise
+    on judging or on data, which a follow-up run with other flags cannot test)."""
+    recs = []
+    for rec in diagnosis.recommendations:
+        changes = {k: v for k, v in rec.params.items() if k in base}
+        if changes and any(base[k] != v for k, v in changes.items()):
+            recs.append(rec)
+    return recs[:max(0, int(n))]
+
+
 def train_followups(data: MultiViewData, base: Mapping[str, Any], diagnosis: Diagnosis, n: int,
                     out_dir: str | Path, device: str = "cpu", seed: int = 42, num_threads: int = 0,
                     max_epochs: int | None = None) -> list[Run3D]:
-    """Run the top ``n`` recommendations that change a model/training flag, each in
-    ``out_dir/<name>/`` with its config.json and history.json."""
+    """Run `runnable_followups` (the top ``n`` recommendations that change a flag), each in ``out_dir/<name>/``
+    with its config.json and history.json; the progress bar counts those runs, so it ends at 100%."""
+    recs = runnable_followups(diagnosis, base, n)
     runs = []
-    for rec in progress(diagnosis.recommendations, "follow-up runs"):
-        if len(runs) >= n:
-            break
-        changes = {k: v for k, v in rec.params.items() if k in base}
-        if not changes or all(base[k] == v for k, v in changes.items()):
-            continue
-        p = make_followup_params(base, changes, max_epochs)
+    for rec in progress(recs, "follow-up runs", total=len(recs)):
+        p = make_followup_params(base, {k: v for k, v in rec.params.items() if k in base}, max_epochs)
         runs.append(train_transformer3d(data, p, rec.name, Path(out_dir) / rec.name, device, seed, num_threads,
                                         "recommendation", f"plan {rec.plan}: {rec.change}"))
     return runs
@@ -255,96 +254,6 @@ def summarize_followups(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def describe_followups(head: Mapping[str, Any]) -> str:
-    """The best recommendation and the data control, from `summarize_followups` (template block ``followups``)."""
-    return render("07_plateau_diagnosis", "followups", best_remedy=head["best_remedy"],
-                  remedy_cos=head["remedy_best_cos"], remedy_delta=head["remedy_delta"],
-                  baseline_cos=head["baseline_best_cos"], control_cos=head.get("control_best_cos"),
-                  control_delta=head.get("control_delta"))
-
-
-def describe_conclusion(head: Mapping[str, Any], table: pd.DataFrame, ceiling: float | None,
-                        diagnosis: Diagnosis) -> str:
-    """The notebook's conclusion from the measured runs: which change helped most, by how much, next to
-    the ceiling, and where the doctor's first remedy and the data control landed (template block ``conclusion``)."""
-    change = first_remedy = None
-    if head.get("best_change") is not None:
-        runs = table.set_index("run")
-        change = {"name": head["best_change"], "role": head["best_change_role"], "delta": head["best_change_delta"],
-                  "before": head["baseline_best_cos"], "after": float(runs.loc[head["best_change"], "best_val_cos"]),
-                  "gap_closed": head.get("best_change_gap_closed")}
-        first = next((r.name for r in diagnosis.recommendations if r.name in set(table["run"])), None)
-        if first is not None and first != head["best_change"]:
-            first_remedy = {"name": first, "delta": float(runs.loc[first, "delta_vs_baseline"])}
-    control = head.get("control_delta") if change and head["best_change"] != "control_more_data" else None
-    return render("07_plateau_diagnosis", "conclusion", change=change, first_remedy=first_remedy, ceiling=ceiling,
-                  control_delta=control)
-
-
-def describe_answer(diagnosis: Diagnosis, head: Mapping[str, Any], table: pd.DataFrame, scores: pd.DataFrame,
-                    planted: pd.DataFrame) -> str:
-    """The notebook's answer (template block ``answer``): what the doctor reads in the baseline, which change
-    moved the validation cosine most when run, the held-out precision and recall on public logs against the
-    goal, and the planted-fault counts beside a random guess."""
-    first = diagnosis.findings[0] if diagnosis.findings else None
-    change = None
-    if head.get("best_change") is not None:
-        row = table.set_index("run").loc[head["best_change"]]
-        change = {"name": head["best_change"], "delta": float(head["best_change_delta"]),
-                  "before": float(head["baseline_best_cos"]), "after": float(row["best_val_cos"])}
-    h = scores.set_index(["split", "method"]).loc[("heldout", "doctor")].to_dict()
-    return render_answer("07_plateau_diagnosis", finding=first.kind if first else None,
-                        reason=diagnosis.summary.get("reason", "no finding"), change=change, heldout=h,
-                        goal=(GOAL_PRECISION, GOAL_RECALL), planted=dict(planted.attrs),
-                        goal_met=bool(h["precision"] >= GOAL_PRECISION and h["recall"] >= GOAL_RECALL))
-
-
-def make_answer_headline(diagnosis: Diagnosis, head: Mapping[str, Any], scores: pd.DataFrame,
-                         planted: pd.DataFrame) -> dict[str, Any]:
-    """The numbers the answer rests on: the first finding, the best change's gain, the held-out precision and
-    recall (dev beside), the planted-fault counts."""
-    out: dict[str, Any] = {"first finding": diagnosis.label}
-    if head.get("best_change") is not None:
-        out[f"val cos gain of {head['best_change']}"] = float(head["best_change_delta"])
-    s = scores.set_index(["split", "method"])
-    h, d = s.loc[("heldout", "doctor")], s.loc[("dev", "doctor")]
-    out["doctor precision / recall held out (dev)"] = (f"{h['precision']:.2f} / {h['recall']:.2f} "
-                                                      f"({d['precision']:.2f} / {d['recall']:.2f})")
-    a = planted.attrs
-    out["planted faults: cause named / remedy helped"] = f"{a['named']} / {a['helped']} of {a['faults']}"
-    return out
-
-
-def make_note004_comparison(diagnosis: Diagnosis, baseline: Run3D, ceiling: float | None) -> pd.DataFrame:
-    """M4's observations next to what this baseline shows (the verdict is computed)."""
-    pl, se = diagnosis.finding("plateau"), diagnosis.finding("schedule_ended")
-    ratio = baseline.overfit_ratio
-    rows = [
-        {"quantity": "cosine similarity stalls at", "note_004": "0.74–0.75",
-         "here": f"{pl.evidence['level']:.3f}" if pl else f"no plateau (best {baseline.best_val_cos:.3f})",
-         "verdict": ("stalls, at a different level (other data)" if pl else
-                     f"does not stall: still rising when the learning rate ran out (below a quarter of its peak "
-                     f"from epoch {se.evidence['low_lr_epoch']})" if se else "does not stall")},
-        {"quantity": "stall begins after", "note_004": "~20 of 65 epochs",
-         "here": f"epoch {pl.epoch} of {baseline.epochs_run}" if pl else "—",
-         "verdict": "—" if not pl else f"{100 * (pl.epoch or 0) / max(1, baseline.epochs_run):.0f}% of the run "
-                                      f"(note: {100 * 20 / 65:.0f}%)"},
-        {"quantity": "val/train loss ratio", "note_004": "≈ 1.4 (mild, acceptable)", "here": f"{ratio:.2f}",
-         "verdict": ("> 1.5: overfitting by M4's rule" if ratio > 1.5 else
-                     "< 1.2: room to regularise less" if ratio < 1.2 else "1.2–1.5: acceptable by M4's rule")},
-        {"quantity": "best achievable (ceiling)", "note_004": "unknown",
-         "here": f"{ceiling:.3f}" if ceiling is not None else "unknown",
-         "verdict": (f"baseline reaches {baseline.best_val_cos / ceiling:.0%} of it" if ceiling else "—")},
-    ]
-    for goal in (0.80, 0.85, 0.90):
-        rows.append({"quantity": f"M4 success step cos ≥ {goal:.2f}", "note_004": "goal",
-                     "here": f"{baseline.best_val_cos:.3f}",
-                     "verdict": ("met" if baseline.best_val_cos >= goal else
-                                 f"missed by {goal - baseline.best_val_cos:.3f}") +
-                                (" (above the ceiling: unreachable on this data)" if ceiling and goal > ceiling else "")})
-    return pd.DataFrame(rows)
-
-
 def write_foreign_histories(folder: str | Path) -> dict[str, Path]:
     """Two histories in other loggers' formats, from generated curves (for checking the doctor on
     files this workbook did not write): a Keras CSVLogger file and a timm summary.csv."""
@@ -420,186 +329,13 @@ def diagnose_histories(histories: Mapping[str, str | Path]) -> tuple[pd.DataFram
         rows.append({"history": key, "metric": d.metric, "epochs": d.summary.get("rows"),
                      "best": d.summary.get("best"), "label": d.label, "kinds": ", ".join(d.kinds),
                      "plateau_epoch": d.summary.get("plateau_epoch"), "overfit_ratio": d.summary.get("overfit_ratio"),
-                     "reduce_lr_epoch": _rule_epoch(d, "reduce_lr_on_plateau", "first_cut_epoch"),
-                     "early_stop_epoch": _rule_epoch(d, "early_stopping", "stop_epoch"), "top_recommendation": top})
+                     "reduce_lr_epoch": rule_epoch(d, "reduce_lr_on_plateau", "first_cut_epoch"),
+                     "early_stop_epoch": rule_epoch(d, "early_stopping", "stop_epoch"), "top_recommendation": top})
     return pd.DataFrame(rows, columns=cols + (["finding"] if any("finding" in r for r in rows) else [])), diags
 
 
-def _rule_epoch(d: Diagnosis, rule: str, key: str) -> int | None:
+def rule_epoch(d: Diagnosis, rule: str, key: str) -> int | None:
     """Where a Keras rule would act, or None: an unjudged history (too short, no usable monitor) has no rules."""
     return (d.rules.get(rule) or {}).get(key)
 
 
-def _plot_metric_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None, title: str) -> None:
-    """The judged metric with the plateau (start, level), the ceiling, and where ReduceLROnPlateau and
-    EarlyStopping would act."""
-    m = diagnosis.metric
-    ep = h["epoch"]
-    ax.plot(ep, h[m], color="C0", label=m)
-    pl = diagnosis.finding("plateau")
-    if pl is not None:
-        ax.axvline(pl.epoch, color="C3", ls="--", lw=1, label=f"plateau from epoch {pl.epoch}")
-        ax.axhline(pl.evidence["level"], color="C3", ls=":", lw=1, label=f"plateau level {pl.evidence['level']:.3f}")
-    if ceiling is not None and math.isfinite(ceiling):
-        ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
-    cut = _rule_epoch(diagnosis, "reduce_lr_on_plateau", "first_cut_epoch")
-    stop = _rule_epoch(diagnosis, "early_stopping", "stop_epoch")
-    if cut is not None:
-        ax.axvline(cut, color="C1", ls="-.", lw=1, label=f"ReduceLROnPlateau(10) cut: {cut}")
-    if stop is not None:
-        ax.axvline(stop, color="C2", ls="-.", lw=1, label=f"EarlyStopping(20) stop: {stop}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(m)
-    ax.set_title(title or f"{m}: {diagnosis.label}")
-    ax.legend(fontsize=7, loc="best")
-
-
-def _plot_loss_panel(ax, h: pd.DataFrame) -> None:
-    """Train and validation loss, with their ratio on a second axis (1.2 and 1.5 dotted)."""
-    ep = h["epoch"]
-    for col, c in (("train_loss", "C0"), ("val_loss", "C1")):
-        if col in h:
-            ax.plot(ep, h[col], color=c, label=col)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    if "train_loss" in h and "val_loss" in h:
-        r = ax.twinx()
-        r.plot(ep, h["val_loss"] / h["train_loss"], color="C4", ls="--", label="val/train ratio")
-        for lvl, c in ((1.2, "0.6"), (1.5, "C3")):
-            r.axhline(lvl, color=c, ls=":", lw=1)
-        r.set_ylabel("val/train loss ratio (1.2, 1.5 dotted)")
-        r.legend(fontsize=7, loc="center right")
-    ax.legend(fontsize=7, loc="upper right")
-    ax.set_title("losses and their ratio")
-
-
-def _plot_lr_panel(ax, h: pd.DataFrame, diagnosis: Diagnosis) -> None:
-    """The learning rate (log scale) with the plateau start and the end of the warm-up."""
-    ep = h["epoch"]
-    if "lr" in h and h["lr"].notna().any():
-        ax.plot(ep, h["lr"], color="C2")
-        ax.set_yscale("log")
-        pl = diagnosis.finding("plateau")
-        if pl is not None:
-            ax.axvline(pl.epoch, color="C3", ls="--", lw=1)
-        se = diagnosis.finding("schedule_ended")
-        if se is not None:
-            ax.axvline(se.evidence["low_lr_epoch"], color="C1", ls="--", lw=1,
-                       label=f"below 25% of peak from epoch {se.evidence['low_lr_epoch']}")
-            ax.legend(fontsize=7)
-        wu = diagnosis.summary.get("warmup_epochs")
-        if wu:
-            ax.axvline(ep.iloc[min(int(wu), len(ep) - 1)], color="0.5", ls=":", lw=1, label="end of warm-up")
-            ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no learning-rate column", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.set_title("learning rate (plateau start red, schedule running out orange)")
-
-
-def plot_diagnosis(history: pd.DataFrame, diagnosis: Diagnosis, ceiling: float | None = None,
-                   ax: Sequence[Any] | None = None, title: str = ""):
-    """Three panels: the judged metric (plateau start and level, ceiling, where ReduceLROnPlateau
-    and EarlyStopping would act), train/val loss with their ratio, and the learning rate."""
-    import matplotlib.pyplot as plt  # deferred: plotting is only needed when a notebook draws
-
-    h = load_history(history)
-    if ax is None:
-        fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
-    fig = ax[0].figure
-    _plot_metric_panel(ax[0], h, diagnosis, ceiling, title)
-    _plot_loss_panel(ax[1], h)
-    _plot_lr_panel(ax[2], h, diagnosis)
-    fig.tight_layout()
-    return fig
-
-
-def plot_learning_curve(table: pd.DataFrame, ceiling: float | None = None, ax=None):
-    """Best validation cosine against training identities (log scale): the probes and the baseline the
-    doctor used, and the data control measured afterwards."""
-    import matplotlib.pyplot as plt  # deferred: plotting is only needed when a notebook draws
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-    fig = ax.figure
-    used = table[table["used_by_doctor"]]
-    ax.plot(used["identities"], used["best_val_cos"], "o-", color="C0", label="probes and baseline (doctor's evidence)")
-    ctrl = table[~table["used_by_doctor"]]
-    if len(ctrl):
-        ax.plot(ctrl["identities"], ctrl["best_val_cos"], "s", color="C3", label="data control (measured afterwards)")
-    if ceiling is not None and math.isfinite(ceiling):
-        ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training identities (log scale)")
-    ax.set_ylabel("best validation cosine")
-    ax.set_title("learning curve")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def plot_followups(runs: Sequence[Run3D], ceiling: float | None = None, ax=None):
-    """Validation cosine of the baseline and the follow-up runs, overlaid, with the ceiling."""
-    import matplotlib.pyplot as plt  # deferred: plotting is only needed when a notebook draws
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 4))
-    fig = ax.figure
-    for i, r in enumerate(runs):
-        ax.plot(r.history["epoch"], r.history["val_cos"], color=f"C{i}", lw=2 if i == 0 else 1.3,
-                label=f"{r.name} (best {r.best_val_cos:.3f})")
-    if ceiling is not None and math.isfinite(ceiling):
-        ax.axhline(ceiling, color="k", lw=1.2, label=f"ceiling {ceiling:.3f}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation cosine similarity")
-    ax.set_title("baseline and follow-up runs")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def show_history_picker(histories: Mapping[str, str | Path | pd.DataFrame], static: bool,
-                        ceilings: Mapping[str, float] | None = None):
-    """In JupyterLab: a dropdown picking which history to diagnose (table + annotated curves).
-    Under papermill (``static``) or without ipywidgets: the first history's diagnosis, displayed
-    once. Returns the widget (or None)."""
-    # deferred: matplotlib and IPython are only needed inside a notebook
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    ceilings = dict(ceilings or {})
-    keys = list(histories)
-    if not keys:
-        print("no histories to pick from")
-        return None
-
-    def render(key: str) -> None:
-        d = diagnose_history(load_history(histories[key]), ceiling=ceilings.get(key),
-                             config=load_run_config(histories[key]) if not isinstance(histories[key], pd.DataFrame) else None)
-        with pd.option_context("display.max_colwidth", None):   # a finding is a sentence: never cut it
-            display(make_findings_table(d)[["kind", "epoch", "finding"]])
-        fig = plot_diagnosis(histories[key], d, ceilings.get(key), title=key)
-        display(fig)
-        plt.close(fig)
-
-    try:
-        import ipywidgets as widgets  # optional: only JupyterLab has it
-    except ImportError:
-        widgets = None
-    if static or widgets is None:
-        print(f"history shown: {keys[0]} (static; in JupyterLab a dropdown picks among {len(keys)})")
-        render(keys[0])
-        return None
-    pick = widgets.Dropdown(options=keys, description="history", layout=widgets.Layout(width="60%"))
-    out = widgets.Output()
-
-    def on_change(change: dict) -> None:
-        out.clear_output(wait=True)
-        with out:
-            render(change["new"])
-
-    pick.observe(on_change, names="value")
-    with out:
-        render(keys[0])
-    return widgets.VBox([pick, out])   # shown once, as the cell's value

@@ -1,4 +1,4 @@
-"""Unit tests of helpers/stages/backbones.py (notebook 06): fine-tuning, seed repeats, the comparison with
+"""Unit tests of helpers/stages/backbones.py and helpers/reports/backbones.py (notebook 06): fine-tuning, seed repeats, the comparison with
 chance, the per-second ranking, the claims table and the plots."""
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from helpers.data.tables import DEFAULT_TASKS, load_table_tensors, load_task_tab
 from helpers.models.multitask import make_multitask_model
 from helpers.stages import backbones as bb
 from helpers.stages.words import sentences
-from helpers.stages.backbones import (make_dataset_card, choose_lrs, describe_answer, describe_chance, describe_pareto_ranking,
-                                      describe_resolution, describe_seeds, make_claims_table, make_comparison_table,
-                                      make_lr_groups, make_answer_headline, make_metrics, make_resolution_info,
-                                      make_seed_table, mean_sd_interval, pareto_front, pick_top_models, plot_memory,
-                                      plot_pareto, plot_seed_scores, pretrained_note, retrain_top_models,
+from helpers.reports.backbones import (describe_answer, describe_chance, describe_pareto_ranking, describe_resolution,
+                                       describe_seeds, describe_weights, make_answer_headline, make_claims_table,
+                                       plot_memory, plot_pareto, plot_seed_scores)
+from helpers.stages.backbones import (check_pretrained_files, choose_lrs, make_comparison_table, make_dataset_card,
+                                      make_lr_groups, make_metrics, make_resolution_info, make_seed_table,
+                                      mean_sd_interval, pareto_front, pick_top_models, retrain_top_models,
                                       summarize_comparison, summarize_seeds, train_backbone)
 from helpers.evaluation.stats import compare_seed_scores
 from helpers.training.config import TrainConfig
@@ -107,10 +108,14 @@ def test_pretrained_weights_only_from_a_local_file(tmp_path):
         make_multitask_model("convnext_atto", TASKS, {"convnext_atto": str(tmp_path / "missing.pth")})
     with pytest.raises(WorkbookError, match="not a timm model"):
         make_multitask_model("convnext_nonexistent", TASKS)
-    assert "RANDOMLY INITIALISED" in pretrained_note(["resnet18"], {})
-    assert "local file" in pretrained_note(["convnext_atto"], {"convnext_atto": str(tmp_path / "atto.pth")})
+    sources, unknown = check_pretrained_files(["resnet18"], {"vit_x": ""})
+    assert sources == {"resnet18": None} and unknown == ["vit_x"]
+    assert "resnet18: RANDOMLY INITIALISED" in describe_weights(sources, unknown)
+    sources, _ = check_pretrained_files(["convnext_atto+resnet18"], {"convnext_atto": str(tmp_path / "atto.pth")})
+    assert sources == {"convnext_atto": str(tmp_path / "atto.pth"), "resnet18": None}, "an ensemble's members each"
+    assert "local file" in describe_weights(sources, [])
     with pytest.raises(DataError, match="not found"):
-        pretrained_note(["resnet18"], {"resnet18": str(tmp_path / "missing.pth")})
+        check_pretrained_files(["resnet18"], {"resnet18": str(tmp_path / "missing.pth")})
 
 
 # ---------------------------------------------------------------------------------- fine-tune, report
@@ -179,11 +184,12 @@ def test_seed_statistics_and_the_ranking_statement():
     assert s["best_model_test_fresh_seeds"] == [r["seed"] for r in runs[1:]]
     assert s["best_model_test_fresh_mean"] == pytest.approx(np.mean([r["test_combined"] for r in runs[1:]]))
     text = describe_seeds(s, n_val=270, epochs=3)
-    assert "convnext_tiny: 0.680 ± 0.020" in text and "ahead at 3 seeds" in text and "270 validation" in text
+    assert f"convnext_tiny: 0.680 (95% interval {s['best_model_ci_low']:.3f} to" in text and "sd 0.020" in text
+    assert "ahead at 3 seeds" in text and "270 validation images" in text
     # chosen on validation, compared on test paired by seed: the same as scipy's paired t-test
     assert s["best_minus_runner_up_p"] == pytest.approx(stats.ttest_rel([0.7, 0.66, 0.68], [0.5, 0.52, 0.54]).pvalue)
     assert "paired t-test over 3 shared seeds; the test split is fixed" in text and f"p = {s['best_minus_runner_up_p']:.2g}" in text
-    assert "On the test split (0.680 vs 0.520)" in text
+    assert "On the test split (0.680 against 0.520)" in text
     one = compare_seed_scores({0: 0.7}, {5: 0.5, 6: 0.52})
     assert one.verdict == "not testable"
     close = ft[:3] + [_run("convnext_tiny", 1, 0.50), _run("resnet18", 1, 0.6)]
@@ -221,10 +227,11 @@ def test_comparison_ranks_per_second_only_above_chance():
                  "pareto_front": ["convnext_tiny"], "n_above_chance": 2}
     assert list(comp["tasks_at_chance"]) == ["", "digit", ""]
     text = describe_chance(comp)
-    assert "At chance (the interval includes 0), so not ranked: vit_tiny_patch16_224 0.020 [-0.030, 0.070]" in text
-    assert "Still at chance on a task" in text and "resnet18 (digit 0.010 [-0.020, 0.040])" in text
+    assert "At chance (the interval includes 0), so not ranked: vit_tiny_patch16_224 0.020 (95% interval -0.030 to " \
+           "0.070)" in text
+    assert "Still at chance on a task" in text and "resnet18 (digit 0.010 (95% interval -0.020 to 0.040))" in text
     ranking = describe_pareto_ranking(comp)
-    assert "no other is both better and faster: convnext_tiny (" in ranking and "Not ranked (at chance on a task): resnet18 (digit)" in ranking
+    assert "no other model is both better and faster: convnext_tiny (" in ranking and "Not ranked (at chance on a task): resnet18 (digit)" in ranking
     assert "Not ranked (interval includes or lies below chance): vit_tiny_patch16_224" in ranking
     seeds = summarize_seeds(make_seed_table(ft), ft)
     answer = describe_answer(seeds, comp)
@@ -277,7 +284,7 @@ def test_metrics_keys_and_plots():
 def test_claims_table_computes_verdicts_and_labels_unlike_steps():
     bench, ft = _rows()
     comp = make_comparison_table(bench, ft, make_seed_table(ft))
-    c = make_claims_table(comp, 64, "cpu", TASKS)
+    c = make_claims_table(comp, 64, "cpu")
     params_row = c[(c.model == "convnext_tiny") & c.what.str.startswith("params")].iloc[0]
     assert params_row["claimed"] == 28.59
     assert params_row["measured"] == pytest.approx(27.82 + 0.769, abs=1e-6)
@@ -286,6 +293,6 @@ def test_claims_table_computes_verdicts_and_labels_unlike_steps():
     assert speed["claimed"] == 81.0 and speed["verdict"].startswith("ratio 1.11x of unlike steps")
     assert "forward + loss + backward + AdamW step" in speed["what"] and "forward + backward only" in speed["what"]
     assert "1 thread(s)" in speed["verdict"] and "load average 3.5 on 2 CPUs" in speed["verdict"]
-    none = make_claims_table(comp, 32, "cpu", TASKS)
+    none = make_claims_table(comp, 32, "cpu")
     assert (none.model == "resnet18").any()
     assert none[none.model == "resnet18"].verdict.str.contains("no reference").all()

@@ -13,13 +13,15 @@ import torch
 from helpers.data.multiview import make_multiview_data
 from helpers.evaluation.doctor import diagnose_history, LABELLED_KINDS, load_history, make_synthetic_history, NOTE004_BASELINE
 from helpers.stages.words import sentences
-from helpers.stages.plateau import (describe_answer, describe_conclusion, diagnose_histories,
-                                    learning_curve_points, make_answer_headline,
-                                    make_before_after_table, make_doctor_metrics,
-                                    make_followup_params, make_learning_curve_table, make_note004_comparison,
-                                    make_training_subset, plot_diagnosis, plot_learning_curve, RUN_KEYS,
-                                    summarize_followups, train_data_control, train_followups, train_learning_curve,
+from helpers.reports.plateau import (describe_answer, describe_conclusion, make_answer_headline,
+                                     make_note004_comparison, plot_diagnosis, plot_learning_curve)
+from helpers.stages import plateau
+from helpers.stages.plateau import (diagnose_histories, learning_curve_points, make_before_after_table,
+                                    make_doctor_metrics, make_followup_params, make_learning_curve_table,
+                                    make_training_subset, RUN_KEYS, runnable_followups, summarize_followups,
+                                    train_data_control, train_followups, train_learning_curve,
                                     train_transformer3d, write_foreign_histories)
+
 
 BASE = {"d_model": 16, "nhead": 2, "num_layers": 1, "dim_feedforward": 32, "dropout": 0.1, "mse_weight": 0.2,
         "cosine_weight": 0.8, "lr": 3e-3, "warmup_epochs": 1, "warmup_lr": 1e-6, "epochs": 9,
@@ -101,11 +103,40 @@ def test_train_probe_diagnose_follow_up_and_conclude(tmp_path, data):
     changes = table[table["role"] != "baseline"]
     assert head["best_change_delta"] == pytest.approx(changes["delta_vs_baseline"].max())
     text = describe_conclusion(head, table, data.ceiling_cos, diag)
-    assert text.startswith(f"The change that helped most: {head['best_change'].replace('_', ' ')}")
+    assert text.startswith(f"Conclusion: the change that helped most was {head['best_change'].replace('_', ' ')}")
     assert f"{head['best_change_delta']:+.4f}" in text and "gap to the ceiling" in text
     for r in runs:
         cfg = json.loads((tmp_path / "followups" / r.name / "config.json").read_text())
         assert cfg["role"] == "recommendation" and cfg["params"] == r.params
+
+
+def test_the_follow_up_bar_counts_the_runs_that_run_and_ends_full(monkeypatch, tmp_path):
+    """Of four recommendations two change a flag (one changes nothing, one names no flag): the bar's total is 2
+    and it is advanced twice, so it ends at 2/2 (100%), not at 3/4."""
+    from types import SimpleNamespace
+
+    recs = [SimpleNamespace(name="lower_lr", plan="C", change="lr / 3", params={"lr": 1e-3}),
+            SimpleNamespace(name="same_lr", plan="C", change="none", params={"lr": BASE["lr"]}),
+            SimpleNamespace(name="more_data", plan="-", change="more data", params={"train_data_factor": 2.0}),
+            SimpleNamespace(name="regularise", plan="B", change="dropout 0.2", params={"dropout": 0.2}),
+            SimpleNamespace(name="longer", plan="C", change="epochs x1.5", params={"epochs": 14})]
+    diag = SimpleNamespace(recommendations=recs)
+    bars = []
+
+    def fake_progress(items, desc, total=None):
+        bar = {"total": total, "done": 0}
+        bars.append(bar)
+        for item in items:
+            bar["done"] += 1
+            yield item
+
+    monkeypatch.setattr(plateau, "progress", fake_progress)
+    monkeypatch.setattr(plateau, "train_transformer3d", lambda data, p, name, *a, **k: SimpleNamespace(name=name, params=p))
+    runs = train_followups(None, BASE, diag, 2, tmp_path)
+    assert [r.name for r in runs] == ["lower_lr", "regularise"] and runs[1].params["dropout"] == 0.2
+    assert bars == [{"total": 2, "done": 2}]
+    assert [r.name for r in runnable_followups(diag, BASE, 6)] == ["lower_lr", "regularise", "longer"]
+    assert runnable_followups(diag, BASE, 0) == []
 
 
 def test_summary_and_conclusion_pick_the_largest_gain():
@@ -144,6 +175,18 @@ def test_answer_and_headline_come_from_the_results():
     assert h == {"first finding": "schedule_ended", "val cos gain of control_more_data": 0.04,
                  "doctor precision / recall held out (dev)": "0.75 / 0.60 (0.80 / 0.70)",
                  "planted faults: cause named / remedy helped": "6 / 4 of 8"}
+
+
+def test_baseline_and_synthetic_words_state_their_numbers():
+    from helpers.reports.plateau import describe_baseline, describe_synthetic
+    from helpers.stages.plateau import Run3D
+
+    run = Run3D("baseline", {}, pd.DataFrame(), 0.8123, 17, 0.8011, 1.1, 25, 12.34, 18_000, None)
+    text = describe_baseline(run, 0.9252)
+    assert "0.8123, at epoch 17 of 25 (test cosine 0.8011)" in text and "ceiling is 0.9252" in text
+    assert "0.018 M parameters" in text and "12.3 s" in text
+    assert "ceiling of this data is unknown" in describe_baseline(run, None)
+    assert "labels 20 of 21 generated curves" in describe_synthetic(pd.DataFrame({"correct": [True] * 20 + [False]}))
 
 
 def test_note004_comparison_says_when_the_schedule_ran_out():

@@ -174,7 +174,7 @@ def test_07_section_words_state_the_held_out_scores_and_the_planted_counts():
     import pandas as pd
 
     from helpers.evaluation.doctor.validation import BASELINES
-    from helpers.stages.doctorcheck import describe_validation, planted_summary
+    from helpers.reports.plateau import describe_planted, describe_validation
 
     rows = [{"split": sp, "method": m, "files": 40, "repositories": 15, "precision": 0.9, "precision_low": 0.8,
              "precision_high": 0.95, "recall": 0.7, "recall_low": 0.6, "recall_high": 0.8}
@@ -185,10 +185,10 @@ def test_07_section_words_state_the_held_out_scores_and_the_planted_counts():
     assert "precision 0.90 (95% interval 0.80 to 0.95), recall 0.70 (95% interval 0.60 to 0.80)" in text
     assert "NOT met" in text and "rule files unchanged since" in text and text.count("precision") == 3 + len(BASELINES)   # held out, dev, goal, baselines
     planted = pd.DataFrame()
-    planted.attrs.update(faults=8, seeds=5, named=5, random_named=0, helped=2, random_helped=0)
-    text = planted_summary(planted)
+    planted.attrs.update(faults=8, seeds=5, named=5, random_named=0, helped=2, random_helped=0, seconds=41.6)
+    text = describe_planted(planted)
     assert "On 8 planted faults (5 seeds each)" in text and "cause in 5 (goal 7; a random kind: 0)" in text
-    assert "in 2 (goal 6; a random remedy: 0)" in text
+    assert "in 2 (goal 6; a random remedy: 0)" in text and "(42 s)" in text
 
 
 def test_05_goal_words_state_the_errors_the_ratio_and_the_verdict():

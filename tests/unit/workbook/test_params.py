@@ -12,7 +12,7 @@ from helpers.core.errors import ParameterError
 from helpers.core.taskspec import make_task_specs
 from helpers.data.tables import DEFAULT_TASKS
 from helpers.models.multitask import count_multitask_params, make_multitask_model
-from helpers.stages.backbones import TIMM_REFERENCE
+from helpers.reports.backbones import TIMM_REFERENCE
 from helpers.training.multitask import MultiTask
 from helpers.workbook import params
 
