@@ -33,7 +33,8 @@ from helpers.data.crops import (check_scene_split, INPUT_KINDS, load_pair_scenes
 from helpers.data.pairs import _uses_pair, load_pair_folder, make_inputs
 from helpers.evaluation.stats import interval, unit_of
 from helpers.models.registry import create_model
-from helpers.stages.stage1 import make_crop_model_spec, make_crop_train_config, make_stage1_model_spec
+from helpers.evaluation.scene_kinds import make_crop_model_spec, make_crop_train_config
+from helpers.stages.stage1 import make_stage1_model_spec
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask

@@ -21,7 +21,8 @@ from helpers.data.pairs import PairSet, PairSplits
 from helpers.data.scene_pairs import make_scene_pair_dataset
 from helpers.data.scenes import select_keyframes
 from helpers.models.registry import count_parameters, create_model
-from helpers.stages.stage1 import make_crop_model_spec, make_crop_train_config, make_stage1_model_spec
+from helpers.evaluation.scene_kinds import make_crop_model_spec, make_crop_train_config
+from helpers.stages.stage1 import make_stage1_model_spec
 from helpers.training.loop import train_model
 from helpers.training.recipes import make_train_config
 from helpers.training.tasks import BinaryTask

@@ -129,3 +129,14 @@ def make_multiclass_report(title: str, summary: dict, table: pd.DataFrame) -> st
              " " * w + "".join(f"{n[:8]:>10}" for n in names)]
     lines += [f"{n:<{w}}" + "".join(f"{v:10d}" for v in row) for n, row in zip(names, cm)]
     return "\n".join(lines) + "\n"
+
+
+def correct_at(prob: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """1.0 where the prediction at ``threshold`` matches the label, else 0.0: the per-row scores a paired
+    test or a unit-aware interval of accuracy resamples."""
+    return ((np.asarray(prob) >= threshold) == (np.asarray(y) == 1)).astype(np.float64)
+
+
+def with_interval(ev: dict, ci: dict) -> dict:
+    """An `evaluate_binary` result whose accuracy interval is ``ci`` (a unit-aware `interval`) instead of Wilson's."""
+    return {**ev, "acc_ci_low": ci["ci_low"], "acc_ci_high": ci["ci_high"], "acc_ci_method": ci["method"]}

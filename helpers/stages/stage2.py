@@ -17,11 +17,11 @@ interaction types, and measure what each addition changed.
   class, with per-class scores and cluster-bootstrap intervals over person pairs.
 - Ablation: one change at a time against the stage-2 runs themselves (the reference), the same seeds
   and stopping rule; p-values Holm-adjusted over the variants of a dataset.
+
+The type head is `helpers.evaluation.type_head`; the tables, figures and words are in `helpers.reports.stage2`.
 """
 from __future__ import annotations
 
-import copy
-import inspect
 import os
 import re
 import time
@@ -30,10 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from helpers.core import paths
 from helpers.core.env import ENV_PROFILE
@@ -45,39 +42,22 @@ from helpers.core.runcard import make_config
 from helpers.data.audit import evaluate_leakage, make_dataset_card
 from helpers.data.pairs import _uses_pair, dataset_labels, describe_renamed, make_inputs, open_dataset
 from helpers.data.predictions import load_base_predictions, write_prediction_file
-from helpers.data.scenes import TYPE_NAMES
-from helpers.evaluation.baselines import make_pair_features
-from helpers.evaluation.metrics import evaluate_binary, make_evaluation_report, make_multiclass_report
-from helpers.evaluation.plots import (plot_confusion_matrix, plot_probability_distributions,
-                                      plot_training_curves)
+from helpers.evaluation.metrics import correct_at, evaluate_binary, make_evaluation_report
+from helpers.evaluation.type_head import adjusted_record, N_BOOT, run_types, TYPE_BALANCES
 from helpers.evaluation.recall import evaluate_scene_recall
-from helpers.evaluation.stats import (adjust, compare_over_seeds, format_p, make_comparison, Spread, Unit, unit_of,
-                                      unit_weights)
+from helpers.evaluation.stats import adjust, compare_over_seeds, Unit, unit_of
 from helpers.models.pair import transfer_weights
 from helpers.models.registry import count_parameters, create_model, create_model_from_spec
 from helpers.training.checkpoints import load_checkpoint
 from helpers.training.loop import predict, train_model, train_samples_per_s
 from helpers.training.recipes import make_train_config
-from helpers.training.tasks import BinaryTask, make_class_weights, MulticlassTask
-from helpers.stages.words import markdown, render_answer  # noqa: F401 (markdown: the notebook shows words with it)
+from helpers.training.tasks import BinaryTask
 
 # What notebook 03 calls; lower-layer functions are imported above so the notebook needs this module only.
-__all__ = ["describe_ablation_all", "describe_answer", "describe_budget", "describe_recipe", "describe_runs",
-           "describe_types_all", "make_ablation_tables", "make_comparison_tables", "make_metrics", "make_type_tables",
-           "plot_ablation_curves", "plot_seed_accuracies", "plot_test_errors", "plot_training", "plot_type_confusion",
-           "run_stage2_datasets"]
+__all__ = ["find_stage1_checkpoint", "load_stage1_model", "run_stage2", "run_stage2_datasets"]
 
-
-# M1 stage 2 (their data): claimed val accuracy of the full stage-2 model and effects.
-STAGE2_CLAIMS = {"val_acc": 0.8875, "val_f1": 0.8872, "resnet_fusion_222_val_acc": 0.8792,
-                 "resnet_222_val_acc": 0.8780, "focal_gain": 0.008, "amp_speedup": 2.0}
 
 ALPHA = 0.05                 # level of every paired test's verdict
-N_BOOT = 2000                # bootstrap resamples of every interval and paired bootstrap test
-MIN_GROUPS = 10              # groups of each interaction type per split for per-class scores to mean much
-TYPE_BALANCES = ("oversample", "class_weights", "none")
-# LightGBM type baseline: its main hyper-parameters, chosen on validation macro-F1 (rounds early-stopped).
-LGBM_GRID = {"num_leaves": (7, 31), "min_child_samples": (20, 100)}
 
 
 # ------------------------------------------------------------------------------ stage-1 checkpoint
@@ -263,6 +243,11 @@ def train_matched_stage1(s1_spec: dict, s1_state: dict, splits, params: Mapping[
     return train_over_seeds("stage 1, matched budget", stage2.seeds, fit)[0]
 
 
+def variant_key(text: str) -> str:
+    """'layers [2, 2, 2]' -> 'layers_2_2_2' (metric keys and ablation folders)."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")
+
+
 def make_ablation_variants(kind: str, layers: list[int], amp: bool = True) -> list[tuple[str, str, dict]]:
     """(variant, what changed, settings) rows: the reference (the stage-2 runs themselves) and one change
     at a time. Mixed precision is measured separately by a speed probe (`measure_amp_speed`): on CPUs
@@ -290,7 +275,7 @@ def run_ablation(splits, stage1_spec: dict, stage1_state: dict, params: Mapping[
         if changes == "stage1_hidden":
             changes = {"hidden": list(stage1_spec["kwargs"].get("hidden", []))}
         spec = make_stage2_model_spec(stage1_spec, params, **changes)
-        folder = out / "ablation" / _key(variant)
+        folder = out / "ablation" / variant_key(variant)
 
         def fit(seed: int, first: bool, spec=spec, s=s, folder=folder) -> dict:
             return _fit_binary(spec, stage1_state, splits, params, s["loss"], seed=seed, epochs=int(params["epochs"]),
@@ -328,10 +313,6 @@ def measure_amp_speed(splits, spec: dict, stage1_state: dict, params: Mapping[st
 
 
 # ------------------------------------------------------------------------------ paired comparisons
-def _correct(prob: np.ndarray, y: np.ndarray, thr: float) -> np.ndarray:
-    return ((np.asarray(prob) >= thr) == (np.asarray(y) == 1)).astype(np.float64)
-
-
 def load_best_baseline(run_dir: str | Path, splits, threshold: float) -> dict | None:
     """Notebook 02's baseline with the best validation accuracy (chosen without test labels), read from
     its prediction files; None when 02 wrote no baseline. The files must predict this split's rows."""
@@ -345,7 +326,7 @@ def load_best_baseline(run_dir: str | Path, splits, threshold: float) -> dict | 
     if not (np.array_equal(base.val_y, splits.val.y) and np.array_equal(base.test_y, splits.test.y)):
         raise DataError(f"{base.files[keep[0]]}: val_y/test_y differ from dataset {splits.name!r}'s splits; "
                         "expected notebook 02's predictions of the same val and test rows")
-    val_acc = [float(_correct(base.val_prob[:, i], base.val_y, threshold).mean()) for i in keep]
+    val_acc = [float(correct_at(base.val_prob[:, i], base.val_y, threshold).mean()) for i in keep]
     i = keep[int(np.argmax(val_acc))]
     return {"name": base.names[i].split("/", 1)[1].removeprefix("baseline_"), "file": str(base.files[i]),
             "val_acc": max(val_acc), "test_prob": base.test_prob[:, i],
@@ -356,9 +337,9 @@ def evaluate_stage2_comparisons(run: "Stage2Run") -> dict[str, dict]:
     """Stage 2 (over seeds) minus each reference on the same test rows, Holm-adjusted over the references:
     stage 1 trained on for the same epochs, the stage-1 checkpoint of 02, and 02's strongest baseline."""
     y, thr = run.test_y, run.threshold
-    refs = {"matched_stage1": run.matched.correct(y, thr), "stage1_checkpoint": _correct(run.stage1_test_prob, y, thr)}
+    refs = {"matched_stage1": run.matched.correct(y, thr), "stage1_checkpoint": correct_at(run.stage1_test_prob, y, thr)}
     if run.baseline is not None:
-        refs["best_baseline"] = _correct(run.baseline["test_prob"], y, thr)
+        refs["best_baseline"] = correct_at(run.baseline["test_prob"], y, thr)
     s2 = run.stage2.correct(y, thr)
     return _seed_family({k: (c, s2) for k, c in refs.items()}, run.unit, "stage 2 better", "stage 2 worse")
 
@@ -369,15 +350,7 @@ def _seed_family(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], unit: Unit,
     by seed, Holm-adjusted as one table; flat records for the tables and metrics."""
     tests = adjust({k: compare_over_seeds(a, b, unit, paired_seeds=True, n_boot=N_BOOT, alpha=ALPHA)
                     for k, (a, b) in pairs.items()})
-    return {k: _adjusted_record(t, better, worse) for k, t in tests.items()}
-
-
-def _adjusted_record(t, better: str, worse: str) -> dict:
-    """A comparison's flat record whose ``ci_low`` / ``ci_high`` are the Holm-adjusted interval (the one beside
-    the adjusted verdict everywhere 03 shows it); the unadjusted 95% interval is kept as ``ci_*_95``."""
-    d = t.as_dict(better, worse)
-    return {**d, "ci_low_95": d["ci_low"], "ci_high_95": d["ci_high"], "ci_low": d["ci_low_adjusted"],
-            "ci_high": d["ci_high_adjusted"]}
+    return {k: adjusted_record(t, better, worse) for k, t in tests.items()}
 
 
 def evaluate_ablation(run: "Stage2Run") -> dict[str, dict]:
@@ -386,273 +359,6 @@ def evaluate_ablation(run: "Stage2Run") -> dict[str, dict]:
     ref = run.ablation[0]["runs"].correct(y, thr)
     return _seed_family({a["variant"]: (ref, a["runs"].correct(y, thr)) for a in run.ablation[1:]}, run.unit,
                         "variant better", "variant worse")
-
-
-# ------------------------------------------------------------------------------ interaction types
-@dataclass
-class TypeData:
-    """The interacting pairs with a type label, per split: model inputs, LightGBM features, labels, units."""
-    names: list[str]
-    inputs: dict[str, tuple]
-    features: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    units: dict[str, Unit]
-    groups: np.ndarray              # [3, K] groups of each class per split (train, val, test)
-    pairs: np.ndarray               # [3, K] rows of each class per split
-
-    @property
-    def k(self) -> int:
-        return len(self.names)
-
-    @property
-    def min_groups(self) -> int:
-        return int(self.groups.min())
-
-
-def count_type_groups(seq: np.ndarray, track_a: np.ndarray, track_b: np.ndarray, typ: np.ndarray, k: int) -> np.ndarray:
-    """Groups of each class [k] among interacting pairs: a group is a connected set of people (within a
-    sequence) linked by interacting pairs, counted once per class its pairs carry."""
-    if len(typ) == 0:
-        return np.zeros(k, np.int64)
-    na = (np.asarray(seq, np.int64) << 32) + np.asarray(track_a, np.int64)
-    nb = (np.asarray(seq, np.int64) << 32) + np.asarray(track_b, np.int64)
-    uniq, inv = np.unique(np.concatenate([na, nb]), return_inverse=True)
-    n = len(na)
-    graph = coo_matrix((np.ones(n), (inv[:n], inv[n:])), shape=(len(uniq), len(uniq)))
-    _, label = connected_components(graph, directed=False)
-    keys = np.unique(label[inv[:n]].astype(np.int64) * k + np.asarray(typ, np.int64))
-    return np.bincount(keys % k, minlength=k)
-
-
-def _type_names(splits) -> list[str]:
-    return list(splits.meta.get("type_names", TYPE_NAMES)) if isinstance(splits.meta, dict) else list(TYPE_NAMES)
-
-
-def _subset_unit(unit: Unit, rows: np.ndarray) -> Unit:
-    return Unit(unit.name, tuple(np.asarray(a)[rows] for a in unit.ids), unit.conditional)
-
-
-def make_type_data(splits) -> TypeData | None:
-    """The type task's data (None when the data has no ``type`` labels); errors name the dataset."""
-    if any("type" not in s.extras for _, s in splits.items()):
-        return None
-    names, use_pair = _type_names(splits), _uses_pair(splits)
-    sel = {split: np.flatnonzero((s.extras["type"] >= 0) & (s.y == 1)) for split, s in splits.items()}
-    if any(len(v) == 0 for v in sel.values()):
-        raise WorkbookError(f"dataset {splits.name!r}: 'type' labels present but no interacting pair with a type "
-                            f"in some split ({ {k_: len(v) for k_, v in sel.items()} })")
-    y = {split: s.extras["type"][sel[split]].astype(np.int64) for split, s in splits.items()}
-    top = max(int(v.max()) for v in y.values())
-    if top >= len(names):
-        raise WorkbookError(f"dataset {splits.name!r}: type label {top} but only {len(names)} type names {names}")
-    has_groups = all(c in splits.train.extras for c in ("seq", "track_a", "track_b"))
-    groups = np.stack([count_type_groups(*(s.extras[c][sel[split]] for c in ("seq", "track_a", "track_b")),
-                                         y[split], len(names)) if has_groups else np.zeros(len(names), np.int64)
-                       for split, s in splits.items()])
-    return TypeData(names=names,
-                    inputs={split: tuple(a[sel[split]] for a in make_inputs(s, use_pair))
-                            for split, s in splits.items()},
-                    features={split: make_pair_features(s.xa[sel[split]], s.xb[sel[split]],
-                                                        s.extras["pair"][sel[split]] if use_pair else None)
-                              for split, s in splits.items()},
-                    y=y, units={split: _subset_unit(unit_of(s), sel[split]) for split, s in splits.items()},
-                    groups=groups, pairs=np.stack([np.bincount(y[s], minlength=len(names)) for s in y]))
-
-
-def make_type_training(y: np.ndarray, balance: str, k: int, seed: int = 0) -> tuple[np.ndarray, list[float] | None]:
-    """(training rows, class weights) for ONE balancing mechanism: ``oversample`` (rows drawn up to the
-    largest class, no weights), ``class_weights`` (all rows, inverse-frequency weights) or ``none``."""
-    if balance not in TYPE_BALANCES:
-        raise WorkbookError(f"type_balance = {balance!r}; expected one of {'|'.join(TYPE_BALANCES)}")
-    if balance == "oversample":
-        return make_balanced_indices(y, "oversample", seed), None
-    weights = make_class_weights(y, k).tolist() if balance == "class_weights" else None
-    return np.arange(len(y)), weights
-
-
-def make_balanced_indices(y: np.ndarray, strategy: str, seed: int = 0) -> np.ndarray:
-    """Training rows after class balancing: ``oversample`` (every class drawn up to the largest,
-    with replacement), ``undersample`` (every class cut to the smallest present), ``none``."""
-    y = np.asarray(y)
-    if strategy == "none":
-        return np.arange(len(y))
-    if strategy not in ("oversample", "undersample"):
-        raise WorkbookError(f"balance strategy = {strategy!r}; expected one of oversample|undersample|none")
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    target = counts.max() if strategy == "oversample" else counts.min()
-    parts = []
-    for c, n in zip(classes, counts):
-        rows = np.flatnonzero(y == c)
-        if strategy == "oversample":
-            extra = rng.choice(rows, size=target - n, replace=True) if target > n else rows[:0]
-            parts.append(np.concatenate([rows, extra]))
-        else:
-            parts.append(rng.choice(rows, size=target, replace=False))
-    return np.sort(np.concatenate(parts))
-
-
-def train_type_head(td: TypeData, stage1_model, kind: str, params: Mapping[str, Any], out: Path, device: str) -> dict:
-    """The K-class head: encoder, fusion and hidden layer from stage 1, new last layer; trained with one
-    balancing mechanism and early-stopped on validation macro-F1 (the kept weights are its best epoch)."""
-    seed, balance = int(params["seed"]), str(params["type_balance"])
-    rows, weights = make_type_training(td.y["train"], balance, td.k, seed)
-    spec = copy.deepcopy(stage1_model.spec)
-    spec["kwargs"].update(num_classes=td.k, dropout=float(params["type_dropout"]))
-    torch.manual_seed(seed)
-    model = create_model(spec["name"], **spec["kwargs"])
-    transfer = transfer_weights(model, stage1_model.state_dict())   # encoder, fusion; head's last layer differs
-    if params["freeze_backbone"]:
-        for n_, p in model.named_parameters():
-            if n_.startswith("encoder."):
-                p.requires_grad_(False)
-    task = MulticlassTask(td.k, loss_name="ce", class_weights=weights)
-    cfg = make_train_config(params, kind, epochs=int(params["type_epochs"]), lr=float(params["type_lr"]),
-                            weight_decay=float(params["type_weight_decay"]), patience=int(params["type_patience"]),
-                            monitor="f1", amp=False, augment=False, checkpoint=False, log_every=0,
-                            warmup_epochs=min(float(params["warmup_epochs"]), float(params["type_epochs"]) - 1))
-    res = train_model(model, task, (*[a[rows] for a in td.inputs["train"]], td.y["train"][rows]),
-                      (*td.inputs["val"], td.y["val"]), cfg, out_dir=out, device=device)
-    best = res.best.get("monitor") or {}
-    kept = next((h for h in res.history if h["epoch"] == best.get("epoch")), res.history[-1])
-    val_prob = predict(model, task, td.inputs["val"], device=device)
-    return {"val_prob": val_prob, "val_macro_f1": _macro_f1(td.y["val"], val_prob.argmax(1), td.k),
-            "test_prob": predict(model, task, td.inputs["test"], device=device), "history": res.history,
-            "epochs_run": res.epochs_run, "stopped_early": bool(res.stopped_early), "best_epoch": kept["epoch"],
-            "kept_train_loss": kept["train_loss"], "kept_val_loss": kept["val_loss"], "transfer": transfer,
-            "train_rows": int(len(rows)), "class_weights": weights, "balance": balance, "spec": spec,
-            "frozen": bool(params["freeze_backbone"])}
-
-
-def _lgbm_fit(x: dict, y: dict, k: int, setting: dict, params: Mapping[str, Any]):
-    """One LightGBM fit with balanced class weights, rounds early-stopped on validation log-loss; returns
-    (val and test probabilities [N, k], rounds used)."""
-    import lightgbm as lgb  # deferred: a heavy import only this baseline needs
-
-    clf = lgb.LGBMClassifier(n_estimators=int(params["lgbm_estimators"]), learning_rate=0.05, class_weight="balanced",
-                             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=int(params["seed"]),
-                             n_jobs=int(params.get("num_threads", 0)) or torch.get_num_threads(), verbose=-1,
-                             **setting)
-    seen = np.isin(y["val"], np.unique(y["train"]))   # early stopping can only score classes seen in training
-    fit_kw: dict[str, Any] = {}
-    if seen.any():
-        xv, yv = x["val"][seen], y["val"][seen]
-        # Newer LightGBM names the validation data eval_X/eval_y (eval_set is deprecated there).
-        fit_kw = ({"eval_X": (xv,), "eval_y": (yv,)} if "eval_X" in inspect.signature(clf.fit).parameters
-                  else {"eval_set": [(xv, yv)]})
-        fit_kw["callbacks"] = [lgb.early_stopping(30, verbose=False)]
-    clf.fit(x["train"], y["train"], **fit_kw)
-    best = int(clf.best_iteration_ or clf.n_estimators) if fit_kw else clf.n_estimators
-
-    def full(p: np.ndarray) -> np.ndarray:            # classes absent from training get probability 0
-        out = np.zeros((len(p), k))
-        out[:, clf.classes_.astype(int)] = p
-        return out
-    return (full(clf.predict_proba(x["val"], num_iteration=best)), full(clf.predict_proba(x["test"], num_iteration=best)),
-            best)
-
-
-def train_type_lgbm(td: TypeData, params: Mapping[str, Any]) -> dict | None:
-    """LightGBM on the same pairs' symmetric features, balanced class weights, ``num_leaves`` x
-    ``min_child_samples`` chosen on validation macro-F1; None when training holds a single class."""
-    if len(np.unique(td.y["train"])) < 2:
-        return None
-    grid, fits = [], []
-    for nl in LGBM_GRID["num_leaves"]:
-        for mcs in LGBM_GRID["min_child_samples"]:
-            setting = {"num_leaves": nl, "min_child_samples": mcs}
-            val_prob, test_prob, rounds = _lgbm_fit(td.features, td.y, td.k, setting, params)
-            f1 = _macro_f1(td.y["val"], val_prob.argmax(1), td.k)
-            grid.append({**setting, "rounds": rounds, "val_macro_f1": f1})
-            fits.append((val_prob, test_prob))
-    best = int(np.argmax([g["val_macro_f1"] for g in grid]))
-    return {"val_prob": fits[best][0], "test_prob": fits[best][1], "chosen": grid[best],
-            "grid": pd.DataFrame(grid).rename_axis("setting")}
-
-
-def _class_stats(w: np.ndarray, y: np.ndarray, pred: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Per-class precision / recall / F1 [R, k], macro-F1 and accuracy [R] under row weights ``w`` [R, N]
-    (one row of ones is the plain estimate; bootstrap weights give the replicates). Macro-F1 averages the
-    classes present in each replicate, as `evaluate_multiclass` does."""
-    onehot_y, onehot_p = np.eye(k, dtype=w.dtype)[y], np.eye(k, dtype=w.dtype)[pred]
-    tp, sup, pp = w @ (onehot_y * onehot_p), w @ onehot_y, w @ onehot_p
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prec = np.where(pp > 0, tp / pp, 0.0)
-        rec = np.where(sup > 0, tp / sup, 0.0)
-        f1 = np.where(pp + sup > 0, 2 * tp / (pp + sup), 0.0)     # = 2PR / (P + R)
-    present = sup > 0
-    macro = (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
-    acc = (w @ (y == pred).astype(w.dtype)) / np.maximum(w.sum(1), 1e-12)
-    return {"precision": prec, "recall": rec, "f1": f1, "support": sup, "macro_f1": macro, "accuracy": acc}
-
-
-def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    return float(_class_stats(np.ones((1, len(y))), y, pred, k)["macro_f1"][0])
-
-
-def evaluate_type_predictions(y: np.ndarray, preds: Mapping[str, np.ndarray], k: int, unit: Unit,
-                              n_boot: int = N_BOOT, seed: int = 0) -> dict[str, dict]:
-    """Per model: per-class precision / recall / F1, macro-F1 and accuracy with 95% cluster-bootstrap
-    intervals over ``unit`` (the same resamples for every model, so differences are paired)."""
-    w = np.vstack([np.ones((1, len(y)), np.float32), unit_weights(list(unit.ids), len(y), n_boot, seed)])
-    out = {}
-    for name, pred in preds.items():
-        s = _class_stats(w, np.asarray(y), np.asarray(pred), k)
-        lo = {m: np.quantile(v[1:], 0.025, axis=0) for m, v in s.items()}
-        hi = {m: np.quantile(v[1:], 0.975, axis=0) for m, v in s.items()}
-        out[name] = {"point": {m: v[0] for m, v in s.items()}, "low": lo, "high": hi,
-                     "boot": {m: s[m][1:] for m in ("macro_f1", "accuracy")}}
-    return out
-
-
-def evaluate_types(td: TypeData, head: dict, lgbm: dict | None, n_boot: int = N_BOOT) -> dict:
-    """Head, LightGBM and the majority class on the test pairs: scores with intervals, and the head's
-    macro-F1 minus each other model's (paired bootstrap over the unit, Holm-adjusted)."""
-    y = td.y["test"]
-    major = int(np.bincount(td.y["train"], minlength=td.k).argmax())
-    preds = {"type head": head["test_prob"].argmax(1)}
-    if lgbm is not None:
-        preds["LightGBM"] = lgbm["test_prob"].argmax(1)
-    preds["majority class"] = np.full(len(y), major)
-    scores = evaluate_type_predictions(y, preds, td.k, td.units["test"], n_boot)
-    h = scores["type head"]
-    unit = td.units["test"]
-    what = (f"paired {'cluster' if unit.ids else 'row'} bootstrap of macro-F1 over {unit.describe(len(y))}, "
-            f"{n_boot:,} resamples; one training seed each")
-    tests = adjust({name: make_comparison(Spread(h["point"]["macro_f1"] - s["point"]["macro_f1"],
-                                                 draws=h["boot"]["macro_f1"] - s["boot"]["macro_f1"]),
-                                          unit.name, unit.n_units or len(y), what, ALPHA)
-                    for name, s in scores.items() if name != "type head"})
-    tests = {k: _adjusted_record(t, "type head better", "type head worse") for k, t in tests.items()}
-    return {"scores": scores, "tests": tests, "majority_class": td.names[major], "preds": preds}
-
-
-def run_types(splits, stage1_model, params: Mapping[str, Any], out: Path, device: str) -> dict | None:
-    """The type head, the tuned LightGBM and their evaluation; None when the data has no type labels."""
-    td = make_type_data(splits)
-    if td is None:
-        return None
-    head = train_type_head(td, stage1_model, splits.kind, params, out, device)
-    lgbm = train_type_lgbm(td, params)
-    ev = evaluate_types(td, head, lgbm)
-    s = ev["scores"]["type head"]["point"]
-    table = pd.DataFrame({m: s[m] for m in ("precision", "recall", "f1")}, index=pd.Index(td.names, name="class"))
-    table["support"] = td.pairs[2]
-    summary = {"n": int(len(td.y["test"])), "accuracy": float(s["accuracy"]), "macro_f1": float(s["macro_f1"]),
-               "class_names": td.names, "confusion": _confusion(td.y["test"], ev["preds"]["type head"], td.k)}
-    atomic_write_text(out / "evaluation_report.txt", make_multiclass_report(
-        f"Stage 2 interaction types: {splits.name} (test, interacting pairs)",
-        {**summary, "acc_ci_low": float(ev["scores"]["type head"]["low"]["accuracy"]),
-         "acc_ci_high": float(ev["scores"]["type head"]["high"]["accuracy"])}, table)
-        + f"\ntype_balance {head['balance']} (one mechanism), freeze_backbone {head['frozen']}; training rows "
-          f"{head['train_rows']}; early stopping on validation macro-F1: epoch {head['best_epoch']} of "
-          f"{head['epochs_run']} kept\nintervals: cluster bootstrap over {td.units['test'].describe(summary['n'])}\n")
-    return {"data": td, "head": head, "lgbm": lgbm, "eval": ev, "summary": summary, "table": table,
-            "names": td.names}
-
-
-def _confusion(y: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
-    return np.bincount(np.asarray(y) * k + np.asarray(pred), minlength=k * k).reshape(k, k).tolist()
 
 
 # ------------------------------------------------------------------------------ one dataset
@@ -797,522 +503,3 @@ def run_stage2_datasets(datasets, run_dir: str | Path, out_dir: str | Path, para
     return {r.name: r for r in runs}
 
 
-# ------------------------------------------------------------------------------ tables
-def _sd(values: np.ndarray) -> float:
-    """Sample standard deviation over seeds (0 for a single seed)."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def _seed_text(values: Sequence[float], fmt: str = "{:+.3f}") -> str:
-    return ", ".join(fmt.format(v) for v in values)
-
-
-def _label(run: Stage2Run, key: str) -> str:
-    if key == "matched_stage1":
-        return "stage 1 trained on, same epochs (matched budget)"
-    if key == "stage1_checkpoint":
-        return "stage 1 checkpoint of 02 (fewer epochs)"
-    return f"strongest baseline of 02: {run.baseline['name']} (best val acc)"
-
-
-def make_comparison_table(run: Stage2Run) -> pd.DataFrame:
-    """Stage 2 over seeds, and each reference on the same test rows with stage 2's paired difference to it."""
-    y, thr = run.test_y, run.threshold
-    acc = run.stage2.accuracies(y, thr)
-    rows = [{"model": f"stage 2 ({len(acc)} seeds)", "test acc": acc.mean(), "sd over seeds": _sd(acc),
-             "epochs in 03 per seed": ", ".join(map(str, run.stage2.epochs_run))}]
-    refs = {"matched_stage1": run.matched.accuracies(y, thr),
-            "stage1_checkpoint": np.array([run.stage1_test["accuracy"]])}
-    if run.baseline is not None:
-        refs["best_baseline"] = np.array([_correct(run.baseline["test_prob"], y, thr).mean()])
-    for key, a in refs.items():
-        t = run.comparisons[key]
-        epochs = ", ".join(map(str, run.matched.epochs_run)) if key == "matched_stage1" else "0"
-        rows.append({"model": _label(run, key), "test acc": a.mean(), "sd over seeds": _sd(a) if len(a) > 1 else np.nan,
-                     "epochs in 03 per seed": epochs,
-                     "stage 2 minus this": t["diff"], "CI low (Holm)": t["ci_low"], "CI high (Holm)": t["ci_high"],
-                     "per seed": _seed_text(t["per_seed"]), "p (Holm)": format_p(t["p_holm"], t.get("p_floor")),
-                     "verdict": t["verdict"].split(" (")[0]})
-    return pd.DataFrame(rows).set_index("model")
-
-
-def make_comparison_tables(runs: Mapping[str, Stage2Run]) -> dict[str, pd.DataFrame]:
-    return {name: make_comparison_table(r) for name, r in runs.items()}
-
-
-def make_ablation_full(run: Stage2Run) -> pd.DataFrame:
-    """Every variant with its per-seed numbers (the CSV beside the report)."""
-    y, thr = run.test_y, run.threshold
-    rows = []
-    for a in run.ablation:
-        r, acc, t = a["runs"], a["runs"].accuracies(y, thr), run.ablation_tests.get(a["variant"])
-        rows.append({"variant": a["variant"], "change": a["change"], "seeds": len(acc), "test acc mean": acc.mean(),
-                     "test acc sd": _sd(acc), "test acc per seed": _seed_text(acc, "{:.4f}"),
-                     "Δ vs reference": t["diff"] if t else 0.0, "Δ CI low (Holm)": t["ci_low"] if t else np.nan,
-                     "Δ CI high (Holm)": t["ci_high"] if t else np.nan,
-                     "Δ per seed": _seed_text(t["per_seed"]) if t else "",
-                     "seeds agreeing in sign": t["same_sign"] if t else np.nan,
-                     "p (test rows only)": t["p_test_only"] if t else np.nan, "p": t["p_value"] if t else np.nan,
-                     "p (Holm)": t["p_holm"] if t else np.nan, "verdict": t["verdict"] if t else "reference",
-                     "epochs run per seed": ", ".join(map(str, r.epochs_run)),
-                     "best epoch per seed": ", ".join(map(str, r.best_epoch)),
-                     "stopped early": sum(r.stopped_early), "samples_per_s": float(np.mean(r.samples_per_s)),
-                     "fit_s": float(np.sum(r.fit_s)), "n_params": r.n_params})
-    return pd.DataFrame(rows).set_index("variant")
-
-
-def make_ablation_table(run: Stage2Run) -> pd.DataFrame:
-    """The trimmed ablation table: mean ± sd over seeds, the paired Δ with its interval, Holm p, verdict;
-    the mixed-precision speed probe as a last row."""
-    full = make_ablation_full(run)
-    df = full[["change", "seeds", "test acc mean", "test acc sd", "Δ vs reference", "Δ CI low (Holm)", "Δ CI high (Holm)",
-               "Δ per seed", "p (Holm)", "verdict", "epochs run per seed"]].copy()
-    df["p (Holm)"] = [format_p(t["p_holm"], t.get("p_floor")) if (t := run.ablation_tests.get(v)) else ""
-                      for v in df.index]
-    df["verdict"] = [v.split(" (")[0] for v in df["verdict"]]
-    df["speed vs reference"] = full["samples_per_s"] / full["samples_per_s"].iloc[0]
-    if run.amp_probe:
-        p, amp_on = run.amp_probe, bool(run.config.get("amp"))
-        sps = p["fp32"] if amp_on else p["amp"]
-        df.loc[f"{'no ' if amp_on else ''}mixed precision (speed probe)"] = pd.Series({
-            "change": f"{'float32' if amp_on else 'autocast'} instead of {'autocast' if amp_on else 'float32'}; "
-                      f"speed only: 1 epoch on {p['pairs']} pairs each way", "verdict": "speed only",
-            "speed vs reference": sps / (p["amp"] if amp_on else p["fp32"])})
-    return df
-
-
-def make_ablation_tables(runs: Mapping[str, Stage2Run]) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Per dataset with an ablation: (the trimmed table, the full table for the CSV)."""
-    return {name: (make_ablation_table(r), make_ablation_full(r)) for name, r in runs.items() if r.ablation}
-
-
-def make_type_model_table(run: Stage2Run) -> pd.DataFrame:
-    """JRDB-Social-style summary: accuracy and macro-F1 with intervals per model, and the head's paired
-    macro-F1 difference to each other model (Holm-adjusted)."""
-    t, ev = run.types, run.types["eval"]
-    labels = {"type head": f"type head (type_balance {t['head']['balance']})",
-              "LightGBM": "LightGBM, balanced weights (" + ", ".join(
-                  f"{k} {v}" for k, v in (t["lgbm"]["chosen"] if t["lgbm"] else {}).items()
-                  if k in LGBM_GRID) + ", chosen on val)",
-              "majority class": f"majority class ('{ev['majority_class']}')"}
-    rows = []
-    for name, s in ev["scores"].items():
-        test = ev["tests"].get(name)
-        rows.append({"model": labels[name], "accuracy": s["point"]["accuracy"], "acc 95% CI": _ci(s, "accuracy"),
-                     "macro-F1": s["point"]["macro_f1"], "macro-F1 95% CI": _ci(s, "macro_f1"),
-                     "head minus this (macro-F1)": test["diff"] if test else np.nan,
-                     "CI (Holm)": f"{test['ci_low']:+.3f} to {test['ci_high']:+.3f}" if test else "",
-                     "p (Holm)": format_p(test["p_holm"], test["p_floor"]) if test else "",
-                     "verdict": test["verdict"].split(" (")[0] if test else ""})
-    return pd.DataFrame(rows).set_index("model")
-
-
-def _ci(s: dict, metric: str, k: int | None = None) -> str:
-    lo, hi = (s["low"][metric], s["high"][metric]) if k is None else (s["low"][metric][k], s["high"][metric][k])
-    return f"{float(lo):.3f}–{float(hi):.3f}"
-
-
-def make_type_class_table(run: Stage2Run) -> pd.DataFrame:
-    """Per class: groups per split, test pairs, the head's precision / recall / F1 with the F1 interval, and
-    LightGBM's F1 (full: every split's pair count too)."""
-    t = run.types
-    td, scores = t["data"], t["eval"]["scores"]
-    h = scores["type head"]
-    scored = td.pairs[2] > 0                     # a class with no test pair has no recall or F1 to report
-
-    def shown(v: np.ndarray) -> np.ndarray:
-        return np.where(scored, v, np.nan)
-    df = pd.DataFrame({"groups train": td.groups[0], "groups val": td.groups[1], "groups test": td.groups[2],
-                       "pairs train": td.pairs[0], "pairs val": td.pairs[1], "test pairs": td.pairs[2],
-                       "precision": shown(h["point"]["precision"]), "recall": shown(h["point"]["recall"]),
-                       "F1": shown(h["point"]["f1"]),
-                       "F1 95% CI": [_ci(h, "f1", k) if scored[k] else "no test pairs" for k in range(td.k)]},
-                      index=pd.Index(td.names, name="class"))
-    if "LightGBM" in scores:
-        df["LightGBM F1"] = shown(scores["LightGBM"]["point"]["f1"])
-    return df
-
-
-def make_type_tables(runs: Mapping[str, Stage2Run]) -> dict[str, dict[str, pd.DataFrame]]:
-    """Per dataset with type labels: the model table, the per-class table (trimmed and full) and the
-    LightGBM grid."""
-    out = {}
-    for name, r in runs.items():
-        if r.types is not None:
-            full = make_type_class_table(r)
-            out[name] = {"models": make_type_model_table(r), "classes": full.drop(columns=["pairs train", "pairs val"]),
-                         "classes_full": full,
-                         "lgbm_grid": r.types["lgbm"]["grid"] if r.types["lgbm"] else pd.DataFrame()}
-    return out
-
-
-# ------------------------------------------------------------------------------ metrics
-def _key(text: str) -> str:
-    """'layers [2, 2, 2]' -> 'layers_2_2_2' (metric keys)."""
-    return re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")
-
-
-def _p_metric(t: dict) -> float:
-    """The Holm-adjusted p for metrics.json, never 0: where the test saw no resample on the other side of
-    zero its floor is stored, read as "p below this" (as the reports print it)."""
-    return float(max(t["p_holm"], t.get("p_floor") or 0.0))
-
-
-def _comparison_metrics(run: Stage2Run) -> dict[str, Any]:
-    y, thr = run.test_y, run.threshold
-    acc, m1 = run.stage2.accuracies(y, thr), run.matched.accuracies(y, thr)
-    out = {"n_seeds": len(acc), "test_acc_mean": float(acc.mean()), "test_acc_sd": _sd(acc),
-           "matched_stage1_test_acc_mean": float(m1.mean()), "epochs_run_mean": float(np.mean(run.stage2.epochs_run)),
-           "runs_stopped_early": int(sum(run.stage2.stopped_early))}
-    for key, name in (("matched_stage1", "stage2_vs_matched_stage1"), ("stage1_checkpoint", "stage2_vs_stage1"),
-                      ("best_baseline", "stage2_vs_best_baseline")):
-        if key in run.comparisons:
-            t = run.comparisons[key]
-            out.update({f"{name}_diff": t["diff"], f"{name}_ci_low": t["ci_low"], f"{name}_ci_high": t["ci_high"],
-                        f"{name}_p": _p_metric(t)})
-    if run.baseline is not None:
-        out.update(best_baseline=run.baseline["name"],
-                   best_baseline_test_acc=float(_correct(run.baseline["test_prob"], y, thr).mean()))
-    return out
-
-
-def _ablation_metrics(run: Stage2Run) -> dict[str, dict]:
-    y, thr = run.test_y, run.threshold
-    ref = run.ablation[0]["runs"].accuracies(y, thr).mean()
-    out = {}
-    for a in run.ablation:
-        acc, t = a["runs"].accuracies(y, thr), run.ablation_tests.get(a["variant"])
-        m = {"test_acc": float(acc.mean()), "delta": float(acc.mean() - ref), "mean": float(acc.mean()),
-             "sd": _sd(acc), "n_seeds": int(len(acc))}
-        if t:
-            m.update(delta_ci_low=t["ci_low"], delta_ci_high=t["ci_high"], p=_p_metric(t))
-        out[_key(a["variant"])] = m
-    return out
-
-
-def _recall_metrics(r: dict) -> dict[str, Any]:
-    a, s = r["all"], r["sampled"]
-    return {"test_recall_sampled": s["mean"], "test_recall_sampled_ci_low": s["ci_low"],
-            "test_recall_sampled_ci_high": s["ci_high"], "test_sampled_interacting_pairs": r["n_sampled"],
-            "test_all_interacting_pairs": r["n_all"], "test_recall_all_pairs": a["mean"] if a else None,
-            "test_recall_all_pairs_ci_low": a["ci_low"] if a else None,
-            "test_recall_all_pairs_ci_high": a["ci_high"] if a else None}
-
-
-def _type_metrics(run: Stage2Run) -> dict[str, Any]:
-    t = run.types
-    sc, tests = t["eval"]["scores"], t["eval"]["tests"]
-    h = sc["type head"]
-    m = {"type_macro_f1": float(h["point"]["macro_f1"]), "type_acc": float(h["point"]["accuracy"]),
-         "type_macro_f1_ci_low": float(h["low"]["macro_f1"]), "type_macro_f1_ci_high": float(h["high"]["macro_f1"]),
-         "type_majority_macro_f1": float(sc["majority class"]["point"]["macro_f1"]),
-         "type_majority_acc": float(sc["majority class"]["point"]["accuracy"]), "type_n_test": t["summary"]["n"],
-         "type_min_groups_per_class": t["data"].min_groups, "type_balance": t["head"]["balance"],
-         "type_epochs_run": t["head"]["epochs_run"], "type_best_epoch": t["head"]["best_epoch"],
-         # the unit the type head's intervals and paired tests resampled (02's scene_pairs.ci_unit)
-         "type_ci_unit": t["data"].units["test"].name, "type_n_test_units": t["data"].units["test"].n_units}
-    if "LightGBM" in sc:
-        m.update(type_baseline_lgbm_macro_f1=float(sc["LightGBM"]["point"]["macro_f1"]),
-                 type_baseline_lgbm_acc=float(sc["LightGBM"]["point"]["accuracy"]),
-                 type_head_minus_lgbm_macro_f1=tests["LightGBM"]["diff"],
-                 type_head_vs_lgbm_p=_p_metric(tests["LightGBM"]))
-    return m
-
-
-def make_metrics(runs: Mapping[str, Stage2Run]) -> dict[str, dict]:
-    out = {}
-    for r in runs.values():  # keyed by the dataset name (a folder's name, not its path)
-        m = {"test_acc": r.eval_test["accuracy"], "test_acc_ci_low": r.eval_test["acc_ci_low"],
-             "test_acc_ci_high": r.eval_test["acc_ci_high"], "test_f1": r.eval_test["f1"],
-             "test_auc": r.eval_test["roc_auc"], "val_acc": r.eval_val["accuracy"],
-             "stage1_test_acc": r.stage1_test["accuracy"], "stage1_val_acc": r.stage1_val["accuracy"],
-             "epochs_run": r.epochs_run, "train_samples_per_s": r.train_samples_per_s,
-             "transferred_tensors": r.transfer["copied"], "amp_speedup": r.amp_speedup, "generated": r.generated,
-             **_comparison_metrics(r)}
-        if r.amp_probe:
-            m.update(amp_samples_per_s=r.amp_probe["amp"], fp32_samples_per_s=r.amp_probe["fp32"])
-        if r.recall is not None:
-            m.update(_recall_metrics(r.recall))
-        if r.types is not None:
-            m.update(_type_metrics(r))
-        if r.ablation:
-            m["ablation"] = _ablation_metrics(r)
-        out[r.name] = m
-    return out
-
-
-# ------------------------------------------------------------------------------ takeaways
-def _epochs(n: int) -> str:
-    return f"{n} epoch" + ("" if int(n) == 1 else "s")
-
-
-def describe_recipe(params: Mapping[str, Any]) -> str:
-    """What ran, from the parameters: the stage-2 recipe (mixed precision only when amp is on), seeds,
-    stopping rule and cap, and the type head's balancing and stopping."""
-    seeds = make_seeds(params)
-    amp = "mixed precision (autocast)" if params["amp"] else "float32 (amp off: no mixed precision)"
-    return (f"What ran: stage 2 = SE-ResNet {list(params['layers'])} for image pairs, MLP {list(params['mlp_hidden'])} "
-            f"for vector pairs, focal loss (gamma {params['focal_gamma']}), {amp}; every binary recipe trained with "
-            f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), each until validation {params['monitor']} has not "
-            f"improved for {_epochs(params['patience'])} (at most {params['epochs']}). Type head: type_balance "
-            f"{params['type_balance']} (one mechanism), early stopping on validation macro-F1 (patience "
-            f"{params['type_patience']}, at most {params['type_epochs']} epochs).")
-
-
-def _vtext(t: dict) -> str:
-    """'stage 2 better (p = 0.003, Holm)': the verdict words and the Holm-adjusted p of one comparison."""
-    return f"{t['verdict'].split(' (')[0]} ({format_p(t['p_holm'], t.get('p_floor'))}, Holm)"
-
-
-def describe_budget(runs: Mapping[str, Stage2Run]) -> str:
-    """The training budget that ran: binary runs, their epochs and fitting time, per dataset."""
-    parts = []
-    for r in runs.values():
-        recipes = [r.stage2, r.matched] + [a["runs"] for a in r.ablation[1:]]
-        n_runs = sum(len(x.seeds) for x in recipes)
-        epochs = sum(sum(x.epochs_run) for x in recipes)
-        fit_s = sum(sum(x.fit_s) for x in recipes)
-        typed = f" + type head {r.types['head']['epochs_run']} epochs" if r.types is not None else ""
-        parts.append(f"{r.name}: {n_runs} binary runs ({len(recipes)} recipes x {len(r.stage2.seeds)} seeds), "
-                     f"{epochs} epochs in all{typed}, {fit_s:.0f} s of binary training on this machine")
-    return "Training budget: " + "; ".join(parts) + "."
-
-
-def _convergence(run: Stage2Run) -> str:
-    runs = [run.stage2] + [a["runs"] for a in run.ablation[1:]]
-    n = sum(len(r.seeds) for r in runs)
-    stopped = sum(sum(r.stopped_early) for r in runs)
-    if stopped == n:
-        return f"all {n} runs stopped early (validation had flattened)"
-    return (f"{n - stopped} of {n} runs hit the cap of {run.config['epochs']} epochs with validation possibly still "
-            "improving")
-
-
-def describe_comparison(run: Stage2Run) -> str:
-    y, thr = run.test_y, run.threshold
-    acc, m = run.stage2.accuracies(y, thr), run.comparisons["matched_stage1"]
-    parts = [f"{run.name}: stage 2 test accuracy {acc.mean():.3f} ± {_sd(acc):.3f} "
-             f"(mean ± sd over {len(acc)} seeds; {_convergence(run)}). Against stage 1 trained on for the same "
-             f"epochs: {m['diff']:+.3f} (Holm-adjusted CI {m['ci_low']:+.3f} to {m['ci_high']:+.3f}; per seed "
-             f"{_seed_text(m['per_seed'])}), {_vtext(m)}"]
-    if "best_baseline" in run.comparisons:
-        b = run.comparisons["best_baseline"]
-        parts.append(f"against 02's strongest baseline ({run.baseline['name']}, chosen on validation): "
-                     f"{b['diff']:+.3f} ({b['ci_low']:+.3f} to {b['ci_high']:+.3f}), {_vtext(b)}")
-    else:
-        parts.append("notebook 02 wrote no baseline prediction files, so no baseline comparison")
-    return "; ".join(parts) + "." + _describe_recall(run)
-
-
-def _describe_recall(run: Stage2Run) -> str:
-    """Scene data: the first seed's recall of interacting test pairs, sampled and over all of them."""
-    r = run.recall
-    if r is None:
-        return ""
-    s = r["sampled"]
-    text = (f" Recall of interacting test pairs (first seed): {s['mean']:.3f} ({s['ci_low']:.3f} to "
-            f"{s['ci_high']:.3f}) over the {r['n_sampled']:,} that notebook 01 sampled")
-    if r["all"] is None:
-        return text + "; meta.json has no 'all_interacting_pairs', so recall over all of them cannot be computed."
-    a = r["all"]
-    return text + (f"; over all {r['n_all']:,} interacting pairs of the test frames, the ones the sampling dropped "
-                   f"counted as misses, {a['mean']:.3f} ({a['ci_low']:.3f} to {a['ci_high']:.3f}).")
-
-
-def describe_ablation(run: Stage2Run) -> str:
-    if not run.ablation:
-        return f"{run.name}: no ablation run."
-    parts = []
-    for a in run.ablation[1:]:
-        t = run.ablation_tests[a["variant"]]
-        parts.append(f"{a['variant']}: {t['diff']:+.3f} ({t['ci_low']:+.3f} to {t['ci_high']:+.3f}; "
-                     f"{t['same_sign']} of {t['n_seeds']} seeds agree in sign), {_vtext(t)}")
-    focal = run.ablation_tests.get("BCE instead of focal")
-    focal_txt = _describe_focal_claim(focal) if focal is not None else ""
-    return (f"{run.name}: test accuracy of each variant minus the stage-2 reference, over {len(run.stage2.seeds)} "
-            "seeds — " + "; ".join(parts) + "." + focal_txt + " " + _count_helped(run.ablation_tests)
-            + _amp_text(run))
-
-
-def _amp_text(run: Stage2Run) -> str:
-    """The mixed-precision speed probe in one sentence, against M1's GPU claim."""
-    if not run.amp_probe:
-        return ""
-    amp = run.amp_speedup
-    return (f" Mixed precision speed-up {amp:.2f}x on this device (median of {run.amp_probe['repeats']} alternating "
-            f"timed epochs per mode after a warm-up; M1 claims {STAGE2_CLAIMS['amp_speedup']:.0f}x on a GPU"
-            + ("; here it is SLOWER" if amp < 1 else "") + ").")
-
-
-def _describe_focal_claim(focal: dict) -> str:
-    """Focal's gain over BCE against M1's claim, worded from the Holm-adjusted paired test: the variant is
-    BCE, so focal's gain is minus its difference and the interval flips."""
-    gain, lo, hi, claim = -focal["diff"], -focal["ci_high"], -focal["ci_low"], STAGE2_CLAIMS["focal_gain"]
-    head = f" Focal over BCE: {gain:+.4f} (Holm-adjusted CI {lo:+.4f} to {hi:+.4f}) here vs the +{claim:.4f} M1 claims"
-    if focal["p_holm"] < ALPHA:
-        return head + (": focal helps here, as M1 claims." if gain > 0 else ": focal is worse here, against M1's claim.")
-    test = f": the paired test cannot tell focal from BCE ({format_p(focal['p_holm'])}, Holm)"
-    if lo <= claim <= hi:
-        return head + test + ", and the interval includes M1's gain: this run neither reproduces nor refutes it."
-    return head + test + ", and the whole interval lies below M1's gain: the claimed gain is not reproduced."
-
-
-def _count_helped(tests: Mapping[str, dict]) -> str:
-    """How many of the stage-2 additions helped: a variant that takes one away and is worse (Holm)."""
-    helped = sum(t["p_holm"] < ALPHA and t["diff"] < 0 for t in tests.values())
-    hurt = sum(t["p_holm"] < ALPHA and t["diff"] > 0 for t in tests.values())
-    return (f"Of {len(tests)} additions, {helped} helped, {hurt} made it worse (the variant without it was better) "
-            f"and {len(tests) - helped - hurt} made no difference the paired test could tell (Holm, alpha {ALPHA:g}).")
-
-
-def describe_ablation_all(runs: Mapping[str, Stage2Run]) -> str:
-    return "\n".join(describe_ablation(r) for r in runs.values())
-
-
-def _groups_note(td: TypeData) -> str:
-    split, cls = np.unravel_index(int(td.groups.argmin()), td.groups.shape)
-    where = f"'{td.names[cls]}' in {('train', 'val', 'test')[split]}"
-    if td.min_groups >= MIN_GROUPS:
-        return f"every split holds at least {td.min_groups} groups of every class (fewest: {where})"
-    return (f"this profile's data cannot hold {MIN_GROUPS} groups of every class in every split: the fewest is "
-            f"{td.min_groups} ({where}), so per-class scores of such classes rest on a handful of groups")
-
-
-def describe_types(run: Stage2Run) -> str:
-    if run.types is None:
-        return run.type_note
-    t, td = run.types, run.types["data"]
-    sc, tests = t["eval"]["scores"], t["eval"]["tests"]
-    h = sc["type head"]
-    f1 = h["point"]["f1"]
-    present = td.pairs[2] > 0
-    worst = int(np.flatnonzero(present)[np.argmin(f1[present])])
-    text = (f"{run.name}: type head macro-F1 {h['point']['macro_f1']:.3f} ({_ci(h, 'macro_f1')}), accuracy "
-            f"{h['point']['accuracy']:.3f} on {t['summary']['n']} interacting test pairs "
-            f"({td.units['test'].describe(t['summary']['n'])}); majority class macro-F1 "
-            f"{sc['majority class']['point']['macro_f1']:.3f} (head vs majority: {_vtext(tests['majority class'])})")
-    if "LightGBM" in sc:
-        lt = tests["LightGBM"]
-        text += (f"; tuned LightGBM {sc['LightGBM']['point']['macro_f1']:.3f}: head minus LightGBM {lt['diff']:+.3f} "
-                 f"({lt['ci_low']:+.3f} to {lt['ci_high']:+.3f}), {_vtext(lt)}")
-        if lt["diff"] < 0:
-            text += ". " + _describe_type_gap(run)
-    return (text + f". Weakest class '{td.names[worst]}' (F1 {f1[worst]:.3f}, {td.pairs[2][worst]} test pairs in "
-            f"{td.groups[2][worst]} groups); {_groups_note(td)}.")
-
-
-def _describe_type_gap(run: Stage2Run) -> str:
-    """Measured evidence of why the head falls short of LightGBM: validation macro-F1 of both (what each
-    was chosen on), the class with the largest F1 gap and its groups, and the head's loss gap."""
-    t, td = run.types, run.types["data"]
-    sc, head = t["eval"]["scores"], t["head"]
-    gap = np.where(td.pairs[2] > 0, sc["LightGBM"]["point"]["f1"] - sc["type head"]["point"]["f1"], -np.inf)
-    c = int(np.argmax(gap))
-    return (f"The head does NOT match the tabular baseline on test. Measured: on validation, where each was chosen, "
-            f"the head scored macro-F1 {head['val_macro_f1']:.3f} and LightGBM {t['lgbm']['chosen']['val_macro_f1']:.3f}; "
-            f"the largest test gap is '{td.names[c]}' (F1 {sc['type head']['point']['f1'][c]:.3f} vs "
-            f"{sc['LightGBM']['point']['f1'][c]:.3f}, {td.pairs[2][c]} test pairs in {td.groups[2][c]} groups); at its "
-            f"kept epoch {head['best_epoch']} of {head['epochs_run']} the head's validation loss was "
-            f"{head['kept_val_loss']:.2f} against a training loss of {head['kept_train_loss']:.2f}")
-
-
-def describe_types_all(runs: Mapping[str, Stage2Run]) -> str:
-    return "\n".join(describe_types(r) for r in runs.values())
-
-
-def describe_runs(runs: Mapping[str, Stage2Run]) -> str:
-    """Per dataset, stage 2 against its references (`describe_comparison`), and the method notes' own figure."""
-    claim = (f"For reference, the method notes report {STAGE2_CLAIMS['val_acc']:.2%} validation accuracy for "
-             "stage 2 on their own 28x28 data: other data, so not a target these runs can replicate.")
-    return "\n".join([describe_comparison(r) for r in runs.values()] + [claim])
-
-
-def _answer_facts(r: Stage2Run) -> dict[str, Any]:
-    return {"name": r.name, "generated": r.generated, "n_seeds": len(r.stage2.seeds),
-            "accuracy": float(r.stage2.accuracies(r.test_y, r.threshold).mean()),
-            "matched": r.comparisons["matched_stage1"]}
-
-
-def _type_facts(r: Stage2Run) -> dict[str, Any]:
-    sc, tests = r.types["eval"]["scores"], r.types["eval"]["tests"]
-    head = sc["type head"]
-    return {"name": r.name, "f1": float(head["point"]["macro_f1"]), "f1_low": float(head["low"]["macro_f1"]),
-            "f1_high": float(head["high"]["macro_f1"]),
-            "lgbm": float(sc["LightGBM"]["point"]["macro_f1"]) if "LightGBM" in sc else None,
-            "lgbm_test": tests.get("LightGBM"), "fewest_groups": int(r.types["data"].min_groups),
-            "min_groups": MIN_GROUPS}
-
-
-def describe_answer(runs: Mapping[str, Stage2Run]) -> tuple[str, dict[str, Any]]:
-    """(03's answer, template block ``answer``; the headline numbers) from the results."""
-    typed = [r for r in runs.values() if r.types is not None]
-    tests = [t for r in runs.values() for t in r.ablation_tests.values()]
-    ablation = {"n": len(tests), "helped": sum(t["p_holm"] < ALPHA and t["diff"] < 0 for t in tests),
-                "hurt": sum(t["p_holm"] < ALPHA and t["diff"] > 0 for t in tests)} if tests else None
-    text = render_answer("03_stage2", runs=[_answer_facts(r) for r in runs.values()],
-                        types=_type_facts(typed[0]) if typed else None, ablation=ablation)
-    headline = {f"{r.name}: stage 2 minus matched stage 1": round(r.comparisons["matched_stage1"]["diff"], 4)
-                for r in runs.values()}
-    for r in typed[:1]:
-        headline[f"{r.name}: type macro-F1"] = round(float(r.types["eval"]["scores"]["type head"]["point"]["macro_f1"]), 4)
-    return text, headline
-
-
-# ------------------------------------------------------------------------------ figures
-def plot_training(run: Stage2Run):
-    """Loss, val accuracy, learning rate and gradient norm per epoch of one dataset's first-seed stage-2 run."""
-    fig = plot_training_curves(run.history, ("loss", "accuracy", "lr", "grad_norm"))
-    fig.suptitle(f"{run.name}: stage 2 training, seed {run.stage2.seeds[0]} (val = validation split)",
-                 fontsize=10, y=1.02)
-    return fig
-
-
-def plot_test_errors(run: Stage2Run) -> dict[str, Any]:
-    """The stage-2 test confusion matrix (counts) and predicted probabilities by true class (first seed)."""
-    thr = run.eval_test["threshold"]
-    return {"confusion_matrix.png": plot_confusion_matrix(
-                run.eval_test["confusion"], ["0", "1"],
-                title=f"{run.name}: stage 2 (seed {run.stage2.seeds[0]}), test split, threshold {thr:.2f}"),
-            "probability_distributions.png": plot_probability_distributions(
-                run.test_y, run.test_prob, thr, title=f"{run.name}: stage 2 P(y = 1), test split")}
-
-
-def plot_type_confusion(run: Stage2Run):
-    """The type head's test confusion matrix, in counts."""
-    return plot_confusion_matrix(run.types["summary"]["confusion"], run.types["names"], normalize=False,
-                                 title=f"{run.name}: interaction type head, test split (counts)")
-
-
-def plot_ablation_curves(run: Stage2Run):
-    """Validation curves of every ablation variant's first-seed run, overlaid."""
-    fig = plot_training_curves({a["variant"]: a["runs"].histories[0] for a in run.ablation},
-                               ("loss", "accuracy", "samples_per_s"))
-    fig.suptitle(f"{run.name}: ablation variants, seed {run.stage2.seeds[0]} (val = validation split)",
-                 fontsize=10, y=1.02)
-    return fig
-
-
-def plot_seed_accuracies(run: Stage2Run, ax=None):
-    """Test accuracy of every seed of every recipe (dots), with the stage-1 checkpoint and 02's strongest
-    baseline as lines."""
-    import matplotlib.pyplot as plt
-
-    y, thr = run.test_y, run.threshold
-    recipes = [("stage 2", run.stage2), ("stage 1, matched budget", run.matched)]
-    recipes += [(a["variant"], a["runs"]) for a in run.ablation[1:]]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 1.3 + 0.45 * len(recipes)))
-    for i, (name, r) in enumerate(recipes):
-        acc = r.accuracies(y, thr)
-        ax.plot(acc, np.full(len(acc), i), "o", alpha=0.8)
-        ax.plot([acc.mean()], [i], "k|", markersize=14)
-    ax.axvline(run.stage1_test["accuracy"], color="grey", ls="--", label="stage 1 checkpoint (02)")
-    if run.baseline is not None:
-        ax.axvline(_correct(run.baseline["test_prob"], y, thr).mean(), color="tab:red", ls=":",
-                   label=f"02's strongest baseline ({run.baseline['name']})")
-    ax.set_yticks(range(len(recipes)), [n for n, _ in recipes])
-    ax.set_xlabel("accuracy on the test split (dots: seeds; bar: mean)")
-    ax.set_title(f"{run.name}: test accuracy per seed", fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
-    ax.figure.tight_layout()
-    return ax.figure

@@ -9,7 +9,8 @@ import pytest
 
 from helpers.core.errors import WorkbookError
 from helpers.data.pairs import load_pair_dataset
-from helpers.stages.stage2 import count_type_groups, find_stage1_checkpoint, load_stage1_model
+from helpers.evaluation.type_head import count_type_groups
+from helpers.stages.stage2 import find_stage1_checkpoint, load_stage1_model
 from tests.e2e.conftest import check_recall_over_all_pairs, read_metrics
 
 pytestmark = pytest.mark.e2e

@@ -18,6 +18,7 @@ from helpers.data.jrdb import generated_sequence_name, load_jrdb
 from helpers.data.panorama import GENERATED_COMMENT, make_background, make_keyframes, write_panoramas
 from helpers.data.scene_generator import make_generated_people
 from helpers.data.scenes import HEIGHT, WIDTH
+from helpers.reports import sampling as sampling_report
 from helpers.stages import sampling
 
 
@@ -199,8 +200,8 @@ def test_notebook_example_crops_use_frames_with_images(tmp_path, monkeypatch):
     ex = sampling.load_example_crops(sc, ds, [20, 10])
     assert ex["titles"][0].startswith("sitting together") and len(ex["titles"]) == 2, "frame 1 has no image"
     assert ex["a"].shape == ex["b"].shape == (2, 3, 20, 10)
-    assert len(sampling.plot_example_crops(ex).axes) == 4
+    assert len(sampling_report.plot_example_crops(ex).axes) == 4
     none = sampling.load_example_crops(load_jrdb(FIXTURE), ds, [20, 10])
-    assert none["titles"] == [] and sampling.plot_example_crops(none).axes
-    assert "geometry only" in sampling.describe_crops(load_jrdb(FIXTURE), [20, 10])
-    assert "1 stitched images" in sampling.describe_crops(sc, [20, 10])
+    assert none["titles"] == [] and sampling_report.plot_example_crops(none).axes
+    assert "geometry only" in sampling_report.describe_crops(load_jrdb(FIXTURE), [20, 10])
+    assert "1 stitched images" in sampling_report.describe_crops(sc, [20, 10])

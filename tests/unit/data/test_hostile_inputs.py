@@ -62,6 +62,7 @@ def test_in_range_integer_labels_still_load(tmp_path):
 
 
 def test_01_on_two_sequences_of_two_frames_reports_the_sampling_and_why_no_datasets(tmp_path):
+    from helpers.reports import sampling as sampling_report
     from helpers.stages import sampling
 
     sc = sampling.select_keyframes(sampling.load_scenes(str(FIXTURE)), 1)
@@ -76,9 +77,9 @@ def test_01_on_two_sequences_of_two_frames_reports_the_sampling_and_why_no_datas
     recall = sampling.make_recall_table(sc, sample, ds)
     groups = sampling.make_type_groups_table(sc, sample, ds)
     at = sampling.evaluate_at_multiplier(sampling.make_scene_pairs(sc), 3.0)
-    metrics = sampling.make_metrics(sc, at, sample, ds, recall, groups, unsplittable)
+    metrics = sampling_report.make_metrics(sc, at, sample, ds, recall, groups, unsplittable)
     assert metrics["pair_datasets_written"] is False and metrics["n_pairs_val"] == 0
-    answer = sampling.describe_answer(at, sample, recall, groups, 3.0, unsplittable=unsplittable)
+    answer = sampling_report.describe_answer(at, sample, recall, groups, 3.0, unsplittable=unsplittable)
     assert "No pair datasets are written" in answer and "nan" not in answer
-    recall_text = sampling.describe_recall(recall)
+    recall_text = sampling_report.describe_recall(recall)
     assert "val not measured (no pairs)" in recall_text and "nan" not in recall_text

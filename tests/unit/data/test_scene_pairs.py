@@ -14,6 +14,7 @@ from helpers.data.scene_pairs import (evaluate_split_leakage, make_dataset_meta,
                                       make_track_groups, make_type_group_counts, PAIR_FEATURES, PERSON_FEATURES,
                                       write_pair_dataset)
 from helpers.data.scenes import Scenes, select_keyframes, WIDTH
+from helpers.reports import sampling as sampling_report
 from helpers.stages import sampling
 
 
@@ -178,16 +179,16 @@ def test_notebook_01_reports_a_two_sequence_folder_in_full():
     at = sampling.evaluate_at_multiplier(pairs, 3.0)
     groups = sampling.make_type_groups_table(sc, s, ds)
     recall = sampling.make_recall_table(sc, s, ds)
-    m = sampling.make_metrics(sc, at, s, ds, recall, groups)
+    m = sampling_report.make_metrics(sc, at, s, ds, recall, groups)
     assert m["split_method"] == "by_frame_block" and m["n_images"] == 0
     assert groups["sequences"].tolist() == [2, 2, 2] and groups.drop(columns="sequences").to_numpy().sum() > 0
     assert recall.loc["all", "interacting pairs"] == s.counts["all_positives"]
     assert recall.drop("all")["interacting pairs"].sum() < recall.loc["all", "interacting pairs"]
     card = sampling.make_dataset_card(sc, s, ds, 0)
     assert card["split_method"] == "by_frame_block" and card["data_leakage_prevention"] is False
-    said = sampling.describe_split(sc, sampling.evaluate_split_leakage(ds, "by_frame_block"))
-    assert "split by frame blocks" in said and "frames shared between splits: 0" in said
-    assert "reach training" in sampling.describe_answer(at, s, recall, groups, 3.0)
+    said = sampling_report.describe_written(sc, "scene_pairs", sampling.evaluate_split_leakage(ds, "by_frame_block"), "")
+    assert "split by frame blocks" in said and "0 frames are shared between splits" in said
+    assert "reach training" in sampling_report.describe_answer(at, s, recall, groups, 3.0)
 
 
 def test_one_sequence_with_one_frame_is_a_clear_error():

@@ -7,8 +7,8 @@ import pytest
 
 from helpers.data.pairs import PairSet, PairSplits
 from helpers.stages import words
-from helpers.stages.audit import (describe_answer, describe_leakage, evaluate_leakage, make_dataset_card,
-                                  make_split_summary)
+from helpers.reports.audit import describe_answer, describe_leakage
+from helpers.stages.audit import evaluate_leakage, make_dataset_card, make_split_summary
 
 
 def _split(ids: np.ndarray, n: int, seed: int) -> PairSet:

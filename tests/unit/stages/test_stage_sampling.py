@@ -14,11 +14,11 @@ from helpers.data.scenes import Scenes, WIDTH
 from helpers.data.scene_pairs import make_scene_pair_dataset
 from helpers.data.scenes import TYPE_NAMES
 from helpers.stages import words
-from helpers.stages.sampling import (describe_answer, describe_ratios, describe_recall, describe_type_coverage,
-                                     describe_wrap, evaluate_sampling_counts, make_dataset_card, make_metrics,
-                                     make_pairs_per_frame_table, make_presets_table, make_ratio_table,
-                                     make_recall_table, make_sampling_panel, make_sweep_table, make_type_groups_table,
-                                     plot_pairs_per_frame, plot_reduction_recall, plot_seam_losses, plot_sweep)
+from helpers.reports.sampling import (describe_answer, describe_ratios, describe_recall, describe_type_coverage,
+                                      describe_wrap, make_metrics, make_ratio_table, make_sampling_panel,
+                                      plot_pairs_per_frame, plot_reduction_recall, plot_seam_losses, plot_sweep)
+from helpers.stages.sampling import (evaluate_sampling_counts, make_dataset_card, make_pairs_per_frame_table,
+                                     make_presets_table, make_recall_table, make_sweep_table, make_type_groups_table)
 
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "jrdb_tiny"
@@ -146,5 +146,5 @@ def test_describe_wrap_reads_the_curves(tiny):
     pairs = make_frame_pairs(tiny.people["fid"].to_numpy(), tiny.people["cx"].to_numpy(),
                              tiny.people["w"].to_numpy(), tiny.people["group"].to_numpy())
     line = describe_wrap(make_sweep_table(pairs, [1, 2, 3, 6]), 3.0)
-    assert line.startswith("At 3x the wrap keeps 2 more interacting pairs")
+    assert line.startswith("At 3× the wrap keeps 2 more interacting pairs")
     assert any(w in line for w in ("above the wrap-on", "below the wrap-on", "within 1 point"))

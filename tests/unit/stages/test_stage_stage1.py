@@ -19,10 +19,10 @@ from helpers.evaluation.groups import SIZE_CLASSES
 from helpers.evaluation.recall import evaluate_scene_recall
 from helpers.evaluation.stats import ROWS, Unit, holm
 from helpers.stages.words import sentences
-from helpers.stages.stage1 import (describe_answer, describe_groups, describe_kinds, describe_recall, describe_run,
-                                   evaluate_against_baselines, make_display_table,
-                                   make_groups_table, make_kinds_card, make_kinds_table, make_metrics,
-                                   make_recall_table, make_summary_table, run_stage1, run_stage1_datasets)
+from helpers.reports.stage1 import (describe_answer, describe_groups, describe_kinds, describe_recall, describe_run,
+                                    make_display_table, make_groups_table, make_kinds_card, make_kinds_table,
+                                    make_metrics, make_recall_table, make_summary_table)
+from helpers.stages.stage1 import evaluate_against_baselines, run_stage1, run_stage1_datasets
 
 
 torch.set_num_threads(1)
@@ -333,7 +333,7 @@ def test_scene_kinds_side_by_side_then_groups_from_all_candidate_pairs(scene_ima
     text = describe_kinds({run.name: run})
     # the verdict words of the test, never "does not help" for a test that could not tell them apart
     words = sk.comparisons["both - geometry"]["test"]["verdict_word"]
-    assert {"better": "Adding appearance to geometry HELPS", "worse": "Adding appearance to geometry HURTS",
+    assert {"better": "Adding appearance to geometry helps", "worse": "Adding appearance to geometry hurts",
             "not distinguishable": "geometry is not distinguishable"}[words] in text and "not help" not in text
     assert "budgets" in text          # matched epochs, or said plainly that they were not
     assert "not comparable" in text and "union crop" in text

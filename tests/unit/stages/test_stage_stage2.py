@@ -8,9 +8,12 @@ import pytest
 from helpers.core.errors import DataError, WorkbookError
 from helpers.data.predictions import write_predictions
 from helpers.evaluation.stats import adjust, compare_over_seeds, make_comparison, Spread, Unit
+from helpers.evaluation import type_head
+from helpers.evaluation.type_head import (count_type_groups, evaluate_type_predictions, make_balanced_indices,
+                                          make_type_training)
+from helpers.reports.stage2 import describe_recipe
 from helpers.stages import stage2
-from helpers.stages.stage2 import (count_type_groups, describe_recipe, evaluate_type_predictions, make_balanced_indices,
-                                   make_seeds, make_type_training, SeedRuns)
+from helpers.stages.stage2 import make_seeds, SeedRuns
 
 
 def test_balanced_indices_for_type_classes():
@@ -213,7 +216,7 @@ def test_type_head_lgbm_and_majority_on_a_tiny_fixture(tmp_path):
     splits = _tiny_splits()
     model, spec = _tiny_stage1(splits)
     model.spec = spec
-    types = stage2.run_types(splits, model, _tiny_params(), tmp_path / "type", "cpu")
+    types = type_head.run_types(splits, model, _tiny_params(), tmp_path / "type", "cpu")
     td, ev = types["data"], types["eval"]
     assert td.names == ["a", "b", "c"] and td.pairs.sum(1).tolist() == [len(v) for v in td.y.values()]
     assert td.units["test"].name == "person pair"
@@ -226,7 +229,7 @@ def test_type_head_lgbm_and_majority_on_a_tiny_fixture(tmp_path):
     assert sum(map(sum, types["summary"]["confusion"])) == len(td.y["test"])       # counts, not rates
     assert (tmp_path / "type" / "evaluation_report.txt").is_file()
     assert set(types["lgbm"]["grid"].columns) >= {"num_leaves", "min_child_samples", "val_macro_f1"}
-    over = stage2.run_types(splits, model, _tiny_params(type_balance="oversample"), tmp_path / "t2", "cpu")
+    over = type_head.run_types(splits, model, _tiny_params(type_balance="oversample"), tmp_path / "t2", "cpu")
     assert over["head"]["class_weights"] is None and over["head"]["train_rows"] > len(td.y["train"])
 
 

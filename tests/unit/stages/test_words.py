@@ -132,7 +132,7 @@ def test_03_facts_come_from_the_stage2_results():
 
     import numpy as np
 
-    from helpers.stages.stage2 import describe_answer
+    from helpers.reports.stage2 import describe_answer
 
     seeds = SimpleNamespace(seeds=[1, 2, 3], accuracies=lambda y, thr: np.array([0.8, 0.9, 1.0]))
     matched = {**CMP, "diff": 0.05, "ci_low": 0.02, "ci_high": 0.08, "p_holm": 0.01}
@@ -152,8 +152,8 @@ def test_03_facts_come_from_the_stage2_results():
 def test_00_and_01_section_words_state_their_numbers():
     import pandas as pd
 
-    from helpers.stages.audit import describe_balance
-    from helpers.stages.sampling import describe_at_multiplier, describe_recall
+    from helpers.reports.audit import describe_balance
+    from helpers.reports.sampling import describe_at_multiplier, describe_recall
 
     text = describe_balance(pd.DataFrame({"pairs": [1200, 600, 800], "positive rate": [0.5, 0.42, 0.5]}))
     assert "2,600 pairs" in text and "42.0% to 50.0%" in text and "NOT balanced alike" in text
