@@ -51,10 +51,17 @@ class KindRun:
     test_ci: dict                   # unit-aware interval of test correctness
     out_dir: Path
     model: Any = field(default=None, repr=False)   # the trained model (best validation epoch)
+    budget: dict = field(default_factory=dict)      # {"max_epochs", "patience"}: the rule it trained under
 
     @property
     def train_samples_per_s(self) -> float:
         return train_samples_per_s(self.history)
+
+
+def _budget(cfg) -> dict:
+    """The training budget a kind ran under: kinds compare at matched budgets when these are equal, whatever
+    epoch early stopping ended each one at."""
+    return {"max_epochs": int(cfg.epochs), "patience": int(cfg.patience)}
 
 
 @dataclass
@@ -107,7 +114,8 @@ def make_crop_train_config(params: Mapping[str, Any]):
 def _geometry_kind(fit: dict, out: Path, test_ci: dict) -> KindRun:
     res = fit["result"]
     return KindRun("geometry", fit["spec"], count_parameters(fit["model"]), res.history, res.epochs_run, fit["fit_s"],
-                   fit["val_prob"], fit["test_prob"], fit["eval_val"], fit["eval_test"], test_ci, out, fit["model"])
+                   fit["val_prob"], fit["test_prob"], fit["eval_val"], fit["eval_test"], test_ci, out, fit["model"],
+                   _budget(fit["cfg"]))
 
 
 def train_crop_kind(kind: str, splits, crops: PairCrops, params: Mapping[str, Any], out: Path,
@@ -132,7 +140,8 @@ def train_crop_kind(kind: str, splits, crops: PairCrops, params: Mapping[str, An
     test_ci = interval(correct_at(test_prob, te.y, thr), unit_of(te))
     val_ci = interval(correct_at(val_prob, va.y, thr), unit_of(va))
     return KindRun(kind, spec, count_parameters(model), res.history, res.epochs_run, fit_s, val_prob, test_prob,
-                   with_interval(ev_val, val_ci), with_interval(ev_test, test_ci), test_ci, out / kind, model)
+                   with_interval(ev_val, val_ci), with_interval(ev_test, test_ci), test_ci, out / kind, model,
+                   _budget(make_crop_train_config(params)))
 
 
 def evaluate_kinds(kinds: Mapping[str, KindRun], y_test: np.ndarray, baselines: Mapping[str, dict], thr: float,

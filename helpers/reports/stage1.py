@@ -319,6 +319,7 @@ def _kinds_facts(run: Stage1Run) -> dict[str, Any]:
             "both": _kind_test(sk, "both - geometry") if "both" in sk.kinds else None,
             "appearance": _kind_test(sk, "appearance - geometry") if "appearance" in sk.kinds else None,
             "epochs": {k: kr.epochs_run for k, kr in sk.kinds.items()}, "lgbm": lgbm,
+            "budgets": {k: kr.budget for k, kr in sk.kinds.items()},
             "lgbm_acc": run.baselines["lgbm"]["test"]["accuracy"] if lgbm else None, "crops": sk.crops,
             "crop_size": sk.crop_size, "seconds": sk.seconds, "notes": sk.notes,
             "not_run": [k for k in sk.requested if k not in sk.kinds]}

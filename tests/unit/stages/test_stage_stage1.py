@@ -16,6 +16,7 @@ from helpers.data.pairs import load_pair_folder
 from helpers.data.scene_pairs import make_dataset_meta, make_scene_pair_dataset, write_pair_dataset
 from helpers.data.scenes import select_keyframes
 from helpers.evaluation.groups import SIZE_CLASSES
+from helpers.evaluation.scene_kinds import make_crop_train_config
 from helpers.evaluation.recall import evaluate_scene_recall
 from helpers.evaluation.stats import ROWS, Unit, holm
 from helpers.stages.words import sentences
@@ -335,7 +336,9 @@ def test_scene_kinds_side_by_side_then_groups_from_all_candidate_pairs(scene_ima
     words = sk.comparisons["both - geometry"]["test"]["verdict_word"]
     assert {"better": "Adding appearance to geometry helps", "worse": "Adding appearance to geometry hurts",
             "not distinguishable": "geometry is not distinguishable"}[words] in text and "not help" not in text
-    assert "budgets" in text          # matched epochs, or said plainly that they were not
+    # matched budgets (same maximum epochs and early-stopping rule), or said plainly that they were not
+    budgets = {(kr.budget["max_epochs"], kr.budget["patience"]) for kr in sk.kinds.values()}
+    assert ("matched budgets" in text) == (len(budgets) == 1) and ("unequal budgets" in text) == (len(budgets) > 1)
     assert "not comparable" in text and "union crop" in text
     assert f"{m['group_f1']:.3f}" in describe_groups({run.name: run}) and "56.4" in describe_groups({run.name: run})
     answer, _ = describe_answer({run.name: run})
@@ -363,3 +366,10 @@ def test_scene_inputs_are_checked(scene_images, tmp_path):
     folder, _ = scene_images
     with pytest.raises(WorkbookError, match="scene_inputs"):
         run_stage1(str(folder), tmp_path, tmp_path / "out", dict(SCENE_PARAMS, scene_inputs=["pixels"]))
+
+
+def test_crop_kinds_take_the_geometry_budget_unless_told_otherwise():
+    # crop_epochs 0 (the default) trains the crop kinds under geometry's maximum epochs and early stopping
+    params = dict(SCENE_PARAMS, epochs=8, patience=3)
+    assert (make_crop_train_config(dict(params, crop_epochs=0)).epochs, make_crop_train_config(params).patience) == (8, 3)
+    assert make_crop_train_config(dict(params, crop_epochs=4)).epochs == 4
