@@ -342,7 +342,7 @@ def test_scene_kinds_side_by_side_then_groups_from_all_candidate_pairs(scene_ima
     assert "not comparable" in text and "union crop" in text
     assert f"{m['group_f1']:.3f}" in describe_groups({run.name: run}) and "56.4" in describe_groups({run.name: run})
     answer, _ = describe_answer({run.name: run})
-    assert f"F1 {m['group_f1']:.3f}" in answer and {"better": "geometry helps", "worse": "geometry hurts"}.get(words, f"is {words}") in answer
+    assert f"F1 {m['group_f1']:.3f}" in answer and {"better": "appearance helps", "worse": "appearance hurts"}.get(words, words) in answer
     card = make_kinds_card(run)
     assert card["trained"] == list(sk.kinds) and card["groups"]["method"] == g["best"]
     assert "scene input kinds" in (out / "evaluation_report.txt").read_text()
