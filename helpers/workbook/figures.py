@@ -57,8 +57,9 @@ def _doctor_table(run_dir: Path) -> list[str]:
         return []
     cell = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     rows = [f"| {k} | {cell(m.get('doctor_precision_' + k))} | {cell(m.get('doctor_recall_' + k))} |" for k in kinds]
-    return ["", f"The curve doctor (07) on {m.get('n_external_histories', '?')} public training histories labelled by "
-            "hand before it ran (— : the doctor never made that call):", "",
+    return ["", f"The curve doctor (07) per finding on {m.get('n_external_histories', '?')} held-out public training "
+            "histories, labelled by hand and scored once after its rules were frozen (— : the doctor never made "
+            "that call):", "",
             "| finding | precision | recall |", "|---|---|---|", *rows]
 
 

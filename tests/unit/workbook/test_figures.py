@@ -77,5 +77,5 @@ def test_doctor_precision_and_recall_per_finding_come_from_07s_metrics(tmp_path)
         {"n_external_histories": 27, "doctor_precision_plateau": 0.6667, "doctor_recall_plateau": 0.857,
          "doctor_precision_underfitting": None, "doctor_recall_underfitting": 0.0}))
     text = figures.make_figures(run)
-    assert "on 27 public training histories" in text
+    assert "on 27 held-out public training histories" in text
     assert "| plateau | 0.67 | 0.86 |" in text and "| underfitting | — | 0.00 |" in text
